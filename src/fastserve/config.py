@@ -1,0 +1,379 @@
+"""Config: every setting, its default, its validation, and app loading.
+
+Names follow uvicorn's where the concept is the same, so `uvicorn.Config(...)` becomes
+`fastserve.Config(...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.config
+import os
+import socket
+import ssl
+import stat
+import sys
+from typing import Any, Callable, Optional, Union
+
+from fastserve import rules
+from fastserve.importer import ImportFromStringError, import_from_string
+from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL
+
+logger = logging.getLogger("fastserve.error")
+
+HTTP_MODES = ("auto", "c", "python")
+LOOP_MODES = ("auto", "asyncio", "uvloop")
+LIFESPAN_MODES = ("auto", "on", "off")
+SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
+
+# Exit code when the app fails to start (lifespan startup failed), as uvicorn.
+STARTUP_FAILURE = 3
+
+
+class ConfigError(Exception):
+    """A setting or the app cannot be used; the message is one line for the user."""
+
+
+def create_ssl_context(
+    certfile: str,
+    keyfile: Optional[str],
+    password: Optional[str],
+    ssl_version: int,
+    cert_reqs: int,
+    ca_certs: Optional[str],
+    ciphers: Optional[str],
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl_version)
+    ctx.load_cert_chain(certfile, keyfile, password or None)
+    ctx.verify_mode = ssl.VerifyMode(cert_reqs)
+    if ca_certs:
+        ctx.load_verify_locations(ca_certs)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def load_env_file(path: str) -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ConfigError(
+            "--env-file needs python-dotenv: pip install 'fastserve[standard]'"
+        ) from None
+    if not os.path.isfile(path):
+        raise ConfigError(f"Env file {path!r} does not exist.")
+    load_dotenv(dotenv_path=path)
+
+
+def c_extension_available() -> bool:
+    try:
+        import fastserve._parser  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Config:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        uds: Optional[str] = None,
+        fd: Optional[int] = None,
+        loop: str = "auto",
+        http: Union[str, type] = "auto",
+        lifespan: str = "auto",
+        env_file: Optional[str] = None,
+        log_config: Union[dict, str, None] = LOGGING_CONFIG,
+        log_level: Union[str, int, None] = None,
+        access_log: bool = True,
+        use_colors: Optional[bool] = None,
+        workers: Optional[int] = None,
+        proxy_headers: bool = True,
+        server_header: bool = True,
+        date_header: bool = True,
+        forwarded_allow_ips: Union[list, str, None] = None,
+        root_path: str = "",
+        limit_concurrency: Optional[int] = None,
+        limit_max_requests: Optional[int] = None,
+        limit_request_head: int = 65536,
+        limit_request_line: int = 0,
+        limit_request_fields: int = 100,
+        limit_request_field_size: int = 0,
+        limit_request_body: Optional[int] = None,
+        backlog: int = 2048,
+        timeout_keep_alive: float = 5,
+        timeout_request_header: float = 30,
+        timeout_graceful_shutdown: Optional[float] = None,
+        timeout_notify: float = 30,
+        callback_notify: Optional[Callable[..., Any]] = None,
+        ssl_keyfile: Optional[str] = None,
+        ssl_certfile: Optional[str] = None,
+        ssl_keyfile_password: Optional[str] = None,
+        ssl_version: int = SSL_PROTOCOL_VERSION,
+        ssl_cert_reqs: int = ssl.CERT_NONE,
+        ssl_ca_certs: Optional[str] = None,
+        ssl_ciphers: str = "TLSv1",
+        headers: Optional[list] = None,
+        factory: bool = False,
+        app_dir: Optional[str] = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.uds = uds
+        self.fd = fd
+        self.loop = loop
+        self.http = http
+        self.lifespan = lifespan
+        self.log_config = log_config
+        self.log_level = log_level
+        self.access_log = access_log
+        self.use_colors = use_colors
+        self.workers = workers or 1
+        self.proxy_headers = proxy_headers
+        self.server_header = server_header
+        self.date_header = date_header
+        self.root_path = root_path
+        self.limit_concurrency = limit_concurrency
+        self.limit_max_requests = limit_max_requests
+        self.limit_request_head = limit_request_head
+        self.limit_request_line = limit_request_line
+        self.limit_request_fields = limit_request_fields
+        self.limit_request_field_size = limit_request_field_size
+        self.limit_request_body = limit_request_body
+        self.backlog = backlog
+        self.timeout_keep_alive = timeout_keep_alive
+        self.timeout_request_header = timeout_request_header
+        self.timeout_graceful_shutdown = timeout_graceful_shutdown
+        self.timeout_notify = timeout_notify
+        self.callback_notify = callback_notify
+        self.ssl_keyfile = ssl_keyfile
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile_password = ssl_keyfile_password
+        self.ssl_version = ssl_version
+        self.ssl_cert_reqs = ssl_cert_reqs
+        self.ssl_ca_certs = ssl_ca_certs
+        self.ssl_ciphers = ssl_ciphers
+        self.headers: list[tuple[str, str]] = [tuple(h) for h in headers or []]
+        self.factory = factory
+        self.app_dir = app_dir
+        self.loaded = False
+
+        if forwarded_allow_ips is None:
+            forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        self.forwarded_allow_ips = forwarded_allow_ips
+        self.proxy_trust = rules.ProxyTrust(forwarded_allow_ips)
+
+        self.validate()
+        if env_file is not None:
+            load_env_file(env_file)
+        self.configure_logging()
+
+    def validate(self) -> None:
+        if isinstance(self.http, str) and self.http not in HTTP_MODES:
+            raise ConfigError(f"--http must be one of {', '.join(HTTP_MODES)}, not {self.http!r}")
+        if self.loop not in LOOP_MODES:
+            raise ConfigError(f"--loop must be one of {', '.join(LOOP_MODES)}, not {self.loop!r}")
+        if self.lifespan not in LIFESPAN_MODES:
+            raise ConfigError(
+                f"--lifespan must be one of {', '.join(LIFESPAN_MODES)}, not {self.lifespan!r}"
+            )
+        positive = {
+            "limit_request_head": self.limit_request_head,
+            "limit_request_fields": self.limit_request_fields,
+            "backlog": self.backlog,
+        }
+        for name, value in positive.items():
+            if value is None or value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        for name in ("limit_concurrency", "limit_max_requests", "limit_request_body"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        for name in ("timeout_keep_alive", "timeout_request_header"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
+        if bool(self.ssl_keyfile) != bool(self.ssl_certfile) and not self.ssl_certfile:
+            raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        for name, value in self.headers:
+            if not rules.is_token(name.encode("latin-1")) or not rules.is_field_value(
+                value.encode("latin-1")
+            ):
+                raise ConfigError(f"--header {name}:{value} is not a valid HTTP header")
+
+    @property
+    def is_ssl(self) -> bool:
+        return bool(self.ssl_certfile)
+
+    @property
+    def encoded_headers(self) -> list[tuple[bytes, bytes]]:
+        """Default response headers: server and --header ones (date is added per second)."""
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers
+        ]
+        names = {name for name, _ in headers}
+        if self.server_header and b"server" not in names:
+            headers.insert(0, (b"server", b"fastserve"))
+        return headers
+
+    def configure_logging(self) -> None:
+        logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+        if self.log_config is not None:
+            if isinstance(self.log_config, dict):
+                if self.use_colors in (True, False):
+                    for formatter in ("default", "access"):
+                        self.log_config["formatters"][formatter]["use_colors"] = self.use_colors
+                logging.config.dictConfig(self.log_config)
+            else:
+                self.load_log_config_file(self.log_config)
+        if self.log_level is not None:
+            level = (
+                LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
+            )
+            for name in ("fastserve", "fastserve.error", "fastserve.access"):
+                logging.getLogger(name).setLevel(level)
+        if not self.access_log:
+            logging.getLogger("fastserve.access").handlers = []
+            logging.getLogger("fastserve.access").propagate = False
+
+    @staticmethod
+    def load_log_config_file(path: str) -> None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"--log-config file {path!r} does not exist")
+        try:
+            if path.endswith(".json"):
+                with open(path) as file:
+                    logging.config.dictConfig(json.load(file))
+            elif path.endswith((".yaml", ".yml")):
+                try:
+                    import yaml
+                except ImportError:
+                    raise ConfigError(
+                        "--log-config YAML needs PyYAML: pip install 'fastserve[standard]'"
+                    ) from None
+                with open(path) as file:
+                    logging.config.dictConfig(yaml.safe_load(file))
+            else:
+                logging.config.fileConfig(path, disable_existing_loggers=False)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"--log-config {path!r} is not a valid logging config: {exc}") from exc
+
+    def load(self) -> None:
+        """Import the app and pick the protocol; raises ConfigError with one line."""
+        assert not self.loaded
+        if self.is_ssl:
+            try:
+                self.ssl: Optional[ssl.SSLContext] = create_ssl_context(
+                    certfile=self.ssl_certfile,
+                    keyfile=self.ssl_keyfile,
+                    password=self.ssl_keyfile_password,
+                    ssl_version=self.ssl_version,
+                    cert_reqs=self.ssl_cert_reqs,
+                    ca_certs=self.ssl_ca_certs,
+                    ciphers=self.ssl_ciphers,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"Cannot load the TLS certificate or key: {exc}") from exc
+        else:
+            self.ssl = None
+
+        self.http_protocol_class = self.select_http_protocol()
+        self.loaded_app = self.load_app()
+
+        from fastserve.lifespan import LifespanOff, LifespanOn
+
+        self.lifespan_class = LifespanOff if self.lifespan == "off" else LifespanOn
+        self.loaded = True
+
+    def select_http_protocol(self) -> type:
+        if not isinstance(self.http, str):
+            return self.http
+        if self.http in ("auto", "c"):
+            try:
+                from fastserve._parser import HttpProtocol
+            except ImportError as exc:
+                if self.http == "c":
+                    raise ConfigError(
+                        f"--http c: the C extension is not available ({exc}); "
+                        "reinstall fastserve with a C compiler, or use --http python"
+                    ) from exc
+            else:
+                return HttpProtocol
+        from fastserve.h11_protocol import H11Protocol
+
+        return H11Protocol
+
+    @property
+    def http_mode_name(self) -> str:
+        module = getattr(self.http_protocol_class, "__module__", "")
+        return "c" if module == "fastserve._parser" else "python"
+
+    def load_app(self) -> Any:
+        if self.app_dir is not None:
+            sys.path.insert(0, self.app_dir)
+        try:
+            app = import_from_string(self.app)
+        except ImportFromStringError as exc:
+            raise ConfigError(f"Error loading ASGI app. {exc}") from exc
+        if self.factory:
+            try:
+                app = app()
+            except TypeError as exc:
+                raise ConfigError(f"Error loading ASGI app factory: {exc}") from exc
+        if not callable(app):
+            raise ConfigError(f"The ASGI app {self.app!r} is not callable.")
+        return app
+
+    def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
+        if self.loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self.loop == "uvloop":
+                    raise ConfigError(
+                        "--loop uvloop: uvloop is not installed (pip install uvloop)"
+                    ) from None
+            else:
+                return uvloop.new_event_loop
+        return asyncio.new_event_loop
+
+    def bind_socket(self) -> socket.socket:
+        """Bind the listening socket in this process, for the supervisor to share."""
+        if self.uds:
+            path = self.uds
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.remove(path)
+                sock.bind(path)
+                os.chmod(path, 0o666)
+            except OSError as exc:
+                sock.close()
+                raise ConfigError(f"Cannot bind unix socket {path}: {exc.strerror}") from exc
+        elif self.fd is not None:
+            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
+            family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+            if family != socket.AF_UNIX:
+                sock.close()
+                sock = socket.fromfd(self.fd, family, socket.SOCK_STREAM)
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as exc:
+                sock.close()
+                raise ConfigError(
+                    f"Cannot bind {self.host}:{self.port}: {exc.strerror}"
+                ) from exc
+        sock.listen(self.backlog)
+        sock.set_inheritable(True)
+        return sock

@@ -1,0 +1,121 @@
+"""Log formatting: uvicorn's line shapes, under the `fastserve.*` loggers."""
+
+from __future__ import annotations
+
+import http
+import logging
+import sys
+from copy import copy
+from typing import Optional
+
+TRACE_LOG_LEVEL = 5
+
+# One access line per response: client, method, path with query, HTTP version, status.
+ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
+
+error_logger = logging.getLogger("fastserve.error")
+access_logger = logging.getLogger("fastserve.access")
+
+LOG_LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LOG_LEVEL,
+}
+
+LOGGING_CONFIG: dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "default": {
+            "()": "fastserve.logging.DefaultFormatter",
+            "fmt": "%(levelprefix)s %(message)s",
+            "use_colors": None,
+        },
+        "access": {
+            "()": "fastserve.logging.AccessFormatter",
+            "fmt": "%(levelprefix)s %(message)s",
+            "use_colors": None,
+        },
+    },
+    "handlers": {
+        "default": {
+            "formatter": "default",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "formatter": "access",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "loggers": {
+        "fastserve": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        "fastserve.error": {"level": "INFO"},
+        "fastserve.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
+
+_LEVEL_COLOURS = {
+    TRACE_LOG_LEVEL: "34",
+    logging.DEBUG: "36",
+    logging.INFO: "32",
+    logging.WARNING: "33",
+    logging.ERROR: "31",
+    logging.CRITICAL: "91",
+}
+
+
+def _colour(text: str, code: str) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+class DefaultFormatter(logging.Formatter):
+    """`INFO:     message`, coloured when the stream is a terminal."""
+
+    def __init__(
+        self,
+        fmt: Optional[str] = None,
+        datefmt: Optional[str] = None,
+        style: str = "%",
+        use_colors: Optional[bool] = None,
+    ) -> None:
+        self.use_colors = sys.stderr.isatty() if use_colors is None else use_colors
+        super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record = copy(record)
+        levelname = record.levelname
+        padding = " " * max(0, 8 - len(levelname))
+        if self.use_colors:
+            levelname = _colour(levelname, _LEVEL_COLOURS.get(record.levelno, "0"))
+        record.__dict__["levelprefix"] = f"{levelname}:{padding}"
+        return super().formatMessage(record)
+
+
+class AccessFormatter(DefaultFormatter):
+    """Colours the status of an access line when the stream is a terminal."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if self.use_colors and isinstance(record.args, tuple) and len(record.args) == 5:
+            record = copy(record)
+            client, method, path, version, status = record.args
+            try:
+                phrase = http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = ""
+            code = "32" if status < 400 else "33" if status < 500 else "31"
+            record.msg = '%s - "%s %s HTTP/%s" %s'
+            record.args = (client, method, path, version, _colour(f"{status} {phrase}", code))
+            record.message = record.getMessage()
+        return super().formatMessage(record)
+
+
+def client_string(client) -> str:
+    """`host:port` of an ASGI client address, `-` when unknown (unix socket)."""
+    if not client:
+        return "-"
+    return f"{client[0]}:{client[1]}"

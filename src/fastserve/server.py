@@ -1,0 +1,271 @@
+"""Server: sockets, event loop, lifespan, connections, limits, graceful shutdown.
+
+It knows protocols only through `config.http_protocol_class` and the contract they
+share (`shutdown()`, `server_state`), so the supervisor and the Gunicorn worker can
+drive it with their own sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from email.utils import formatdate
+from typing import Optional, Sequence
+
+from fastserve.config import STARTUP_FAILURE, Config, ConfigError
+
+logger = logging.getLogger("fastserve.error")
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ServerState:
+    """What every connection of one Server shares."""
+
+    __slots__ = ("total_requests", "connections", "tasks", "default_headers", "default_head")
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.connections: set = set()
+        self.tasks: set = set()
+        self.default_headers: list[tuple[bytes, bytes]] = []
+        self.default_head = b""
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server_state = ServerState()
+        self.started = False
+        self.should_exit = False
+        self.force_exit = False
+        self.last_notified = 0.0
+        self.servers: list[asyncio.base_events.Server] = []
+        self._date_second = -1
+
+    def run(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
+        """Serve until stopped, in a new event loop of the configured kind."""
+        try:
+            loop_factory = self.config.get_loop_factory()
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            sys.exit(1)
+        if sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(self.serve(sockets=sockets))
+        else:
+            loop = loop_factory()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.serve(sockets=sockets))
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def serve(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
+        config = self.config
+        if not config.loaded:
+            try:
+                config.load()
+            except ConfigError as exc:
+                logger.error("%s", exc)
+                sys.exit(1)
+        self.lifespan = config.lifespan_class(config)
+
+        self.install_signal_handlers()
+        logger.info("Started server process [%d]", os.getpid())
+        await self.startup(sockets=sockets)
+        if self.should_exit:
+            return
+        await self.main_loop()
+        await self.shutdown()
+        logger.info("Finished server process [%d]", os.getpid())
+
+    async def startup(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            self.should_exit = True
+            return
+
+        config = self.config
+        server_state = self.server_state
+        protocol_class = config.http_protocol_class
+        app_state = self.lifespan.state
+        self.update_default_headers()
+
+        def create_protocol() -> asyncio.Protocol:
+            return protocol_class(config=config, server_state=server_state, app_state=app_state)
+
+        loop = asyncio.get_running_loop()
+        try:
+            if sockets is not None:
+                for sock in sockets:
+                    self.servers.append(
+                        await loop.create_server(
+                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                        )
+                    )
+            elif config.fd is not None or config.uds:
+                sock = config.bind_socket()
+                if config.uds:
+                    self.servers.append(
+                        await loop.create_unix_server(
+                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                        )
+                    )
+                else:
+                    self.servers.append(
+                        await loop.create_server(
+                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                        )
+                    )
+            else:
+                self.servers.append(
+                    await loop.create_server(
+                        create_protocol,
+                        host=config.host,
+                        port=config.port,
+                        ssl=config.ssl,
+                        backlog=config.backlog,
+                        reuse_address=True,
+                    )
+                )
+        except (OSError, ConfigError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            logger.error("Cannot start serving on %s: %s", self.bind_description(), message)
+            await self.lifespan.shutdown()
+            sys.exit(1)
+
+        if sockets is None:
+            self.log_started_message()
+        self.started = True
+
+    def bind_description(self) -> str:
+        config = self.config
+        if config.uds:
+            return f"unix socket {config.uds}"
+        if config.fd is not None:
+            return f"socket fd {config.fd}"
+        return f"{config.host}:{config.port}"
+
+    def log_started_message(self) -> None:
+        config = self.config
+        scheme = "https" if config.is_ssl else "http"
+        mode = config.http_mode_name
+        if config.uds:
+            logger.info("Fastserve running on unix socket %s (%s mode)", config.uds, mode)
+            return
+        for server in self.servers:
+            for sock in server.sockets:
+                address = sock.getsockname()
+                if sock.family == socket.AF_INET6:
+                    where = f"{scheme}://[{address[0]}]:{address[1]}"
+                elif sock.family == socket.AF_INET:
+                    where = f"{scheme}://{address[0]}:{address[1]}"
+                else:
+                    where = f"socket {address}"
+                logger.info("Fastserve running on %s (%s mode, press CTRL+C to quit)", where, mode)
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            await asyncio.sleep(0.1)
+
+    async def on_tick(self, counter: int) -> bool:
+        """Ten times a second: refresh the Date header, notify, and decide to exit."""
+        self.update_default_headers()
+        if self.config.callback_notify is not None:
+            now = time.monotonic()
+            if now - self.last_notified > self.config.timeout_notify / 2:
+                self.last_notified = now
+                await self.config.callback_notify()
+        if self.should_exit:
+            return True
+        max_requests = self.config.limit_max_requests
+        if max_requests is not None and self.server_state.total_requests >= max_requests:
+            logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+            return True
+        return False
+
+    def update_default_headers(self) -> None:
+        now = int(time.time())
+        if now == self._date_second:
+            return
+        self._date_second = now
+        headers = []
+        if self.config.date_header:
+            headers.append((b"date", formatdate(now, usegmt=True).encode("ascii")))
+        headers.extend(self.config.encoded_headers)
+        state = self.server_state
+        state.default_headers = headers
+        state.default_head = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+    async def shutdown(self) -> None:
+        logger.info("Shutting down")
+        for server in self.servers:
+            server.close()
+
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.1)
+
+        try:
+            await asyncio.wait_for(
+                self._wait_for_requests(), timeout=self.config.timeout_graceful_shutdown
+            )
+        except asyncio.TimeoutError:
+            logger.error(
+                "Cancel %d running task(s), timeout graceful shutdown exceeded",
+                len(self.server_state.tasks),
+            )
+            for task in list(self.server_state.tasks):
+                task.cancel()
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            await asyncio.sleep(0)
+
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _wait_for_requests(self) -> None:
+        state = self.server_state
+        if state.connections and not self.force_exit:
+            logger.info("Waiting for connections to close. (CTRL+C to force quit)")
+            while state.connections and not self.force_exit:
+                await asyncio.sleep(0.1)
+        if state.tasks and not self.force_exit:
+            logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
+            while state.tasks and not self.force_exit:
+                await asyncio.sleep(0.1)
+        if self.force_exit:
+            raise asyncio.TimeoutError
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in HANDLED_SIGNALS:
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
+def exit_code_for(server: Server) -> int:
+    """The process exit code once `server.run()` returned."""
+    return 0 if server.started else STARTUP_FAILURE
