@@ -44,12 +44,16 @@ TOKEN_TABLE: bytes = bytes(1 if chr(i).encode("latin-1") in _TCHARS else 0 for i
 FIELD_VALUE_TABLE: bytes = bytes(0 if i in (0, 10, 13) else 1 for i in range(256))
 
 
+_FIELD_VALUE_FORBIDDEN = b"\x00\n\r"
+
+
 def is_token(name: bytes) -> bool:
-    return bool(name) and all(TOKEN_TABLE[b] for b in name)
+    # bytes.translate deletes the allowed bytes in C; anything left is not a tchar.
+    return bool(name) and not name.translate(None, _TCHARS)
 
 
 def is_field_value(value: bytes) -> bool:
-    return all(FIELD_VALUE_TABLE[b] for b in value)
+    return len(value.translate(None, _FIELD_VALUE_FORBIDDEN)) == len(value)
 
 
 # -- request target ---------------------------------------------------------------

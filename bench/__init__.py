@@ -1,0 +1,1 @@
+"""fastserve's benchmark harness (never part of the test run); see README.md."""

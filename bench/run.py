@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""fastserve vs uvicorn, end to end, with wrk.
+
+    python bench/run.py [--duration 10] [--connections 64] [--repeat 1]
+                        [--only NAME ...] [--workload NAME ...] [--json out.json]
+
+Each server runs alone, pinned to one core (`taskset -c 0`); wrk runs pinned to
+another (`taskset -c 1 wrk -t1 -cN -dDs --latency`). For every workload each server is
+started fresh, warmed up, measured `--repeat` times (the median is reported), checked
+for peak RSS (VmHWM) and stopped. Ratios are to uvicorn measured in the same run.
+
+Plain Python, stdlib only. Never part of the test run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+HOST = "127.0.0.1"
+COMMON_FLAGS = ["--host", HOST, "--no-access-log", "--log-level", "warning"]
+
+# name → (module run with `python -m`, its flags)
+SERVERS = {
+    "fastserve-c": ("fastserve", ["--http", "c", "--loop", "uvloop"]),
+    "fastserve-python": ("fastserve", ["--http", "python", "--loop", "uvloop"]),
+    "uvicorn-httptools": ("uvicorn", ["--http", "httptools", "--loop", "uvloop"]),
+    "uvicorn-h11": ("uvicorn", ["--http", "h11", "--loop", "uvloop"]),
+}
+BASELINE = "uvicorn-httptools"  # the "× uvicorn" column
+BASELINE_H11 = "uvicorn-h11"  # the "× uv-h11" column (the pure mode's natural rival)
+
+PIPELINE_DEPTH = 16
+POST_BODY = b"x" * 4096  # must match bench/post.lua
+HELLO_BODY = b"Hello, world!"
+
+# name → (ASGI app, wrk lua script or None, description)
+WORKLOADS = {
+    "hello": ("bench.apps:hello", None, "GET, 13-byte text answer"),
+    "json": ("bench.apps:json_app", None, "GET, ~1 KiB JSON answer (json.dumps per request)"),
+    "post": ("bench.apps:echo", "post.lua", "POST 4 KiB body, echoed back"),
+    "pipeline": ("bench.apps:hello", "pipeline.lua", f"GET, {PIPELINE_DEPTH} pipelined per write"),
+}
+
+
+# -- small helpers ------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def python_check(code: str) -> Optional[str]:
+    """Run `code` in a fresh interpreter from the repo root; None if it worked, else the error."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    if proc.returncode == 0:
+        return None
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {proc.returncode}"
+
+
+def skip_reason(name: str) -> Optional[str]:
+    module, flags = SERVERS[name]
+    if module == "fastserve":
+        err = python_check("import fastserve")
+        if err:
+            return f"fastserve does not import ({err})"
+        if "c" in flags:
+            err = python_check("from fastserve._parser import HttpProtocol")
+            if err:
+                return f"fastserve C extension does not import: {err}"
+    else:
+        err = python_check("import uvicorn, uvloop" + (", httptools" if "httptools" in flags else ""))
+        if err:
+            return f"uvicorn/uvloop/httptools missing ({err})"
+    return None
+
+
+def cpu_pinning(server_cpu: int, client_cpu: int) -> tuple[list[str], list[str]]:
+    """taskset prefixes for server and wrk, or no pinning if the cores are not there."""
+    if not shutil.which("taskset"):
+        log("warning: taskset not found; server and wrk are NOT pinned to cores")
+        return [], []
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(os.cpu_count() or 1))
+    if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
+        log(
+            f"warning: cores {server_cpu} and {client_cpu} are not both available "
+            f"(allowed: {sorted(allowed)}); server and wrk are NOT pinned"
+        )
+        return [], []
+    return ["taskset", "-c", str(server_cpu)], ["taskset", "-c", str(client_cpu)]
+
+
+def peak_rss_kib(pid: int) -> Optional[int]:
+    """VmHWM of pid plus its descendants (a pre-forking server has children)."""
+    total, seen, todo = 0, set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)
+        if m:
+            total += int(m.group(1))
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                todo.extend(int(c) for c in children)
+        except OSError:
+            pass
+    return total or None
+
+
+# -- servers ------------------------------------------------------------------------
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class StartError(ServerError):
+    """The server never came up: it is skipped for the remaining workloads."""
+
+
+class Server:
+    def __init__(self, name: str, app: str, pin: list[str]):
+        module, flags = SERVERS[name]
+        self.name = name
+        self.port = free_port()
+        self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
+        self.cmd += COMMON_FLAGS
+        self.proc: Optional[subprocess.Popen] = None
+        self.stderr = tempfile.TemporaryFile()
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.stderr,
+            stderr=self.stderr,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the server ourselves
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StartError(f"exited with code {self.proc.returncode}:\n{self.output()}")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise StartError(f"did not accept connections within {timeout:.0f}s:\n{self.output()}")
+
+    def output(self, lines: int = 12) -> str:
+        """The server's last output lines (its stdout and stderr), indented."""
+        self.stderr.seek(0)
+        text = self.stderr.read().decode("utf-8", "replace").rstrip()
+        tail = text.splitlines()[-lines:] or ["(no output)"]
+        return "\n".join("      | " + line for line in tail)
+
+    def peak_rss(self) -> Optional[int]:
+        return peak_rss_kib(self.proc.pid) if self.proc and self.proc.poll() is None else None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            log(f"  {self.name}: no exit 5s after SIGTERM, sending SIGKILL")
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and any children
+            except OSError:
+                self.proc.kill()
+            self.proc.wait(5)
+
+
+# -- correctness check before measuring -----------------------------------------------
+
+
+def check_answer(workload: str, port: int) -> None:
+    """One request (or one pipelined batch) checked by hand, so a broken server cannot
+    post a fast number."""
+    if workload == "pipeline":
+        req = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() * PIPELINE_DEPTH
+        data = b""
+        with socket.create_connection((HOST, port), timeout=5) as s:
+            s.sendall(req)
+            deadline = time.monotonic() + 5
+            while data.count(HELLO_BODY) < PIPELINE_DEPTH and time.monotonic() < deadline:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        got = data.count(b"HTTP/1.1 200 ")
+        if got != PIPELINE_DEPTH or data.count(HELLO_BODY) != PIPELINE_DEPTH:
+            raise ServerError(f"pipelined check: {got}/{PIPELINE_DEPTH} answers: {data[:300]!r}")
+        return
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        if workload == "post":
+            conn.request("POST", "/", body=POST_BODY, headers={"Content-Type": "application/octet-stream"})
+        else:
+            conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise ServerError(f"check: status {resp.status}, body {body[:200]!r}")
+    if workload == "hello" and body != HELLO_BODY:
+        raise ServerError(f"check: body {body[:200]!r}")
+    if workload == "json":
+        doc = json.loads(body)
+        if resp.getheader("content-type") != "application/json" or "items" not in doc:
+            raise ServerError(f"check: json answer {resp.getheaders()} {body[:200]!r}")
+    if workload == "post" and body != POST_BODY:
+        raise ServerError(f"check: echoed {len(body)} bytes, expected {len(POST_BODY)}")
+
+
+# -- wrk --------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if not m:
+        raise ValueError(f"no Requests/sec in wrk output:\n{out}")
+    result = {"rps": float(m.group(1))}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+),", out, re.M)
+    result["requests"] = int(m.group(1)) if m else None
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+        # wrk prints 0.00us for a percentile it has no sample for
+        result[f"p{pct}_ms"] = (_ms(*m.groups()) or None) if m else None
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    result["errors"] = errors
+    return result
+
+
+def run_wrk(pin: list[str], port: int, script: Optional[str], duration: int, connections: int) -> dict:
+    cmd = pin + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    if script:
+        cmd += ["-s", str(BENCH / script)]
+    cmd.append(f"http://{HOST}:{port}/")
+    env = dict(os.environ, BENCH_PIPELINE_DEPTH=str(PIPELINE_DEPTH))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[0]
+        raise ServerError(f"wrk failed ({proc.returncode}): {msg}\n      | {' '.join(cmd)}")
+    return parse_wrk(proc.stdout)
+
+
+# -- one measurement ------------------------------------------------------------------------
+
+
+def measure_once(name: str, workload: str, rep: int, args, server_pin, client_pin) -> dict:
+    """Start the server, check it, warm it up, one measured wrk run, peak RSS, stop."""
+    app, script, _ = WORKLOADS[workload]
+    server = Server(name, app, server_pin)
+    try:
+        server.start()
+        check_answer(workload, server.port)
+        if args.warmup > 0:
+            run_wrk(client_pin, server.port, script, args.warmup, args.connections)
+        r = run_wrk(client_pin, server.port, script, args.duration, args.connections)
+        if server.proc.poll() is not None:
+            raise ServerError(f"died during the run:\n{server.output()}")
+        r["peak_rss_kib"] = server.peak_rss()
+        if workload == "pipeline":
+            # wrk times a pipelined batch, not a request, and its percentiles are
+            # broken with pipelining (0.00us rows): no latency for this workload.
+            r.update(p50_ms=None, p75_ms=None, p90_ms=None, p99_ms=None)
+        log(
+            f"  {name:18} {workload:8} run {rep + 1}/{args.repeat}: {r['rps']:>10.0f} req/s"
+            f"  p50 {fmt_ms(r['p50_ms'])}  p99 {fmt_ms(r['p99_ms'])}"
+            + (f"  ERRORS {r['errors']}" if r["errors"] else "")
+        )
+        return r
+    finally:
+        server.stop()
+
+
+def measure(workload: str, servers: list[str], skipped: dict, args, server_pin, client_pin) -> list[dict]:
+    """All servers on one workload. Repeats go round-robin over the servers (each run
+    on a freshly started server, the order rotated each round), so a machine that
+    slows down or speeds up during the benchmark shifts every server alike."""
+    rows = {name: {"server": name, "workload": workload, "runs": []} for name in servers}
+    for rep in range(args.repeat):
+        k = rep % len(servers)
+        for name in servers[k:] + servers[:k]:
+            row = rows[name]
+            if name in skipped or "error" in row:
+                continue
+            try:
+                row["runs"].append(measure_once(name, workload, rep, args, server_pin, client_pin))
+            except (ServerError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                row["error"] = str(exc)
+                log(f"  {name:18} {workload:8} FAILED: {exc}")
+                if isinstance(exc, StartError):
+                    skipped[name] = "did not start (see the first failure above)"
+    out = []
+    for name in servers:
+        row = rows[name]
+        if name in skipped and not row["runs"] and "error" not in row:
+            continue  # skipped before this workload
+        runs = row["runs"]
+        if "error" not in row:
+            for key in ("rps", "p50_ms", "p99_ms"):
+                values = [r[key] for r in runs if r[key] is not None]
+                row[key] = statistics.median(values) if values else None
+            rss = [r["peak_rss_kib"] for r in runs if r.get("peak_rss_kib")]
+            row["peak_rss_kib"] = max(rss) if rss else None
+            row["errors"] = sum(r["errors"] for r in runs)
+        out.append(row)
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def fmt_ms(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 1000:.0f}µs" if v < 1 else f"{v:.2f}ms"
+
+
+def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}×" if a and b else "-"
+
+
+def table(rows: list[dict], skipped: dict) -> str:
+    head = "| workload | server | req/s | × uvicorn | × uv-h11 | p50 | p99 | peak RSS | errors |"
+    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    by_key = {(r["workload"], r["server"]): r for r in rows}
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        base = by_key.get((workload, BASELINE), {}).get("rps")
+        base_h11 = by_key.get((workload, BASELINE_H11), {}).get("rps")
+        for r in (r for r in rows if r["workload"] == workload):
+            if "error" in r:
+                # the last line of the server's output says most (an exception), else the first
+                err_lines = [ln.strip(" |") for ln in r["error"].splitlines() if ln.strip(" |")]
+                reason = err_lines[-1] if len(err_lines) > 1 else (err_lines or ["error"])[0]
+                lines.append(f"| {workload} | {r['server']} | failed: {reason[:80].replace('|', '/')} | | | | | | |")
+                continue
+            rss = f"{r['peak_rss_kib'] / 1024:.1f} MiB" if r.get("peak_rss_kib") else "-"
+            lines.append(
+                f"| {workload} | {r['server']} | {r['rps']:,.0f} | {fmt_ratio(r['rps'], base)} | "
+                f"{fmt_ratio(r['rps'], base_h11)} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
+                f"{rss} | {r['errors']} |"
+            )
+    out = "\n".join(lines)
+    for name, reason in skipped.items():
+        out += f"\n(skipped {name}: {reason})"
+    return out
+
+
+def versions() -> dict:
+    code = (
+        "import json, importlib.metadata as m\n"
+        "v = {}\n"
+        "for p in ('fastserve', 'uvicorn', 'httptools', 'uvloop', 'h11'):\n"
+        "    try: v[p] = m.version(p)\n"
+        "    except Exception: v[p] = None\n"
+        "print(json.dumps(v))\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+        v = json.loads(out.stdout)
+    except Exception:
+        v = {}
+    try:
+        v["fastserve_git"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip() or None
+    except OSError:
+        pass
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    v["wrk"] = (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else None
+    return v
+
+
+def cpu_model() -> Optional[str]:
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return m.group(1).strip() if m else None
+    except OSError:
+        return None
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def split_names(values: Optional[list[str]], known: dict, what: str) -> list[str]:
+    if not values:
+        return list(known)
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(known)})")
+    return list(dict.fromkeys(names))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="whole seconds per measured wrk run (default 10)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--repeat", type=int, default=1, help="measured runs per server and workload; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="whole seconds of unmeasured wrk load after start-up (default 2, 0 = none)")
+    p.add_argument("--only", action="append", metavar="NAME", help=f"servers (repeat or comma-separate): {', '.join(SERVERS)}")
+    p.add_argument("--workload", action="append", metavar="NAME", help=f"workloads (repeat or comma-separate): {', '.join(WORKLOADS)}")
+    p.add_argument("--json", metavar="PATH", help="also write every number (and each run) to this JSON file")
+    p.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)")
+    p.add_argument("--client-cpu", type=int, default=1, help="core wrk is pinned to (default 1)")
+    args = p.parse_args(argv)
+    if args.repeat < 1 or args.duration <= 0 or args.connections < 1:
+        p.error("--repeat, --duration and --connections must be positive")
+
+    if not shutil.which("wrk"):
+        print("wrk not found: install it with `apt-get install -y wrk` (or your OS's package)", file=sys.stderr)
+        return 2
+
+    servers = split_names(args.only, SERVERS, "server")
+    workloads = split_names(args.workload, WORKLOADS, "workload")
+    server_pin, client_pin = cpu_pinning(args.server_cpu, args.client_cpu)
+
+    skipped = {}
+    for name in servers:
+        reason = skip_reason(name)
+        if reason:
+            skipped[name] = reason
+            log(f"skipping {name}: {reason}")
+    servers = [s for s in servers if s not in skipped]
+    if not servers:
+        log("no server to benchmark")
+        return 1
+
+    log(
+        f"{len(servers)} servers × {len(workloads)} workloads, {args.duration:g}s × {args.repeat} "
+        f"(+{args.warmup:g}s warm-up) each, {args.connections} connections, "
+        f"server on core {args.server_cpu if server_pin else 'any'}, wrk on core {args.client_cpu if client_pin else 'any'}"
+    )
+    rows = []
+    for workload in workloads:
+        rows += measure(workload, servers, skipped, args, server_pin, client_pin)
+
+    print()
+    print(
+        f"Python {platform.python_version()}, {cpu_model() or platform.machine()}, "
+        f"wrk -t1 -c{args.connections} -d{args.duration:g}s, median of {args.repeat}; "
+        f"× = req/s ratio to uvicorn (httptools / h11, uvloop) in this run"
+    )
+    print(table(rows, skipped))
+
+    if args.json:
+        doc = {
+            "meta": {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "python": sys.version,
+                "platform": platform.platform(),
+                "cpu": cpu_model(),
+                "versions": versions(),
+                "duration": args.duration,
+                "connections": args.connections,
+                "repeat": args.repeat,
+                "warmup": args.warmup,
+                "pinned": bool(server_pin),
+                "workloads": {w: WORKLOADS[w][2] for w in workloads},
+            },
+            "skipped": skipped,
+            "results": rows,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
