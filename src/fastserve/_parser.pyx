@@ -1,3 +1,1433 @@
-from fastserve cimport _llhttp
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""C mode (``--http c``): an asyncio Protocol driving llhttp directly.
 
-LLHTTP_VERSION = f"{_llhttp.LLHTTP_VERSION_MAJOR}.{_llhttp.LLHTTP_VERSION_MINOR}.{_llhttp.LLHTTP_VERSION_PATCH}"
+One request, as the code runs it:
+
+1. ``data_received`` hands the bytes to ``llhttp_execute``. llhttp's callbacks are
+   ``cdef`` functions (``parser.data`` is the protocol): they copy the request
+   target and the header names (lowercased) / values into one C buffer and record
+   offsets, count head bytes against the limits, and append body bytes to a second
+   C buffer. No Python object is made per callback.
+2. ``on_headers_complete`` makes the Python objects once: method (interned, from a
+   table indexed by llhttp's method number), raw_path / query_string, path, the
+   headers list, and the scope (a copy of a per-connection template). It applies
+   the shared rules (Host, limits, concurrency, proxy headers), then starts the app
+   in its own Task for a ``RequestCycle`` (``receive``/``send`` are its methods).
+3. Body bytes gathered during one ``llhttp_execute`` become one ``bytes`` chunk
+   queued on the cycle; reading pauses above a high-water mark of unread body.
+4. ``on_message_complete`` pauses llhttp (``HPE_PAUSED``): bytes the client
+   pipelined stay unparsed until the response is complete, then parsing resumes.
+5. ``send`` checks the app's headers in C (tables from ``rules``), builds the head
+   in one C buffer (status line, the server's cached Date/Server lines, app
+   headers, framing) and, when the body is complete in the first body message,
+   writes head and body with one ``transport.write``. ``send`` is a plain method
+   returning a ready-made awaitable unless it has to wait for ``resume_writing``.
+6. Responses to a pipelined batch are held back while the next request of the
+   batch is already parsed, and written together (one write per batch).
+
+Behaviour is identical to the pure-Python protocol (``h11_protocol.py``); both
+follow ``rules.py``.
+"""
+
+import asyncio
+import contextvars
+
+cimport cython
+import logging
+import sys
+
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_Check,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.tuple cimport PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, realloc
+from libc.string cimport memchr, memcmp, memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from fastserve cimport _llhttp as ll
+
+from fastserve import rules
+
+try:  # the lead's logging module; the fallbacks keep this module importable alone
+    from fastserve.logging import ACCESS_LOG_FORMAT, access_logger
+except ImportError:  # pragma: no cover
+    access_logger = logging.getLogger("fastserve.access")
+    ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
+
+error_logger = logging.getLogger("fastserve.error")
+
+LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
+
+cdef enum:
+    HIGH_WATER = 65536          # unread request body (or pipelined bytes) before pause_reading
+    SINGLE_WRITE_MAX = 262144   # above this, head and body go in two writes (no copy)
+
+cdef enum:  # response framing modes
+    M_LENGTH = 0       # content-length (from the app, or computed for a one-message body)
+    M_CHUNKED = 1
+    M_UNTIL_CLOSE = 2  # HTTP/1.0 client, unknown length: the body ends at close
+    M_NONE = 3         # HEAD / 1xx / 204 / 304: no body bytes at all
+
+cdef object _CancelledError = asyncio.CancelledError
+cdef object _ASGIMessageError = rules.ASGIMessageError
+cdef object _error_response = rules.error_response
+cdef object _split_target = rules.split_target
+cdef object _decode_path = rules.decode_path
+cdef object _host_error = rules.host_error
+cdef object _apply_proxy_headers = rules.apply_proxy_headers
+cdef object _response_start = rules.response_start
+cdef object _response_body = rules.response_body
+cdef object _encode_response_headers = rules.encode_response_headers
+cdef object _bad_header = rules.bad_header
+cdef bytes _CONTINUE = rules.CONTINUE_RESPONSE
+cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
+cdef str _START = "http.response.start"
+cdef str _BODY = "http.response.body"
+cdef str _V11 = "1.1"
+cdef str _V10 = "1.0"
+cdef str _HEAD_STR = "HEAD"
+
+# -- tables read once from rules.py ---------------------------------------------------
+
+cdef unsigned char _TOKEN[256]
+cdef unsigned char _FVALUE[256]
+cdef unsigned char _LOWER[256]
+cdef int _i
+for _i in range(256):
+    _TOKEN[_i] = rules.TOKEN_TABLE[_i]
+    _FVALUE[_i] = rules.FIELD_VALUE_TABLE[_i]
+    _LOWER[_i] = (_i + 32) if 65 <= _i <= 90 else _i
+
+# status line per code (index = status), None where rules has none
+cdef list _STATUS_LINES = []
+for _i in range(600):
+    _STATUS_LINES.append(rules.STATUS_LINES.get(_i))
+
+# method names per llhttp method number, interned
+cdef list _METHODS = []
+for _i in range(47):
+    _name = (<bytes>ll.llhttp_method_name(<ll.llhttp_method_t>_i)).decode("ascii")
+    _METHODS.append(sys.intern(_name))
+
+
+# -- a growable C byte buffer ---------------------------------------------------------
+
+cdef struct Buf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept:
+    """Room for `extra` more bytes; -1 when out of memory (no Python exception)."""
+    cdef Py_ssize_t need = b.len + extra
+    cdef Py_ssize_t cap
+    cdef char* p
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 1024
+    while cap < need:
+        cap *= 2
+    p = <char*>realloc(b.data, cap)
+    if p == NULL:
+        return -1
+    b.data = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int buf_add(Buf* b, const char* s, Py_ssize_t n) noexcept:
+    if b.len + n > b.cap and buf_reserve(b, n) < 0:
+        return -1
+    memcpy(b.data + b.len, s, n)
+    b.len += n
+    return 0
+
+
+cdef inline int buf_bytes(Buf* b, bytes s) except -1:
+    if buf_add(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s)) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef int buf_decimal(Buf* b, unsigned long long n) except -1:
+    cdef char tmp[24]
+    cdef int i = 24
+    if n == 0:
+        i -= 1
+        tmp[i] = 48
+    while n:
+        i -= 1
+        tmp[i] = <char>(48 + n % 10)
+        n //= 10
+    if buf_add(b, tmp + i, 24 - i) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef int buf_chunk_head(Buf* b, unsigned long long n) except -1:
+    """`<hex size>\\r\\n` of a chunk."""
+    cdef char tmp[24]
+    cdef int i = 22
+    cdef const char* digits = b"0123456789abcdef"
+    tmp[22] = 13
+    tmp[23] = 10
+    if n == 0:
+        i -= 1
+        tmp[i] = 48
+    while n:
+        i -= 1
+        tmp[i] = digits[n & 15]
+        n >>= 4
+    if buf_add(b, tmp + i, 24 - i) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef void buf_free(Buf* b) noexcept:
+    if b.data != NULL:
+        free(b.data)
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+
+
+cdef inline double _now() noexcept:
+    """Monotonic seconds (a vDSO call, cheaper than loop.time()); timers are armed
+    with relative delays, so its origin need not match the loop's clock."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef struct HeaderSpan:
+    Py_ssize_t name_off
+    Py_ssize_t name_len
+    Py_ssize_t value_off
+    Py_ssize_t value_len
+
+
+cdef inline bint _lower_eq(const char* s, Py_ssize_t n, const char* lit, Py_ssize_t ln) noexcept:
+    cdef Py_ssize_t i
+    if n != ln:
+        return False
+    for i in range(n):
+        if _LOWER[<unsigned char>s[i]] != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef inline bint _is_ws(unsigned char c) noexcept:
+    # bytes.strip() whitespace
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+
+# -- per-Config settings, read once ---------------------------------------------------
+
+cdef class _Settings:
+    cdef object app
+    cdef str root_path
+    cdef bint proxy_headers
+    cdef object proxy_trust
+    cdef bint access_log
+    cdef Py_ssize_t limit_concurrency   # -1: none
+    cdef Py_ssize_t limit_head
+    cdef Py_ssize_t limit_line          # 0: none
+    cdef Py_ssize_t limit_fields
+    cdef Py_ssize_t limit_field_size    # 0: none
+    cdef long long limit_body           # -1: none
+    cdef double timeout_keep_alive
+    cdef double timeout_header
+
+
+cdef object _cached_config = None
+cdef _Settings _cached_settings = None
+
+
+cdef _Settings _settings_for(object config):
+    global _cached_config, _cached_settings
+    if config is _cached_config and _cached_settings is not None:
+        return _cached_settings
+    cdef _Settings s = _Settings.__new__(_Settings)
+    s.app = config.loaded_app
+    s.root_path = getattr(config, "root_path", "") or ""
+    s.proxy_headers = bool(getattr(config, "proxy_headers", False))
+    s.proxy_trust = getattr(config, "proxy_trust", None)
+    if s.proxy_headers and s.proxy_trust is None:
+        s.proxy_trust = rules.ProxyTrust(getattr(config, "forwarded_allow_ips", None))
+    s.access_log = bool(getattr(config, "access_log", True))
+    value = getattr(config, "limit_concurrency", None)
+    s.limit_concurrency = -1 if value is None else value
+    s.limit_head = getattr(config, "limit_request_head", 65536) or 65536
+    s.limit_line = getattr(config, "limit_request_line", 0) or 0
+    value = getattr(config, "limit_request_fields", 100)
+    s.limit_fields = (1 << 62) if value is None else value
+    s.limit_field_size = getattr(config, "limit_request_field_size", 0) or 0
+    value = getattr(config, "limit_request_body", None)
+    s.limit_body = -1 if value is None else value
+    s.timeout_keep_alive = getattr(config, "timeout_keep_alive", 5)
+    s.timeout_header = getattr(config, "timeout_request_header", 30)
+    _cached_config = config
+    _cached_settings = s
+    return s
+
+
+# -- llhttp callbacks ------------------------------------------------------------------
+
+cdef ll.llhttp_settings_t _PARSER_SETTINGS
+
+
+cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    self.head.len = 0
+    self.nhdrs = 0
+    self.url_len = 0
+    self.last_cb = 0
+    self.in_head = True
+    self.msg_start = -1
+    self.head_carried = 0
+    self.body_total = 0
+    self.ka_deadline = 0.0  # a request has begun: no longer idle
+    return 0
+
+
+cdef inline int _count_head(HttpProtocol self, const char* at, size_t length) noexcept:
+    """Bytes of the head so far (at least: the head goes on for >= 4 more bytes)."""
+    cdef Py_ssize_t start = at - self.chunk_ptr
+    if self.msg_start < 0:
+        self.msg_start = start
+    if self.head_carried + start + <Py_ssize_t>length - self.msg_start + 4 > self.s.limit_head:
+        self.error_status = 431
+        return -1
+    return 0
+
+
+cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    return _count_head(<HttpProtocol>p.data, at, length)
+
+
+cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    if _count_head(self, at, length) < 0:
+        return -1
+    self.url_len += length
+    if self.s.limit_line and self.url_len > self.s.limit_line:
+        self.error_status = 414
+        return -1
+    return buf_add(&self.head, at, length)
+
+
+cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef HeaderSpan* h
+    cdef Py_ssize_t i
+    cdef char* dst
+    cdef void* grown
+    if not self.in_head:
+        return 0  # trailer fields of a chunked body: ignored
+    if _count_head(self, at, length) < 0:
+        return -1
+    if self.last_cb != 1:
+        if self.nhdrs >= self.s.limit_fields:
+            self.error_status = 431
+            return -1
+        if self.nhdrs == self.hdrs_cap:
+            grown = realloc(self.hdrs, (self.hdrs_cap * 2 + 16) * sizeof(HeaderSpan))
+            if grown == NULL:
+                return -1
+            self.hdrs = <HeaderSpan*>grown
+            self.hdrs_cap = self.hdrs_cap * 2 + 16
+        h = &self.hdrs[self.nhdrs]
+        self.nhdrs += 1
+        h.name_off = self.head.len
+        h.name_len = 0
+        h.value_off = 0
+        h.value_len = 0
+        self.last_cb = 1
+    else:
+        h = &self.hdrs[self.nhdrs - 1]
+    if buf_reserve(&self.head, length) < 0:
+        return -1
+    dst = self.head.data + self.head.len
+    for i in range(<Py_ssize_t>length):
+        dst[i] = <char>_LOWER[<unsigned char>at[i]]
+    self.head.len += length
+    h.name_len += length
+    if self.s.limit_field_size and h.name_len + h.value_len + 2 > self.s.limit_field_size:
+        self.error_status = 431
+        return -1
+    return 0
+
+
+cdef int cb_header_value(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef HeaderSpan* h
+    if not self.in_head:
+        return 0  # trailer fields of a chunked body: ignored
+    if _count_head(self, at, length) < 0:
+        return -1
+    if self.nhdrs == 0:
+        return -1
+    h = &self.hdrs[self.nhdrs - 1]
+    if self.last_cb != 2:
+        h.value_off = self.head.len
+        self.last_cb = 2
+    if buf_add(&self.head, at, length) < 0:
+        return -1
+    h.value_len += length
+    if self.s.limit_field_size and h.name_len + h.value_len + 2 > self.s.limit_field_size:
+        self.error_status = 431
+        return -1
+    return 0
+
+
+cdef int cb_headers_complete(ll.llhttp_t* p) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    try:
+        return self._headers_complete()
+    except BaseException as exc:
+        self.cb_exc = exc
+        return -1
+
+
+cdef int cb_body(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef RequestCycle cycle = self.cycle
+    self.body_total += length
+    if self.s.limit_body >= 0 and self.body_total > <uint64_t>self.s.limit_body:
+        self.error_status = 413
+        return -1
+    if cycle is None or cycle.response_complete or cycle.disconnected:
+        return 0  # answered already (or gone): the rest of the body is discarded
+    return buf_add(&self.body, at, length)
+
+
+cdef int cb_message_complete(ll.llhttp_t* p) noexcept:
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    try:
+        return self._message_complete()
+    except BaseException as exc:
+        self.cb_exc = exc
+        return -1
+
+
+ll.llhttp_settings_init(&_PARSER_SETTINGS)
+_PARSER_SETTINGS.on_message_begin = cb_message_begin
+_PARSER_SETTINGS.on_method = cb_method
+_PARSER_SETTINGS.on_url = cb_url
+_PARSER_SETTINGS.on_header_field = cb_header_field
+_PARSER_SETTINGS.on_header_value = cb_header_value
+_PARSER_SETTINGS.on_headers_complete = cb_headers_complete
+_PARSER_SETTINGS.on_body = cb_body
+_PARSER_SETTINGS.on_message_complete = cb_message_complete
+
+
+# -- the protocol ----------------------------------------------------------------------
+
+cdef class RequestCycle
+
+
+cdef class HttpProtocol:
+    """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
+
+    cdef ll.llhttp_t parser
+    cdef _Settings s
+    cdef object config
+    cdef object server_state
+    cdef object app_state
+    cdef object loop
+    cdef object transport
+    cdef object write          # transport.write
+    cdef object create_task    # loop.create_task
+    cdef object context        # copy of the context at connection_made
+    cdef object connections
+    cdef object tasks
+    cdef dict template
+    cdef RequestCycle cycle
+    cdef bytes pending         # unparsed bytes after a paused message
+    cdef object drain_waiter
+    cdef list corked            # responses held back while a pipelined batch is answered
+    cdef Py_ssize_t corked_size
+    cdef Py_ssize_t started     # requests started on this connection
+    cdef Py_ssize_t flush_mark
+    cdef bint flush_scheduled
+    cdef object timer
+    cdef double timer_when
+    cdef double ka_deadline
+    cdef double header_deadline
+    cdef bint closed
+    cdef bint shutting_down
+    cdef bint write_paused
+    cdef bint read_paused
+    cdef bint access_log
+    cdef bint eof
+    cdef bint ssl
+    cdef object cb_exc
+    cdef int error_status
+    # request head being parsed
+    cdef Buf head               # target, then lowercased names and values
+    cdef HeaderSpan* hdrs
+    cdef Py_ssize_t nhdrs
+    cdef Py_ssize_t hdrs_cap
+    cdef Py_ssize_t url_len
+    cdef int last_cb            # 1 = header field, 2 = header value
+    cdef bint in_head
+    cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
+    cdef Py_ssize_t msg_start   # offset of the message in that chunk (-1: not seen)
+    cdef Py_ssize_t head_carried
+    # request body
+    cdef Buf body
+    cdef uint64_t body_total
+    # response head / chunk scratch
+    cdef Buf out
+
+    def __cinit__(self, *args, **kwargs):
+        ll.llhttp_init(&self.parser, ll.HTTP_REQUEST, &_PARSER_SETTINGS)
+        self.parser.data = <void*>self
+        self.hdrs = NULL
+
+    def __dealloc__(self):
+        buf_free(&self.head)
+        buf_free(&self.body)
+        buf_free(&self.out)
+        if self.hdrs != NULL:
+            free(self.hdrs)
+            self.hdrs = NULL
+
+    def __init__(self, config, server_state, app_state, _loop=None):
+        self.config = config
+        self.s = _settings_for(config)
+        self.server_state = server_state
+        self.app_state = app_state if app_state is not None else {}
+        if _loop is None:
+            try:
+                _loop = asyncio.get_running_loop()
+            except RuntimeError:
+                _loop = asyncio.get_event_loop()
+        self.loop = _loop
+        self.create_task = _loop.create_task
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.access_log = self.s.access_log
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.write = transport.write
+        self.connections.add(self)
+        self.ssl = rules.is_ssl(transport)
+        # Every key a scope has, so that copying it and setting the per-request
+        # values never resizes the dict.
+        self.template = {
+            "type": "http",
+            "asgi": None,
+            "http_version": _V11,
+            "server": rules.get_local_addr(transport),
+            "client": rules.get_remote_addr(transport),
+            "scheme": "https" if self.ssl else "http",
+            "method": None,
+            "root_path": self.s.root_path,
+            "path": None,
+            "raw_path": None,
+            "query_string": None,
+            "headers": None,
+            "state": None,
+        }
+        # Each request Task is created in a copy of this context: a contextvar set
+        # by one request never shows up in another.
+        self.context = contextvars.copy_context()
+        if self.access_log and not access_logger.isEnabledFor(logging.INFO):
+            self.access_log = False
+        self.header_deadline = _now() + self.s.timeout_header
+        self._arm(self.header_deadline)
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.connections.discard(self)
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle._wake()
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        self.pending = None
+        self.corked = None
+
+    def eof_received(self):
+        # The client half-closed: like uvicorn, the connection ends (the transport
+        # closes once buffered writes are out) and a running app sees
+        # http.disconnect -- a client that closes its socket sends just this EOF.
+        self.eof = True
+        return None
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def data_received(self, data):
+        if self.closed:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        cdef int err = self.parser.error
+        if err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE:
+            # The current request is complete and its response is not: keep what
+            # the client pipelined and read no more until the response is done.
+            if self.pending is None:
+                self.pending = data
+            else:
+                self.pending += data
+            self._pause_reading()
+            return
+        self._execute(<bytes>data, 0)
+
+    # -- server -------------------------------------------------------------------
+
+    def shutdown(self):
+        """Graceful stop: close now if idle, else after the current response."""
+        self.shutting_down = True
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._close()
+        else:
+            cycle.keep_alive = False
+
+    # -- parsing -------------------------------------------------------------------
+
+    cdef _execute(self, bytes data, Py_ssize_t start):
+        cdef const char* base = PyBytes_AS_STRING(data)
+        cdef const char* ptr = base + start
+        cdef Py_ssize_t left = PyBytes_GET_SIZE(data) - start
+        cdef Py_ssize_t consumed
+        cdef ll.llhttp_errno_t err
+        while True:
+            self.chunk_ptr = ptr
+            err = ll.llhttp_execute(&self.parser, ptr, left)
+            if self.body.len:
+                self._flush_body()
+            if err == ll.HPE_OK:
+                if self.in_head:
+                    self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
+                    self.msg_start = 0
+                    if self.head_carried > self.s.limit_head:
+                        self._fail(431)
+                return
+            if err == ll.HPE_PAUSED_UPGRADE and self.cycle is None:
+                # An Upgrade request already answered as plain HTTP: go on parsing.
+                consumed = self.parser.error_pos - ptr
+                ll.llhttp_resume_after_upgrade(&self.parser)
+                ptr += consumed
+                left -= consumed
+                continue
+            if err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE:
+                consumed = self.parser.error_pos - ptr
+                if consumed < left:
+                    self.pending = data[(ptr - base) + consumed:]
+                    self._pause_reading()
+                return
+            break
+        exc = self.cb_exc
+        if exc is not None:
+            self.cb_exc = None
+            error_logger.error("Internal error in the HTTP protocol\n", exc_info=exc)
+            self._fail(500)
+        else:
+            self._fail(self.error_status if self.error_status else 400)
+
+    cdef int _headers_complete(self) except -2:
+        cdef ll.llhttp_t* p = &self.parser
+        cdef const char* data = self.head.data
+        cdef const char* q
+        cdef const char* v
+        cdef Py_ssize_t i, n, vlen
+        cdef HeaderSpan* h
+        cdef int host_count = 0
+        cdef bint expect_100 = False
+        cdef bint forwarded = False
+        cdef bint http10
+        cdef RequestCycle cycle
+        cdef Py_ssize_t limit
+        cdef dict scope
+        cdef list headers
+        self.in_head = False
+        self.header_deadline = 0.0
+        if p.http_major != 1 or p.http_minor > 1:
+            self.error_status = 400
+            return -1
+        http10 = p.http_minor == 0
+        http_version = _V10 if http10 else _V11
+
+        # target -> raw_path, query_string, path
+        n = self.url_len
+        if n > 0 and data[0] == 47:  # '/'
+            q = <const char*>memchr(data, 63, n)  # '?'
+
+            if q == NULL:
+                raw_path = PyBytes_FromStringAndSize(data, n)
+                query = b""
+            else:
+                raw_path = PyBytes_FromStringAndSize(data, q - data)
+                query = PyBytes_FromStringAndSize(q + 1, n - (q - data) - 1)
+        else:
+            raw_path, query = _split_target(PyBytes_FromStringAndSize(data, n))
+        if memchr(PyBytes_AS_STRING(raw_path), 37, PyBytes_GET_SIZE(raw_path)) == NULL:  # '%' 
+            path = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(raw_path), PyBytes_GET_SIZE(raw_path), NULL)
+        else:
+            path = _decode_path(raw_path)
+
+        # headers
+        headers = []
+        for i in range(self.nhdrs):
+            h = &self.hdrs[i]
+            v = data + h.value_off
+            vlen = h.value_len
+            while vlen > 0 and (v[vlen - 1] == 32 or v[vlen - 1] == 9):
+                vlen -= 1
+            name = PyBytes_FromStringAndSize(data + h.name_off, h.name_len)
+            headers.append((name, PyBytes_FromStringAndSize(v, vlen)))
+            if h.name_len == 4 and memcmp(data + h.name_off, b"host", 4) == 0:
+                host_count += 1
+            elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
+                if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
+                    expect_100 = True
+            elif (h.name_len == 15 or h.name_len == 17) and \
+                    memcmp(data + h.name_off, b"x-forwarded-", 12) == 0:
+                forwarded = True
+
+        # shared rules
+        if host_count != 1 and _host_error(http_version, headers) is not None:
+            self.error_status = 400
+            return -1
+        if self.s.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
+                p.content_length > <uint64_t>self.s.limit_body:
+            self.error_status = 413
+            return -1
+        limit = self.s.limit_concurrency
+        if limit >= 0 and (len(self.connections) > limit or len(self.tasks) >= limit):
+            self.error_status = 503
+            return -1
+
+        scope = self.template.copy()
+        scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+        if http10:
+            scope["http_version"] = _V10
+        scope["method"] = <str>_METHODS[p.method]
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
+        scope["state"] = self.app_state.copy()
+        if forwarded and self.s.proxy_headers:
+            # (without an X-Forwarded-For/-Proto header it would change nothing,
+            # and its trust check costs more than the rest of the request)
+            _apply_proxy_headers(scope, self.s.proxy_trust)
+
+        cycle = RequestCycle.__new__(RequestCycle)
+        cycle.proto = self
+        cycle.scope = scope
+        cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down
+        cycle.http10 = http10
+        cycle.head_request = p.method == ll.HTTP_HEAD
+        cycle.expect_100 = expect_100
+        cycle.app_cl = -1
+        self.cycle = cycle
+        self.started += 1
+
+        self.server_state.total_requests += 1
+        task = self.context.run(self.create_task, cycle.run())
+        cycle.task = task
+        self.tasks.add(task)
+        return 0
+
+    cdef int _message_complete(self) except -2:
+        cdef RequestCycle cycle = self.cycle
+        if cycle is None:
+            return 0
+        if self.body.len:
+            self._flush_body()
+        cycle.message_complete = True
+        cycle.expect_100 = False
+        if cycle.response_complete:
+            if cycle.keep_alive and not self.shutting_down and not self.closed:
+                self._cycle_done()
+                return 0  # answered already: parse the next request now
+            return ll.HPE_PAUSED
+        cycle._wake()
+        return ll.HPE_PAUSED  # parse no further until the response is complete
+
+    cdef _flush_body(self):
+        cdef RequestCycle cycle = self.cycle
+        chunk = PyBytes_FromStringAndSize(self.body.data, self.body.len)
+        self.body.len = 0
+        if self.body.cap > 1048576:
+            buf_free(&self.body)
+        if cycle is None or cycle.response_complete or cycle.disconnected:
+            return
+        if cycle.body_chunks is None:
+            cycle.body_chunks = [chunk]
+        else:
+            cycle.body_chunks.append(chunk)
+        cycle.body_buffered += PyBytes_GET_SIZE(chunk)
+        cycle.expect_100 = False
+        cycle._wake()
+        if cycle.body_buffered > HIGH_WATER:
+            self._pause_reading()
+
+    cdef _resume_parsing(self):
+        """The response is complete: parse what the client pipelined meanwhile."""
+        cdef int err = self.parser.error
+        if err == ll.HPE_PAUSED:
+            ll.llhttp_resume(&self.parser)
+        elif err == ll.HPE_PAUSED_UPGRADE:
+            ll.llhttp_resume_after_upgrade(&self.parser)
+        data = self.pending
+        if data is not None:
+            self.pending = None
+            self._execute(<bytes>data, 0)
+        if self.closed:
+            return
+        if self.eof and self.cycle is None:
+            self._close()
+            return
+        if self.read_paused and self.pending is None:
+            if self.cycle is None or self.cycle.body_buffered <= HIGH_WATER:
+                self._resume_reading()
+
+    # -- response done / next request -------------------------------------------
+
+    cdef _response_complete(self, RequestCycle cycle):
+        """Called by the cycle once the last response byte is written."""
+        cdef Py_ssize_t started
+        if not cycle.keep_alive or self.shutting_down or self.closed:
+            self._close()
+            return
+        if cycle is not self.cycle:
+            return
+        if not cycle.message_complete:
+            # The app answered without reading the whole body: read and discard
+            # it, then go on -- unless the client still waits for a 100 Continue
+            # that never came (it might never send the body): close then.
+            if cycle.expect_100:
+                self._close()
+                return
+            cycle.body_chunks = None
+            cycle.body_buffered = 0
+            self._resume_reading()
+            return
+        self._cycle_done()
+        started = self.started
+        self._resume_parsing()
+        if self.started != started and self.cycle is not None and not self.closed:
+            # The client had pipelined the next request already: hold its
+            # response (and those after it) back, and write the batch at once
+            # when no request is left or an app has to wait.
+            if self.corked is None:
+                self.corked = []
+                self.corked_size = 0
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.flush_mark = self.started
+                self.loop.call_soon(self._flush_soon)
+        elif self.corked is not None:
+            self._flush()
+
+    cdef inline _out(self, data):
+        if self.corked is None:
+            self.write(data)
+        else:
+            self.corked.append(data)
+            self.corked_size += len(data)
+            if self.corked_size > HIGH_WATER:
+                self._flush()
+
+    cdef _flush(self):
+        corked = self.corked
+        if corked is not None:
+            self.corked = None
+            if corked and not self.closed:
+                self.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _flush_soon(self):
+        self.flush_scheduled = False
+        if self.corked is None:
+            return
+        if self.started != self.flush_mark and not self.closed:
+            # a new request of the batch started meanwhile: its response may come
+            # in this next loop iteration
+            self.flush_mark = self.started
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush_soon)
+            return
+        self._flush()
+
+    cdef _cycle_done(self):
+        cdef double now = _now()
+        self.cycle = None
+        self.ka_deadline = now + self.s.timeout_keep_alive
+        self.header_deadline = now + self.s.timeout_header
+        self._arm(self.ka_deadline if self.ka_deadline < self.header_deadline else self.header_deadline)
+
+    # -- timers: one TimerHandle, re-armed lazily ---------------------------------
+
+    cdef _arm(self, double when):
+        timer = self.timer
+        if timer is not None:
+            if self.timer_when <= when + 0.001:
+                return  # fires earlier, and re-arms itself then
+            timer.cancel()
+        self.timer_when = when
+        self.timer = self.loop.call_later(max(when - _now(), 0.0), self._on_timer)
+
+    def _on_timer(self):
+        self.timer = None
+        if self.closed:
+            return
+        cdef double now = _now() + 0.001
+        cdef double ka = self.ka_deadline
+        cdef double hd = self.header_deadline
+        if self.cycle is None and ((ka and now >= ka) or (hd and now >= hd)):
+            self._close()
+            return
+        if ka and hd:
+            self._arm(ka if ka < hd else hd)
+        elif ka or hd:
+            self._arm(ka if ka else hd)
+
+    # -- helpers --------------------------------------------------------------------
+
+    cdef _pause_reading(self):
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    cdef _resume_reading(self):
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    cdef _fail(self, int status):
+        """A request the server answers itself (parse error, limit): answer, close."""
+        cdef RequestCycle cycle = self.cycle
+        cdef bint started = False
+        self.pending = None
+        if cycle is not None:
+            started = cycle.response_started
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.keep_alive = False
+            cycle._wake()
+        if not started and not self.closed:
+            self._out(_error_response(status))
+        self._close()
+
+    cdef _close(self):
+        if not self.closed:
+            self._flush()
+            self.closed = True
+            self.transport.close()
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+
+    cdef object _drain(self):
+        waiter = self.drain_waiter
+        if waiter is None:
+            waiter = self.drain_waiter = self.loop.create_future()
+        return waiter
+
+
+@cython.final
+cdef class _Done:
+    """An awaitable that is already complete (result None)."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        pass
+
+
+cdef _Done _DONE = _Done()
+
+
+def _mark_coroutine_function(func):
+    """`send` is a plain method returning an awaitable (no coroutine per message);
+    mark it so that inspect/asyncio/asgiref still see an async callable."""
+    try:
+        marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+        if marker is not None:
+            func._is_coroutine = marker
+        import inspect
+        if hasattr(inspect, "markcoroutinefunction"):
+            inspect.markcoroutinefunction(func)
+    except Exception:  # pragma: no cover - only a hint for introspection
+        pass
+
+
+cdef dict _disconnect():
+    return {"type": "http.disconnect"}
+
+
+cdef class RequestCycle:
+    """One request: the app's `receive` and `send`, and the response state."""
+
+    cdef HttpProtocol proto
+    cdef dict scope
+    cdef object task
+    cdef object waiter
+    cdef object message_error
+    # request body
+    cdef list body_chunks
+    cdef Py_ssize_t body_buffered
+    cdef bint message_complete
+    cdef bint final_delivered
+    cdef bint disconnected
+    cdef bint expect_100
+    cdef bint keep_alive
+    cdef bint http10
+    cdef bint head_request
+    # response
+    cdef bint response_started
+    cdef bint head_pending       # head is in proto.out, not written yet
+    cdef bint response_complete
+    cdef bint app_te
+    cdef bint app_close
+    cdef int status
+    cdef int mode
+    cdef long long app_cl        # -1: the app gave none
+    cdef long long written
+
+    cdef inline void _wake(self) noexcept:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            try:
+                if not waiter.done():
+                    waiter.set_result(None)
+            except BaseException:
+                pass
+
+    # -- the app ------------------------------------------------------------------
+
+    async def run(self):
+        cdef HttpProtocol proto = self.proto
+        try:
+            result = await proto.s.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if isinstance(exc, (_CancelledError, GeneratorExit)):
+                proto._close()
+                raise
+            error_logger.error("Exception in ASGI application\n", exc_info=exc)
+            self._fail()
+        else:
+            if self.message_error is not None:
+                error_logger.error(
+                    "Invalid ASGI message sent by the application\n", exc_info=self.message_error
+                )
+                self._fail()
+            elif result is not None:
+                error_logger.error("ASGI callable should return None, but returned %r.", result)
+                proto._close()
+            elif not self.response_started:
+                if not self.disconnected:
+                    error_logger.error("ASGI callable returned without starting response.")
+                self._fail()
+            elif not self.response_complete:
+                if not self.disconnected:
+                    error_logger.error("ASGI callable returned without completing response.")
+                proto._close()
+        finally:
+            proto.tasks.discard(self.task)
+            self.task = None
+
+    cdef _fail(self):
+        cdef HttpProtocol proto = self.proto
+        if not self.response_started and not self.disconnected and not proto.closed:
+            self.response_started = True
+            proto._out(_error_response(500))
+        self.response_complete = True
+        self._wake()
+        proto._close()
+
+    async def receive(self):
+        cdef HttpProtocol proto = self.proto
+        if self.disconnected or self.response_complete:
+            return _disconnect()
+        if self.body_chunks is None and (not self.message_complete or self.final_delivered):
+            if self.expect_100 and not self.message_complete:
+                self.expect_100 = False
+                if not self.response_started and not proto.closed:
+                    proto._out(_CONTINUE)
+                    proto._flush()
+            while self.body_chunks is None and (not self.message_complete or self.final_delivered):
+                if proto.read_paused and not self.message_complete and proto.pending is None:
+                    proto._resume_reading()
+                waiter = self.waiter = proto.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self.waiter = None
+                if self.disconnected or self.response_complete:
+                    return _disconnect()
+        chunks = self.body_chunks
+        if chunks is None:
+            body = b""
+        elif len(chunks) == 1:
+            body = chunks[0]
+        else:
+            body = b"".join(chunks)
+        self.body_chunks = None
+        self.body_buffered = 0
+        more_body = not self.message_complete
+        if not more_body:
+            self.final_delivered = True
+        elif proto.read_paused and proto.pending is None:
+            proto._resume_reading()
+        return {"type": "http.request", "body": body, "more_body": more_body}
+
+    def send(self, message):
+        # Not a coroutine function: the usual send completes at once, and then a
+        # ready-made awaitable saves creating a coroutine per message.
+        cdef HttpProtocol proto = self.proto
+        if proto.write_paused and not self.disconnected and not proto.closed:
+            return self._send_after_drain(message)
+        self._send(message)
+        return _DONE
+
+    async def _send_after_drain(self, message):
+        await self.proto._drain()
+        self._send(message)
+
+    cdef int _send(self, message) except -1:
+        cdef HttpProtocol proto = self.proto
+        if self.disconnected:
+            return 0
+        if proto.closed:
+            self.disconnected = True
+            return 0
+        try:
+            if not self.response_started:
+                self._start(message)
+            elif self.response_complete:
+                raise _ASGIMessageError(
+                    "Unexpected ASGI message %r sent, after response already completed."
+                    % (message.get("type") if isinstance(message, dict) else message,)
+                )
+            else:
+                self._body(message)
+        except _ASGIMessageError as exc:
+            self.message_error = exc
+            raise
+        return 0
+
+    # -- response -------------------------------------------------------------------
+
+    cdef int _start(self, message) except -1:
+        cdef HttpProtocol proto = self.proto
+        cdef Buf* out = &proto.out
+        cdef const unsigned char* s
+        cdef const char* vs
+        cdef Py_ssize_t n, vn, i, a, b
+        cdef long long cl
+        cdef bint te = False, close = False
+        status = None
+        headers = None
+        if type(message) is dict:
+            if (<dict>message).get("type") == _START:
+                status = (<dict>message).get("status")
+                headers = (<dict>message).get("headers", ())
+        if type(status) is not int or not (100 <= status <= 599) or \
+                (type(headers) is not list and type(headers) is not tuple):
+            status, headers = _response_start(message)
+        line = _STATUS_LINES[<long>status]
+        if line is None:
+            line = rules.status_line(status)
+        out.len = 0
+        buf_bytes(out, <bytes>line)
+        default_head = proto.server_state.default_head
+        if default_head:
+            buf_bytes(out, <bytes>default_head)
+        cl = -1
+        for item in headers:
+            if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+                name = (<tuple>item)[0]
+                value = (<tuple>item)[1]
+            else:
+                try:
+                    name, value = item
+                except (TypeError, ValueError):
+                    _encode_response_headers([item])  # raises the right ASGIMessageError
+                    raise
+            if not PyBytes_Check(name) or not PyBytes_Check(value):
+                raise _bad_header(name, value)
+            s = <const unsigned char*>PyBytes_AS_STRING(name)
+            n = PyBytes_GET_SIZE(name)
+            if n == 0:
+                raise _bad_header(name, value)
+            for i in range(n):
+                if not _TOKEN[s[i]]:
+                    raise _bad_header(name, value)
+            vs = PyBytes_AS_STRING(value)
+            vn = PyBytes_GET_SIZE(value)
+            for i in range(vn):
+                if not _FVALUE[<unsigned char>vs[i]]:
+                    raise _bad_header(name, value)
+            if n == 14 and _lower_eq(<const char*>s, n, b"content-length", 14):
+                a = 0
+                b = vn
+                while a < b and _is_ws(vs[a]):
+                    a += 1
+                while b > a and _is_ws(vs[b - 1]):
+                    b -= 1
+                if a == b:
+                    raise _bad_header(name, value)
+                for i in range(a, b):
+                    if not (48 <= vs[i] <= 57):
+                        raise _bad_header(name, value)
+                if b - a > 18:
+                    cl = min(int(value), 1 << 62)
+                else:
+                    cl = 0
+                    for i in range(a, b):
+                        cl = cl * 10 + (vs[i] - 48)
+            elif n == 17 and _lower_eq(<const char*>s, n, b"transfer-encoding", 17):
+                te = True
+            elif n == 10 and _lower_eq(<const char*>s, n, b"connection", 10):
+                a = 0
+                b = vn
+                while a < b and _is_ws(vs[a]):
+                    a += 1
+                while b > a and _is_ws(vs[b - 1]):
+                    b -= 1
+                if _lower_eq(vs + a, b - a, b"close", 5):
+                    close = True
+            if buf_reserve(out, n + vn + 4) < 0:
+                raise MemoryError()
+            memcpy(out.data + out.len, s, n)
+            out.data[out.len + n] = 58  # ':'
+            out.data[out.len + n + 1] = 32
+            memcpy(out.data + out.len + n + 2, vs, vn)
+            out.data[out.len + n + 2 + vn] = 13
+            out.data[out.len + n + 3 + vn] = 10
+            out.len += n + vn + 4
+        self.response_started = True
+        self.head_pending = True
+        self.status = status
+        self.app_cl = cl
+        self.app_te = te
+        if close:
+            self.keep_alive = False
+            self.app_close = True
+        return 0
+
+    cdef int _body(self, message) except -1:
+        cdef bint more_body = False
+        cdef bint ok = False
+        body = None
+        if type(message) is dict:
+            if (<dict>message).get("type") == _BODY:
+                body = (<dict>message).get("body", b"")
+                more_body = (<dict>message).get("more_body", False)
+                if type(body) is bytes:
+                    ok = True
+        if not ok:
+            body, more_body = _response_body(message)
+            if type(body) is not bytes:
+                body = bytes(body)
+        if self.head_pending:
+            self._first_body(<bytes>body, more_body)
+        else:
+            self._more_body(<bytes>body, more_body)
+        return 0
+
+    cdef int _framing(self, Py_ssize_t n, bint more_body) except -1:
+        """Choose the framing for the first body message; add its head lines."""
+        cdef HttpProtocol proto = self.proto
+        cdef Buf* out = &proto.out
+        cdef int status = self.status
+        self.head_pending = False
+        if status < 200 or status == 204 or status == 304:
+            self.mode = M_NONE
+        elif self.app_cl >= 0:
+            self.mode = M_LENGTH
+        elif self.app_te:
+            self.mode = M_CHUNKED
+        elif not more_body:
+            self.mode = M_LENGTH
+            self.app_cl = n
+            buf_bytes(out, b"content-length: ")
+            buf_decimal(out, n)
+            buf_bytes(out, b"\r\n")
+        elif not self.http10:
+            self.mode = M_CHUNKED
+            buf_bytes(out, b"transfer-encoding: chunked\r\n")
+        else:
+            self.mode = M_UNTIL_CLOSE
+            if not self.head_request:
+                self.keep_alive = False
+        if self.head_request:
+            self.mode = M_NONE  # the headers of a GET, no body bytes
+        if proto.shutting_down:
+            self.keep_alive = False
+        if not self.keep_alive:
+            if not self.app_close:
+                buf_bytes(out, b"connection: close\r\n")
+        elif self.http10:
+            buf_bytes(out, b"connection: keep-alive\r\n")
+        buf_bytes(out, b"\r\n")
+        return 0
+
+    cdef _first_body(self, bytes body, bint more_body):
+        cdef HttpProtocol proto = self.proto
+        cdef Buf* out = &proto.out
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef Py_ssize_t head_len
+        cdef str error = None
+        cdef int mode
+        self._framing(n, more_body)
+        mode = self.mode
+        data = None
+        if mode == M_LENGTH:
+            self.written = n
+            if n > self.app_cl:
+                error = "Response content longer than Content-Length"
+            else:
+                data = body
+                if not more_body and n < self.app_cl:
+                    error = "Response content shorter than Content-Length"
+        elif mode == M_CHUNKED:
+            if n:
+                buf_chunk_head(out, n)
+                if n <= SINGLE_WRITE_MAX:
+                    buf_bytes(out, body)
+                    buf_bytes(out, b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+                else:
+                    data = body + (b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+            elif not more_body:
+                buf_bytes(out, _LAST_CHUNK)
+        elif mode == M_UNTIL_CLOSE:
+            data = body
+        # one write: head (+ body)
+        head_len = out.len
+        if data is None or PyBytes_GET_SIZE(data) == 0:
+            proto._out(PyBytes_FromStringAndSize(out.data, head_len))
+        elif PyBytes_GET_SIZE(data) <= SINGLE_WRITE_MAX:
+            n = PyBytes_GET_SIZE(data)
+            joined = PyBytes_FromStringAndSize(NULL, head_len + n)
+            memcpy(PyBytes_AS_STRING(joined), out.data, head_len)
+            memcpy(PyBytes_AS_STRING(joined) + head_len, PyBytes_AS_STRING(data), n)
+            proto._out(joined)
+        else:
+            proto._out(PyBytes_FromStringAndSize(out.data, head_len))
+            proto._out(data)
+        if out.cap > 1048576:
+            buf_free(out)
+        if error is not None:
+            self._length_error(error)
+        elif not more_body:
+            self._complete()
+
+    cdef _more_body(self, bytes body, bint more_body):
+        cdef HttpProtocol proto = self.proto
+        cdef Buf* out
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+        cdef int mode = self.mode
+        if mode == M_LENGTH:
+            self.written += n
+            if self.written > self.app_cl:
+                self._length_error("Response content longer than Content-Length")
+                return
+            if n:
+                proto._out(body)
+            if not more_body and self.written < self.app_cl:
+                self._length_error("Response content shorter than Content-Length")
+                return
+        elif mode == M_CHUNKED:
+            if n:
+                out = &proto.out
+                out.len = 0
+                buf_chunk_head(out, n)
+                if n <= 16384:
+                    buf_bytes(out, body)
+                    buf_bytes(out, b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+                    proto._out(PyBytes_FromStringAndSize(out.data, out.len))
+                else:
+                    proto._out(PyBytes_FromStringAndSize(out.data, out.len))
+                    proto._out(body)
+                    proto._out(b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+            elif not more_body:
+                proto._out(_LAST_CHUNK)
+        elif mode == M_UNTIL_CLOSE:
+            if n:
+                proto._out(body)
+        if not more_body:
+            self._complete()
+
+    cdef _complete(self):
+        self.response_complete = True
+        if self.proto.access_log:
+            self._log_access()
+        self._wake()
+        self.proto._response_complete(self)
+
+    cdef _length_error(self, str reason):
+        error_logger.error(reason)
+        self.response_complete = True
+        self.keep_alive = False
+        self.disconnected = True
+        self._wake()
+        self.proto._close()
+
+    cdef _log_access(self):
+        scope = self.scope
+        client = scope.get("client")
+        query = scope["query_string"]
+        path = (<bytes>scope["raw_path"]).decode("latin-1")
+        if query:
+            path = path + "?" + (<bytes>query).decode("latin-1")
+        access_logger.info(
+            ACCESS_LOG_FORMAT,
+            "%s:%d" % (client[0], client[1]) if client else "-",
+            scope["method"],
+            path,
+            scope["http_version"],
+            self.status,
+        )
+
+
+_mark_coroutine_function(RequestCycle.send)

@@ -1,0 +1,317 @@
+"""In-process tests of the C protocol (fastserve._parser) with a fake transport.
+
+The conformance suite (tests/test_http_*.py) checks behaviour over real sockets in
+both modes; these check what only the C mode does and a socket cannot see: the
+number of writes, pause/resume_reading calls, head bytes counted across reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from types import SimpleNamespace
+
+import pytest
+
+_parser = pytest.importorskip("fastserve._parser")
+HttpProtocol = _parser.HttpProtocol
+
+
+class FakeTransport:
+    def __init__(self):
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.paused = 0
+        self.resumed = 0
+
+    def write(self, data):
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self):
+        self.paused += 1
+
+    def resume_reading(self):
+        self.resumed += 1
+
+    def close(self):
+        self.closed = True
+
+    def is_closing(self):
+        return self.closed
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+
+def make_config(app, **overrides):
+    values = dict(
+        loaded_app=app,
+        root_path="",
+        proxy_headers=False,
+        proxy_trust=None,
+        forwarded_allow_ips="127.0.0.1",
+        access_log=False,
+        limit_concurrency=None,
+        limit_request_head=65536,
+        limit_request_line=0,
+        limit_request_fields=100,
+        limit_request_field_size=0,
+        limit_request_body=None,
+        timeout_keep_alive=5,
+        timeout_request_header=30,
+    )
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def make_state():
+    return SimpleNamespace(
+        total_requests=0, connections=set(), tasks=set(), default_headers=[],
+        default_head=b"server: fastserve\r\n",
+    )
+
+
+async def hello(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+
+def connect(app, **overrides):
+    loop = asyncio.get_running_loop()
+    state = make_state()
+    protocol = HttpProtocol(make_config(app, **overrides), state, {}, _loop=loop)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return protocol, transport, state
+
+
+async def settle(rounds: int = 50):
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_send_is_seen_as_async():
+    cycle = _parser.RequestCycle.__new__(_parser.RequestCycle)
+    assert asyncio.iscoroutinefunction(cycle.send)
+    assert asyncio.iscoroutinefunction(cycle.receive)
+    if hasattr(inspect, "markcoroutinefunction"):
+        assert inspect.iscoroutinefunction(cycle.send)
+
+
+def test_one_write_per_response():
+    async def main():
+        protocol, transport, state = connect(hello)
+        protocol.data_received(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\nserver: fastserve\r\n")
+        assert transport.writes[0].endswith(b"content-length: 4\r\n\r\n/one")
+        assert state.total_requests == 1
+        assert not state.tasks
+        protocol.connection_lost(None)
+        assert not state.connections
+
+    run(main())
+
+
+def test_pipelined_batch_is_written_in_few_writes_in_order():
+    async def main():
+        protocol, transport, state = connect(hello)
+        batch = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16))
+        protocol.data_received(batch)
+        await settle()
+        data = transport.data
+        assert data.count(b"HTTP/1.1 200 OK") == 16
+        positions = [data.index(b"/r%d" % i + (b"" if i == 15 else b"HTTP")) for i in range(16)]
+        assert positions == sorted(positions)
+        assert len(transport.writes) <= 3, len(transport.writes)
+        assert not transport.closed
+
+    run(main())
+
+
+def test_pipelined_batch_flushes_when_an_app_waits():
+    gate = None
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    async def main():
+        nonlocal gate
+        gate = asyncio.Event()
+        protocol, transport, state = connect(app)
+        protocol.data_received(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await settle()
+        # /a and /b are out although /slow is still waiting
+        assert transport.data.count(b"HTTP/1.1 200 OK") == 2
+        gate.set()
+        await settle()
+        assert transport.data.count(b"HTTP/1.1 200 OK") == 4
+        assert transport.data.endswith(b"/c")
+
+    run(main())
+
+
+def test_head_bytes_counted_across_reads():
+    async def main():
+        protocol, transport, state = connect(hello, limit_request_head=1024)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(40):
+            if transport.closed:
+                break
+            protocol.data_received(b"X-Filler: " + b"a" * 30 + b"\r\n")
+        assert transport.closed
+        assert transport.data.startswith(b"HTTP/1.1 431 ")
+        assert state.total_requests == 0
+
+    run(main())
+
+
+def test_head_just_under_limit_ok():
+    async def main():
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: "
+        head += b"a" * (1024 - len(head) - 4) + b"\r\n\r\n"
+        assert len(head) == 1024
+        protocol, transport, state = connect(hello, limit_request_head=1024)
+        for i in range(0, len(head), 7):
+            protocol.data_received(head[i:i + 7])
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]
+
+    run(main())
+
+
+def test_proxy_headers_applied_only_when_present():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["client"], scope["scheme"]))
+        await hello(scope, receive, send)
+
+    async def main():
+        from fastserve import rules
+
+        protocol, transport, state = connect(
+            app, proxy_headers=True, proxy_trust=rules.ProxyTrust("127.0.0.1")
+        )
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        protocol.data_received(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
+        )
+        await settle()
+        assert seen == [(("127.0.0.1", 40000), "http"), (("10.1.2.3", 0), "https")]
+
+    run(main())
+
+
+def test_unread_body_pauses_reading_and_drain_resumes():
+    release = None
+
+    async def app(scope, receive, send):
+        await release.wait()
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % total})
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        protocol, transport, state = connect(app)
+        size = 300_000
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        chunk = b"x" * 50_000
+        for _ in range(size // len(chunk)):
+            protocol.data_received(chunk)
+        await settle()
+        assert transport.paused >= 1
+        release.set()
+        await settle()
+        assert transport.resumed >= 1
+        assert transport.data.endswith(b"\r\n\r\n300000")
+
+    run(main())
+
+
+def test_send_waits_while_writing_is_paused():
+    async def main():
+        protocol, transport, state = connect(hello)
+        protocol.pause_writing()
+        protocol.data_received(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        assert transport.writes == []
+        protocol.resume_writing()
+        await settle()
+        assert transport.data.endswith(b"/w")
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_strict_parsing_400(request_bytes):
+    async def main():
+        protocol, transport, state = connect(hello)
+        protocol.data_received(request_bytes)
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 400 "), transport.data[:60]
+        assert transport.closed
+        if b"zz" not in request_bytes:  # (a bad chunk comes after the app started)
+            assert state.total_requests == 0
+
+    run(main())
+
+
+def test_trailers_after_a_large_chunk_are_ignored():
+    async def app(scope, receive, send):
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % total})
+
+    async def main():
+        protocol, transport, state = connect(app, limit_request_fields=2)
+        body = b"y" * 100_000
+        trailers = b"".join(b"T-%d: v\r\n" % i for i in range(5))
+        protocol.data_received(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(body) + body + b"\r\n0\r\n" + trailers + b"\r\n"
+        )
+        await settle()
+        assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]
+        assert transport.data.endswith(b"\r\n\r\n100000")
+
+    run(main())
