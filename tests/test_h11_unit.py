@@ -1,0 +1,345 @@
+"""Unit tests of the pure-Python protocol (h11_protocol.H11Protocol) with a fake
+transport: the places where h11 is more lenient than llhttp and the protocol has
+to check the bytes itself, plus flow control and pipelining internals.
+
+The end-to-end behaviour of both modes is covered by tests/test_http_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import types
+
+import pytest
+
+from fastserve import rules
+from fastserve.h11_protocol import HIGH_WATER_LIMIT, H11Protocol
+
+DEFAULT_HEAD = b"date: Wed, 25 Nov 2026 10:00:00 GMT\r\nserver: fastserve\r\n"
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data) -> None:
+        assert not self.closed, "write after close"
+        self.written += data
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+def make_config(app, **overrides):
+    values = dict(
+        loaded_app=app,
+        root_path="",
+        proxy_headers=False,
+        proxy_trust=rules.ProxyTrust(None),
+        access_log=False,
+        limit_concurrency=None,
+        limit_request_head=65536,
+        limit_request_line=0,
+        limit_request_fields=100,
+        limit_request_field_size=0,
+        limit_request_body=None,
+        timeout_keep_alive=5.0,
+        timeout_request_header=30.0,
+    )
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+def make_state():
+    return types.SimpleNamespace(
+        total_requests=0, connections=set(), tasks=set(), default_headers=[], default_head=DEFAULT_HEAD
+    )
+
+
+async def echo(scope, receive, send):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    out = b"%s %s %s" % (scope["method"].encode(), scope["raw_path"], body)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": out})
+
+
+class Harness:
+    def __init__(self, app=echo, **config) -> None:
+        self.state = make_state()
+        self.config = make_config(app, **config)
+        self.protocol = H11Protocol(self.config, self.state, {})
+        self.transport = FakeTransport()
+        self.protocol.connection_made(self.transport)
+
+    async def feed(self, data: bytes) -> bytes:
+        self.protocol.data_received(data)
+        await self.settle()
+        return bytes(self.transport.written)
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if not self.state.tasks:
+                break
+        for task in list(self.state.tasks):
+            await task
+        await asyncio.sleep(0)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+REJECTED = {
+    "bare-lf": b"GET / HTTP/1.1\nHost: x\n\n",
+    "bare-lf-last-line": b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+    "bare-cr": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+    "cl-list": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "cl-plus": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    "cl-twice-same": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello",
+    "cl-and-te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "http-2.0": b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+    "http-0.9": b"GET / HTTP/0.9\r\n\r\n",
+    "no-host": b"GET / HTTP/1.1\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    "chunk-overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"10000000000000001\r\nhello\r\n0\r\n\r\n",
+    "chunk-bad-size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "control-byte-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+    "del-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n",
+    "unknown-method": b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "lowercase-method": b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", REJECTED.values(), ids=REJECTED.keys())
+def test_rejected_with_400_and_app_not_called(data):
+    called = []
+
+    async def app(scope, receive, send):
+        called.append(scope)
+
+    async def main():
+        h = Harness(app)
+        out = await h.feed(data)
+        assert out == rules.error_response(400)
+        assert h.transport.closed
+        assert not called
+        assert h.state.total_requests == 0
+
+    run(main())
+
+
+def test_leading_empty_lines_ignored():
+    async def main():
+        h = Harness()
+        out = await h.feed(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert out.endswith(b"GET /a ")
+        out = await h.feed(b"\nM-SEARCH /b HTTP/1.1\r\nHost: x\r\nX-A: \x80\tb\r\n\r\n")
+        assert out.endswith(b"M-SEARCH /b ")
+        assert not h.transport.closed
+
+    run(main())
+
+
+def test_limits():
+    async def main():
+        h = Harness(limit_request_line=10)
+        assert (await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")) == rules.error_response(414)
+        h = Harness(limit_request_fields=2)
+        out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n")
+        assert out == rules.error_response(431)
+        h = Harness(limit_request_field_size=20)
+        out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20 + b"\r\n\r\n")
+        assert out == rules.error_response(431)
+        h = Harness(limit_request_head=100)
+        out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 200)
+        assert out == rules.error_response(431)
+        h = Harness(limit_request_body=4)
+        out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        assert out == rules.error_response(413)
+        h = Harness(limit_request_body=4)
+        out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        assert out == rules.error_response(413)
+        assert h.state.total_requests == 0
+
+    run(main())
+
+
+def test_pipelined_body_requests_in_one_buffer():
+    async def main():
+        h = Harness()
+        out = await h.feed(
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"
+            b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert out.count(b"HTTP/1.1 200 OK\r\n") == 3
+        assert out.index(b"POST /a hello") < out.index(b"POST /b abc") < out.index(b"GET /c ")
+        assert h.state.total_requests == 3
+        assert not h.transport.paused
+
+    run(main())
+
+
+def test_single_write_with_content_length():
+    async def main():
+        h = Harness()
+        writes = []
+        h.transport.write = writes.append
+        await h.feed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(writes) == 1
+        assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD + b"content-type: text/plain\r\n")
+        assert b"content-length: 7\r\n\r\nGET /x " in writes[0]
+
+    run(main())
+
+
+def test_flow_control_pauses_and_resumes_reading():
+    release = None
+
+    async def slow(scope, receive, send):
+        await release.wait()
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"%d" % total})
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        h = Harness(slow)
+        size = HIGH_WATER_LIMIT * 3
+        h.protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        h.protocol.data_received(b"x" * (HIGH_WATER_LIMIT + 1))
+        assert h.transport.paused
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not h.transport.paused
+        out = await h.feed(b"x" * (size - HIGH_WATER_LIMIT - 1))
+        assert out.endswith(b"\r\n\r\n%d" % size)
+
+    run(main())
+
+
+def test_expect_100_sent_on_first_receive_only():
+    async def main():
+        h = Harness()
+        h.protocol.data_received(
+            b"POST /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert bytes(h.transport.written) == rules.CONTINUE_RESPONSE
+        out = await h.feed(b"ok")
+        assert out.count(b"100 Continue") == 1
+        assert out.endswith(b"POST /u ok")
+
+    run(main())
+
+
+def test_unread_body_with_pending_100_continue_closes():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    async def main():
+        h = Harness(app)
+        out = await h.feed(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n"
+        )
+        assert b"100 Continue" not in out
+        assert out.startswith(b"HTTP/1.1 401 ")
+        assert h.transport.closed
+
+    run(main())
+
+
+def test_contextvars_do_not_leak_between_pipelined_requests():
+    var = contextvars.ContextVar("var")
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(var.get(None))
+        var.set(scope["raw_path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main():
+        h = Harness(app)
+        await h.feed(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert seen == [None, None]
+
+    run(main())
+
+
+def test_http10_keep_alive():
+    async def main():
+        h = Harness()
+        out = await h.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert b"connection: keep-alive\r\n" in out
+        assert not h.transport.closed
+        out = await h.feed(b"GET /b HTTP/1.0\r\n\r\n")
+        assert out.count(b"HTTP/1.1 200") == 2
+        assert out.endswith(b"GET /b ")
+        assert b"connection: close\r\n" in out
+        assert h.transport.closed
+
+    run(main())
+
+
+def test_shutdown_idle_and_in_flight():
+    gate = None
+
+    async def app(scope, receive, send):
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    async def main():
+        nonlocal gate
+        gate = asyncio.Event()
+        h = Harness(app)
+        h.protocol.shutdown()
+        assert h.transport.closed
+        h = Harness(app)
+        h.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0)
+        h.protocol.shutdown()
+        assert not h.transport.closed
+        gate.set()
+        await h.settle()
+        out = bytes(h.transport.written)
+        assert b"connection: close\r\n" in out and out.endswith(b"done")
+        assert h.transport.closed
+
+    run(main())
