@@ -15,7 +15,6 @@ from fastserve.config import (
     LIFESPAN_MODES,
     LOOP_MODES,
     SSL_PROTOCOL_VERSION,
-    STARTUP_FAILURE,
     Config,
     ConfigError,
     c_extension_available,
@@ -56,6 +55,15 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 @click.option("--http", "http", type=click.Choice(HTTP_MODES), default="auto", show_default=True, help="HTTP implementation: c (llhttp), python (h11), or auto (c when built).")
 @click.option("--loop", type=click.Choice(LOOP_MODES), default="auto", show_default=True, help="Event loop: uvloop when installed with auto.")
 @click.option("--lifespan", type=click.Choice(LIFESPAN_MODES), default="auto", show_default=True, help="Lifespan protocol.")
+@click.option("--workers", default=None, type=int, envvar="WEB_CONCURRENCY", help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]")
+@click.option("--preload", is_flag=True, default=False, help="Import the app in the supervisor before forking the workers (shares memory; SIGHUP then keeps the old code).")
+@click.option("--reload", is_flag=True, default=False, help="Restart the server when files change (development).")
+@click.option("--reload-dir", "reload_dirs", multiple=True, help="Directory to watch with --reload (repeatable). [default: the current directory]")
+@click.option("--reload-include", "reload_includes", multiple=True, help="Glob of files to watch with --reload, besides '*.py' (repeatable).")
+@click.option("--reload-exclude", "reload_excludes", multiple=True, help="Glob of files or directories to ignore with --reload, besides '.*, .py[cod], .sw.*, ~*' (repeatable).")
+@click.option("--reload-delay", default=0.25, type=float, show_default=True, help="Seconds between checks for file changes, and before restarting after one.")
+@click.option("--timeout-worker-healthcheck", default=30.0, type=float, show_default=True, help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.")
+@click.option("--reuse-port", is_flag=True, default=False, help="Give each worker its own SO_REUSEPORT socket (the kernel spreads connections) instead of one shared socket.")
 @click.option("--env-file", type=click.Path(exists=True), default=None, help="Environment file to load (needs python-dotenv).")
 @click.option("--log-config", type=click.Path(exists=True), default=None, help="Logging config file: .json / .yaml (dictConfig) or .ini (fileConfig).")
 @click.option("--log-level", type=click.Choice(list(LOG_LEVELS)), default=None, help="Log level. [default: info]")
@@ -68,7 +76,8 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 @click.option("--header", "headers", multiple=True, callback=parse_header, help="Default response header NAME:VALUE (repeatable).")
 @click.option("--root-path", default="", help="ASGI root_path when mounted below a prefix by a proxy.")
 @click.option("--limit-concurrency", default=None, type=int, help="Answer 503 beyond this many connections or running requests.")
-@click.option("--limit-max-requests", default=None, type=int, help="Exit gracefully after serving this many requests.")
+@click.option("--limit-max-requests", "--max-requests", "limit_max_requests", default=None, type=int, help="A process (each worker) exits gracefully after serving this many requests; a supervised worker is then replaced.")
+@click.option("--limit-max-requests-jitter", "--max-requests-jitter", "limit_max_requests_jitter", default=0, type=int, show_default=True, help="Add a random 0..N to --max-requests per process, so workers do not restart together.")
 @click.option("--limit-request-head", default=65536, type=int, show_default=True, help="Max bytes of request line + headers (else 431).")
 @click.option("--limit-request-line", default=0, type=int, show_default=True, help="Max bytes of the request target (else 414); 0 = only the head limit.")
 @click.option("--limit-request-fields", default=100, type=int, show_default=True, help="Max number of request headers (else 431).")
@@ -97,12 +106,9 @@ def cli(app: str, log_config: Optional[str], **options) -> None:
 
 
 def run_server(config: Config) -> None:
-    from fastserve.server import Server
+    from fastserve.main import run_config
 
-    server = Server(config)
-    server.run()
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
+    run_config(config)
 
 
 def main(args: Optional[list] = None) -> None:

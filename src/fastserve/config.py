@@ -75,6 +75,14 @@ def c_extension_available() -> bool:
     return True
 
 
+def _as_list(value: Union[list, tuple, str, None]) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
 class Config:
     def __init__(
         self,
@@ -92,6 +100,14 @@ class Config:
         access_log: bool = True,
         use_colors: Optional[bool] = None,
         workers: Optional[int] = None,
+        preload: bool = False,
+        reload: bool = False,
+        reload_dirs: Union[list, str, None] = None,
+        reload_includes: Union[list, str, None] = None,
+        reload_excludes: Union[list, str, None] = None,
+        reload_delay: float = 0.25,
+        reuse_port: bool = False,
+        timeout_worker_healthcheck: float = 30,
         proxy_headers: bool = True,
         server_header: bool = True,
         date_header: bool = True,
@@ -99,6 +115,7 @@ class Config:
         root_path: str = "",
         limit_concurrency: Optional[int] = None,
         limit_max_requests: Optional[int] = None,
+        limit_max_requests_jitter: int = 0,
         limit_request_head: int = 65536,
         limit_request_line: int = 0,
         limit_request_fields: int = 100,
@@ -134,12 +151,21 @@ class Config:
         self.access_log = access_log
         self.use_colors = use_colors
         self.workers = workers or 1
+        self.preload = preload
+        self.reload = reload
+        self.reload_dirs = _as_list(reload_dirs)
+        self.reload_includes = _as_list(reload_includes)
+        self.reload_excludes = _as_list(reload_excludes)
+        self.reload_delay = reload_delay
+        self.reuse_port = reuse_port
+        self.timeout_worker_healthcheck = timeout_worker_healthcheck
         self.proxy_headers = proxy_headers
         self.server_header = server_header
         self.date_header = date_header
         self.root_path = root_path
         self.limit_concurrency = limit_concurrency
         self.limit_max_requests = limit_max_requests
+        self.limit_max_requests_jitter = limit_max_requests_jitter
         self.limit_request_head = limit_request_head
         self.limit_request_line = limit_request_line
         self.limit_request_fields = limit_request_fields
@@ -197,6 +223,23 @@ class Config:
         for name in ("timeout_keep_alive", "timeout_request_header"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
+        if self.workers < 1:
+            raise ConfigError("--workers must be a positive number")
+        if self.limit_max_requests_jitter < 0:
+            raise ConfigError("--max-requests-jitter must not be negative")
+        if self.timeout_worker_healthcheck <= 0:
+            raise ConfigError("--timeout-worker-healthcheck must be greater than 0")
+        if self.reload_delay < 0:
+            raise ConfigError("--reload-delay must not be negative")
+        if self.reload and self.workers > 1:
+            raise ConfigError(
+                "--reload and --workers > 1 cannot be combined: use --reload alone in "
+                "development, and --workers (with SIGHUP for a rolling restart) in production"
+            )
+        if self.reuse_port and (self.uds or self.fd is not None):
+            raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
+        if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError("--reuse-port is not supported on this platform")
         if bool(self.ssl_keyfile) != bool(self.ssl_certfile) and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:
@@ -204,6 +247,11 @@ class Config:
                 value.encode("latin-1")
             ):
                 raise ConfigError(f"--header {name}:{value} is not a valid HTTP header")
+
+    @property
+    def use_subprocess(self) -> bool:
+        """Served by a supervisor (several workers) or a reloader, not in this process."""
+        return self.workers > 1 or self.reload
 
     @property
     def is_ssl(self) -> bool:

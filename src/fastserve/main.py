@@ -23,7 +23,33 @@ def run(app: Any, **kwargs: Any) -> None:
     except ConfigError as exc:
         logger.error("%s", exc)
         sys.exit(1)
-    server = Server(config)
-    server.run()
-    if not server.started:
-        sys.exit(STARTUP_FAILURE)
+    run_config(config)
+
+
+def run_config(config: Config) -> None:
+    """Serve with a ready Config: under the reloader, the supervisor, or in this process."""
+    if config.reload:
+        from fastserve.reload import Reloader
+
+        if not isinstance(config.app, str):
+            logger.error(
+                "--reload needs the app as an import string (\"module:attribute\"), "
+                "so that each restart imports the changed code"
+            )
+            sys.exit(1)
+        try:
+            reloader = Reloader(config)
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            sys.exit(1)
+        code = reloader.run()
+    elif config.workers > 1:
+        from fastserve.supervisor import Supervisor
+
+        code = Supervisor(config).run()
+    else:
+        server = Server(config)
+        server.run()
+        code = 0 if server.started else STARTUP_FAILURE
+    if code:
+        sys.exit(code)

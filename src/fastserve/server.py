@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -49,6 +50,10 @@ class Server:
         self.last_notified = 0.0
         self.servers: list[asyncio.base_events.Server] = []
         self._date_second = -1
+        # --limit-max-requests plus this process's share of --limit-max-requests-jitter.
+        self.limit_max_requests = config.limit_max_requests
+        if self.limit_max_requests is not None and config.limit_max_requests_jitter:
+            self.limit_max_requests += random.randint(0, config.limit_max_requests_jitter)
 
     def run(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
         """Serve until stopped, in a new event loop of the configured kind."""
@@ -136,6 +141,7 @@ class Server:
                         ssl=config.ssl,
                         backlog=config.backlog,
                         reuse_address=True,
+                        reuse_port=config.reuse_port or None,
                     )
                 )
         except (OSError, ConfigError) as exc:
@@ -190,7 +196,7 @@ class Server:
                 await self.config.callback_notify()
         if self.should_exit:
             return True
-        max_requests = self.config.limit_max_requests
+        max_requests = self.limit_max_requests
         if max_requests is not None and self.server_state.total_requests >= max_requests:
             logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
             return True
@@ -213,6 +219,11 @@ class Server:
         logger.info("Shutting down")
         for server in self.servers:
             server.close()
+        if self.server_state.connections:
+            # A connection accepted just before the listeners closed usually has its
+            # first request on the way: read it, so that shutdown() lets it finish
+            # instead of resetting the connection (other processes share the socket).
+            await asyncio.sleep(0.1)
 
         for connection in list(self.server_state.connections):
             connection.shutdown()

@@ -1,0 +1,708 @@
+"""The pre-fork supervisor behind `fastserve --workers N`.
+
+Read it like Gunicorn's arbiter. The master process binds the listening sockets,
+forks the workers, and from then on only reacts, in one loop, to signals and to
+its workers:
+
+    run()
+      start()            bind sockets, --preload the app, install signal handlers
+      loop:
+        a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT)
+        else sleep()      until a signal, a heartbeat or one second passed, then
+             reap_workers()    collect exited workers, notice boot failures
+             murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
+             manage_workers()  fork replacements, retire extra or old workers
+      stop()             SIGTERM (graceful) or SIGQUIT (fast) to every worker, wait
+
+A worker (`run_worker`, in the forked child) creates its event loop after the fork
+and runs a `WorkerServer`: the ordinary `Server` plus a heartbeat task that writes
+one byte into a pipe to the master every `heartbeat_interval` seconds from inside
+the event loop. An app that blocks its loop stops the heartbeat and gets replaced.
+The first heartbeat also tells the master that the worker has booted (app
+imported, lifespan startup complete), which is what a rolling restart waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, Optional, Sequence
+
+from fastserve.config import STARTUP_FAILURE, Config, ConfigError
+from fastserve.server import Server
+
+logger = logging.getLogger("fastserve.error")
+
+# A worker that fails to boot this many times in a row (no worker booted in
+# between) makes the master give up instead of forking forever.
+BOOT_FAILURE_LIMIT = 3
+
+# Seconds between SIGABRT and SIGKILL for a worker that missed its heartbeat, and
+# between SIGQUIT and SIGKILL on a fast stop.
+KILL_GRACE = 2.0
+
+# Extra seconds the master grants a worker beyond --timeout-graceful-shutdown
+# (the worker enforces that timeout itself, then runs the lifespan shutdown).
+GRACEFUL_MARGIN = 5.0
+
+SIGNAL_NAMES = {
+    getattr(signal, name): name[3:].lower()
+    for name in ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGCHLD")
+}
+MASTER_SIGNALS = list(SIGNAL_NAMES)
+
+EXIT_REASONS = {
+    1: "the app could not be loaded",
+    STARTUP_FAILURE: "application startup failed",
+}
+
+
+def reopen_log_files() -> None:
+    """Reopen every logging file handler (after logrotate moved the files away)."""
+    loggers = [logging.getLogger()] + [
+        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
+    for item in loggers:
+        for handler in item.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            except OSError as exc:
+                sys.stderr.write(f"fastserve: cannot reopen log file {handler.baseFilename}: {exc}\n")
+            finally:
+                handler.release()
+
+
+def describe_exit(status: int) -> str:
+    """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = str(number)
+        return f"killed by {name}"
+    code = os.WEXITSTATUS(status)
+    reason = EXIT_REASONS.get(code)
+    return f"exit code {code} ({reason})" if reason else f"exit code {code}"
+
+
+# -- inside a worker ---------------------------------------------------------------
+
+
+class WorkerServer(Server):
+    """The `Server` as a supervised worker runs it.
+
+    Adds a heartbeat task (`notify()` every `heartbeat_interval` seconds, from inside
+    the event loop, also while draining) and the worker's signal policy:
+    SIGTERM graceful stop, SIGINT graceful then fast on the second one, `fast_signals`
+    (SIGQUIT) immediate stop, SIGUSR1 reopen log files, SIGABRT (sent by the master
+    when the heartbeat stopped) log where the worker is stuck and exit.
+    Both the fastserve supervisor and the Gunicorn worker class use it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        notify: Callable[[], None],
+        heartbeat_interval: float,
+        fast_signals: Sequence[int] = (signal.SIGQUIT,),
+        on_abort: Optional[Callable[[], None]] = None,
+        on_fast_exit: Optional[Callable[[], None]] = None,
+        on_usr1: Callable[[], None] = reopen_log_files,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ) -> None:
+        super().__init__(config)
+        self.notify = notify
+        self.heartbeat_interval = heartbeat_interval
+        self.fast_signals = tuple(fast_signals)
+        self.on_abort = on_abort
+        self.on_fast_exit = on_fast_exit
+        self.on_usr1 = on_usr1
+        self.should_stop = should_stop
+        self.parent_pid = os.getppid()
+        self._heartbeat_task: Optional[asyncio.Task] = None
+
+    async def serve(self, sockets=None) -> None:
+        try:
+            await super().serve(sockets=sockets)
+        finally:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if os.getppid() != self.parent_pid and not self.should_exit:
+                logger.warning("The master process is gone; worker [%d] stops.", os.getpid())
+                self.should_exit = True
+            if self.should_stop is not None and self.should_stop() and not self.should_exit:
+                self.should_exit = True
+            self.notify()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.handle_exit, signal.SIGTERM, None)
+        if signal.SIGINT not in self.fast_signals:
+            loop.add_signal_handler(signal.SIGINT, self.handle_exit, signal.SIGINT, None)
+        for sig in self.fast_signals:
+            loop.add_signal_handler(sig, self.handle_fast_exit)
+        loop.add_signal_handler(signal.SIGUSR1, self.on_usr1)
+        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        # A plain handler, not a loop one: it must run while the loop is blocked.
+        signal.signal(signal.SIGABRT, self.handle_abort)
+
+    def handle_fast_exit(self) -> None:
+        self.should_exit = True
+        self.force_exit = True
+        if self.on_fast_exit is not None:
+            with contextlib.suppress(Exception):
+                self.on_fast_exit()
+
+    def handle_abort(self, sig: int, frame) -> None:
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
+        logger.error(
+            "Worker [%d] aborted: no heartbeat for too long, its event loop was blocked here:\n%s",
+            os.getpid(),
+            stack.rstrip(),
+        )
+        if self.on_abort is not None:
+            with contextlib.suppress(Exception):
+                self.on_abort()
+        flush_logs()
+        os._exit(1)
+
+
+def flush_logs() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    loggers = [logging.getLogger()] + [
+        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
+    for item in loggers:
+        for handler in item.handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+
+
+def heartbeat_interval_for(timeout: float) -> float:
+    """How often a worker beats: several times per timeout, at most once a second."""
+    return max(0.05, min(1.0, timeout / 4))
+
+
+# -- in the master -----------------------------------------------------------------
+
+
+class WorkerProcess:
+    """The master's record of one forked worker."""
+
+    def __init__(self, generation: int, heartbeat_fd: int) -> None:
+        self.pid = 0
+        self.generation = generation
+        self.heartbeat_fd: Optional[int] = heartbeat_fd
+        self.spawned_at = time.monotonic()
+        self.last_seen = self.spawned_at
+        self.booted = False
+        self.retiring_at: Optional[float] = None
+        self.aborted_at: Optional[float] = None
+        self.killed = False
+
+    def close_heartbeat(self) -> None:
+        if self.heartbeat_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.heartbeat_fd)
+            self.heartbeat_fd = None
+
+
+class StopSupervisor(Exception):
+    def __init__(self, graceful: bool) -> None:
+        self.graceful = graceful
+
+
+class Supervisor:
+    """Forks `config.workers` workers on shared sockets and keeps them healthy."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self.num_workers = config.workers
+        self.timeout = float(config.timeout_worker_healthcheck)
+        self.workers: dict[int, WorkerProcess] = {}
+        self.generation = 0
+        self.signal_queue: list[int] = []
+        self.sockets: list[socket.socket] = []
+        self.reuse_port_address: Optional[tuple] = None
+        self.boot_failures = 0
+        self.last_failure = ""
+        self.exit_code = 0
+        self.wakeup_r = self.wakeup_w = -1
+        self.unix_path: Optional[str] = None
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        try:
+            self.start()
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            self.close_sockets()
+            return 1
+        try:
+            self.manage_workers()
+            while True:
+                if self.signal_queue:
+                    sig = self.signal_queue.pop(0)
+                    handler = getattr(self, f"handle_{SIGNAL_NAMES[sig]}")
+                    handler()
+                    continue
+                self.sleep()
+                self.reap_workers()
+                self.murder_workers()
+                if self.exit_code:
+                    raise StopSupervisor(graceful=False)
+                self.manage_workers()
+        except StopSupervisor as stop:
+            self.stop(graceful=stop.graceful)
+        except BaseException:
+            logger.exception("Unhandled exception in the supervisor; stopping the workers.")
+            self.stop(graceful=False)
+            self.exit_code = self.exit_code or 1
+        finally:
+            self.close_sockets()
+        if self.exit_code:
+            logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
+        else:
+            logger.info("Stopped supervisor process [%d]", self.pid)
+        return self.exit_code
+
+    def start(self) -> None:
+        config = self.config
+        logger.info("Started supervisor process [%d]", self.pid)
+        if config.reuse_port:
+            self.reserve_reuse_port()
+        else:
+            sock = config.bind_socket()
+            self.sockets.append(sock)
+            if sock.family == socket.AF_UNIX and config.uds:
+                self.unix_path = config.uds
+        if config.preload:
+            config.load()
+            mode = config.http_mode_name
+        else:
+            # Only the protocol module, never the app.
+            protocol = config.select_http_protocol()
+            mode = "c" if getattr(protocol, "__module__", "") == "fastserve._parser" else "python"
+        self.log_listening(mode)
+        self.wakeup_r, self.wakeup_w = os.pipe()
+        for fd in (self.wakeup_r, self.wakeup_w):
+            os.set_blocking(fd, False)
+        for sig in MASTER_SIGNALS:
+            signal.signal(sig, self.signal_handler)
+
+    def reserve_reuse_port(self) -> None:
+        """Bind (not listen) a SO_REUSEPORT socket so that port 0 resolves once."""
+        config = self.config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"Cannot bind {config.host}:{config.port}: {exc.strerror}") from exc
+        self.reuse_port_address = sock.getsockname()[:2]
+        self.reserved_socket = sock
+
+    def log_listening(self, mode: str) -> None:
+        scheme = "https" if self.config.is_ssl else "http"
+        extra = f"{mode} mode, {self.num_workers} workers"
+        if self.config.reuse_port:
+            extra += ", SO_REUSEPORT"
+        if self.reuse_port_address is not None:
+            addresses = [(self.reserved_socket.family, self.reuse_port_address)]
+        else:
+            addresses = [(sock.family, sock.getsockname()) for sock in self.sockets]
+        for family, address in addresses:
+            if family == socket.AF_INET6:
+                where = f"{scheme}://[{address[0]}]:{address[1]}"
+            elif family == socket.AF_INET:
+                where = f"{scheme}://{address[0]}:{address[1]}"
+            else:
+                where = f"unix socket {address}"
+            logger.info("Fastserve running on %s (%s, press CTRL+C to quit)", where, extra)
+
+    def signal_handler(self, sig: int, frame) -> None:
+        if os.getpid() != self.pid:
+            return  # a freshly forked worker before it reset its handlers
+        # SIGCHLD only wakes the loop (it reaps after every wake-up); others queue once.
+        if sig != signal.SIGCHLD and sig not in self.signal_queue:
+            self.signal_queue.append(sig)
+        self.wakeup()
+
+    def wakeup(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.wakeup_w, b".")
+
+    def sleep(self, timeout: float = 1.0) -> None:
+        """Wait for a signal, a heartbeat, or `timeout` seconds; record heartbeats."""
+        by_fd = {w.heartbeat_fd: w for w in self.workers.values() if w.heartbeat_fd is not None}
+        try:
+            ready, _, _ = select.select([self.wakeup_r, *by_fd], [], [], timeout)
+        except OSError as exc:
+            if exc.errno not in (errno.EINTR, errno.EBADF):
+                raise
+            return
+        now = time.monotonic()
+        for fd in ready:
+            if fd == self.wakeup_r:
+                with contextlib.suppress(OSError):
+                    while os.read(self.wakeup_r, 4096):
+                        pass
+                continue
+            worker = by_fd[fd]
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                worker.close_heartbeat()  # the worker is exiting
+                continue
+            worker.last_seen = now
+            if not worker.booted:
+                worker.booted = True
+                self.boot_failures = 0
+                logger.info("Worker [%d] is ready", worker.pid)
+
+    # -- signals -----------------------------------------------------------------------
+
+    def handle_chld(self) -> None:
+        """Exited workers are reaped after every wake-up; nothing more to do."""
+
+    def handle_hup(self) -> None:
+        """Rolling restart: boot a new generation, then retire the old one gracefully."""
+        self.generation += 1
+        logger.info(
+            "Received SIGHUP: rolling restart, starting %d new worker(s) before "
+            "retiring the old ones",
+            self.num_workers,
+        )
+        self.boot_failures = 0
+
+    def handle_ttin(self) -> None:
+        self.num_workers += 1
+        logger.info("Received SIGTTIN: %d worker(s) now", self.num_workers)
+
+    def handle_ttou(self) -> None:
+        if self.num_workers <= 1:
+            logger.info("Received SIGTTOU: already down to one worker")
+            return
+        self.num_workers -= 1
+        logger.info("Received SIGTTOU: %d worker(s) now", self.num_workers)
+
+    def handle_usr1(self) -> None:
+        reopen_log_files()
+        logger.info("Received SIGUSR1: reopened log files")
+        self.kill_workers(signal.SIGUSR1)
+
+    def handle_term(self) -> None:
+        raise StopSupervisor(graceful=True)
+
+    def handle_int(self) -> None:
+        raise StopSupervisor(graceful=True)
+
+    def handle_quit(self) -> None:
+        raise StopSupervisor(graceful=False)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def current_workers(self) -> list[WorkerProcess]:
+        return [
+            w for w in self.workers.values() if w.generation == self.generation and w.retiring_at is None
+        ]
+
+    def manage_workers(self) -> None:
+        """Keep `num_workers` workers of the current generation; retire the rest."""
+        current = self.current_workers()
+        for _ in range(self.num_workers - len(current)):
+            try:
+                self.spawn_worker()
+            except OSError as exc:
+                logger.error("Cannot fork a worker: %s; retrying in a second", exc.strerror or exc)
+                break
+        if len(current) > self.num_workers:
+            for worker in sorted(current, key=lambda w: w.spawned_at)[: len(current) - self.num_workers]:
+                self.retire_worker(worker, "there are more workers than wanted")
+        old = [
+            w for w in self.workers.values() if w.generation < self.generation and w.retiring_at is None
+        ]
+        if old:
+            current = self.current_workers()
+            if len(current) >= self.num_workers and all(w.booted for w in current):
+                logger.info("Rolling restart: new workers are ready, retiring the old ones")
+                for worker in old:
+                    self.retire_worker(worker, "rolling restart")
+
+    def retire_worker(self, worker: WorkerProcess, reason: str) -> None:
+        logger.info("Stopping worker [%d] gracefully (%s)", worker.pid, reason)
+        worker.retiring_at = time.monotonic()
+        self.kill_worker(worker, signal.SIGTERM)
+
+    def spawn_worker(self) -> WorkerProcess:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        worker = WorkerProcess(self.generation, read_fd)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        if pid:
+            os.close(write_fd)
+            worker.pid = pid
+            self.workers[pid] = worker
+            return worker
+
+        # The child: never returns into the master's loop.
+        code = 1
+        try:
+            os.close(read_fd)
+            self.prepare_child()
+            code = run_worker(self.config, self.worker_sockets(), write_fd, self.timeout)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            logger.exception("Worker [%d] crashed", os.getpid())
+            code = 1
+        finally:
+            flush_logs()
+            os._exit(code)
+
+    def prepare_child(self) -> None:
+        """In a new worker: drop the master's signal handlers and file descriptors."""
+        for sig in MASTER_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in (self.wakeup_r, self.wakeup_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for worker in self.workers.values():
+            worker.close_heartbeat()
+        self.workers = {}
+
+    def worker_sockets(self) -> list[socket.socket]:
+        if self.reuse_port_address is None:
+            return self.sockets
+        self.reserved_socket.close()
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(self.reuse_port_address)
+        sock.listen(self.config.backlog)
+        return [sock]
+
+    def kill_worker(self, worker: WorkerProcess, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_workers(self, sig: int) -> None:
+        for worker in list(self.workers.values()):
+            self.kill_worker(worker, sig)
+
+    def reap_workers(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            worker.close_heartbeat()
+            how = describe_exit(status)
+            if worker.retiring_at is not None:
+                logger.info("Worker [%d] stopped (%s)", pid, how)
+            elif not worker.booted:
+                self.boot_failures += 1
+                self.last_failure = how
+                if worker.aborted_at is not None:
+                    how = f"no heartbeat within {self.timeout:g}s of its start, {how}"
+                logger.error("Worker [%d] failed to boot (%s)", pid, how)
+                if self.boot_failures >= BOOT_FAILURE_LIMIT:
+                    self.give_up(status)
+            elif worker.aborted_at is not None:
+                logger.error("Worker [%d] was killed after its heartbeat stopped (%s); replacing it", pid, how)
+            elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                logger.info("Worker [%d] exited (%s); replacing it", pid, how)
+            else:
+                logger.error("Worker [%d] died unexpectedly (%s); replacing it", pid, how)
+
+    def give_up(self, status: int) -> None:
+        """Repeated boot failures: abort a rolling restart, or stop the master."""
+        old = [w for w in self.workers.values() if w.generation < self.generation and w.booted]
+        if old:
+            logger.error(
+                "Rolling restart aborted: new workers failed to boot %d times in a row (%s); "
+                "the old workers keep serving",
+                self.boot_failures,
+                self.last_failure,
+            )
+            for worker in self.current_workers():
+                self.retire_worker(worker, "rolling restart aborted")
+            for worker in old:
+                worker.generation = self.generation
+            self.boot_failures = 0
+            return
+        logger.error(
+            "Workers failed to boot %d times in a row (last: %s); stopping. "
+            "Fix the error logged above and start again.",
+            self.boot_failures,
+            self.last_failure,
+        )
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+        self.exit_code = code if code in EXIT_REASONS else 1
+
+    def murder_workers(self) -> None:
+        """SIGABRT a worker whose heartbeat stopped, SIGKILL it if that did not help."""
+        now = time.monotonic()
+        graceful = self.config.timeout_graceful_shutdown
+        for worker in list(self.workers.values()):
+            if worker.aborted_at is not None:
+                if not worker.killed and now - worker.aborted_at > KILL_GRACE:
+                    worker.killed = True
+                    self.kill_worker(worker, signal.SIGKILL)
+                continue
+            silent = now - worker.last_seen
+            if silent > self.timeout:
+                if worker.booted:
+                    logger.error(
+                        "Worker [%d] sent no heartbeat for %.1fs (its event loop is blocked); "
+                        "killing it",
+                        worker.pid,
+                        silent,
+                    )
+                else:
+                    logger.error(
+                        "Worker [%d] did not boot within %gs (--timeout-worker-healthcheck); "
+                        "killing it",
+                        worker.pid,
+                        self.timeout,
+                    )
+                worker.aborted_at = now
+                self.kill_worker(worker, signal.SIGABRT)
+            elif (
+                worker.retiring_at is not None
+                and graceful is not None
+                and now - worker.retiring_at > graceful + GRACEFUL_MARGIN
+                and not worker.killed
+            ):
+                logger.error("Worker [%d] did not stop in time; killing it", worker.pid)
+                worker.killed = True
+                self.kill_worker(worker, signal.SIGKILL)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def stop(self, graceful: bool) -> None:
+        """Stop every worker: SIGTERM and wait, or SIGQUIT then SIGKILL after a moment."""
+        if graceful:
+            logger.info("Stopping %d worker(s) gracefully", len(self.workers))
+        else:
+            logger.info("Stopping %d worker(s) now", len(self.workers))
+        # Stop accepting here; the workers close their own copies when they stop.
+        self.close_sockets()
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        self.kill_workers(sig)
+        now = time.monotonic()
+        timeout = self.config.timeout_graceful_shutdown
+        if not graceful:
+            deadline: Optional[float] = now + KILL_GRACE
+        elif timeout is not None:
+            deadline = now + timeout + GRACEFUL_MARGIN
+        else:
+            deadline = None
+        for worker in self.workers.values():
+            worker.retiring_at = now
+        while self.workers:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            self.sleep(0.1)
+            while self.signal_queue:
+                sig = self.signal_queue.pop(0)
+                if sig in (signal.SIGINT, signal.SIGQUIT) and graceful:
+                    logger.info("Stopping the workers now")
+                    graceful = False
+                    deadline = time.monotonic() + KILL_GRACE
+                    self.kill_workers(signal.SIGQUIT)
+            self.reap_workers()
+            self.murder_workers()  # a worker whose loop is blocked never stops by itself
+        if self.workers:
+            logger.error("Killing %d worker(s) that did not stop in time", len(self.workers))
+            self.kill_workers(signal.SIGKILL)
+            for pid in list(self.workers):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                self.workers.pop(pid).close_heartbeat()
+
+    def close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+        if self.reuse_port_address is not None:
+            self.reserved_socket.close()
+        if self.unix_path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.unix_path)
+            self.unix_path = None
+
+
+def run_worker(config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float) -> int:
+    """The body of a forked worker: serve on the inherited sockets; the exit code."""
+
+    def notify() -> None:
+        try:
+            os.write(heartbeat_fd, b".")
+        except BlockingIOError:
+            pass  # the master is busy; the pipe is full of beats already
+        except OSError:
+            pass  # the master is gone; the heartbeat task notices the new parent
+
+    os.set_blocking(heartbeat_fd, False)
+    server = WorkerServer(config, notify=notify, heartbeat_interval=heartbeat_interval_for(timeout))
+    server.run(sockets=list(sockets))
+    return 0 if server.started else STARTUP_FAILURE

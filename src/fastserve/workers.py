@@ -1,0 +1,133 @@
+"""Gunicorn worker classes: `gunicorn -k fastserve.workers.FastserveWorker module:app`.
+
+Gunicorn's arbiter binds the sockets, forks, and supervises; each worker runs
+fastserve's `Server` (with the same heartbeat and signal policy as a worker of
+fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
+
+    bind / backlog / certfile, keyfile, ssl_context...  sockets, listen backlog, TLS
+    keepalive                     --timeout-keep-alive
+    timeout                       notify() heartbeat from inside the event loop
+    graceful_timeout              --timeout-graceful-shutdown
+    max_requests (+ jitter)       --limit-max-requests
+    limit_request_line            --limit-request-line (414)
+    limit_request_fields          --limit-request-fields (431)
+    limit_request_field_size      --limit-request-field-size (431)
+    forwarded_allow_ips           --forwarded-allow-ips
+    accesslog / errorlog / loglevel   the fastserve.access / fastserve.error loggers
+
+Signals, as gunicorn's own workers: TERM graceful stop, INT and QUIT immediate stop,
+USR1 reopen log files, WINCH ignored, ABRT (from the arbiter on timeout) log the
+stack and exit. `gunicorn --reload` stops the worker gracefully on every change and
+the arbiter starts a new one on the new code.
+
+Needs gunicorn: `pip install 'fastserve[gunicorn]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
+
+from fastserve.config import Config
+from fastserve.supervisor import WorkerServer, heartbeat_interval_for
+
+# gunicorn allows up to this many header fields; 0 there means "no limit".
+MAX_REQUEST_FIELDS = 32768
+
+
+class FastserveWorker(Worker):
+    """fastserve's protocol (C when built) on uvloop when installed."""
+
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        for name, gunicorn_logger in (
+            ("fastserve.error", self.log.error_log),
+            ("fastserve.access", self.log.access_log),
+        ):
+            target = logging.getLogger(name)
+            target.handlers = gunicorn_logger.handlers
+            target.setLevel(gunicorn_logger.level)
+            target.propagate = False
+        logging.getLogger("fastserve").handlers = self.log.error_log.handlers
+        logging.getLogger("fastserve").propagate = False
+
+        config_kwargs: dict[str, Any] = {
+            "app": None,
+            "log_config": None,
+            "access_log": bool(cfg.accesslog),
+            # gunicorn's keepalive 0 disables keep-alive; the nearest here is "close at once".
+            "timeout_keep_alive": cfg.keepalive if cfg.keepalive > 0 else 0.001,
+            "timeout_graceful_shutdown": cfg.graceful_timeout,
+            "limit_max_requests": self.max_requests if self.max_requests < sys.maxsize else None,
+            "limit_request_line": max(0, cfg.limit_request_line),
+            "limit_request_fields": cfg.limit_request_fields or MAX_REQUEST_FIELDS,
+            "limit_request_field_size": max(0, cfg.limit_request_field_size),
+            "forwarded_allow_ips": cfg.forwarded_allow_ips,
+        }
+        if cfg.backlog:
+            config_kwargs["backlog"] = cfg.backlog
+        if cfg.is_ssl:
+            options = cfg.ssl_options
+            config_kwargs.update(
+                ssl_keyfile=options.get("keyfile"),
+                ssl_certfile=options.get("certfile"),
+                ssl_keyfile_password=options.get("password"),
+                ssl_cert_reqs=options.get("cert_reqs", 0),
+                ssl_ca_certs=options.get("ca_certs"),
+            )
+            if options.get("ssl_version") is not None:
+                config_kwargs["ssl_version"] = options["ssl_version"]
+            if options.get("ciphers"):
+                config_kwargs["ssl_ciphers"] = options["ciphers"]
+        config_kwargs.update(self.CONFIG_KWARGS)
+        self.config = Config(**config_kwargs)
+
+    def init_signals(self) -> None:
+        # The event loop installs the handlers (WorkerServer.install_signal_handlers);
+        # reset gunicorn's so that none of them runs sys.exit() inside the loop.
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
+        signal.siginterrupt(signal.SIGUSR1, False)
+
+    def run(self) -> None:
+        config = self.config
+        config.app = self.wsgi
+        config.load()
+        if config.is_ssl:
+            config.ssl = self.ssl_context()
+        server = WorkerServer(
+            config,
+            notify=self.notify,
+            heartbeat_interval=heartbeat_interval_for(self.timeout or 4.0),
+            fast_signals=(signal.SIGINT, signal.SIGQUIT),
+            on_abort=lambda: self.cfg.worker_abort(self),
+            on_fast_exit=lambda: self.cfg.worker_int(self),
+            on_usr1=self.log.reopen_files,
+            should_stop=lambda: not self.alive,
+        )
+        server.run(sockets=[getattr(sock, "sock", sock) for sock in self.sockets])
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def ssl_context(self) -> Any:
+        """gunicorn's own TLS context (honours its `ssl_context` hook), else ours."""
+        try:
+            from gunicorn.sock import ssl_context
+        except ImportError:
+            return self.config.ssl
+        return ssl_context(self.cfg)
+
+
+class FastserveAsyncioWorker(FastserveWorker):
+    """The same on the standard asyncio event loop (no uvloop)."""
+
+    CONFIG_KWARGS = {"loop": "asyncio", "http": "auto"}

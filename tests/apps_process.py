@@ -1,0 +1,110 @@
+"""Small ASGI apps for the process-manager tests (supervisor, reload, gunicorn, nginx).
+
+    app            GET /          → "pid=<worker pid>"
+                   GET /slow?s=N  → waits N seconds (asyncio), then "slow done pid=<pid>"
+                   GET /block?s=N → blocks the event loop N seconds with time.sleep
+                   GET /scope     → JSON of the scope's client, scheme, http_version
+                   POST /upload   → JSON {"size": bytes received, "sha256": hex digest}
+                   GET /download?mb=N → N MiB streamed in 64 KiB chunks, pattern `download_chunk(i)`
+    startup_fails  lifespan startup fails (exit 3 in a worker)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+CHUNK = 64 * 1024
+
+
+def download_chunk(index: int) -> bytes:
+    """The deterministic content of chunk `index` of /download."""
+    return bytes([index % 251]) * CHUNK
+
+
+async def _text(send, body: bytes, status: int = 200, content_type: bytes = b"text/plain") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    query = parse_qs(scope["query_string"].decode())
+    seconds = float(query.get("s", ["1"])[0])
+    pid = os.getpid()
+    if path == "/slow":
+        await asyncio.sleep(seconds)
+        await _text(send, b"slow done pid=%d" % pid)
+    elif path == "/block":
+        time.sleep(seconds)
+        await _text(send, b"unblocked pid=%d" % pid)
+    elif path == "/scope":
+        data = {
+            "client": scope.get("client"),
+            "scheme": scope["scheme"],
+            "http_version": scope["http_version"],
+            "pid": pid,
+        }
+        await _text(send, json.dumps(data).encode(), content_type=b"application/json")
+    elif path == "/upload":
+        digest = hashlib.sha256()
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body = message.get("body", b"")
+            digest.update(body)
+            size += len(body)
+            more = message.get("more_body", False)
+        data = {"size": size, "sha256": digest.hexdigest()}
+        await _text(send, json.dumps(data).encode(), content_type=b"application/json")
+    elif path == "/download":
+        chunks = int(float(query.get("mb", ["1"])[0]) * 1024 * 1024) // CHUNK
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
+        for index in range(chunks):
+            await send({"type": "http.response.body", "body": download_chunk(index), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await _text(send, b"pid=%d" % pid)
+
+
+async def startup_fails(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.failed", "message": "the database is unreachable"})
+        return
+    await _text(send, b"never")

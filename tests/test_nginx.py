@@ -1,0 +1,182 @@
+"""Nginx in front of fastserve over a unix socket: proxy headers, keep-alive upstream,
+a large upload and a streamed download, with a real nginx (the Debian package)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apps_process import download_chunk
+from process_util import ServerProcess, free_port, wait_until
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed (apt-get install nginx)"),
+]
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nginx.conf"
+
+# The documented config (examples/nginx.conf) inside a throwaway main config.
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 128; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {site};
+}}
+"""
+
+
+def site_config(sock, port: int, tls_port: int, cert, key) -> str:
+    """examples/nginx.conf with this test's socket, ports and certificate."""
+    text = EXAMPLE.read_text()
+    replacements = {
+        "server unix:/run/fastserve/app.sock;": f"server unix:{sock};",
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "# listen 443 ssl;": f"listen 127.0.0.1:{tls_port} ssl;",
+        "# ssl_certificate     /etc/ssl/certs/example.pem;": f"ssl_certificate {cert};",
+        "# ssl_certificate_key /etc/ssl/private/example.key;": f"ssl_certificate_key {key};",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"examples/nginx.conf changed: {old!r} is gone"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    trustme = pytest.importorskip("trustme")
+    prefix = tmp_path_factory.mktemp("nginx")
+    sock = prefix / "fastserve.sock"
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(prefix / "cert.pem")
+    cert.private_key_pem.write_to_path(prefix / "key.pem")
+    ca.cert_pem.write_to_path(prefix / "ca.pem")
+
+    server = ServerProcess.fastserve("tests.apps_process:app", "--uds", str(sock), "--no-access-log")
+    nginx = None
+    try:
+        server.wait_for_log("Fastserve running on unix socket")
+        port, tls_port = free_port(), free_port()
+        site = prefix / "site.conf"
+        site.write_text(site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem"))
+        conf = prefix / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
+        nginx = ServerProcess([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")])
+
+        def listening():
+            if nginx.proc.poll() is not None:
+                raise AssertionError(f"nginx exited: {nginx.log()}\n{(prefix / 'error.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, 15, message="nginx")
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "tls_url": f"https://127.0.0.1:{tls_port}",
+            "ca": str(prefix / "ca.pem"),
+            "server": server,
+            "sock": str(sock),
+            "prefix": prefix,
+        }
+    finally:
+        if nginx is not None:
+            nginx.cleanup()
+        server.cleanup()
+
+
+def upstream_connections(pid: int, path: str) -> set[str]:
+    """Inodes of the accepted (not listening) unix-socket connections on `path` held by `pid`."""
+    accepted = set()
+    with open("/proc/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and not int(fields[3], 16) & 0x10000:
+                accepted.add(f"socket:[{fields[6]}]")
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return accepted & held
+
+
+def test_client_address_and_scheme_come_through_the_proxy_headers(stack):
+    scope = httpx.get(stack["url"] + "/scope", timeout=10).json()
+    # Without the headers a unix-socket peer has no address at all.
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["scheme"] == "http"
+    scope = httpx.get(stack["tls_url"] + "/scope", verify=ssl.create_default_context(cafile=stack["ca"]), timeout=10).json()
+    assert scope["client"][0] == "127.0.0.1"
+    assert scope["scheme"] == "https"
+
+
+def test_upstream_keep_alive_reuses_one_connection(stack):
+    server_pid = stack["server"].pid
+    seen = []
+    for _ in range(10):
+        response = httpx.get(stack["url"] + "/", headers={"connection": "close"}, timeout=10)
+        assert response.status_code == 200
+        seen.append(upstream_connections(server_pid, stack["sock"]))
+    # nginx keeps its upstream connection open, and every request travels over it.
+    assert all(len(s) == 1 for s in seen), seen
+    assert len(set().union(*seen)) == 1, seen
+
+
+def test_large_upload_passes_intact(stack):
+    body = os.urandom(24 * 1024 * 1024)
+    response = httpx.post(stack["url"] + "/upload", content=body, timeout=60)
+    assert response.status_code == 200
+    assert response.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_chunked_upload_passes_intact(stack):
+    chunks = [os.urandom(256 * 1024) for _ in range(32)]
+    response = httpx.post(stack["url"] + "/upload", content=iter(chunks), timeout=60)
+    body = b"".join(chunks)
+    assert response.json() == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_streamed_download_passes_intact(stack):
+    megabytes = 24
+    expected = hashlib.sha256()
+    for index in range(megabytes * 16):
+        expected.update(download_chunk(index))
+    digest = hashlib.sha256()
+    size = 0
+    first_byte_after = None
+    started = time.monotonic()
+    with httpx.stream("GET", stack["url"] + f"/download?mb={megabytes}", timeout=60) as response:
+        assert response.status_code == 200
+        for data in response.iter_raw():
+            if first_byte_after is None:
+                first_byte_after = time.monotonic() - started
+            digest.update(data)
+            size += len(data)
+    assert size == megabytes * 1024 * 1024
+    assert digest.hexdigest() == expected.hexdigest()

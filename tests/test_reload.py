@@ -1,0 +1,129 @@
+"""`fastserve --reload`: a restart on each file change, with watchfiles or by polling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from process_util import ServerProcess, get, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+APP_SOURCE = '''
+VERSION = {version}
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"version=%d" % VERSION
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]}})
+    await send({{"type": "http.response.body", "body": body}})
+'''
+
+POLLING_LAUNCHER = (
+    "import sys; sys.modules['watchfiles'] = None; "  # as if watchfiles were not installed
+    "from fastserve.cli import main; main(sys.argv[1:])"
+)
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "reload_app.py").write_text(APP_SOURCE.format(version=1))
+    return tmp_path
+
+
+@pytest.fixture
+def spawn():
+    started: list[ServerProcess] = []
+
+    def start(args: list, cwd) -> ServerProcess:
+        server = ServerProcess(args, cwd=cwd)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.cleanup()
+
+
+def version(url: str) -> str:
+    try:
+        return get(url + "/", timeout=5).text
+    except Exception as exc:  # noqa: BLE001 - the server may be restarting
+        return repr(exc)
+
+
+def write_version(project, number: int) -> None:
+    # A new mtime even on coarse-grained file systems.
+    path = project / "reload_app.py"
+    path.write_text(APP_SOURCE.format(version=number))
+
+
+def reload_flags(project) -> list:
+    return ["reload_app:app", "--port", "0", "--reload", "--reload-dir", str(project), "--reload-delay", "0.1"]
+
+
+@pytest.mark.parametrize("engine", ["watchfiles", "polling"])
+def test_reload_restarts_on_every_change(spawn, project, engine):
+    if engine == "watchfiles":
+        pytest.importorskip("watchfiles")
+        args = [sys.executable, "-m", "fastserve", *reload_flags(project)]
+    else:
+        args = [sys.executable, "-c", POLLING_LAUNCHER, *reload_flags(project)]
+    server = spawn(args, cwd=project)
+    assert ("using WatchFiles" if engine == "watchfiles" else "using polling") in server.log()
+    assert version(server.url) == "version=1"
+    for number in (2, 3):
+        time.sleep(0.3)
+        write_version(project, number)
+        wait_until(lambda: version(server.url) == f"version={number}", 15, interval=0.2)
+    assert server.log().count("Detected changes in 'reload_app.py'. Reloading...") == 2
+    assert server.log().count("Started server process") == 3
+    assert server.stop() == 0
+
+
+def test_reload_include_and_exclude(spawn, project):
+    pytest.importorskip("watchfiles")
+    (project / "ignored_helper.py").write_text("X = 1\n")
+    (project / "settings.toml").write_text("a = 1\n")
+    args = [
+        sys.executable, "-m", "fastserve", *reload_flags(project),
+        "--reload-exclude", "ignored_*.py", "--reload-include", "*.toml",
+    ]
+    server = spawn(args, cwd=project)
+    time.sleep(0.3)
+    (project / "ignored_helper.py").write_text("X = 2\n")
+    (project / "notes.txt").write_text("not watched\n")
+    time.sleep(1.5)
+    assert "Reloading" not in server.log()
+    (project / "settings.toml").write_text("a = 2\n")
+    server.wait_for_log(r"Detected changes in 'settings.toml'\. Reloading\.\.\.")
+    server.wait_for_log("Started server process", count=2)
+    assert server.stop() == 0
+
+
+def test_reload_survives_a_broken_edit(spawn, project):
+    args = [sys.executable, "-m", "fastserve", *reload_flags(project)]
+    server = spawn(args, cwd=project)
+    time.sleep(0.3)
+    (project / "reload_app.py").write_text("this is not python\n")
+    server.wait_for_log("Error loading ASGI app")
+    time.sleep(0.3)
+    write_version(project, 4)
+    wait_until(lambda: version(server.url) == "version=4", 15, interval=0.2)
+    assert server.stop() == 0
+
+
+def test_reload_with_workers_is_an_error(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "fastserve", "reload_app:app", "--reload", "--workers", "2"],
+        cwd=project, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastserve: error: --reload and --workers > 1"), lines
