@@ -308,13 +308,19 @@ cdef inline int _count_head(HttpProtocol self, const char* at, size_t length) no
 
 
 cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    return _count_head(<HttpProtocol>p.data, at, length)
+    cdef HttpProtocol self = <HttpProtocol>p.data
+    if _count_head(self, at, length) < 0:
+        return -1
+    self.method_end = self.head_carried + (at - self.chunk_ptr) + <Py_ssize_t>length - self.msg_start
+    return 0
 
 
 cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
     cdef HttpProtocol self = <HttpProtocol>p.data
     if _count_head(self, at, length) < 0:
         return -1
+    if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
+        return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
     if self.s.limit_line and self.url_len > self.s.limit_line:
         self.error_status = 414
@@ -475,6 +481,7 @@ cdef class HttpProtocol:
     cdef Py_ssize_t nhdrs
     cdef Py_ssize_t hdrs_cap
     cdef Py_ssize_t url_len
+    cdef Py_ssize_t method_end  # head offset just past the method (cb_method)
     cdef int last_cb            # 1 = header field, 2 = header value
     cdef bint in_head
     cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
