@@ -160,7 +160,19 @@ class ProxyTrust:
             except ValueError:
                 self.literals.add(item)
 
+        # Parsing an address costs more than the rest of a request, and peers repeat:
+        # answers are cached, the cache emptied when full so it stays small.
+        self._answers: dict[Optional[str], bool] = {}
+
     def is_trusted(self, host: Optional[str]) -> bool:
+        answer = self._answers.get(host)
+        if answer is None:
+            if len(self._answers) >= 1024:
+                self._answers.clear()
+            answer = self._answers[host] = self._is_trusted(host)
+        return answer
+
+    def _is_trusted(self, host: Optional[str]) -> bool:
         if self.always or host is None or host in self.literals:
             return True
         try:
@@ -180,15 +192,17 @@ class ProxyTrust:
 
 def apply_proxy_headers(scope: dict, trust: ProxyTrust) -> None:
     """Take `client` and `scheme` from X-Forwarded-* when the peer is trusted."""
-    client = scope.get("client")
-    if not trust.is_trusted(client[0] if client else None):
-        return
     forwarded_proto = forwarded_for = None
     for name, value in scope["headers"]:
         if name == b"x-forwarded-proto":
             forwarded_proto = value
         elif name == b"x-forwarded-for":
             forwarded_for = value
+    if forwarded_proto is None and forwarded_for is None:
+        return
+    client = scope.get("client")
+    if not trust.is_trusted(client[0] if client else None):
+        return
     if forwarded_proto is not None:
         proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
         if proto in ("http", "https", "ws", "wss"):
