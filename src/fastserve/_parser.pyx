@@ -25,6 +25,10 @@ One request, as the code runs it:
 6. Responses to a pipelined batch are held back while the next request of the
    batch is already parsed, and written together (one write per batch).
 
+The llhttp state, callbacks and header building live in ``_ParserCore``, which
+HttpProtocol extends; ``parse_requests(data)`` runs the same core with no protocol
+(parse only, for the parser micro-benchmarks in bench/).
+
 Behaviour is identical to the pure-Python protocol (``h11_protocol.py``); both
 follow ``rules.py``.
 """
@@ -75,6 +79,11 @@ cdef enum:  # response framing modes
 
 cdef object _CancelledError = asyncio.CancelledError
 cdef object _ASGIMessageError = rules.ASGIMessageError
+cdef object _ClientDisconnected = rules.ClientDisconnected
+cdef object _log_app_exception = rules.log_app_exception
+cdef object _app_returned = rules.app_returned
+cdef int _APP_FAIL = rules.APP_FAIL
+cdef int _APP_CLOSE = rules.APP_CLOSE
 cdef object _error_response = rules.error_response
 cdef object _split_target = rules.split_target
 cdef object _decode_path = rules.decode_path
@@ -277,13 +286,120 @@ cdef _Settings _settings_for(object config):
     return s
 
 
-# -- llhttp callbacks ------------------------------------------------------------------
+# A parse-only caller (parse_requests) has no Config: the defaults of one.
+cdef _Settings _DEFAULT_SETTINGS = _Settings.__new__(_Settings)
+_DEFAULT_SETTINGS.root_path = ""
+_DEFAULT_SETTINGS.limit_concurrency = -1
+_DEFAULT_SETTINGS.limit_head = 65536
+_DEFAULT_SETTINGS.limit_line = 0
+_DEFAULT_SETTINGS.limit_fields = 100
+_DEFAULT_SETTINGS.limit_field_size = 0
+_DEFAULT_SETTINGS.limit_body = -1
+_DEFAULT_SETTINGS.timeout_keep_alive = 5
+_DEFAULT_SETTINGS.timeout_header = 30
 
-cdef ll.llhttp_settings_t _PARSER_SETTINGS
+
+# -- the parsing core shared by HttpProtocol and parse_requests ------------------------
+
+cdef ll.llhttp_settings_t _PARSER_SETTINGS  # filled in below, after the callbacks
+
+cdef class _ParserCore:
+    """llhttp plus what its callbacks fill in: the request head (target, then
+    lowercased names and values, in one C buffer with offsets), head/body byte
+    counts against the limits, and body bytes. ``parser.data`` is this object.
+
+    HttpProtocol and _Collector (parse_requests) subclass it and say what happens
+    at headers-complete, for body bytes and at message-complete."""
+
+    cdef ll.llhttp_t parser
+    cdef _Settings s
+    cdef object cb_exc
+    cdef int error_status
+    # request head being parsed
+    cdef Buf head               # target, then lowercased names and values
+    cdef HeaderSpan* hdrs
+    cdef Py_ssize_t nhdrs
+    cdef Py_ssize_t hdrs_cap
+    cdef Py_ssize_t url_len
+    cdef Py_ssize_t method_end  # head offset just past the method (cb_method)
+    cdef int last_cb            # 1 = header field, 2 = header value
+    cdef bint in_head
+    cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
+    cdef Py_ssize_t msg_start   # offset of the message in that chunk (-1: not seen)
+    cdef Py_ssize_t head_carried
+    # request body
+    cdef Buf body
+    cdef uint64_t body_total
+    cdef double ka_deadline     # HttpProtocol's idle deadline: cleared when a message begins
+
+    def __cinit__(self, *args, **kwargs):
+        ll.llhttp_init(&self.parser, ll.HTTP_REQUEST, &_PARSER_SETTINGS)
+        self.parser.data = <void*>self
+        self.hdrs = NULL
+
+    def __dealloc__(self):
+        buf_free(&self.head)
+        buf_free(&self.body)
+        if self.hdrs != NULL:
+            free(self.hdrs)
+            self.hdrs = NULL
+
+    cdef int _headers_complete(self) except -2:
+        return 0
+
+    cdef int _on_body(self, const char* at, size_t length) noexcept:
+        return buf_add(&self.body, at, length)
+
+    cdef int _message_complete(self) except -2:
+        return 0
+
+
+cdef struct HeadInfo:
+    int host_count
+    bint expect_100
+    bint forwarded
+
+
+cdef inline bint _version_ok(ll.llhttp_t* p) noexcept:
+    return p.http_major == 1 and p.http_minor <= 1
+
+
+cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
+    """The scope's headers list from the spans the callbacks recorded (names
+    already lowercased, trailing OWS of values dropped), in order; notes what the
+    protocol's rules need (Host count, Expect: 100-continue, X-Forwarded-*)."""
+    cdef const char* data = self.head.data
+    cdef const char* v
+    cdef Py_ssize_t i, vlen
+    cdef HeaderSpan* h
+    cdef list headers = []
+    info.host_count = 0
+    info.expect_100 = False
+    info.forwarded = False
+    for i in range(self.nhdrs):
+        h = &self.hdrs[i]
+        v = data + h.value_off
+        vlen = h.value_len
+        while vlen > 0 and (v[vlen - 1] == 32 or v[vlen - 1] == 9):
+            vlen -= 1
+        name = PyBytes_FromStringAndSize(data + h.name_off, h.name_len)
+        headers.append((name, PyBytes_FromStringAndSize(v, vlen)))
+        if h.name_len == 4 and memcmp(data + h.name_off, b"host", 4) == 0:
+            info.host_count += 1
+        elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
+            if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
+                info.expect_100 = True
+        elif (h.name_len == 15 or h.name_len == 17) and \
+                memcmp(data + h.name_off, b"x-forwarded-", 12) == 0:
+            info.forwarded = True
+    return headers
+
+
+# -- llhttp callbacks ------------------------------------------------------------------
 
 
 cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     self.head.len = 0
     self.nhdrs = 0
     self.url_len = 0
@@ -296,7 +412,7 @@ cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
     return 0
 
 
-cdef inline int _count_head(HttpProtocol self, const char* at, size_t length) noexcept:
+cdef inline int _count_head(_ParserCore self, const char* at, size_t length) noexcept:
     """Bytes of the head so far (at least: the head goes on for >= 4 more bytes)."""
     cdef Py_ssize_t start = at - self.chunk_ptr
     if self.msg_start < 0:
@@ -308,7 +424,7 @@ cdef inline int _count_head(HttpProtocol self, const char* at, size_t length) no
 
 
 cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     if _count_head(self, at, length) < 0:
         return -1
     self.method_end = self.head_carried + (at - self.chunk_ptr) + <Py_ssize_t>length - self.msg_start
@@ -316,7 +432,7 @@ cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
 
 
 cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     if _count_head(self, at, length) < 0:
         return -1
     if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
@@ -329,7 +445,7 @@ cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
 
 
 cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     cdef HeaderSpan* h
     cdef Py_ssize_t i
     cdef char* dst
@@ -371,7 +487,7 @@ cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept
 
 
 cdef int cb_header_value(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     cdef HeaderSpan* h
     if not self.in_head:
         return 0  # trailer fields of a chunked body: ignored
@@ -393,7 +509,7 @@ cdef int cb_header_value(ll.llhttp_t* p, const char* at, size_t length) noexcept
 
 
 cdef int cb_headers_complete(ll.llhttp_t* p) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     try:
         return self._headers_complete()
     except BaseException as exc:
@@ -402,19 +518,16 @@ cdef int cb_headers_complete(ll.llhttp_t* p) noexcept:
 
 
 cdef int cb_body(ll.llhttp_t* p, const char* at, size_t length) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
-    cdef RequestCycle cycle = self.cycle
+    cdef _ParserCore self = <_ParserCore>p.data
     self.body_total += length
     if self.s.limit_body >= 0 and self.body_total > <uint64_t>self.s.limit_body:
         self.error_status = 413
         return -1
-    if cycle is None or cycle.response_complete or cycle.disconnected:
-        return 0  # answered already (or gone): the rest of the body is discarded
-    return buf_add(&self.body, at, length)
+    return self._on_body(at, length)
 
 
 cdef int cb_message_complete(ll.llhttp_t* p) noexcept:
-    cdef HttpProtocol self = <HttpProtocol>p.data
+    cdef _ParserCore self = <_ParserCore>p.data
     try:
         return self._message_complete()
     except BaseException as exc:
@@ -433,16 +546,91 @@ _PARSER_SETTINGS.on_body = cb_body
 _PARSER_SETTINGS.on_message_complete = cb_message_complete
 
 
+# -- parse only (bench/test_parser_bench.py) -------------------------------------------
+
+@cython.final
+cdef class _Collector(_ParserCore):
+    """The parsing core with no protocol: collects each complete request."""
+
+    cdef list out
+    cdef object method
+    cdef bytes target
+    cdef list headers
+
+    cdef int _headers_complete(self) except -2:
+        cdef ll.llhttp_t* p = &self.parser
+        cdef HeadInfo info
+        self.in_head = False
+        if not _version_ok(p):
+            self.error_status = 400
+            return -1
+        self.method = _METHODS[p.method]
+        self.target = PyBytes_FromStringAndSize(self.head.data, self.url_len)
+        self.headers = _build_headers(self, p.http_minor == 0, &info)
+        return 0
+
+    cdef int _message_complete(self) except -2:
+        self.out.append((
+            self.method,
+            self.target,
+            self.headers,
+            PyBytes_FromStringAndSize(self.body.data, self.body.len),
+        ))
+        self.body.len = 0
+        return 0
+
+
+def parse_requests(data):
+    """Parse `data` (what one connection delivered) with the llhttp settings,
+    callbacks and header building of HttpProtocol, and the default limits.
+
+    Returns ``[(method: str, target: bytes, headers: [(lowercased name, value)],
+    body: bytes)]``, one per complete request (an incomplete one at the end is left
+    out). Raises ValueError on a malformed request or one over a limit."""
+    cdef _Collector c = _Collector.__new__(_Collector)
+    cdef const char* ptr
+    cdef Py_ssize_t left, consumed
+    cdef ll.llhttp_errno_t err
+    if type(data) is not bytes:
+        data = bytes(data)
+    c.s = _DEFAULT_SETTINGS
+    c.out = []
+    ptr = PyBytes_AS_STRING(data)
+    left = PyBytes_GET_SIZE(data)
+    while True:
+        c.chunk_ptr = ptr
+        err = ll.llhttp_execute(&c.parser, ptr, left)
+        if err == ll.HPE_OK:
+            return c.out
+        if err == ll.HPE_PAUSED_UPGRADE:
+            # (an Upgrade request is parsed as a plain one, as HttpProtocol does)
+            consumed = c.parser.error_pos - ptr
+            ll.llhttp_resume_after_upgrade(&c.parser)
+            ptr += consumed
+            left -= consumed
+            continue
+        break
+    exc = c.cb_exc
+    if exc is not None:
+        raise exc
+    reason = c.parser.reason
+    raise ValueError(
+        "malformed request: %s (%s)%s" % (
+            (<bytes>reason).decode("latin-1") if reason != NULL else "error",
+            (<bytes>ll.llhttp_errno_name(err)).decode("ascii"),
+            " -> %d" % c.error_status if c.error_status else "",
+        )
+    )
+
+
 # -- the protocol ----------------------------------------------------------------------
 
 cdef class RequestCycle
 
 
-cdef class HttpProtocol:
+cdef class HttpProtocol(_ParserCore):
     """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
 
-    cdef ll.llhttp_t parser
-    cdef _Settings s
     cdef object config
     cdef object server_state
     cdef object app_state
@@ -464,7 +652,6 @@ cdef class HttpProtocol:
     cdef bint flush_scheduled
     cdef object timer
     cdef double timer_when
-    cdef double ka_deadline
     cdef double header_deadline
     cdef bint closed
     cdef bint shutting_down
@@ -473,38 +660,11 @@ cdef class HttpProtocol:
     cdef bint access_log
     cdef bint eof
     cdef bint ssl
-    cdef object cb_exc
-    cdef int error_status
-    # request head being parsed
-    cdef Buf head               # target, then lowercased names and values
-    cdef HeaderSpan* hdrs
-    cdef Py_ssize_t nhdrs
-    cdef Py_ssize_t hdrs_cap
-    cdef Py_ssize_t url_len
-    cdef Py_ssize_t method_end  # head offset just past the method (cb_method)
-    cdef int last_cb            # 1 = header field, 2 = header value
-    cdef bint in_head
-    cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
-    cdef Py_ssize_t msg_start   # offset of the message in that chunk (-1: not seen)
-    cdef Py_ssize_t head_carried
-    # request body
-    cdef Buf body
-    cdef uint64_t body_total
     # response head / chunk scratch
     cdef Buf out
 
-    def __cinit__(self, *args, **kwargs):
-        ll.llhttp_init(&self.parser, ll.HTTP_REQUEST, &_PARSER_SETTINGS)
-        self.parser.data = <void*>self
-        self.hdrs = NULL
-
     def __dealloc__(self):
-        buf_free(&self.head)
-        buf_free(&self.body)
-        buf_free(&self.out)
-        if self.hdrs != NULL:
-            free(self.hdrs)
-            self.hdrs = NULL
+        buf_free(&self.out)  # (the core frees its own buffers)
 
     def __init__(self, config, server_state, app_state, _loop=None):
         self.config = config
@@ -665,12 +825,8 @@ cdef class HttpProtocol:
         cdef ll.llhttp_t* p = &self.parser
         cdef const char* data = self.head.data
         cdef const char* q
-        cdef const char* v
-        cdef Py_ssize_t i, n, vlen
-        cdef HeaderSpan* h
-        cdef int host_count = 0
-        cdef bint expect_100 = False
-        cdef bint forwarded = False
+        cdef Py_ssize_t n
+        cdef HeadInfo info
         cdef bint http10
         cdef RequestCycle cycle
         cdef Py_ssize_t limit
@@ -678,7 +834,7 @@ cdef class HttpProtocol:
         cdef list headers
         self.in_head = False
         self.header_deadline = 0.0
-        if p.http_major != 1 or p.http_minor > 1:
+        if not _version_ok(p):
             self.error_status = 400
             return -1
         http10 = p.http_minor == 0
@@ -702,27 +858,10 @@ cdef class HttpProtocol:
         else:
             path = _decode_path(raw_path)
 
-        # headers
-        headers = []
-        for i in range(self.nhdrs):
-            h = &self.hdrs[i]
-            v = data + h.value_off
-            vlen = h.value_len
-            while vlen > 0 and (v[vlen - 1] == 32 or v[vlen - 1] == 9):
-                vlen -= 1
-            name = PyBytes_FromStringAndSize(data + h.name_off, h.name_len)
-            headers.append((name, PyBytes_FromStringAndSize(v, vlen)))
-            if h.name_len == 4 and memcmp(data + h.name_off, b"host", 4) == 0:
-                host_count += 1
-            elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
-                if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
-                    expect_100 = True
-            elif (h.name_len == 15 or h.name_len == 17) and \
-                    memcmp(data + h.name_off, b"x-forwarded-", 12) == 0:
-                forwarded = True
+        headers = _build_headers(self, http10, &info)
 
         # shared rules
-        if host_count != 1 and _host_error(http_version, headers) is not None:
+        if info.host_count != 1 and _host_error(http_version, headers) is not None:
             self.error_status = 400
             return -1
         if self.s.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
@@ -744,7 +883,7 @@ cdef class HttpProtocol:
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
-        if forwarded and self.s.proxy_headers:
+        if info.forwarded and self.s.proxy_headers:
             # (without an X-Forwarded-For/-Proto header it would change nothing,
             # and its trust check costs more than the rest of the request)
             _apply_proxy_headers(scope, self.s.proxy_trust)
@@ -755,7 +894,7 @@ cdef class HttpProtocol:
         cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down
         cycle.http10 = http10
         cycle.head_request = p.method == ll.HTTP_HEAD
-        cycle.expect_100 = expect_100
+        cycle.expect_100 = info.expect_100
         cycle.app_cl = -1
         self.cycle = cycle
         self.started += 1
@@ -765,6 +904,12 @@ cdef class HttpProtocol:
         cycle.task = task
         self.tasks.add(task)
         return 0
+
+    cdef int _on_body(self, const char* at, size_t length) noexcept:
+        cdef RequestCycle cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.disconnected:
+            return 0  # answered already (or gone): the rest of the body is discarded
+        return buf_add(&self.body, at, length)
 
     cdef int _message_complete(self) except -2:
         cdef RequestCycle cycle = self.cycle
@@ -1059,24 +1204,18 @@ cdef class RequestCycle:
             if isinstance(exc, (_CancelledError, GeneratorExit)):
                 proto._close()
                 raise
-            error_logger.error("Exception in ASGI application\n", exc_info=exc)
+            _log_app_exception(exc, self.disconnected)
             self._fail()
         else:
-            if self.message_error is not None:
-                error_logger.error(
-                    "Invalid ASGI message sent by the application\n", exc_info=self.message_error
-                )
+            if result is None and self.message_error is None and self.response_complete:
+                return
+            outcome = _app_returned(
+                result, self.message_error, self.response_started,
+                self.response_complete, self.disconnected,
+            )
+            if outcome == _APP_FAIL:
                 self._fail()
-            elif result is not None:
-                error_logger.error("ASGI callable should return None, but returned %r.", result)
-                proto._close()
-            elif not self.response_started:
-                if not self.disconnected:
-                    error_logger.error("ASGI callable returned without starting response.")
-                self._fail()
-            elif not self.response_complete:
-                if not self.disconnected:
-                    error_logger.error("ASGI callable returned without completing response.")
+            elif outcome == _APP_CLOSE:
                 proto._close()
         finally:
             proto.tasks.discard(self.task)
@@ -1142,11 +1281,11 @@ cdef class RequestCycle:
 
     cdef int _send(self, message) except -1:
         cdef HttpProtocol proto = self.proto
-        if self.disconnected:
-            return 0
-        if proto.closed:
+        if self.disconnected or proto.closed:
+            # ASGI 2.4: send() on a closed connection raises an OSError subclass
+            # (Starlette's StreamingResponse stops on it).
             self.disconnected = True
-            return 0
+            raise _ClientDisconnected("the client disconnected")
         try:
             if not self.response_started:
                 self._start(message)

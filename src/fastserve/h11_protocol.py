@@ -696,24 +696,19 @@ class RequestResponseCycle:
             if isinstance(exc, asyncio.CancelledError):
                 protocol._close()
                 raise
-            error_logger.error("Exception in ASGI application\n", exc_info=exc)
+            rules.log_app_exception(exc, self.disconnected)
             self._fail()
         else:
-            if self.message_error is not None:
-                error_logger.error(
-                    "Invalid ASGI message sent by the application\n", exc_info=self.message_error
-                )
+            outcome = rules.app_returned(
+                result,
+                self.message_error,
+                self.response_started,
+                self.response_complete,
+                self.disconnected,
+            )
+            if outcome == rules.APP_FAIL:
                 self._fail()
-            elif result is not None:
-                error_logger.error("ASGI callable should return None, but returned %r.", result)
-                protocol._close()
-            elif not self.response_started:
-                if not self.disconnected:
-                    error_logger.error("ASGI callable returned without starting response.")
-                self._fail()
-            elif not self.response_complete:
-                if not self.disconnected:
-                    error_logger.error("ASGI callable returned without completing response.")
+            elif outcome == rules.APP_CLOSE:
                 protocol._close()
 
     def _fail(self) -> None:
@@ -765,10 +760,13 @@ class RequestResponseCycle:
 
     async def send(self, message) -> None:
         protocol = self.protocol
-        if protocol.write_paused and not self.disconnected:
+        if protocol.write_paused and not self.disconnected and not protocol.closing:
             await protocol.drain()
-        if self.disconnected:
-            return
+        if self.disconnected or protocol.closing:
+            # ASGI 2.4: send() on a closed connection raises an OSError subclass
+            # (Starlette's StreamingResponse stops on it).
+            self.disconnected = True
+            raise rules.ClientDisconnected("the client disconnected")
         if not self.response_started:
             try:
                 status, headers = rules.response_start(message)

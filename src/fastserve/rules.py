@@ -7,10 +7,14 @@ at start-up to build tables that the C code reads.
 
 from __future__ import annotations
 
+import builtins
 import http
 import ipaddress
+import logging
 import urllib.parse
 from typing import Iterable, Optional, Sequence, Union
+
+error_logger = logging.getLogger("fastserve.error")
 
 # -- status lines -----------------------------------------------------------------
 
@@ -251,6 +255,13 @@ def status_has_no_body(status: int) -> bool:
 # -- ASGI message checks ----------------------------------------------------------
 
 
+class ClientDisconnected(OSError):
+    """Raised by `send()` when the app sends a message after the connection is
+    gone (ASGI spec 2.4: a server-specific OSError subclass). Both protocols
+    raise it, and do not log it as an application error when the app lets it
+    propagate."""
+
+
 class ASGIMessageError(RuntimeError):
     """The app sent a message the ASGI spec does not allow at this point."""
 
@@ -326,3 +337,64 @@ def response_body(message) -> tuple[bytes, bool]:
             f"ASGI message 'http.response.body' has a non-bytes body of type {type(body).__name__}"
         )
     return body, bool(message.get("more_body", False))
+
+
+# -- when the app is done -----------------------------------------------------------
+
+_ExceptionGroup = getattr(builtins, "BaseExceptionGroup", None)  # 3.11+
+
+
+def from_disconnect(exc: Optional[BaseException]) -> bool:
+    """True when `exc` is ClientDisconnected, or was raised while handling one
+    (Starlette turns it into its own ClientDisconnect), or is a group of such."""
+    depth = 0
+    while exc is not None and depth < 16:
+        if isinstance(exc, ClientDisconnected):
+            return True
+        if _ExceptionGroup is not None and isinstance(exc, _ExceptionGroup):
+            return all(from_disconnect(sub) for sub in exc.exceptions)
+        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+        depth += 1
+    return False
+
+
+def log_app_exception(exc: BaseException, disconnected: bool) -> None:
+    """Log an exception the app let out, once; the protocol then fails the request."""
+    if disconnected and from_disconnect(exc):
+        # A client that went away is normal, not an application error.
+        error_logger.debug(
+            "Client disconnected; the application stopped with %s", type(exc).__name__
+        )
+    else:
+        error_logger.error("Exception in ASGI application\n", exc_info=exc)
+
+
+# What a protocol does once the app returned without a clean, complete response.
+APP_DONE = 0  # nothing: the response is complete
+APP_FAIL = 1  # answer 500 if the response has not started, then close
+APP_CLOSE = 2  # close the connection (the response started but is broken)
+
+
+def app_returned(
+    result: object,
+    message_error: Optional[BaseException],
+    response_started: bool,
+    response_complete: bool,
+    disconnected: bool,
+) -> int:
+    """Judge how the app's call ended, log what was wrong, and say what to do."""
+    if message_error is not None:
+        error_logger.error("Invalid ASGI message sent by the application\n", exc_info=message_error)
+        return APP_FAIL
+    if result is not None:
+        error_logger.error("ASGI callable should return None, but returned %r.", result)
+        return APP_CLOSE
+    if not response_started:
+        if not disconnected:
+            error_logger.error("ASGI callable returned without starting response.")
+        return APP_FAIL
+    if not response_complete:
+        if not disconnected:
+            error_logger.error("ASGI callable returned without completing response.")
+        return APP_CLOSE
+    return APP_DONE
