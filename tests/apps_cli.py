@@ -1,0 +1,29 @@
+"""Apps for test_cli.py: they report what the CLI set up around them."""
+
+import asyncio
+import json
+import logging
+import os
+
+
+async def report(scope, receive, send):
+    """JSON with the loop class, an env var, and whether a log line reached the config."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(30)
+    logging.getLogger("fastserve.error").info("report app was called")
+    body = json.dumps(
+        {
+            "loop": type(asyncio.get_running_loop()).__module__,
+            "env": os.environ.get("FASTSERVE_TEST_VALUE"),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
