@@ -137,7 +137,8 @@ class ServerProcess:
         return children(self.pid)
 
     def wait_workers(self, count: int, timeout: float = 20, exclude: frozenset = frozenset()) -> set[int]:
-        """Wait until the master has `count` children, none in `exclude`, all answering."""
+        """Wait until the master has `count` children, none in `exclude` (forked, not
+        necessarily ready: wait for their "is ready" log lines where that matters)."""
 
         def settled():
             pids = self.workers()

@@ -334,6 +334,8 @@ def test_rolling_restart_with_broken_code_keeps_the_old_workers(spawn, tmp_path)
         env={"PYTHONPATH": os.path.dirname(__file__)},
     )
     before = server.wait_workers(2)
+    # The first workers must have imported the good code before it breaks.
+    server.wait_for_log(r"Worker \[\d+\] is ready", count=2)
     module.write_text("raise RuntimeError('broken deploy')\n")
     server.send_signal(signal.SIGHUP)
     server.wait_for_log("Rolling restart aborted", timeout=30)
