@@ -104,17 +104,16 @@ def test_starlette_streaming_response_stops(starlette_server, token):
         assert status == 200
         starlette_server.wait_event(token, lambda e: "first chunk" in e, path_prefix="/events")
 
-    def finished(events):
-        return any(isinstance(e, dict) and "generator closed after" in e for e in events)
+    def stopped(events):
+        return any(isinstance(e, dict) and "app raised" in e for e in events)
 
-    events = starlette_server.wait_event(token, finished, timeout=10, path_prefix="/events")
+    # The stream would run for STREAM_LIMIT (10 s); it must stop well before. (When
+    # the abandoned generator's `finally` runs is up to the garbage collector, so the
+    # test does not wait for it.)
+    events = starlette_server.wait_event(token, stopped, timeout=5, path_prefix="/events")
     assert events[0] == "first chunk"
     assert "never disconnected" not in events
     # Starlette (spec 2.4) turned our OSError into its ClientDisconnect and stopped
     # streaming; the server did not report it as an application error.
     assert {"app raised": "ClientDisconnect", "while handling": "ClientDisconnected"} in events
-    assert finished(events)
-    closed = [e for e in events if isinstance(e, dict) and "generator closed after" in e]
-    count = closed[0]["generator closed after"]
-    assert count < 900  # stopped long before its own 10 s end
     _no_app_error(starlette_server)
