@@ -103,8 +103,7 @@ def test_send_is_seen_as_async():
     cycle = _parser.RequestCycle.__new__(_parser.RequestCycle)
     assert asyncio.iscoroutinefunction(cycle.send)
     assert asyncio.iscoroutinefunction(cycle.receive)
-    if hasattr(inspect, "markcoroutinefunction"):
-        assert inspect.iscoroutinefunction(cycle.send)
+    assert inspect.iscoroutinefunction(cycle.send)
 
 
 def test_one_write_per_response():

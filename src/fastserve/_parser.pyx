@@ -20,8 +20,7 @@ One request, as the code runs it:
 5. ``send`` checks the app's headers in C (tables from ``rules``), builds the head
    in one C buffer (status line, the server's cached Date/Server lines, app
    headers, framing) and, when the body is complete in the first body message,
-   writes head and body with one ``transport.write``. ``send`` is a plain method
-   returning a ready-made awaitable unless it has to wait for ``resume_writing``.
+   writes head and body with one ``transport.write``.
 6. Responses to a pipelined batch are held back while the next request of the
    batch is already parsed, and written together (one write per batch).
 
@@ -1109,48 +1108,6 @@ cdef class HttpProtocol(_ParserCore):
         return waiter
 
 
-@cython.final
-cdef class _Done:
-    """An awaitable that is already complete (result None)."""
-
-    def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        raise StopIteration
-
-    def send(self, value):
-        raise StopIteration
-
-    def throw(self, typ, val=None, tb=None):
-        if val is None:
-            raise typ
-        raise val
-
-    def close(self):
-        pass
-
-
-cdef _Done _DONE = _Done()
-
-
-def _mark_coroutine_function(func):
-    """`send` is a plain method returning an awaitable (no coroutine per message);
-    mark it so that inspect/asyncio/asgiref still see an async callable."""
-    try:
-        marker = getattr(asyncio.coroutines, "_is_coroutine", None)
-        if marker is not None:
-            func._is_coroutine = marker
-        import inspect
-        if hasattr(inspect, "markcoroutinefunction"):
-            inspect.markcoroutinefunction(func)
-    except Exception:  # pragma: no cover - only a hint for introspection
-        pass
-
-
 cdef dict _disconnect():
     return {"type": "http.disconnect"}
 
@@ -1266,17 +1223,12 @@ cdef class RequestCycle:
             proto._resume_reading()
         return {"type": "http.request", "body": body, "more_body": more_body}
 
-    def send(self, message):
-        # Not a coroutine function: the usual send completes at once, and then a
-        # ready-made awaitable saves creating a coroutine per message.
+    async def send(self, message):
+        # A real coroutine function (not a cheaper ready-made awaitable), so that
+        # apps may hand send(...) to create_task() and see errors when they await.
         cdef HttpProtocol proto = self.proto
         if proto.write_paused and not self.disconnected and not proto.closed:
-            return self._send_after_drain(message)
-        self._send(message)
-        return _DONE
-
-    async def _send_after_drain(self, message):
-        await self.proto._drain()
+            await proto._drain()
         self._send(message)
 
     cdef int _send(self, message) except -1:
@@ -1576,4 +1528,3 @@ cdef class RequestCycle:
         )
 
 
-_mark_coroutine_function(RequestCycle.send)
