@@ -321,6 +321,7 @@ cdef class _ParserCore:
     cdef Py_ssize_t hdrs_cap
     cdef Py_ssize_t url_len
     cdef Py_ssize_t method_end  # head offset just past the method (cb_method)
+    cdef bint version_seen      # the version's first bytes were checked (cb_version)
     cdef int last_cb            # 1 = header field, 2 = header value
     cdef bint in_head
     cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
@@ -402,6 +403,7 @@ cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
     self.head.len = 0
     self.nhdrs = 0
     self.url_len = 0
+    self.version_seen = False
     self.last_cb = 0
     self.in_head = True
     self.msg_start = -1
@@ -441,6 +443,19 @@ cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
         self.error_status = 414
         return -1
     return buf_add(&self.head, at, length)
+
+
+cdef int cb_version(ll.llhttp_t* p, const char* at, size_t length) noexcept:
+    cdef _ParserCore self = <_ParserCore>p.data
+    if _count_head(self, at, length) < 0:
+        return -1
+    if not self.version_seen:
+        self.version_seen = True
+        # The version span is the digits after "HTTP/" (5 bytes llhttp already checked).
+        if self.head_carried + (at - self.chunk_ptr) - self.msg_start != \
+                self.method_end + 1 + self.url_len + 1 + 5:
+            return -1  # more than one SP after the target (llhttp skips them; RFC 9112 3)
+    return 0
 
 
 cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept:
@@ -538,6 +553,7 @@ ll.llhttp_settings_init(&_PARSER_SETTINGS)
 _PARSER_SETTINGS.on_message_begin = cb_message_begin
 _PARSER_SETTINGS.on_method = cb_method
 _PARSER_SETTINGS.on_url = cb_url
+_PARSER_SETTINGS.on_version = cb_version
 _PARSER_SETTINGS.on_header_field = cb_header_field
 _PARSER_SETTINGS.on_header_value = cb_header_value
 _PARSER_SETTINGS.on_headers_complete = cb_headers_complete
