@@ -9,68 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import types
 
 import pytest
 
 from fastserve import rules
 from fastserve.h11_protocol import HIGH_WATER_LIMIT, H11Protocol
-
-DEFAULT_HEAD = b"date: Wed, 25 Nov 2026 10:00:00 GMT\r\nserver: fastserve\r\n"
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data) -> None:
-        assert not self.closed, "write after close"
-        self.written += data
-
-    def get_extra_info(self, name, default=None):
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-
-def make_config(app, **overrides):
-    values = dict(
-        loaded_app=app,
-        root_path="",
-        proxy_headers=False,
-        proxy_trust=rules.ProxyTrust(None),
-        access_log=False,
-        limit_concurrency=None,
-        limit_request_head=65536,
-        limit_request_line=0,
-        limit_request_fields=100,
-        limit_request_field_size=0,
-        limit_request_body=None,
-        timeout_keep_alive=5.0,
-        timeout_request_header=30.0,
-    )
-    values.update(overrides)
-    return types.SimpleNamespace(**values)
-
-
-def make_state():
-    return types.SimpleNamespace(
-        total_requests=0, connections=set(), tasks=set(), default_headers=[], default_head=DEFAULT_HEAD
-    )
-
+from protocol_fakes import DEFAULT_HEAD, FakeTransport, make_config, make_state
 
 async def echo(scope, receive, send):
     body = b""
@@ -95,7 +39,7 @@ class Harness:
     async def feed(self, data: bytes) -> bytes:
         self.protocol.data_received(data)
         await self.settle()
-        return bytes(self.transport.written)
+        return self.transport.data
 
     async def settle(self) -> None:
         for _ in range(50):
@@ -201,7 +145,7 @@ def test_pipelined_body_requests_in_one_buffer():
         assert out.count(b"HTTP/1.1 200 OK\r\n") == 3
         assert out.index(b"POST /a hello") < out.index(b"POST /b abc") < out.index(b"GET /c ")
         assert h.state.total_requests == 3
-        assert not h.transport.paused
+        assert h.transport.reading
 
     run(main())
 
@@ -240,11 +184,11 @@ def test_flow_control_pauses_and_resumes_reading():
         size = HIGH_WATER_LIMIT * 3
         h.protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
         h.protocol.data_received(b"x" * (HIGH_WATER_LIMIT + 1))
-        assert h.transport.paused
+        assert not h.transport.reading
         release.set()
         for _ in range(5):
             await asyncio.sleep(0)
-        assert not h.transport.paused
+        assert h.transport.reading
         out = await h.feed(b"x" * (size - HIGH_WATER_LIMIT - 1))
         assert out.endswith(b"\r\n\r\n%d" % size)
 
@@ -259,7 +203,7 @@ def test_expect_100_sent_on_first_receive_only():
         )
         for _ in range(5):
             await asyncio.sleep(0)
-        assert bytes(h.transport.written) == rules.CONTINUE_RESPONSE
+        assert h.transport.data == rules.CONTINUE_RESPONSE
         out = await h.feed(b"ok")
         assert out.count(b"100 Continue") == 1
         assert out.endswith(b"POST /u ok")
@@ -338,7 +282,7 @@ def test_shutdown_idle_and_in_flight():
         assert not h.transport.closed
         gate.set()
         await h.settle()
-        out = bytes(h.transport.written)
+        out = h.transport.data
         assert b"connection: close\r\n" in out and out.endswith(b"done")
         assert h.transport.closed
 

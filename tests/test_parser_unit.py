@@ -10,71 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from types import SimpleNamespace
 
 import pytest
 
+from protocol_fakes import DEFAULT_HEAD, FakeTransport, make_config, make_state
+
 _parser = pytest.importorskip("fastserve._parser")
 HttpProtocol = _parser.HttpProtocol
-
-
-class FakeTransport:
-    def __init__(self):
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.paused = 0
-        self.resumed = 0
-
-    def write(self, data):
-        assert not self.closed, "write after close"
-        self.writes.append(bytes(data))
-
-    def get_extra_info(self, name, default=None):
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def pause_reading(self):
-        self.paused += 1
-
-    def resume_reading(self):
-        self.resumed += 1
-
-    def close(self):
-        self.closed = True
-
-    def is_closing(self):
-        return self.closed
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-
-def make_config(app, **overrides):
-    values = dict(
-        loaded_app=app,
-        root_path="",
-        proxy_headers=False,
-        proxy_trust=None,
-        forwarded_allow_ips="127.0.0.1",
-        access_log=False,
-        limit_concurrency=None,
-        limit_request_head=65536,
-        limit_request_line=0,
-        limit_request_fields=100,
-        limit_request_field_size=0,
-        limit_request_body=None,
-        timeout_keep_alive=5,
-        timeout_request_header=30,
-    )
-    values.update(overrides)
-    return SimpleNamespace(**values)
-
-
-def make_state():
-    return SimpleNamespace(
-        total_requests=0, connections=set(), tasks=set(), default_headers=[],
-        default_head=b"server: fastserve\r\n",
-    )
 
 
 async def hello(scope, receive, send):
@@ -114,7 +56,7 @@ def test_one_write_per_response():
         protocol.data_received(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
         assert len(transport.writes) == 1
-        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\nserver: fastserve\r\n")
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD)
         assert transport.writes[0].endswith(b"content-length: 4\r\n\r\n/one")
         assert state.total_requests == 1
         assert not state.tasks
