@@ -20,6 +20,7 @@ from fastserve.config import (
     c_extension_available,
 )
 from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG
+from fastserve.main import run_config
 
 DEMO_APP = "fastserve.demo:app"
 
@@ -102,12 +103,6 @@ def cli(app: str, log_config: Optional[str], **options) -> None:
         config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    run_server(config)
-
-
-def run_server(config: Config) -> None:
-    from fastserve.main import run_config
-
     run_config(config)
 
 

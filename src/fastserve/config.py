@@ -240,7 +240,7 @@ class Config:
             raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
         if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
             raise ConfigError("--reuse-port is not supported on this platform")
-        if bool(self.ssl_keyfile) != bool(self.ssl_certfile) and not self.ssl_certfile:
+        if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:
             if not rules.is_token(name.encode("latin-1")) or not rules.is_field_value(

@@ -20,7 +20,7 @@ import time
 from email.utils import formatdate
 from typing import Optional, Sequence
 
-from fastserve.config import STARTUP_FAILURE, Config, ConfigError
+from fastserve.config import Config, ConfigError
 
 logger = logging.getLogger("fastserve.error")
 
@@ -276,7 +276,3 @@ class Server:
         else:
             self.should_exit = True
 
-
-def exit_code_for(server: Server) -> int:
-    """The process exit code once `server.run()` returned."""
-    return 0 if server.started else STARTUP_FAILURE
