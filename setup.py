@@ -10,7 +10,6 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 LLHTTP = os.path.join("vendor", "llhttp")
 NO_EXTENSIONS = os.environ.get("FASTSERVE_NO_EXTENSIONS", "") not in ("", "0")
 

@@ -236,17 +236,10 @@ def parse_h11(data: bytes) -> List[Parsed]:
 # -- fastserve's C parser (llhttp driven from Cython) ------------------------------------
 #
 # HttpProtocol is a whole protocol (transport, app, tasks), so it cannot be timed as a
-# parser. The benchmark needs a parse-only entry point that runs the same llhttp
-# settings, callbacks and header building as HttpProtocol, and returns Parsed-shaped
-# tuples. Either of these is used, first found wins:
-#
-#   fastserve._parser.parse_requests(data: bytes)
-#       -> list[tuple[str, bytes, list[tuple[bytes, bytes]], bytes]]
-#       a fresh parser per call; (method, raw target, lowercased headers, body) for each
-#       complete request in `data`; raises ValueError on malformed input.
-#
-#   fastserve._parser.RequestParser()  with  .feed(data: bytes) -> the same list
-#       (the requests completed by this feed; the parser can be fed again).
+# parser. `fastserve._parser.parse_requests(data, settings)` runs the same llhttp
+# settings, callbacks and header building with no protocol, and returns Parsed-shaped
+# tuples: (method, raw target, lowercased headers, body) for each complete request;
+# ValueError on malformed input. The settings are a default Config's.
 
 
 def _find_c_parser() -> Tuple[Optional[Callable[[bytes], list]], str]:
@@ -254,22 +247,19 @@ def _find_c_parser() -> Tuple[Optional[Callable[[bytes], list]], str]:
         from fastserve import _parser
     except ImportError as exc:
         return None, f"fastserve._parser (the C extension) does not import: {exc}"
-    func = getattr(_parser, "parse_requests", None)
-    if callable(func):
-        return func, "fastserve._parser.parse_requests"
-    cls = getattr(_parser, "RequestParser", None)
-    if cls is not None and hasattr(cls, "feed"):
+    from fastserve.config import Config
 
-        def parse_c(data: bytes, _cls=cls) -> list:
-            return _cls().feed(data)
+    config = Config(parse_only_app, log_config=None)
+    config.load()
 
-        return parse_c, "fastserve._parser.RequestParser().feed"
-    return None, (
-        "fastserve._parser has no parse-only entry point yet: needs "
-        "parse_requests(data: bytes) -> list[(method: str, target: bytes, "
-        "headers: list[(bytes, bytes)], body: bytes)] or RequestParser().feed(data) "
-        "returning the same (see bench/conftest.py)"
-    )
+    def parse_c(data: bytes, _settings=config.protocol_settings) -> list:
+        return _parser.parse_requests(data, _settings)
+
+    return parse_c, "fastserve._parser.parse_requests"
+
+
+async def parse_only_app(scope, receive, send):
+    """The parser benchmarks run no app; Config needs one."""
 
 
 _C_PARSE, _C_INFO = _find_c_parser()

@@ -1,7 +1,7 @@
 """ASGI apps for tests/test_http_disconnect.py: `send()` after the client went away.
 
 ASGI spec 2.4 (the scope's spec_version): `send()` on a closed connection raises a
-server-specific OSError subclass, fastserve's `rules.ClientDisconnected`. What an app
+server-specific OSError subclass, fastserve.ClientDisconnected. What an app
 saw is recorded in `tests.apps.EVENTS` and read back through `/_/events?token=...`
 (the client that would have been told is gone by then).
 
@@ -22,7 +22,7 @@ STREAM_LIMIT = 10.0  # seconds an app streams before it gives up waiting for the
 
 
 def _error_record(exc: BaseException) -> dict:
-    from fastserve.rules import ClientDisconnected
+    from fastserve import ClientDisconnected
 
     return {
         "error": type(exc).__name__,

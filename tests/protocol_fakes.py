@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import types
 
-from fastserve import rules
+from fastserve.config import Config, ProtocolSettings
 
 DEFAULT_HEAD = b"date: Wed, 25 Nov 2026 10:00:00 GMT\r\nserver: fastserve\r\n"
 
@@ -48,28 +47,20 @@ class FakeTransport(asyncio.Transport):
         self.resumed += 1
 
 
-def make_config(app, **overrides) -> types.SimpleNamespace:
-    """The Config attributes a protocol reads, with Config's defaults."""
-    values = dict(
-        loaded_app=app,
-        root_path="",
-        proxy_headers=False,
-        proxy_trust=rules.ProxyTrust(None),
-        access_log=False,
-        limit_concurrency=None,
-        limit_request_head=65536,
-        limit_request_line=0,
-        limit_request_fields=100,
-        limit_request_field_size=0,
-        limit_request_body=None,
-        timeout_keep_alive=5.0,
-        timeout_request_header=30.0,
-    )
-    values.update(overrides)
-    return types.SimpleNamespace(**values)
+def make_settings(app, **config) -> ProtocolSettings:
+    """The settings a protocol reads, from a real Config (its defaults, no
+    access log unless asked, logging left as the test runner set it)."""
+    config.setdefault("access_log", False)
+    real = Config(app, log_config=None, **config)
+    real.load()
+    return real.protocol_settings
 
 
-def make_state() -> types.SimpleNamespace:
-    return types.SimpleNamespace(
-        total_requests=0, connections=set(), tasks=set(), default_headers=[], default_head=DEFAULT_HEAD
-    )
+class FakeServerState:
+    """ServerState's fields, with a fixed Date/Server head so output is comparable."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.connections: set = set()
+        self.tasks: set = set()
+        self.default_head = DEFAULT_HEAD

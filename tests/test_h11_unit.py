@@ -1,4 +1,4 @@
-"""Unit tests of the pure-Python protocol (h11_protocol.H11Protocol) with a fake
+"""Unit tests of the pure-Python protocol (protocols.http.h11_impl.H11Protocol) with a fake
 transport: the places where h11 is more lenient than llhttp and the protocol has
 to check the bytes itself, plus flow control and pipelining internals.
 
@@ -12,9 +12,11 @@ import contextvars
 
 import pytest
 
-from fastserve import rules
-from fastserve.h11_protocol import HIGH_WATER_LIMIT, H11Protocol
-from protocol_fakes import DEFAULT_HEAD, FakeTransport, make_config, make_state
+from fastserve.protocols.http.errors import error_response
+from fastserve.protocols.http.flow import HIGH_WATER_LIMIT
+from fastserve.protocols.http.framing import CONTINUE_RESPONSE
+from fastserve.protocols.http.h11_impl import H11Protocol
+from protocol_fakes import DEFAULT_HEAD, FakeTransport, FakeServerState, make_settings
 
 async def echo(scope, receive, send):
     body = b""
@@ -30,9 +32,9 @@ async def echo(scope, receive, send):
 
 class Harness:
     def __init__(self, app=echo, **config) -> None:
-        self.state = make_state()
-        self.config = make_config(app, **config)
-        self.protocol = H11Protocol(self.config, self.state, {})
+        self.state = FakeServerState()
+        self.settings = make_settings(app, **config)
+        self.protocol = H11Protocol(self.settings, self.state, {})
         self.transport = FakeTransport()
         self.protocol.connection_made(self.transport)
 
@@ -89,7 +91,7 @@ def test_rejected_with_400_and_app_not_called(data):
     async def main():
         h = Harness(app)
         out = await h.feed(data)
-        assert out == rules.error_response(400)
+        assert out == error_response(400)
         assert h.transport.closed
         assert not called
         assert h.state.total_requests == 0
@@ -112,22 +114,22 @@ def test_leading_empty_lines_ignored():
 def test_limits():
     async def main():
         h = Harness(limit_request_line=10)
-        assert (await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")) == rules.error_response(414)
+        assert (await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")) == error_response(414)
         h = Harness(limit_request_fields=2)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n")
-        assert out == rules.error_response(431)
+        assert out == error_response(431)
         h = Harness(limit_request_field_size=20)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20 + b"\r\n\r\n")
-        assert out == rules.error_response(431)
+        assert out == error_response(431)
         h = Harness(limit_request_head=100)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 200)
-        assert out == rules.error_response(431)
+        assert out == error_response(431)
         h = Harness(limit_request_body=4)
         out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-        assert out == rules.error_response(413)
+        assert out == error_response(413)
         h = Harness(limit_request_body=4)
         out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        assert out == rules.error_response(413)
+        assert out == error_response(413)
         assert h.state.total_requests == 0
 
     run(main())
@@ -203,7 +205,7 @@ def test_expect_100_sent_on_first_receive_only():
         )
         for _ in range(5):
             await asyncio.sleep(0)
-        assert h.transport.data == rules.CONTINUE_RESPONSE
+        assert h.transport.data == CONTINUE_RESPONSE
         out = await h.feed(b"ok")
         assert out.count(b"100 Continue") == 1
         assert out.endswith(b"POST /u ok")

@@ -1,7 +1,7 @@
 """send() after the client disconnected (ASGI spec 2.4), both modes.
 
 The scope says spec_version "2.4", so `send()` on a closed connection must raise a
-server-specific OSError subclass: fastserve's `rules.ClientDisconnected`. Messages
+server-specific OSError subclass: fastserve.ClientDisconnected. Messages
 sent while the client was still there never raise. An app that lets the exception
 propagate is not reported as failing (no "Exception in ASGI application", no
 traceback): a client going away is normal. Starlette's StreamingResponse relies on
@@ -25,7 +25,7 @@ STARLETTE_APP = "tests.apps_disconnect:starlette_app"
 
 CLIENT_DISCONNECTED = {
     "error": "ClientDisconnected",
-    "module": "fastserve.rules",
+    "module": "fastserve.protocols.asgi",
     "oserror": True,
     "client_disconnected": True,
 }

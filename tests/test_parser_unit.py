@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from protocol_fakes import DEFAULT_HEAD, FakeTransport, make_config, make_state
+from protocol_fakes import DEFAULT_HEAD, FakeTransport, FakeServerState, make_settings
 
 _parser = pytest.importorskip("fastserve._parser")
 HttpProtocol = _parser.HttpProtocol
@@ -26,8 +26,8 @@ async def hello(scope, receive, send):
 
 def connect(app, **overrides):
     loop = asyncio.get_running_loop()
-    state = make_state()
-    protocol = HttpProtocol(make_config(app, **overrides), state, {}, _loop=loop)
+    state = FakeServerState()
+    protocol = HttpProtocol(make_settings(app, **overrides), state, {}, _loop=loop)
     transport = FakeTransport()
     protocol.connection_made(transport)
     return protocol, transport, state
@@ -146,11 +146,7 @@ def test_proxy_headers_applied_only_when_present():
         await hello(scope, receive, send)
 
     async def main():
-        from fastserve import rules
-
-        protocol, transport, state = connect(
-            app, proxy_headers=True, proxy_trust=rules.ProxyTrust("127.0.0.1")
-        )
+        protocol, transport, state = connect(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
         protocol.data_received(

@@ -14,13 +14,14 @@ One request, as the code runs it:
    the shared rules (Host, limits, concurrency, proxy headers), then starts the app
    in its own Task for a ``RequestCycle`` (``receive``/``send`` are its methods).
 3. Body bytes gathered during one ``llhttp_execute`` become one ``bytes`` chunk
-   queued on the cycle; reading pauses above a high-water mark of unread body.
+   queued on the cycle; reading pauses above ``HIGH_WATER_LIMIT`` of unread body.
 4. ``on_message_complete`` pauses llhttp (``HPE_PAUSED``): bytes the client
    pipelined stay unparsed until the response is complete, then parsing resumes.
-5. ``send`` checks the app's headers in C (tables from ``rules``), builds the head
-   in one C buffer (status line, the server's cached Date/Server lines, app
-   headers, framing) and, when the body is complete in the first body message,
-   writes head and body with one ``transport.write``.
+5. ``send`` checks the app's headers in C (tables from ``protocols/http/headers.py``),
+   builds the head in one C buffer (status line, the server's cached Date/Server
+   lines, app headers, the framing ``choose_framing`` picked) and, when the body
+   is complete in the first body message, writes head and body with one
+   ``transport.write``.
 6. Responses to a pipelined batch are held back while the next request of the
    batch is already parsed, and written together (one write per batch).
 
@@ -28,8 +29,11 @@ The llhttp state, callbacks and header building live in ``_ParserCore``, which
 HttpProtocol extends; ``parse_requests(data)`` runs the same core with no protocol
 (parse only, for the parser micro-benchmarks in bench/).
 
-Behaviour is identical to the pure-Python protocol (``h11_protocol.py``); both
-follow ``rules.py``.
+Behaviour is identical to the pure-Python protocol
+(``protocols/http/h11_impl.py``), and the two read side by side: the same class,
+attribute and method names for the same things. What is not hot-path code --
+the framing decision, error answers and messages, the access-log call, flow
+control, the ASGI checks -- is shared once, in ``fastserve.protocols``.
 """
 
 import asyncio
@@ -54,71 +58,92 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from fastserve cimport _llhttp as ll
 
-from fastserve import rules
-
-try:  # the lead's logging module; the fallbacks keep this module importable alone
-    from fastserve.logging import ACCESS_LOG_FORMAT, access_logger
-except ImportError:  # pragma: no cover
-    access_logger = logging.getLogger("fastserve.access")
-    ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
-
-error_logger = logging.getLogger("fastserve.error")
+from fastserve.logging import access_logger, log_access
+from fastserve.protocols import asgi
+from fastserve.protocols.http import framing as fr
+from fastserve.protocols.http.errors import (
+    CONTENT_LONGER,
+    CONTENT_SHORTER,
+    PROTOCOL_INTERNAL_ERROR,
+    error_logger,
+    error_response,
+    log_invalid_request,
+)
+from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
+from fastserve.protocols.http.headers import (
+    FIELD_VALUE_TABLE,
+    STATUS_LINES,
+    STATUS_RANGE,
+    TOKEN_TABLE,
+)
+from fastserve.protocols.http.proxy import apply_proxy_headers
+from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
 
-cdef enum:
-    HIGH_WATER = 65536          # unread request body (or pipelined bytes) before pause_reading
-    SINGLE_WRITE_MAX = 262144   # above this, head and body go in two writes (no copy)
-
-cdef enum:  # response framing modes
-    M_LENGTH = 0       # content-length (from the app, or computed for a one-message body)
-    M_CHUNKED = 1
-    M_UNTIL_CLOSE = 2  # HTTP/1.0 client, unknown length: the body ends at close
-    M_NONE = 3         # HEAD / 1xx / 204 / 304: no body bytes at all
+# The shared constants, as C values (read once at import).
+cdef Py_ssize_t HIGH_WATER = HIGH_WATER_LIMIT
+cdef Py_ssize_t SINGLE_WRITE_MAX = fr.SINGLE_WRITE_MAX
+cdef Py_ssize_t CHUNK_JOIN_MAX = fr.CHUNK_JOIN_MAX
+cdef int M_LENGTH = fr.LENGTH
+cdef int M_CHUNKED = fr.CHUNKED
+cdef int M_UNTIL_CLOSE = fr.UNTIL_CLOSE
+cdef int M_NONE = fr.NONE
+# A scratch buffer grown past this is freed after use, so an idle connection does
+# not keep a big response (or request body) allocated.
+cdef Py_ssize_t BUFFER_SHRINK_ABOVE = 1048576
+# llhttp numbers its methods 0..HTTP_QUERY.
+cdef int METHOD_COUNT = ll.HTTP_QUERY + 1
 
 cdef object _CancelledError = asyncio.CancelledError
-cdef object _ASGIMessageError = rules.ASGIMessageError
-cdef object _ClientDisconnected = rules.ClientDisconnected
-cdef object _log_app_exception = rules.log_app_exception
-cdef object _app_returned = rules.app_returned
-cdef int _APP_FAIL = rules.APP_FAIL
-cdef int _APP_CLOSE = rules.APP_CLOSE
-cdef object _error_response = rules.error_response
-cdef object _split_target = rules.split_target
-cdef object _decode_path = rules.decode_path
-cdef object _host_error = rules.host_error
-cdef object _apply_proxy_headers = rules.apply_proxy_headers
-cdef object _response_start = rules.response_start
-cdef object _response_body = rules.response_body
-cdef object _encode_response_headers = rules.encode_response_headers
-cdef object _bad_header = rules.bad_header
-cdef bytes _CONTINUE = rules.CONTINUE_RESPONSE
-cdef bytes _LAST_CHUNK = b"0\r\n\r\n"
+cdef object _ASGIMessageError = asgi.ASGIMessageError
+cdef object _ClientDisconnected = asgi.ClientDisconnected
+cdef object _after_complete = asgi.after_complete
+cdef object _log_app_exception = asgi.log_app_exception
+cdef object _app_returned = asgi.app_returned
+cdef int _APP_FAIL = asgi.APP_FAIL
+cdef int _APP_CLOSE = asgi.APP_CLOSE
+cdef object _response_start = asgi.response_start
+cdef object _response_body = asgi.response_body
+cdef object _bad_header = asgi.bad_header
+cdef object _malformed_header = asgi.malformed_header
+cdef object _choose_framing = fr.choose_framing
+cdef object _error_response = error_response
+cdef object _split_target = split_target
+cdef object _decode_path = decode_path
+cdef object _host_error = host_error
+cdef object _apply_proxy_headers = apply_proxy_headers
+cdef object _log_access = log_access
+cdef bytes _CONTINUE = fr.CONTINUE_RESPONSE
+cdef bytes _LAST_CHUNK = fr.LAST_CHUNK
+cdef bytes _CHUNK_END = fr.CHUNK_END
+cdef bytes _CHUNK_END_LAST = fr.CHUNK_END + fr.LAST_CHUNK
+cdef bytes _CHUNKED_LINE = fr.CHUNKED_LINE
+cdef bytes _CLOSE_LINE = fr.CLOSE_LINE
+cdef bytes _KEEP_ALIVE_LINE = fr.KEEP_ALIVE_LINE
 cdef str _START = "http.response.start"
 cdef str _BODY = "http.response.body"
 cdef str _V11 = "1.1"
 cdef str _V10 = "1.0"
-cdef str _HEAD_STR = "HEAD"
 
-# -- tables read once from rules.py ---------------------------------------------------
+# -- tables read once from protocols/http/headers.py ---------------------------------
 
 cdef unsigned char _TOKEN[256]
 cdef unsigned char _FVALUE[256]
 cdef unsigned char _LOWER[256]
 cdef int _i
 for _i in range(256):
-    _TOKEN[_i] = rules.TOKEN_TABLE[_i]
-    _FVALUE[_i] = rules.FIELD_VALUE_TABLE[_i]
+    _TOKEN[_i] = TOKEN_TABLE[_i]
+    _FVALUE[_i] = FIELD_VALUE_TABLE[_i]
     _LOWER[_i] = (_i + 32) if 65 <= _i <= 90 else _i
 
-# status line per code (index = status), None where rules has none
-cdef list _STATUS_LINES = []
-for _i in range(600):
-    _STATUS_LINES.append(rules.STATUS_LINES.get(_i))
+# status line per code (index = status; ASGI checks that an app's status is in range)
+cdef list _STATUS_LINES = [STATUS_LINES.get(_i) for _i in range(STATUS_RANGE.stop)]
 
 # method names per llhttp method number, interned
 cdef list _METHODS = []
-for _i in range(47):
+for _i in range(METHOD_COUNT):
     _name = (<bytes>ll.llhttp_method_name(<ll.llhttp_method_t>_i)).decode("ascii")
     _METHODS.append(sys.intern(_name))
 
@@ -235,9 +260,10 @@ cdef inline bint _is_ws(unsigned char c) noexcept:
     return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
 
 
-# -- per-Config settings, read once ---------------------------------------------------
+# -- the ProtocolSettings (config.py), as C values -------------------------------------
 
 cdef class _Settings:
+    """A C-typed copy of one `ProtocolSettings`, made once per settings object."""
     cdef object app
     cdef str root_path
     cdef bint proxy_headers
@@ -253,49 +279,31 @@ cdef class _Settings:
     cdef double timeout_header
 
 
-cdef object _cached_config = None
+cdef object _cached_source = None
 cdef _Settings _cached_settings = None
 
 
-cdef _Settings _settings_for(object config):
-    global _cached_config, _cached_settings
-    if config is _cached_config and _cached_settings is not None:
+cdef _Settings _c_settings(object settings):
+    global _cached_source, _cached_settings
+    if settings is _cached_source:
         return _cached_settings
     cdef _Settings s = _Settings.__new__(_Settings)
-    s.app = config.loaded_app
-    s.root_path = getattr(config, "root_path", "") or ""
-    s.proxy_headers = bool(getattr(config, "proxy_headers", False))
-    s.proxy_trust = getattr(config, "proxy_trust", None)
-    if s.proxy_headers and s.proxy_trust is None:
-        s.proxy_trust = rules.ProxyTrust(getattr(config, "forwarded_allow_ips", None))
-    s.access_log = bool(getattr(config, "access_log", True))
-    value = getattr(config, "limit_concurrency", None)
-    s.limit_concurrency = -1 if value is None else value
-    s.limit_head = getattr(config, "limit_request_head", 65536) or 65536
-    s.limit_line = getattr(config, "limit_request_line", 0) or 0
-    value = getattr(config, "limit_request_fields", 100)
-    s.limit_fields = (1 << 62) if value is None else value
-    s.limit_field_size = getattr(config, "limit_request_field_size", 0) or 0
-    value = getattr(config, "limit_request_body", None)
-    s.limit_body = -1 if value is None else value
-    s.timeout_keep_alive = getattr(config, "timeout_keep_alive", 5)
-    s.timeout_header = getattr(config, "timeout_request_header", 30)
-    _cached_config = config
+    s.app = settings.app
+    s.root_path = settings.root_path
+    s.proxy_headers = settings.proxy_headers
+    s.proxy_trust = settings.proxy_trust
+    s.access_log = settings.access_log
+    s.limit_concurrency = -1 if settings.limit_concurrency is None else settings.limit_concurrency
+    s.limit_head = settings.limit_request_head
+    s.limit_line = settings.limit_request_line
+    s.limit_fields = settings.limit_request_fields
+    s.limit_field_size = settings.limit_request_field_size
+    s.limit_body = -1 if settings.limit_request_body is None else settings.limit_request_body
+    s.timeout_keep_alive = settings.timeout_keep_alive
+    s.timeout_header = settings.timeout_request_header
+    _cached_source = settings
     _cached_settings = s
     return s
-
-
-# A parse-only caller (parse_requests) has no Config: the defaults of one.
-cdef _Settings _DEFAULT_SETTINGS = _Settings.__new__(_Settings)
-_DEFAULT_SETTINGS.root_path = ""
-_DEFAULT_SETTINGS.limit_concurrency = -1
-_DEFAULT_SETTINGS.limit_head = 65536
-_DEFAULT_SETTINGS.limit_line = 0
-_DEFAULT_SETTINGS.limit_fields = 100
-_DEFAULT_SETTINGS.limit_field_size = 0
-_DEFAULT_SETTINGS.limit_body = -1
-_DEFAULT_SETTINGS.timeout_keep_alive = 5
-_DEFAULT_SETTINGS.timeout_header = 30
 
 
 # -- the parsing core shared by HttpProtocol and parse_requests ------------------------
@@ -311,7 +319,7 @@ cdef class _ParserCore:
     at headers-complete, for body bytes and at message-complete."""
 
     cdef ll.llhttp_t parser
-    cdef _Settings s
+    cdef _Settings settings
     cdef object cb_exc
     cdef int error_status
     # request head being parsed
@@ -397,6 +405,12 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
 
 # -- llhttp callbacks ------------------------------------------------------------------
 
+cdef inline int _out_of_memory(_ParserCore self) noexcept:
+    """A buffer could not grow: the request fails with 500 (the server's fault)."""
+    self.error_status = 500
+    return -1
+
+
 
 cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
     cdef _ParserCore self = <_ParserCore>p.data
@@ -418,7 +432,7 @@ cdef inline int _count_head(_ParserCore self, const char* at, size_t length) noe
     cdef Py_ssize_t start = at - self.chunk_ptr
     if self.msg_start < 0:
         self.msg_start = start
-    if self.head_carried + start + <Py_ssize_t>length - self.msg_start + 4 > self.s.limit_head:
+    if self.head_carried + start + <Py_ssize_t>length - self.msg_start + 4 > self.settings.limit_head:
         self.error_status = 431
         return -1
     return 0
@@ -439,10 +453,12 @@ cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
     if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
         return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
-    if self.s.limit_line and self.url_len > self.s.limit_line:
+    if self.settings.limit_line and self.url_len > self.settings.limit_line:
         self.error_status = 414
         return -1
-    return buf_add(&self.head, at, length)
+    if buf_add(&self.head, at, length) < 0:
+        return _out_of_memory(self)
+    return 0
 
 
 cdef int cb_version(ll.llhttp_t* p, const char* at, size_t length) noexcept:
@@ -469,13 +485,13 @@ cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept
     if _count_head(self, at, length) < 0:
         return -1
     if self.last_cb != 1:
-        if self.nhdrs >= self.s.limit_fields:
+        if self.nhdrs >= self.settings.limit_fields:
             self.error_status = 431
             return -1
         if self.nhdrs == self.hdrs_cap:
             grown = realloc(self.hdrs, (self.hdrs_cap * 2 + 16) * sizeof(HeaderSpan))
             if grown == NULL:
-                return -1
+                return _out_of_memory(self)
             self.hdrs = <HeaderSpan*>grown
             self.hdrs_cap = self.hdrs_cap * 2 + 16
         h = &self.hdrs[self.nhdrs]
@@ -488,13 +504,13 @@ cdef int cb_header_field(ll.llhttp_t* p, const char* at, size_t length) noexcept
     else:
         h = &self.hdrs[self.nhdrs - 1]
     if buf_reserve(&self.head, length) < 0:
-        return -1
+        return _out_of_memory(self)
     dst = self.head.data + self.head.len
     for i in range(<Py_ssize_t>length):
         dst[i] = <char>_LOWER[<unsigned char>at[i]]
     self.head.len += length
     h.name_len += length
-    if self.s.limit_field_size and h.name_len + h.value_len + 2 > self.s.limit_field_size:
+    if self.settings.limit_field_size and h.name_len + h.value_len + 2 > self.settings.limit_field_size:
         self.error_status = 431
         return -1
     return 0
@@ -514,9 +530,9 @@ cdef int cb_header_value(ll.llhttp_t* p, const char* at, size_t length) noexcept
         h.value_off = self.head.len
         self.last_cb = 2
     if buf_add(&self.head, at, length) < 0:
-        return -1
+        return _out_of_memory(self)
     h.value_len += length
-    if self.s.limit_field_size and h.name_len + h.value_len + 2 > self.s.limit_field_size:
+    if self.settings.limit_field_size and h.name_len + h.value_len + 2 > self.settings.limit_field_size:
         self.error_status = 431
         return -1
     return 0
@@ -534,10 +550,12 @@ cdef int cb_headers_complete(ll.llhttp_t* p) noexcept:
 cdef int cb_body(ll.llhttp_t* p, const char* at, size_t length) noexcept:
     cdef _ParserCore self = <_ParserCore>p.data
     self.body_total += length
-    if self.s.limit_body >= 0 and self.body_total > <uint64_t>self.s.limit_body:
+    if self.settings.limit_body >= 0 and self.body_total > <uint64_t>self.settings.limit_body:
         self.error_status = 413
         return -1
-    return self._on_body(at, length)
+    if self._on_body(at, length) < 0:
+        return _out_of_memory(self)
+    return 0
 
 
 cdef int cb_message_complete(ll.llhttp_t* p) noexcept:
@@ -595,9 +613,10 @@ cdef class _Collector(_ParserCore):
         return 0
 
 
-def parse_requests(data):
+def parse_requests(data, settings):
     """Parse `data` (what one connection delivered) with the llhttp settings,
-    callbacks and header building of HttpProtocol, and the default limits.
+    callbacks and header building of HttpProtocol, and the limits of `settings`
+    (a `fastserve.config.ProtocolSettings`).
 
     Returns ``[(method: str, target: bytes, headers: [(lowercased name, value)],
     body: bytes)]``, one per complete request (an incomplete one at the end is left
@@ -608,7 +627,7 @@ def parse_requests(data):
     cdef ll.llhttp_errno_t err
     if type(data) is not bytes:
         data = bytes(data)
-    c.s = _DEFAULT_SETTINGS
+    c.settings = _c_settings(settings)
     c.out = []
     ptr = PyBytes_AS_STRING(data)
     left = PyBytes_GET_SIZE(data)
@@ -646,11 +665,11 @@ cdef class RequestCycle
 cdef class HttpProtocol(_ParserCore):
     """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
 
-    cdef object config
     cdef object server_state
     cdef object app_state
     cdef object loop
     cdef object transport
+    cdef object flow           # FlowControl: read pauses, write pauses and drain
     cdef object write          # transport.write
     cdef object create_task    # loop.create_task
     cdef object context        # copy of the context at connection_made
@@ -659,7 +678,6 @@ cdef class HttpProtocol(_ParserCore):
     cdef dict template
     cdef RequestCycle cycle
     cdef bytes pending         # unparsed bytes after a paused message
-    cdef object drain_waiter
     cdef list corked            # responses held back while a pipelined batch is answered
     cdef Py_ssize_t corked_size
     cdef Py_ssize_t started     # requests started on this connection
@@ -670,8 +688,6 @@ cdef class HttpProtocol(_ParserCore):
     cdef double header_deadline
     cdef bint closed
     cdef bint shutting_down
-    cdef bint write_paused
-    cdef bint read_paused
     cdef bint access_log
     cdef bint eof
     cdef bint ssl
@@ -681,11 +697,10 @@ cdef class HttpProtocol(_ParserCore):
     def __dealloc__(self):
         buf_free(&self.out)  # (the core frees its own buffers)
 
-    def __init__(self, config, server_state, app_state, _loop=None):
-        self.config = config
-        self.s = _settings_for(config)
+    def __init__(self, settings, server_state, app_state, _loop=None):
+        self.settings = _c_settings(settings)
         self.server_state = server_state
-        self.app_state = app_state if app_state is not None else {}
+        self.app_state = app_state
         if _loop is None:
             try:
                 _loop = asyncio.get_running_loop()
@@ -695,26 +710,27 @@ cdef class HttpProtocol(_ParserCore):
         self.create_task = _loop.create_task
         self.connections = server_state.connections
         self.tasks = server_state.tasks
-        self.access_log = self.s.access_log
+        self.access_log = self.settings.access_log
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
+        self.flow = FlowControl(transport, self.loop)
         self.write = transport.write
         self.connections.add(self)
-        self.ssl = rules.is_ssl(transport)
+        self.ssl = is_ssl(transport)
         # Every key a scope has, so that copying it and setting the per-request
         # values never resizes the dict.
         self.template = {
             "type": "http",
             "asgi": None,
             "http_version": _V11,
-            "server": rules.get_local_addr(transport),
-            "client": rules.get_remote_addr(transport),
+            "server": get_local_addr(transport),
+            "client": get_remote_addr(transport),
             "scheme": "https" if self.ssl else "http",
             "method": None,
-            "root_path": self.s.root_path,
+            "root_path": self.settings.root_path,
             "path": None,
             "raw_path": None,
             "query_string": None,
@@ -726,7 +742,7 @@ cdef class HttpProtocol(_ParserCore):
         self.context = contextvars.copy_context()
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
-        self.header_deadline = _now() + self.s.timeout_header
+        self.header_deadline = _now() + self.settings.timeout_header
         self._arm(self.header_deadline)
 
     def connection_lost(self, exc):
@@ -739,12 +755,9 @@ cdef class HttpProtocol(_ParserCore):
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnected = True
-            cycle._wake()
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+            cycle.wake()
+        if self.flow is not None:
+            self.flow.resume_writing()  # wakes a send() waiting to drain
         self.pending = None
         self.corked = None
 
@@ -756,15 +769,10 @@ cdef class HttpProtocol(_ParserCore):
         return None
 
     def pause_writing(self):
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self):
-        self.write_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume_writing()
 
     def data_received(self, data):
         if self.closed:
@@ -811,7 +819,7 @@ cdef class HttpProtocol(_ParserCore):
                 if self.in_head:
                     self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
                     self.msg_start = 0
-                    if self.head_carried > self.s.limit_head:
+                    if self.head_carried > self.settings.limit_head:
                         self._fail(431)
                 return
             if err == ll.HPE_PAUSED_UPGRADE and self.cycle is None:
@@ -831,10 +839,13 @@ cdef class HttpProtocol(_ParserCore):
         exc = self.cb_exc
         if exc is not None:
             self.cb_exc = None
-            error_logger.error("Internal error in the HTTP protocol\n", exc_info=exc)
+            error_logger.error(PROTOCOL_INTERNAL_ERROR, exc_info=exc)
             self._fail(500)
+        elif self.error_status:
+            self._fail(self.error_status)
         else:
-            self._fail(self.error_status if self.error_status else 400)
+            log_invalid_request(data[start:])
+            self._fail(400)
 
     cdef int _headers_complete(self) except -2:
         cdef ll.llhttp_t* p = &self.parser
@@ -879,17 +890,17 @@ cdef class HttpProtocol(_ParserCore):
         if info.host_count != 1 and _host_error(http_version, headers) is not None:
             self.error_status = 400
             return -1
-        if self.s.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
-                p.content_length > <uint64_t>self.s.limit_body:
+        if self.settings.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
+                p.content_length > <uint64_t>self.settings.limit_body:
             self.error_status = 413
             return -1
-        limit = self.s.limit_concurrency
+        limit = self.settings.limit_concurrency
         if limit >= 0 and (len(self.connections) > limit or len(self.tasks) >= limit):
             self.error_status = 503
             return -1
 
         scope = self.template.copy()
-        scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}
+        scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}  # a new dict per scope
         if http10:
             scope["http_version"] = _V10
         scope["method"] = <str>_METHODS[p.method]
@@ -898,19 +909,19 @@ cdef class HttpProtocol(_ParserCore):
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
-        if info.forwarded and self.s.proxy_headers:
+        if info.forwarded and self.settings.proxy_headers:
             # (without an X-Forwarded-For/-Proto header it would change nothing,
             # and its trust check costs more than the rest of the request)
-            _apply_proxy_headers(scope, self.s.proxy_trust)
+            _apply_proxy_headers(scope, self.settings.proxy_trust)
 
         cycle = RequestCycle.__new__(RequestCycle)
-        cycle.proto = self
+        cycle.protocol = self
         cycle.scope = scope
         cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down
         cycle.http10 = http10
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100
-        cycle.app_cl = -1
+        cycle.content_length = -1
         self.cycle = cycle
         self.started += 1
 
@@ -939,14 +950,14 @@ cdef class HttpProtocol(_ParserCore):
                 self._cycle_done()
                 return 0  # answered already: parse the next request now
             return ll.HPE_PAUSED
-        cycle._wake()
+        cycle.wake()
         return ll.HPE_PAUSED  # parse no further until the response is complete
 
     cdef _flush_body(self):
         cdef RequestCycle cycle = self.cycle
         chunk = PyBytes_FromStringAndSize(self.body.data, self.body.len)
         self.body.len = 0
-        if self.body.cap > 1048576:
+        if self.body.cap > BUFFER_SHRINK_ABOVE:
             buf_free(&self.body)
         if cycle is None or cycle.response_complete or cycle.disconnected:
             return
@@ -956,7 +967,7 @@ cdef class HttpProtocol(_ParserCore):
             cycle.body_chunks.append(chunk)
         cycle.body_buffered += PyBytes_GET_SIZE(chunk)
         cycle.expect_100 = False
-        cycle._wake()
+        cycle.wake()
         if cycle.body_buffered > HIGH_WATER:
             self._pause_reading()
 
@@ -976,7 +987,7 @@ cdef class HttpProtocol(_ParserCore):
         if self.eof and self.cycle is None:
             self._close()
             return
-        if self.read_paused and self.pending is None:
+        if self.pending is None:
             if self.cycle is None or self.cycle.body_buffered <= HIGH_WATER:
                 self._resume_reading()
 
@@ -1050,8 +1061,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef _cycle_done(self):
         cdef double now = _now()
         self.cycle = None
-        self.ka_deadline = now + self.s.timeout_keep_alive
-        self.header_deadline = now + self.s.timeout_header
+        self.ka_deadline = now + self.settings.timeout_keep_alive
+        self.header_deadline = now + self.settings.timeout_header
         self._arm(self.ka_deadline if self.ka_deadline < self.header_deadline else self.header_deadline)
 
     # -- timers: one TimerHandle, re-armed lazily ---------------------------------
@@ -1083,14 +1094,12 @@ cdef class HttpProtocol(_ParserCore):
     # -- helpers --------------------------------------------------------------------
 
     cdef _pause_reading(self):
-        if not self.read_paused and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     cdef _resume_reading(self):
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()
+        if not self.closed:
+            self.flow.resume_reading()
 
     cdef _fail(self, int status):
         """A request the server answers itself (parse error, limit): answer, close."""
@@ -1102,7 +1111,7 @@ cdef class HttpProtocol(_ParserCore):
             if not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.keep_alive = False
-            cycle._wake()
+            cycle.wake()
         if not started and not self.closed:
             self._out(_error_response(status))
         self._close()
@@ -1117,12 +1126,6 @@ cdef class HttpProtocol(_ParserCore):
             self.timer = None
             timer.cancel()
 
-    cdef object _drain(self):
-        waiter = self.drain_waiter
-        if waiter is None:
-            waiter = self.drain_waiter = self.loop.create_future()
-        return waiter
-
 
 cdef dict _disconnect():
     return {"type": "http.disconnect"}
@@ -1131,7 +1134,7 @@ cdef dict _disconnect():
 cdef class RequestCycle:
     """One request: the app's `receive` and `send`, and the response state."""
 
-    cdef HttpProtocol proto
+    cdef HttpProtocol protocol
     cdef dict scope
     cdef object task
     cdef object waiter
@@ -1148,16 +1151,16 @@ cdef class RequestCycle:
     cdef bint head_request
     # response
     cdef bint response_started
-    cdef bint head_pending       # head is in proto.out, not written yet
+    cdef bint head_pending       # started, head in protocol.out, not written yet
     cdef bint response_complete
-    cdef bint app_te
+    cdef bint app_chunked
     cdef bint app_close
     cdef int status
-    cdef int mode
-    cdef long long app_cl        # -1: the app gave none
+    cdef int framing
+    cdef long long content_length  # the app's, or computed; -1: none
     cdef long long written
 
-    cdef inline void _wake(self) noexcept:
+    cdef inline void wake(self) noexcept:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -1170,12 +1173,12 @@ cdef class RequestCycle:
     # -- the app ------------------------------------------------------------------
 
     async def run(self):
-        cdef HttpProtocol proto = self.proto
+        cdef HttpProtocol protocol = self.protocol
         try:
-            result = await proto.s.app(self.scope, self.receive, self.send)
+            result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
             if isinstance(exc, (_CancelledError, GeneratorExit)):
-                proto._close()
+                protocol._close()
                 raise
             _log_app_exception(exc, self.disconnected)
             self._fail()
@@ -1189,34 +1192,34 @@ cdef class RequestCycle:
             if outcome == _APP_FAIL:
                 self._fail()
             elif outcome == _APP_CLOSE:
-                proto._close()
+                protocol._close()
         finally:
-            proto.tasks.discard(self.task)
+            protocol.tasks.discard(self.task)
             self.task = None
 
     cdef _fail(self):
-        cdef HttpProtocol proto = self.proto
-        if not self.response_started and not self.disconnected and not proto.closed:
+        cdef HttpProtocol protocol = self.protocol
+        if not self.response_started and not self.disconnected and not protocol.closed:
             self.response_started = True
-            proto._out(_error_response(500))
+            protocol._out(_error_response(500))
         self.response_complete = True
-        self._wake()
-        proto._close()
+        self.wake()
+        protocol._close()
 
     async def receive(self):
-        cdef HttpProtocol proto = self.proto
+        cdef HttpProtocol protocol = self.protocol
         if self.disconnected or self.response_complete:
             return _disconnect()
         if self.body_chunks is None and (not self.message_complete or self.final_delivered):
             if self.expect_100 and not self.message_complete:
                 self.expect_100 = False
-                if not self.response_started and not proto.closed:
-                    proto._out(_CONTINUE)
-                    proto._flush()
+                if not self.response_started and not protocol.closed:
+                    protocol._out(_CONTINUE)
+                    protocol._flush()
             while self.body_chunks is None and (not self.message_complete or self.final_delivered):
-                if proto.read_paused and not self.message_complete and proto.pending is None:
-                    proto._resume_reading()
-                waiter = self.waiter = proto.loop.create_future()
+                if not self.message_complete and protocol.pending is None:
+                    protocol._resume_reading()
+                waiter = self.waiter = protocol.loop.create_future()
                 try:
                     await waiter
                 finally:
@@ -1235,21 +1238,22 @@ cdef class RequestCycle:
         more_body = not self.message_complete
         if not more_body:
             self.final_delivered = True
-        elif proto.read_paused and proto.pending is None:
-            proto._resume_reading()
+        elif protocol.pending is None:
+            protocol._resume_reading()
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def send(self, message):
         # A real coroutine function (not a cheaper ready-made awaitable), so that
         # apps may hand send(...) to create_task() and see errors when they await.
-        cdef HttpProtocol proto = self.proto
-        if proto.write_paused and not self.disconnected and not proto.closed:
-            await proto._drain()
+        cdef HttpProtocol protocol = self.protocol
+        flow = protocol.flow
+        if flow.write_paused and not self.disconnected and not protocol.closed:
+            await flow.drain()
         self._send(message)
 
     cdef int _send(self, message) except -1:
-        cdef HttpProtocol proto = self.proto
-        if self.disconnected or proto.closed:
+        cdef HttpProtocol protocol = self.protocol
+        if self.disconnected or protocol.closed:
             # ASGI 2.4: send() on a closed connection raises an OSError subclass
             # (Starlette's StreamingResponse stops on it).
             self.disconnected = True
@@ -1258,10 +1262,7 @@ cdef class RequestCycle:
             if not self.response_started:
                 self._start(message)
             elif self.response_complete:
-                raise _ASGIMessageError(
-                    "Unexpected ASGI message %r sent, after response already completed."
-                    % (message.get("type") if isinstance(message, dict) else message,)
-                )
+                raise _after_complete(message)
             else:
                 self._body(message)
         except _ASGIMessageError as exc:
@@ -1272,8 +1273,8 @@ cdef class RequestCycle:
     # -- response -------------------------------------------------------------------
 
     cdef int _start(self, message) except -1:
-        cdef HttpProtocol proto = self.proto
-        cdef Buf* out = &proto.out
+        cdef HttpProtocol protocol = self.protocol
+        cdef Buf* out = &protocol.out
         cdef const unsigned char* s
         cdef const char* vs
         cdef Py_ssize_t n, vn, i, a, b
@@ -1288,12 +1289,9 @@ cdef class RequestCycle:
         if type(status) is not int or not (100 <= status <= 599) or \
                 (type(headers) is not list and type(headers) is not tuple):
             status, headers = _response_start(message)
-        line = _STATUS_LINES[<long>status]
-        if line is None:
-            line = rules.status_line(status)
         out.len = 0
-        buf_bytes(out, <bytes>line)
-        default_head = proto.server_state.default_head
+        buf_bytes(out, <bytes>_STATUS_LINES[<long>status])
+        default_head = protocol.server_state.default_head
         if default_head:
             buf_bytes(out, <bytes>default_head)
         cl = -1
@@ -1305,8 +1303,7 @@ cdef class RequestCycle:
                 try:
                     name, value = item
                 except (TypeError, ValueError):
-                    _encode_response_headers([item])  # raises the right ASGIMessageError
-                    raise
+                    raise _malformed_header(item) from None
             if not PyBytes_Check(name) or not PyBytes_Check(value):
                 raise _bad_header(name, value)
             s = <const unsigned char*>PyBytes_AS_STRING(name)
@@ -1362,8 +1359,8 @@ cdef class RequestCycle:
         self.response_started = True
         self.head_pending = True
         self.status = status
-        self.app_cl = cl
-        self.app_te = te
+        self.content_length = cl
+        self.app_chunked = te
         if close:
             self.keep_alive = False
             self.app_close = True
@@ -1390,86 +1387,83 @@ cdef class RequestCycle:
         return 0
 
     cdef int _framing(self, Py_ssize_t n, bint more_body) except -1:
-        """Choose the framing for the first body message; add its head lines."""
-        cdef HttpProtocol proto = self.proto
-        cdef Buf* out = &proto.out
-        cdef int status = self.status
+        """Choose the framing at the first body message; end the head in protocol.out."""
+        cdef HttpProtocol protocol = self.protocol
+        cdef Buf* out = &protocol.out
+        cdef int framing = _choose_framing(
+            self.status, self.content_length, self.app_chunked, more_body, self.http10
+        )
         self.head_pending = False
-        if status < 200 or status == 204 or status == 304:
-            self.mode = M_NONE
-        elif self.app_cl >= 0:
-            self.mode = M_LENGTH
-        elif self.app_te:
-            self.mode = M_CHUNKED
-        elif not more_body:
-            self.mode = M_LENGTH
-            self.app_cl = n
+        if framing == M_LENGTH and self.content_length < 0:
+            self.content_length = n
             buf_bytes(out, b"content-length: ")
             buf_decimal(out, n)
             buf_bytes(out, b"\r\n")
-        elif not self.http10:
-            self.mode = M_CHUNKED
-            buf_bytes(out, b"transfer-encoding: chunked\r\n")
-        else:
-            self.mode = M_UNTIL_CLOSE
-            if not self.head_request:
-                self.keep_alive = False
+        elif framing == M_CHUNKED and not self.app_chunked:
+            buf_bytes(out, _CHUNKED_LINE)
+        elif framing == M_UNTIL_CLOSE and not self.head_request:
+            self.keep_alive = False
         if self.head_request:
-            self.mode = M_NONE  # the headers of a GET, no body bytes
-        if proto.shutting_down:
+            framing = M_NONE  # the headers of a GET, no body bytes
+        self.framing = framing
+        if protocol.shutting_down:
             self.keep_alive = False
         if not self.keep_alive:
             if not self.app_close:
-                buf_bytes(out, b"connection: close\r\n")
+                buf_bytes(out, _CLOSE_LINE)
         elif self.http10:
-            buf_bytes(out, b"connection: keep-alive\r\n")
+            buf_bytes(out, _KEEP_ALIVE_LINE)
         buf_bytes(out, b"\r\n")
         return 0
 
     cdef _first_body(self, bytes body, bint more_body):
-        cdef HttpProtocol proto = self.proto
-        cdef Buf* out = &proto.out
+        cdef HttpProtocol protocol = self.protocol
+        cdef Buf* out = &protocol.out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
         cdef Py_ssize_t head_len
         cdef str error = None
-        cdef int mode
+        cdef int framing
         self._framing(n, more_body)
-        mode = self.mode
+        framing = self.framing
         data = None
-        if mode == M_LENGTH:
+        tail = None
+        if framing == M_LENGTH:
             self.written = n
-            if n > self.app_cl:
-                error = "Response content longer than Content-Length"
+            if n > self.content_length:
+                error = CONTENT_LONGER
             else:
                 data = body
-                if not more_body and n < self.app_cl:
-                    error = "Response content shorter than Content-Length"
-        elif mode == M_CHUNKED:
+                if not more_body and n < self.content_length:
+                    error = CONTENT_SHORTER
+        elif framing == M_CHUNKED:
             if n:
                 buf_chunk_head(out, n)
                 if n <= SINGLE_WRITE_MAX:
                     buf_bytes(out, body)
-                    buf_bytes(out, b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+                    buf_bytes(out, _CHUNK_END_LAST if not more_body else _CHUNK_END)
                 else:
-                    data = body + (b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+                    data = body
+                    tail = _CHUNK_END_LAST if not more_body else _CHUNK_END
             elif not more_body:
                 buf_bytes(out, _LAST_CHUNK)
-        elif mode == M_UNTIL_CLOSE:
+        elif framing == M_UNTIL_CLOSE:
             data = body
         # one write: head (+ body)
         head_len = out.len
         if data is None or PyBytes_GET_SIZE(data) == 0:
-            proto._out(PyBytes_FromStringAndSize(out.data, head_len))
+            protocol._out(PyBytes_FromStringAndSize(out.data, head_len))
         elif PyBytes_GET_SIZE(data) <= SINGLE_WRITE_MAX:
             n = PyBytes_GET_SIZE(data)
             joined = PyBytes_FromStringAndSize(NULL, head_len + n)
             memcpy(PyBytes_AS_STRING(joined), out.data, head_len)
             memcpy(PyBytes_AS_STRING(joined) + head_len, PyBytes_AS_STRING(data), n)
-            proto._out(joined)
+            protocol._out(joined)
         else:
-            proto._out(PyBytes_FromStringAndSize(out.data, head_len))
-            proto._out(data)
-        if out.cap > 1048576:
+            protocol._out(PyBytes_FromStringAndSize(out.data, head_len))
+            protocol._out(data)
+            if tail is not None:
+                protocol._out(tail)
+        if out.cap > BUFFER_SHRINK_ABOVE:
             buf_free(out)
         if error is not None:
             self._length_error(error)
@@ -1477,70 +1471,56 @@ cdef class RequestCycle:
             self._complete()
 
     cdef _more_body(self, bytes body, bint more_body):
-        cdef HttpProtocol proto = self.proto
+        cdef HttpProtocol protocol = self.protocol
         cdef Buf* out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
-        cdef int mode = self.mode
-        if mode == M_LENGTH:
+        cdef int framing = self.framing
+        if framing == M_LENGTH:
             self.written += n
-            if self.written > self.app_cl:
-                self._length_error("Response content longer than Content-Length")
+            if self.written > self.content_length:
+                self._length_error(CONTENT_LONGER)
                 return
             if n:
-                proto._out(body)
-            if not more_body and self.written < self.app_cl:
-                self._length_error("Response content shorter than Content-Length")
+                protocol._out(body)
+            if not more_body and self.written < self.content_length:
+                self._length_error(CONTENT_SHORTER)
                 return
-        elif mode == M_CHUNKED:
+        elif framing == M_CHUNKED:
             if n:
-                out = &proto.out
+                out = &protocol.out
                 out.len = 0
                 buf_chunk_head(out, n)
-                if n <= 16384:
+                tail = _CHUNK_END_LAST if not more_body else _CHUNK_END
+                if n <= CHUNK_JOIN_MAX:
                     buf_bytes(out, body)
-                    buf_bytes(out, b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
-                    proto._out(PyBytes_FromStringAndSize(out.data, out.len))
+                    buf_bytes(out, tail)
+                    protocol._out(PyBytes_FromStringAndSize(out.data, out.len))
                 else:
-                    proto._out(PyBytes_FromStringAndSize(out.data, out.len))
-                    proto._out(body)
-                    proto._out(b"\r\n0\r\n\r\n" if not more_body else b"\r\n")
+                    protocol._out(PyBytes_FromStringAndSize(out.data, out.len))
+                    protocol._out(body)
+                    protocol._out(tail)
             elif not more_body:
-                proto._out(_LAST_CHUNK)
-        elif mode == M_UNTIL_CLOSE:
+                protocol._out(_LAST_CHUNK)
+        elif framing == M_UNTIL_CLOSE:
             if n:
-                proto._out(body)
+                protocol._out(body)
         if not more_body:
             self._complete()
 
     cdef _complete(self):
+        cdef HttpProtocol protocol = self.protocol
         self.response_complete = True
-        if self.proto.access_log:
-            self._log_access()
-        self._wake()
-        self.proto._response_complete(self)
+        if protocol.access_log:
+            _log_access(self.scope, self.status)
+        self.wake()
+        protocol._response_complete(self)
 
     cdef _length_error(self, str reason):
+        """The app broke its own Content-Length: log it and close; nothing of the
+        message that overran is written."""
         error_logger.error(reason)
         self.response_complete = True
         self.keep_alive = False
         self.disconnected = True
-        self._wake()
-        self.proto._close()
-
-    cdef _log_access(self):
-        scope = self.scope
-        client = scope.get("client")
-        query = scope["query_string"]
-        path = (<bytes>scope["raw_path"]).decode("latin-1")
-        if query:
-            path = path + "?" + (<bytes>query).decode("latin-1")
-        access_logger.info(
-            ACCESS_LOG_FORMAT,
-            "%s:%d" % (client[0], client[1]) if client else "-",
-            scope["method"],
-            path,
-            scope["http_version"],
-            self.status,
-        )
-
-
+        self.wake()
+        self.protocol._close()

@@ -15,18 +15,37 @@ import socket
 import ssl
 import stat
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from fastserve import rules
 from fastserve.importer import ImportFromStringError, import_from_string
 from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL
+from fastserve.protocols.http.headers import is_field_value, is_token
+from fastserve.protocols.http.proxy import ProxyTrust
 
 logger = logging.getLogger("fastserve.error")
 
-HTTP_MODES = ("auto", "c", "python")
+# The protocol and lifespan classes, by the name a setting gives them. `--http auto`
+# is "c" when the extension imports, else "python".
+HTTP_PROTOCOLS = {
+    "c": "fastserve._parser:HttpProtocol",
+    "python": "fastserve.protocols.http.h11_impl:H11Protocol",
+}
+LIFESPAN = {
+    "auto": "fastserve.lifespan:LifespanOn",
+    "on": "fastserve.lifespan:LifespanOn",
+    "off": "fastserve.lifespan:LifespanOff",
+}
+HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 LOOP_MODES = ("auto", "asyncio", "uvloop")
-LIFESPAN_MODES = ("auto", "on", "off")
+LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
+# Peers trusted for X-Forwarded-* unless --forwarded-allow-ips (or its
+# environment variable) says otherwise: this machine, over IPv4 and IPv6.
+FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
+# The command line puts the current directory first on sys.path to find APP;
+# `Config(app_dir=None)` leaves sys.path alone.
+CLI_APP_DIR = "."
 
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
@@ -67,12 +86,47 @@ def load_env_file(path: str) -> None:
     load_dotenv(dotenv_path=path)
 
 
-def c_extension_available() -> bool:
+def c_extension_error() -> Optional[ImportError]:
+    """Why the C extension does not import, or None when it does."""
     try:
         import fastserve._parser  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as exc:
+        return exc
+    return None
+
+
+def resolve_http_mode(http: str) -> str:
+    """The HTTP mode a `--http` value runs: "c" or "python" (auto: c when built)."""
+    if http == "auto":
+        return "python" if c_extension_error() else "c"
+    if http == "c":
+        error = c_extension_error()
+        if error is not None:
+            raise ConfigError(
+                f"--http c: the C extension is not available ({error}); "
+                "reinstall fastserve with a C compiler, or use --http python"
+            )
+    return http
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """What every connection reads, built once by `Config.load()`: typed, final,
+    and the same object for every protocol (HTTP in both modes, WebSocket)."""
+
+    app: Any
+    root_path: str
+    proxy_headers: bool
+    proxy_trust: ProxyTrust
+    access_log: bool
+    limit_concurrency: Optional[int]
+    limit_request_head: int
+    limit_request_line: int  # 0: only the head limit
+    limit_request_fields: int
+    limit_request_field_size: int  # 0: only the head limit
+    limit_request_body: Optional[int]
+    timeout_keep_alive: float
+    timeout_request_header: float
 
 
 def _as_list(value: Union[list, tuple, str, None]) -> list:
@@ -107,7 +161,7 @@ class Config:
         reload_excludes: Union[list, str, None] = None,
         reload_delay: float = 0.25,
         reuse_port: bool = False,
-        timeout_worker_healthcheck: float = 30,
+        timeout_worker_healthcheck: float = 30.0,
         proxy_headers: bool = True,
         server_header: bool = True,
         date_header: bool = True,
@@ -122,18 +176,18 @@ class Config:
         limit_request_field_size: int = 0,
         limit_request_body: Optional[int] = None,
         backlog: int = 2048,
-        timeout_keep_alive: float = 5,
-        timeout_request_header: float = 30,
+        timeout_keep_alive: float = 5.0,
+        timeout_request_header: float = 30.0,
         timeout_graceful_shutdown: Optional[float] = None,
         timeout_notify: float = 30,
         callback_notify: Optional[Callable[..., Any]] = None,
         ssl_keyfile: Optional[str] = None,
         ssl_certfile: Optional[str] = None,
         ssl_keyfile_password: Optional[str] = None,
-        ssl_version: int = SSL_PROTOCOL_VERSION,
-        ssl_cert_reqs: int = ssl.CERT_NONE,
+        ssl_version: int = int(SSL_PROTOCOL_VERSION),
+        ssl_cert_reqs: int = int(ssl.CERT_NONE),
         ssl_ca_certs: Optional[str] = None,
-        ssl_ciphers: str = "TLSv1",
+        ssl_ciphers: Optional[str] = None,
         headers: Optional[list] = None,
         factory: bool = False,
         app_dir: Optional[str] = None,
@@ -190,11 +244,11 @@ class Config:
         self.loaded = False
 
         if forwarded_allow_ips is None:
-            forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+            forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS)
         self.forwarded_allow_ips = forwarded_allow_ips
-        self.proxy_trust = rules.ProxyTrust(forwarded_allow_ips)
 
         self.validate()
+        self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
         if env_file is not None:
             load_env_file(env_file)
         self.configure_logging()
@@ -243,15 +297,8 @@ class Config:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:
-            if not rules.is_token(name.encode("latin-1")) or not rules.is_field_value(
-                value.encode("latin-1")
-            ):
+            if not is_token(name.encode("latin-1")) or not is_field_value(value.encode("latin-1")):
                 raise ConfigError(f"--header {name}:{value} is not a valid HTTP header")
-
-    @property
-    def use_subprocess(self) -> bool:
-        """Served by a supervisor (several workers) or a reloader, not in this process."""
-        return self.workers > 1 or self.reload
 
     @property
     def is_ssl(self) -> bool:
@@ -332,36 +379,28 @@ class Config:
         else:
             self.ssl = None
 
-        self.http_protocol_class = self.select_http_protocol()
+        if isinstance(self.http, str):
+            self.http_protocol_class = import_from_string(HTTP_PROTOCOLS[self.http_mode])
+        else:
+            self.http_protocol_class = self.http
+        self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
         self.loaded_app = self.load_app()
-
-        from fastserve.lifespan import LifespanOff, LifespanOn
-
-        self.lifespan_class = LifespanOff if self.lifespan == "off" else LifespanOn
+        self.protocol_settings = ProtocolSettings(
+            app=self.loaded_app,
+            root_path=self.root_path,
+            proxy_headers=self.proxy_headers,
+            proxy_trust=ProxyTrust(self.forwarded_allow_ips),
+            access_log=self.access_log,
+            limit_concurrency=self.limit_concurrency,
+            limit_request_head=self.limit_request_head,
+            limit_request_line=self.limit_request_line,
+            limit_request_fields=self.limit_request_fields,
+            limit_request_field_size=self.limit_request_field_size,
+            limit_request_body=self.limit_request_body,
+            timeout_keep_alive=self.timeout_keep_alive,
+            timeout_request_header=self.timeout_request_header,
+        )
         self.loaded = True
-
-    def select_http_protocol(self) -> type:
-        if not isinstance(self.http, str):
-            return self.http
-        if self.http in ("auto", "c"):
-            try:
-                from fastserve._parser import HttpProtocol
-            except ImportError as exc:
-                if self.http == "c":
-                    raise ConfigError(
-                        f"--http c: the C extension is not available ({exc}); "
-                        "reinstall fastserve with a C compiler, or use --http python"
-                    ) from exc
-            else:
-                return HttpProtocol
-        from fastserve.h11_protocol import H11Protocol
-
-        return H11Protocol
-
-    @property
-    def http_mode_name(self) -> str:
-        module = getattr(self.http_protocol_class, "__module__", "")
-        return "c" if module == "fastserve._parser" else "python"
 
     def load_app(self) -> Any:
         if self.app_dir is not None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from fastserve.logging import error_logger as logger
 
-if TYPE_CHECKING:
-    from fastserve.config import Config
-
 
 class LifespanOff:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, app: Callable, mode: str) -> None:
         self.should_exit = False
         self.state: dict[str, Any] = {}
 
@@ -30,8 +27,9 @@ class LifespanOn:
     not support lifespan, and the server goes on; with `on` that is a startup failure.
     """
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, app: Callable, mode: str) -> None:
+        self.app = app
+        self.required = mode == "on"
         self.should_exit = False
         self.state: dict[str, Any] = {}
         self.startup_event = asyncio.Event()
@@ -47,7 +45,7 @@ class LifespanOn:
         self.main_task = loop.create_task(self.main())
         await self.receive_queue.put({"type": "lifespan.startup"})
         await self.startup_event.wait()
-        if self.startup_failed or (self.error_occurred and self.config.lifespan == "on"):
+        if self.startup_failed or (self.error_occurred and self.required):
             logger.error("Application startup failed. Exiting.")
             self.should_exit = True
         else:
@@ -59,7 +57,7 @@ class LifespanOn:
         logger.info("Waiting for application shutdown.")
         await self.receive_queue.put({"type": "lifespan.shutdown"})
         await self.shutdown_event.wait()
-        if self.shutdown_failed or (self.error_occurred and self.config.lifespan == "on"):
+        if self.shutdown_failed or (self.error_occurred and self.required):
             logger.error("Application shutdown failed. Exiting.")
             self.should_exit = True
         else:
@@ -72,12 +70,12 @@ class LifespanOn:
             "state": self.state,
         }
         try:
-            await self.config.loaded_app(scope, self.receive, self.send)
+            await self.app(scope, self.receive, self.send)
         except BaseException as exc:
             self.error_occurred = True
             if self.startup_failed or self.shutdown_failed:
                 return
-            if self.config.lifespan == "auto":
+            if not self.required:
                 logger.info("ASGI 'lifespan' protocol appears unsupported.")
             else:
                 logger.error("Exception in 'lifespan' protocol", exc_info=exc)

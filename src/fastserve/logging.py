@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import logging
+import socket
 import sys
 from copy import copy
 from typing import Optional
@@ -114,8 +115,32 @@ class AccessFormatter(DefaultFormatter):
         return super().formatMessage(record)
 
 
-def client_string(client) -> str:
-    """`host:port` of an ASGI client address, `-` when unknown (unix socket)."""
-    if not client:
-        return "-"
-    return f"{client[0]}:{client[1]}"
+def log_access(scope: dict, status: int) -> None:
+    """The access line of one finished response (both HTTP modes call this)."""
+    client = scope.get("client")
+    query = scope["query_string"]
+    path = scope["raw_path"].decode("latin-1")
+    if query:
+        path = path + "?" + query.decode("latin-1")
+    access_logger.info(
+        ACCESS_LOG_FORMAT,
+        "%s:%d" % (client[0], client[1]) if client else "-",
+        scope["method"],
+        path,
+        scope["http_version"],
+        status,
+    )
+
+
+def log_running(sockets, scheme: str, details: str) -> None:
+    """The start-up line, one per listening socket, that users and tests wait for:
+    `Fastserve running on http://127.0.0.1:8000 (c mode, press CTRL+C to quit)`."""
+    for sock in sockets:
+        address = sock.getsockname()
+        if sock.family == socket.AF_INET6:
+            where = f"{scheme}://[{address[0]}]:{address[1]}"
+        elif sock.family == socket.AF_INET:
+            where = f"{scheme}://{address[0]}:{address[1]}"
+        else:
+            where = f"unix socket {address}"
+        error_logger.info("Fastserve running on %s (%s, press CTRL+C to quit)", where, details)

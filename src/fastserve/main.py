@@ -29,7 +29,7 @@ def run(app: Any, **kwargs: Any) -> None:
 def run_config(config: Config) -> None:
     """Serve with a ready Config: under the reloader, the supervisor, or in this process."""
     if config.reload:
-        from fastserve.reload import Reloader
+        from fastserve.supervisors.reload import Reloader
 
         if not isinstance(config.app, str):
             logger.error(
@@ -44,7 +44,7 @@ def run_config(config: Config) -> None:
             sys.exit(1)
         code = reloader.run()
     elif config.workers > 1:
-        from fastserve.supervisor import Supervisor
+        from fastserve.supervisors.multiprocess import Supervisor
 
         code = Supervisor(config).run()
     else:

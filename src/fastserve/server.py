@@ -1,8 +1,8 @@
 """Server: sockets, event loop, lifespan, connections, limits, graceful shutdown.
 
 It knows protocols only through `config.http_protocol_class` and the contract they
-share (`shutdown()`, `server_state`), so the supervisor and the Gunicorn worker can
-drive it with their own sockets.
+share (built from `config.protocol_settings`, `shutdown()`, `server_state`), so the
+supervisor and the Gunicorn worker can drive it with their own sockets.
 """
 
 from __future__ import annotations
@@ -21,22 +21,29 @@ from email.utils import formatdate
 from typing import Optional, Sequence
 
 from fastserve.config import Config, ConfigError
+from fastserve.logging import log_running
 
 logger = logging.getLogger("fastserve.error")
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# The main loop wakes this often: Date header, notify, exit checks.
+TICK_SECONDS = 0.1
+# After the listeners close, connections get this long to have their first
+# request read (see shutdown()), and again after they were told to stop.
+SHUTDOWN_SETTLE_SECONDS = 0.1
+
 
 class ServerState:
     """What every connection of one Server shares."""
 
-    __slots__ = ("total_requests", "connections", "tasks", "default_headers", "default_head")
+    __slots__ = ("total_requests", "connections", "tasks", "default_head")
 
     def __init__(self) -> None:
         self.total_requests = 0
         self.connections: set = set()
         self.tasks: set = set()
-        self.default_headers: list[tuple[bytes, bytes]] = []
+        # Date, Server and --header lines, refreshed each second; every response head has them.
         self.default_head = b""
 
 
@@ -83,7 +90,7 @@ class Server:
             except ConfigError as exc:
                 logger.error("%s", exc)
                 sys.exit(1)
-        self.lifespan = config.lifespan_class(config)
+        self.lifespan = config.lifespan_class(config.loaded_app, config.lifespan)
 
         self.install_signal_handlers()
         logger.info("Started server process [%d]", os.getpid())
@@ -103,11 +110,12 @@ class Server:
         config = self.config
         server_state = self.server_state
         protocol_class = config.http_protocol_class
+        settings = config.protocol_settings
         app_state = self.lifespan.state
         self.update_default_headers()
 
         def create_protocol() -> asyncio.Protocol:
-            return protocol_class(config=config, server_state=server_state, app_state=app_state)
+            return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
 
         loop = asyncio.get_running_loop()
         try:
@@ -163,30 +171,15 @@ class Server:
         return f"{config.host}:{config.port}"
 
     def log_started_message(self) -> None:
-        config = self.config
-        scheme = "https" if config.is_ssl else "http"
-        mode = config.http_mode_name
-        if config.uds:
-            logger.info("Fastserve running on unix socket %s (%s mode)", config.uds, mode)
-            return
-        for server in self.servers:
-            for sock in server.sockets:
-                address = sock.getsockname()
-                if sock.family == socket.AF_INET6:
-                    where = f"{scheme}://[{address[0]}]:{address[1]}"
-                elif sock.family == socket.AF_INET:
-                    where = f"{scheme}://{address[0]}:{address[1]}"
-                else:
-                    where = f"socket {address}"
-                logger.info("Fastserve running on %s (%s mode, press CTRL+C to quit)", where, mode)
+        scheme = "https" if self.config.is_ssl else "http"
+        sockets = [sock for server in self.servers for sock in server.sockets]
+        log_running(sockets, scheme, f"{self.config.http_mode} mode")
 
     async def main_loop(self) -> None:
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864000
-            await asyncio.sleep(0.1)
+        while not await self.on_tick():
+            await asyncio.sleep(TICK_SECONDS)
 
-    async def on_tick(self, counter: int) -> bool:
+    async def on_tick(self) -> bool:
         """Ten times a second: refresh the Date header, notify, and decide to exit."""
         self.update_default_headers()
         if self.config.callback_notify is not None:
@@ -211,9 +204,9 @@ class Server:
         if self.config.date_header:
             headers.append((b"date", formatdate(now, usegmt=True).encode("ascii")))
         headers.extend(self.config.encoded_headers)
-        state = self.server_state
-        state.default_headers = headers
-        state.default_head = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        self.server_state.default_head = b"".join(
+            b"%s: %s\r\n" % (name, value) for name, value in headers
+        )
 
     async def shutdown(self) -> None:
         logger.info("Shutting down")
@@ -223,11 +216,11 @@ class Server:
             # A connection accepted just before the listeners closed usually has its
             # first request on the way: read it, so that shutdown() lets it finish
             # instead of resetting the connection (other processes share the socket).
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(SHUTDOWN_SETTLE_SECONDS)
 
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(SHUTDOWN_SETTLE_SECONDS)
 
         try:
             await asyncio.wait_for(
@@ -254,11 +247,11 @@ class Server:
         if state.connections and not self.force_exit:
             logger.info("Waiting for connections to close. (CTRL+C to force quit)")
             while state.connections and not self.force_exit:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(TICK_SECONDS)
         if state.tasks and not self.force_exit:
             logger.info("Waiting for background tasks to complete. (CTRL+C to force quit)")
             while state.tasks and not self.force_exit:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(TICK_SECONDS)
         if self.force_exit:
             raise asyncio.TimeoutError
 

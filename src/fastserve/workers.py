@@ -34,7 +34,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from fastserve.config import Config
-from fastserve.supervisor import WorkerServer, heartbeat_interval_for
+from fastserve.supervisors.worker import WorkerServer, heartbeat_interval_for
 
 # gunicorn allows up to this many header fields; 0 there means "no limit".
 MAX_REQUEST_FIELDS = 32768

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from fastserve.config import Config, ConfigError
+from fastserve.logging import log_running
 
 logger = logging.getLogger("fastserve.error")
 
@@ -156,21 +157,8 @@ class Reloader:
         return str(path)
 
     def log_listening(self) -> None:
-        assert self.sock is not None
         scheme = "https" if self.config.is_ssl else "http"
-        address = self.sock.getsockname()
-        if self.sock.family == socket.AF_INET6:
-            where = f"{scheme}://[{address[0]}]:{address[1]}"
-        elif self.sock.family == socket.AF_INET:
-            where = f"{scheme}://{address[0]}:{address[1]}"
-        else:
-            where = f"unix socket {address}"
-        try:
-            protocol = self.config.select_http_protocol()  # the protocol module, not the app
-        except ConfigError as exc:
-            raise SystemExit(f"fastserve: error: {exc}") from None
-        mode = "c" if getattr(protocol, "__module__", "") == "fastserve._parser" else "python"
-        logger.info("Fastserve running on %s (%s mode, reload, press CTRL+C to quit)", where, mode)
+        log_running([self.sock], scheme, f"{self.config.http_mode} mode, reload")
 
     # -- watching ----------------------------------------------------------------------
 
@@ -231,10 +219,10 @@ class Reloader:
         assert self.sock is not None
         read_fd, write_fd = os.pipe()
         payload = pickle.dumps(
-            {"config": self.config, "sys_path": sys.path, "fd": self.sock.fileno(), "pipe": read_fd}
+            {"config": self.config, "sys_path": sys.path, "fd": self.sock.fileno()}
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from fastserve.reload import child_main; child_main()", str(read_fd)],
+            [sys.executable, "-c", "from fastserve.supervisors.reload import child_main; child_main()", str(read_fd)],
             pass_fds=(self.sock.fileno(), read_fd),
         )
         os.close(read_fd)

@@ -39,7 +39,8 @@ import traceback
 from typing import Callable, Optional, Sequence
 
 from fastserve.config import STARTUP_FAILURE, Config, ConfigError
-from fastserve.server import Server
+from fastserve.logging import log_running
+from fastserve.supervisors.worker import flush_logs, reopen_log_files, run_worker
 
 logger = logging.getLogger("fastserve.error")
 
@@ -67,26 +68,6 @@ EXIT_REASONS = {
 }
 
 
-def reopen_log_files() -> None:
-    """Reopen every logging file handler (after logrotate moved the files away)."""
-    loggers = [logging.getLogger()] + [
-        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
-    ]
-    for item in loggers:
-        for handler in item.handlers:
-            if not isinstance(handler, logging.FileHandler):
-                continue
-            handler.acquire()
-            try:
-                if handler.stream is not None:
-                    handler.stream.close()
-                handler.stream = handler._open()
-            except OSError as exc:
-                sys.stderr.write(f"fastserve: cannot reopen log file {handler.baseFilename}: {exc}\n")
-            finally:
-                handler.release()
-
-
 def describe_exit(status: int) -> str:
     """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status."""
     if os.WIFSIGNALED(status):
@@ -99,123 +80,6 @@ def describe_exit(status: int) -> str:
     code = os.WEXITSTATUS(status)
     reason = EXIT_REASONS.get(code)
     return f"exit code {code} ({reason})" if reason else f"exit code {code}"
-
-
-# -- inside a worker ---------------------------------------------------------------
-
-
-class WorkerServer(Server):
-    """The `Server` as a supervised worker runs it.
-
-    Adds a heartbeat task (`notify()` every `heartbeat_interval` seconds, from inside
-    the event loop, also while draining) and the worker's signal policy:
-    SIGTERM graceful stop, SIGINT graceful then fast on the second one, `fast_signals`
-    (SIGQUIT) immediate stop, SIGUSR1 reopen log files, SIGABRT (sent by the master
-    when the heartbeat stopped) log where the worker is stuck and exit.
-    Both the fastserve supervisor and the Gunicorn worker class use it.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        notify: Callable[[], None],
-        heartbeat_interval: float,
-        fast_signals: Sequence[int] = (signal.SIGQUIT,),
-        on_abort: Optional[Callable[[], None]] = None,
-        on_fast_exit: Optional[Callable[[], None]] = None,
-        on_usr1: Callable[[], None] = reopen_log_files,
-        should_stop: Optional[Callable[[], bool]] = None,
-    ) -> None:
-        super().__init__(config)
-        self.notify = notify
-        self.heartbeat_interval = heartbeat_interval
-        self.fast_signals = tuple(fast_signals)
-        self.on_abort = on_abort
-        self.on_fast_exit = on_fast_exit
-        self.on_usr1 = on_usr1
-        self.should_stop = should_stop
-        self.parent_pid = os.getppid()
-        self._heartbeat_task: Optional[asyncio.Task] = None
-
-    async def serve(self, sockets=None) -> None:
-        try:
-            await super().serve(sockets=sockets)
-        finally:
-            if self._heartbeat_task is not None:
-                self._heartbeat_task.cancel()
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat())
-
-    async def _heartbeat(self) -> None:
-        while True:
-            if os.getppid() != self.parent_pid and not self.should_exit:
-                logger.warning("The master process is gone; worker [%d] stops.", os.getpid())
-                self.should_exit = True
-            if self.should_stop is not None and self.should_stop() and not self.should_exit:
-                self.should_exit = True
-            self.notify()
-            await asyncio.sleep(self.heartbeat_interval)
-
-    async def on_tick(self, counter: int) -> bool:
-        if self.should_stop is not None and self.should_stop():
-            self.should_exit = True
-        return await super().on_tick(counter)
-
-    def install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.handle_exit, signal.SIGTERM, None)
-        if signal.SIGINT not in self.fast_signals:
-            loop.add_signal_handler(signal.SIGINT, self.handle_exit, signal.SIGINT, None)
-        for sig in self.fast_signals:
-            loop.add_signal_handler(sig, self.handle_fast_exit)
-        loop.add_signal_handler(signal.SIGUSR1, self.on_usr1)
-        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU):
-            signal.signal(sig, signal.SIG_IGN)
-        # A plain handler, not a loop one: it must run while the loop is blocked.
-        signal.signal(signal.SIGABRT, self.handle_abort)
-
-    def handle_fast_exit(self) -> None:
-        self.should_exit = True
-        self.force_exit = True
-        if self.on_fast_exit is not None:
-            with contextlib.suppress(Exception):
-                self.on_fast_exit()
-
-    def handle_abort(self, sig: int, frame) -> None:
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
-        logger.error(
-            "Worker [%d] aborted: no heartbeat for too long, its event loop was blocked here:\n%s",
-            os.getpid(),
-            stack.rstrip(),
-        )
-        if self.on_abort is not None:
-            with contextlib.suppress(Exception):
-                self.on_abort()
-        flush_logs()
-        os._exit(1)
-
-
-def flush_logs() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    loggers = [logging.getLogger()] + [
-        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
-    ]
-    for item in loggers:
-        for handler in item.handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-
-
-def heartbeat_interval_for(timeout: float) -> float:
-    """How often a worker beats: several times per timeout, at most once a second."""
-    return max(0.05, min(1.0, timeout / 4))
 
 
 # -- in the master -----------------------------------------------------------------
@@ -316,12 +180,7 @@ class Supervisor:
                 self.unix_path = config.uds
         if config.preload:
             config.load()
-            mode = config.http_mode_name
-        else:
-            # Only the protocol module, never the app.
-            protocol = config.select_http_protocol()
-            mode = "c" if getattr(protocol, "__module__", "") == "fastserve._parser" else "python"
-        self.log_listening(mode)
+        self.log_listening()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -343,29 +202,21 @@ class Supervisor:
         self.reuse_port_address = sock.getsockname()[:2]
         self.reserved_socket = sock
 
-    def log_listening(self, mode: str) -> None:
+    def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        extra = f"{mode} mode, {self.num_workers} workers"
+        details = f"{self.config.http_mode} mode, {self.num_workers} workers"
         if self.config.reuse_port:
-            extra += ", SO_REUSEPORT"
-        if self.reuse_port_address is not None:
-            addresses = [(self.reserved_socket.family, self.reuse_port_address)]
+            details += ", SO_REUSEPORT"
+            log_running([self.reserved_socket], scheme, details)
         else:
-            addresses = [(sock.family, sock.getsockname()) for sock in self.sockets]
-        for family, address in addresses:
-            if family == socket.AF_INET6:
-                where = f"{scheme}://[{address[0]}]:{address[1]}"
-            elif family == socket.AF_INET:
-                where = f"{scheme}://{address[0]}:{address[1]}"
-            else:
-                where = f"unix socket {address}"
-            logger.info("Fastserve running on %s (%s, press CTRL+C to quit)", where, extra)
+            log_running(self.sockets, scheme, details)
 
     def signal_handler(self, sig: int, frame) -> None:
         if os.getpid() != self.pid:
             return  # a freshly forked worker before it reset its handlers
-        # SIGCHLD only wakes the loop (it reaps after every wake-up); others queue once.
-        if sig != signal.SIGCHLD and sig not in self.signal_queue:
+        # SIGCHLD only wakes the loop (it reaps after every wake-up); every other
+        # signal is queued as often as it came (two SIGTTIN add two workers).
+        if sig != signal.SIGCHLD:
             self.signal_queue.append(sig)
         self.wakeup()
 
@@ -406,9 +257,6 @@ class Supervisor:
                 logger.info("Worker [%d] is ready", worker.pid)
 
     # -- signals -----------------------------------------------------------------------
-
-    def handle_chld(self) -> None:
-        """Exited workers are reaped after every wake-up; nothing more to do."""
 
     def handle_hup(self) -> None:
         """Rolling restart: boot a new generation, then retire the old one gracefully."""
@@ -689,20 +537,3 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.remove(self.unix_path)
             self.unix_path = None
-
-
-def run_worker(config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float) -> int:
-    """The body of a forked worker: serve on the inherited sockets; the exit code."""
-
-    def notify() -> None:
-        try:
-            os.write(heartbeat_fd, b".")
-        except BlockingIOError:
-            pass  # the master is busy; the pipe is full of beats already
-        except OSError:
-            pass  # the master is gone; the heartbeat task notices the new parent
-
-    os.set_blocking(heartbeat_fd, False)
-    server = WorkerServer(config, notify=notify, heartbeat_interval=heartbeat_interval_for(timeout))
-    server.run(sockets=list(sockets))
-    return 0 if server.started else STARTUP_FAILURE

@@ -1,0 +1,1 @@
+"""Everything that speaks on a connection: `http/` now, `websockets/` beside it."""

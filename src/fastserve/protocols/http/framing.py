@@ -1,0 +1,52 @@
+"""How a response body is framed on the wire, decided once per response by the
+same function in both modes, and the bytes each framing adds."""
+
+from __future__ import annotations
+
+# framing modes
+LENGTH = 0  # content-length: the app's, or computed from a one-message body
+CHUNKED = 1  # transfer-encoding: chunked, the app's or the server's
+UNTIL_CLOSE = 2  # HTTP/1.0 client, unknown length: the body ends at close
+NONE = 3  # 1xx / 204 / 304: no body bytes at all
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLOSE_LINE = b"connection: close\r\n"
+KEEP_ALIVE_LINE = b"connection: keep-alive\r\n"
+CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
+CHUNK_END = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+# Head and body up to this size are joined into one write; a bigger body is
+# written after its head, not copied into one buffer with it.
+SINGLE_WRITE_MAX = 262144
+
+
+def status_has_no_body(status: int) -> bool:
+    """RFC 9110 6.4.1: 1xx, 204 and 304 responses never carry a body."""
+    return status < 200 or status == 204 or status == 304
+
+
+def choose_framing(
+    status: int, content_length: int, app_chunked: bool, more_body: bool, http10: bool
+) -> int:
+    """The framing of a response, decided at its first body message.
+
+    `content_length` is the app's (-1: none). LENGTH without an app
+    content-length means the server adds one (the whole body came in one
+    message); CHUNKED without `app_chunked` means the server adds
+    transfer-encoding. A HEAD response is framed as its GET, then sends no body.
+    """
+    if status_has_no_body(status):
+        return NONE
+    if content_length >= 0:
+        return LENGTH
+    if app_chunked:
+        return CHUNKED
+    if not more_body:
+        return LENGTH
+    if not http10:
+        return CHUNKED
+    return UNTIL_CLOSE
+# A later chunk up to this size is joined with its size line and CRLF into one
+# write; a bigger one is written as it is, after its size line.
+CHUNK_JOIN_MAX = 16384

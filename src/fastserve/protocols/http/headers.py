@@ -1,0 +1,75 @@
+"""Status lines and header bytes: the tables the C protocol reads at import, and
+the checks the pure protocol runs on an app's response headers."""
+
+from __future__ import annotations
+
+import http
+from typing import Iterable
+
+from fastserve.protocols.asgi import bad_header, malformed_header
+
+# Every status an app may send (ASGI: 100..599); the status line table covers them.
+STATUS_RANGE = range(100, 600)
+
+
+def status_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+STATUS_LINES: dict[int, bytes] = {
+    status: b"HTTP/1.1 %d %s\r\n" % (status, status_phrase(status).encode("ascii"))
+    for status in STATUS_RANGE
+}
+
+# 256-entry tables (1 = allowed) that the C protocol reads directly; the pure mode
+# uses the same bytes through the functions below.
+TCHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TOKEN_TABLE: bytes = bytes(1 if chr(i).encode("latin-1") in TCHARS else 0 for i in range(256))
+# A field value may hold any byte but NUL, CR and LF (RFC 9110 5.5); those three
+# would let an app split or smuggle a response.
+FIELD_VALUE_FORBIDDEN = b"\x00\n\r"
+FIELD_VALUE_TABLE: bytes = bytes(0 if i in FIELD_VALUE_FORBIDDEN else 1 for i in range(256))
+
+
+def is_token(name: bytes) -> bool:
+    # bytes.translate deletes the allowed bytes in C; anything left is not a tchar.
+    return bool(name) and not name.translate(None, TCHARS)
+
+
+def is_field_value(value: bytes) -> bool:
+    return len(value.translate(None, FIELD_VALUE_FORBIDDEN)) == len(value)
+
+
+def encode_response_headers(headers: Iterable) -> tuple[bytes, int, bool, bool]:
+    """Check the app's response headers and encode them as head lines.
+
+    Returns (lines, content_length or -1, has_transfer_encoding, wants_close).
+    The C protocol runs the same checks in C over TOKEN_TABLE / FIELD_VALUE_TABLE.
+    """
+    lines = []
+    content_length = -1
+    transfer_encoding = False
+    close = False
+    for header in headers:
+        try:
+            name, value = header
+        except (TypeError, ValueError):
+            raise malformed_header(header) from None
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise bad_header(name, value)
+        if not is_token(name) or not is_field_value(value):
+            raise bad_header(name, value)
+        lowered = name.lower()
+        if lowered == b"content-length":
+            if not value.strip().isdigit():
+                raise bad_header(name, value)
+            content_length = int(value)
+        elif lowered == b"transfer-encoding":
+            transfer_encoding = True
+        elif lowered == b"connection" and value.strip().lower() == b"close":
+            close = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(lines), content_length, transfer_encoding, close

@@ -1,0 +1,178 @@
+"""What a worker process runs: the `Server` with a heartbeat and a worker's signal
+policy. fastserve's own master (`multiprocess.py`) forks workers that run
+`run_worker`; the Gunicorn worker classes (`fastserve.workers`) run `WorkerServer`
+under Gunicorn's arbiter, and import this module without the master."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Callable, Optional, Sequence
+
+from fastserve.config import STARTUP_FAILURE, Config
+from fastserve.server import Server
+
+logger = logging.getLogger("fastserve.error")
+
+# A worker beats several times per healthcheck timeout, at most this often...
+MIN_HEARTBEAT_INTERVAL = 0.05
+# ...and at least this often.
+MAX_HEARTBEAT_INTERVAL = 1.0
+HEARTBEATS_PER_TIMEOUT = 4
+
+
+def all_log_handlers() -> list[logging.Handler]:
+    loggers = [logging.getLogger()] + [
+        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
+    return [handler for item in loggers for handler in item.handlers]
+
+
+def reopen_log_files() -> None:
+    """Reopen every logging file handler (after logrotate moved the files away)."""
+    for handler in all_log_handlers():
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.close()
+            handler.stream = handler._open()
+        except OSError as exc:
+            sys.stderr.write(f"fastserve: cannot reopen log file {handler.baseFilename}: {exc}\n")
+        finally:
+            handler.release()
+
+
+class WorkerServer(Server):
+    """The `Server` as a supervised worker runs it.
+
+    Adds a heartbeat task (`notify()` every `heartbeat_interval` seconds, from inside
+    the event loop, also while draining) and the worker's signal policy:
+    SIGTERM graceful stop, SIGINT graceful then fast on the second one, `fast_signals`
+    (SIGQUIT) immediate stop, SIGUSR1 reopen log files, SIGABRT (sent by the master
+    when the heartbeat stopped) log where the worker is stuck and exit.
+    Both the fastserve supervisor and the Gunicorn worker class use it.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        notify: Callable[[], None],
+        heartbeat_interval: float,
+        fast_signals: Sequence[int] = (signal.SIGQUIT,),
+        on_abort: Optional[Callable[[], None]] = None,
+        on_fast_exit: Optional[Callable[[], None]] = None,
+        on_usr1: Callable[[], None] = reopen_log_files,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ) -> None:
+        super().__init__(config)
+        self.notify = notify
+        self.heartbeat_interval = heartbeat_interval
+        self.fast_signals = tuple(fast_signals)
+        self.on_abort = on_abort
+        self.on_fast_exit = on_fast_exit
+        self.on_usr1 = on_usr1
+        self.should_stop = should_stop
+        self.parent_pid = os.getppid()
+        self._heartbeat_task: Optional[asyncio.Task] = None
+
+    async def serve(self, sockets=None) -> None:
+        try:
+            await super().serve(sockets=sockets)
+        finally:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if os.getppid() != self.parent_pid and not self.should_exit:
+                logger.warning("The master process is gone; worker [%d] stops.", os.getpid())
+                self.should_exit = True
+            if self.should_stop is not None and self.should_stop() and not self.should_exit:
+                self.should_exit = True
+            self.notify()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def on_tick(self) -> bool:
+        if self.should_stop is not None and self.should_stop():
+            self.should_exit = True
+        return await super().on_tick()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.handle_exit, signal.SIGTERM, None)
+        if signal.SIGINT not in self.fast_signals:
+            loop.add_signal_handler(signal.SIGINT, self.handle_exit, signal.SIGINT, None)
+        for sig in self.fast_signals:
+            loop.add_signal_handler(sig, self.handle_fast_exit)
+        loop.add_signal_handler(signal.SIGUSR1, self.on_usr1)
+        for sig in (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+        # A plain handler, not a loop one: it must run while the loop is blocked.
+        signal.signal(signal.SIGABRT, self.handle_abort)
+
+    def handle_fast_exit(self) -> None:
+        self.should_exit = True
+        self.force_exit = True
+        if self.on_fast_exit is not None:
+            with contextlib.suppress(Exception):
+                self.on_fast_exit()
+
+    def handle_abort(self, sig: int, frame) -> None:
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
+        logger.error(
+            "Worker [%d] aborted: no heartbeat for too long, its event loop was blocked here:\n%s",
+            os.getpid(),
+            stack.rstrip(),
+        )
+        if self.on_abort is not None:
+            with contextlib.suppress(Exception):
+                self.on_abort()
+        flush_logs()
+        os._exit(1)
+
+
+def flush_logs() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for handler in all_log_handlers():
+        with contextlib.suppress(Exception):
+            handler.flush()
+
+
+def heartbeat_interval_for(timeout: float) -> float:
+    """How often a worker beats: several times per timeout, at most once a second."""
+    return max(MIN_HEARTBEAT_INTERVAL, min(MAX_HEARTBEAT_INTERVAL, timeout / HEARTBEATS_PER_TIMEOUT))
+
+
+def run_worker(config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float) -> int:
+    """The body of a forked worker: serve on the inherited sockets; the exit code."""
+
+    def notify() -> None:
+        try:
+            os.write(heartbeat_fd, b".")
+        except BlockingIOError:
+            pass  # the master is busy; the pipe is full of beats already
+        except OSError:
+            pass  # the master is gone; the heartbeat task notices the new parent
+
+    os.set_blocking(heartbeat_fd, False)
+    server = WorkerServer(config, notify=notify, heartbeat_interval=heartbeat_interval_for(timeout))
+    server.run(sockets=list(sockets))
+    return 0 if server.started else STARTUP_FAILURE
