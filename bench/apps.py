@@ -94,3 +94,38 @@ async def echo(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_WS_ACCEPT = {"type": "websocket.accept"}
+_WS_ONLY = {
+    "type": "http.response.start",
+    "status": 426,
+    "headers": [
+        (b"upgrade", b"websocket"),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"0"),
+    ],
+}
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+
+
+async def ws_echo(scope, receive, send):
+    """WebSocket: accept, then echo every message back as it came, text as text and
+    bytes as bytes (bench/ws_bench.py). A plain HTTP request gets 426."""
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] == "http":
+        await send(_WS_ONLY)
+        await send(_EMPTY_BODY)
+        return
+    await receive()  # websocket.connect
+    await send(_WS_ACCEPT)
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":  # websocket.disconnect
+            return
+        text = message.get("text")
+        if text is None:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+        else:
+            await send({"type": "websocket.send", "text": text})

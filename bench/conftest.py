@@ -13,20 +13,20 @@ nothing more (no scope, no path decoding, no responses).
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional
 
 import pytest
 
 if importlib.util.find_spec("pytest_benchmark") is None:  # pragma: no cover
     collect_ignore_glob = ["test_*.py"]
 
-Header = Tuple[bytes, bytes]
+Header = tuple[bytes, bytes]
 
 
 class Parsed(NamedTuple):
     method: str
     target: bytes
-    headers: List[Header]
+    headers: list[Header]
     body: bytes
 
 
@@ -101,10 +101,18 @@ CHUNKED_POST = (
     b"Content-Type: application/octet-stream\r\n"
     b"Transfer-Encoding: chunked\r\n"
     b"\r\n"
-    + b"400\r\n" + CHUNK + b"\r\n"
-    + b"400;ext=1\r\n" + CHUNK + b"\r\n"  # a chunk extension, tolerated
-    + b"400\r\n" + CHUNK + b"\r\n"
-    + b"400\r\n" + CHUNK + b"\r\n"
+    + b"400\r\n"
+    + CHUNK
+    + b"\r\n"
+    + b"400;ext=1\r\n"
+    + CHUNK
+    + b"\r\n"  # a chunk extension, tolerated
+    + b"400\r\n"
+    + CHUNK
+    + b"\r\n"
+    + b"400\r\n"
+    + CHUNK
+    + b"\r\n"
     + b"0\r\n\r\n"
 )
 
@@ -180,14 +188,19 @@ class _HttptoolsSink:
 
     def on_message_complete(self):
         self.out.append(
-            Parsed(self.parser.get_method().decode("ascii"), self.url, self.headers, b"".join(self.body))
+            Parsed(
+                self.parser.get_method().decode("ascii"),
+                self.url,
+                self.headers,
+                b"".join(self.body),
+            )
         )
         self.url = b""
         self.headers = []
         self.body = []
 
 
-def parse_httptools(data: bytes) -> List[Parsed]:
+def parse_httptools(data: bytes) -> list[Parsed]:
     import httptools
 
     sink = _HttptoolsSink()
@@ -199,7 +212,7 @@ def parse_httptools(data: bytes) -> List[Parsed]:
 # -- h11 (the pure mode's parser) ------------------------------------------------------
 
 
-def parse_h11(data: bytes) -> List[Parsed]:
+def parse_h11(data: bytes) -> list[Parsed]:
     """h11 will not parse past a request until a response was sent, so each pipelined
     request gets a fresh Connection fed the previous one's trailing_data (~1.3 µs each,
     much less than sending a response; a parse-only equivalent)."""
@@ -242,7 +255,7 @@ def parse_h11(data: bytes) -> List[Parsed]:
 # ValueError on malformed input. The settings are a default Config's.
 
 
-def _find_c_parser() -> Tuple[Optional[Callable[[bytes], list]], str]:
+def _find_c_parser() -> tuple[Optional[Callable[[bytes], list]], str]:
     try:
         from fastserve import _parser
     except ImportError as exc:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -45,6 +45,9 @@ SERVERS = {
 }
 BASELINE = "uvicorn-httptools"  # the "× uvicorn" column
 BASELINE_H11 = "uvicorn-h11"  # the "× uv-h11" column (the pure mode's natural rival)
+
+WRK_MEDIANS = ("rps", "p50_ms", "p99_ms")  # each row's median over its runs
+VERSIONED_PACKAGES = ("fastserve", "uvicorn", "httptools", "uvloop", "h11")  # in --json
 
 PIPELINE_DEPTH = 16
 POST_BODY = b"x" * 4096  # must match bench/post.lua
@@ -94,16 +97,19 @@ def skip_reason(name: str) -> Optional[str]:
             if err:
                 return f"fastserve C extension does not import: {err}"
     else:
-        err = python_check("import uvicorn, uvloop" + (", httptools" if "httptools" in flags else ""))
+        err = python_check(
+            "import uvicorn, uvloop" + (", httptools" if "httptools" in flags else "")
+        )
         if err:
             return f"uvicorn/uvloop/httptools missing ({err})"
     return None
 
 
 def cpu_pinning(server_cpu: int, client_cpu: int) -> tuple[list[str], list[str]]:
-    """taskset prefixes for server and wrk, or no pinning if the cores are not there."""
+    """taskset prefixes for the server and the load client (wrk), or no pinning if the
+    cores are not there."""
     if not shutil.which("taskset"):
-        log("warning: taskset not found; server and wrk are NOT pinned to cores")
+        log("warning: taskset not found; server and load client are NOT pinned to cores")
         return [], []
     try:
         allowed = os.sched_getaffinity(0)
@@ -112,7 +118,7 @@ def cpu_pinning(server_cpu: int, client_cpu: int) -> tuple[list[str], list[str]]
     if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
         log(
             f"warning: cores {server_cpu} and {client_cpu} are not both available "
-            f"(allowed: {sorted(allowed)}); server and wrk are NOT pinned"
+            f"(allowed: {sorted(allowed)}); server and load client are NOT pinned"
         )
         return [], []
     return ["taskset", "-c", str(server_cpu)], ["taskset", "-c", str(client_cpu)]
@@ -154,8 +160,10 @@ class StartError(ServerError):
 
 
 class Server:
-    def __init__(self, name: str, app: str, pin: list[str]):
-        module, flags = SERVERS[name]
+    """One server process: `command` is (module run with `python -m`, its flags)."""
+
+    def __init__(self, name: str, command: tuple[str, list[str]], app: str, pin: list[str]):
+        module, flags = command
         self.name = name
         self.port = free_port()
         self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
@@ -204,7 +212,9 @@ class Server:
         except subprocess.TimeoutExpired:
             log(f"  {self.name}: no exit 5s after SIGTERM, sending SIGKILL")
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: the server and any children
+                os.killpg(
+                    self.proc.pid, signal.SIGKILL
+                )  # its own session: the server and any children
             except OSError:
                 self.proc.kill()
             self.proc.wait(5)
@@ -234,7 +244,9 @@ def check_answer(workload: str, port: int) -> None:
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         if workload == "post":
-            conn.request("POST", "/", body=POST_BODY, headers={"Content-Type": "application/octet-stream"})
+            conn.request(
+                "POST", "/", body=POST_BODY, headers={"Content-Type": "application/octet-stream"}
+            )
         else:
             conn.request("GET", "/")
         resp = conn.getresponse()
@@ -284,8 +296,18 @@ def parse_wrk(out: str) -> dict:
     return result
 
 
-def run_wrk(pin: list[str], port: int, script: Optional[str], duration: int, connections: int) -> dict:
-    cmd = pin + ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+def run_wrk(
+    pin: list[str], port: int, script: Optional[str], duration: int, connections: int
+) -> dict:
+    cmd = pin + [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if script:
         cmd += ["-s", str(BENCH / script)]
     cmd.append(f"http://{HOST}:{port}/")
@@ -303,7 +325,7 @@ def run_wrk(pin: list[str], port: int, script: Optional[str], duration: int, con
 def measure_once(name: str, workload: str, rep: int, args, server_pin, client_pin) -> dict:
     """Start the server, check it, warm it up, one measured wrk run, peak RSS, stop."""
     app, script, _ = WORKLOADS[workload]
-    server = Server(name, app, server_pin)
+    server = Server(name, SERVERS[name], app, server_pin)
     try:
         server.start()
         check_answer(workload, server.port)
@@ -327,10 +349,21 @@ def measure_once(name: str, workload: str, rep: int, args, server_pin, client_pi
         server.stop()
 
 
-def measure(workload: str, servers: list[str], skipped: dict, args, server_pin, client_pin) -> list[dict]:
+def measure(
+    workload: str,
+    servers: list[str],
+    skipped: dict,
+    args,
+    server_pin,
+    client_pin,
+    *,
+    once: Callable[..., dict] = measure_once,
+    medians: tuple[str, ...] = WRK_MEDIANS,
+) -> list[dict]:
     """All servers on one workload. Repeats go round-robin over the servers (each run
     on a freshly started server, the order rotated each round), so a machine that
-    slows down or speeds up during the benchmark shifts every server alike."""
+    slows down or speeds up during the benchmark shifts every server alike. `once`
+    makes one measured run (a dict with `medians`, "peak_rss_kib" and "errors")."""
     rows = {name: {"server": name, "workload": workload, "runs": []} for name in servers}
     for rep in range(args.repeat):
         k = rep % len(servers)
@@ -339,7 +372,7 @@ def measure(workload: str, servers: list[str], skipped: dict, args, server_pin, 
             if name in skipped or "error" in row:
                 continue
             try:
-                row["runs"].append(measure_once(name, workload, rep, args, server_pin, client_pin))
+                row["runs"].append(once(name, workload, rep, args, server_pin, client_pin))
             except (ServerError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 row["error"] = str(exc)
                 log(f"  {name:18} {workload:8} FAILED: {exc}")
@@ -352,7 +385,7 @@ def measure(workload: str, servers: list[str], skipped: dict, args, server_pin, 
             continue  # skipped before this workload
         runs = row["runs"]
         if "error" not in row:
-            for key in ("rps", "p50_ms", "p99_ms"):
+            for key in medians:
                 values = [r[key] for r in runs if r[key] is not None]
                 row[key] = statistics.median(values) if values else None
             rss = [r["peak_rss_kib"] for r in runs if r.get("peak_rss_kib")]
@@ -375,6 +408,14 @@ def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
     return f"{a / b:.2f}×" if a and b else "-"
 
 
+def failure_reason(error: str) -> str:
+    """One table cell for a failed row: the last line of the server's output says most
+    (an exception), else the first."""
+    err_lines = [ln.strip(" |") for ln in error.splitlines() if ln.strip(" |")]
+    reason = err_lines[-1] if len(err_lines) > 1 else (err_lines or ["error"])[0]
+    return reason[:80].replace("|", "/")
+
+
 def table(rows: list[dict], skipped: dict) -> str:
     head = "| workload | server | req/s | × uvicorn | × uv-h11 | p50 | p99 | peak RSS | errors |"
     lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
@@ -384,10 +425,9 @@ def table(rows: list[dict], skipped: dict) -> str:
         base_h11 = by_key.get((workload, BASELINE_H11), {}).get("rps")
         for r in (r for r in rows if r["workload"] == workload):
             if "error" in r:
-                # the last line of the server's output says most (an exception), else the first
-                err_lines = [ln.strip(" |") for ln in r["error"].splitlines() if ln.strip(" |")]
-                reason = err_lines[-1] if len(err_lines) > 1 else (err_lines or ["error"])[0]
-                lines.append(f"| {workload} | {r['server']} | failed: {reason[:80].replace('|', '/')} | | | | | | |")
+                lines.append(
+                    f"| {workload} | {r['server']} | failed: {failure_reason(r['error'])} | | | | | | |"
+                )
                 continue
             rss = f"{r['peak_rss_kib'] / 1024:.1f} MiB" if r.get("peak_rss_kib") else "-"
             lines.append(
@@ -401,11 +441,11 @@ def table(rows: list[dict], skipped: dict) -> str:
     return out
 
 
-def versions() -> dict:
+def versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict:
     code = (
         "import json, importlib.metadata as m\n"
         "v = {}\n"
-        "for p in ('fastserve', 'uvicorn', 'httptools', 'uvloop', 'h11'):\n"
+        f"for p in {packages!r}:\n"
         "    try: v[p] = m.version(p)\n"
         "    except Exception: v[p] = None\n"
         "print(json.dumps(v))\n"
@@ -416,13 +456,20 @@ def versions() -> dict:
     except Exception:
         v = {}
     try:
-        v["fastserve_git"] = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip() or None
+        v["fastserve_git"] = (
+            subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         pass
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-    v["wrk"] = (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else None
+    if shutil.which("wrk"):
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        output = wrk.stdout or wrk.stderr
+        v["wrk"] = output.splitlines()[0] if output else None
     return v
 
 
@@ -448,22 +495,53 @@ def split_names(values: Optional[list[str]], known: dict, what: str) -> list[str
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=10, help="whole seconds per measured wrk run (default 10)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--duration", type=int, default=10, help="whole seconds per measured wrk run (default 10)"
+    )
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--repeat", type=int, default=1, help="measured runs per server and workload; the median is reported")
-    p.add_argument("--warmup", type=int, default=2, help="whole seconds of unmeasured wrk load after start-up (default 2, 0 = none)")
-    p.add_argument("--only", action="append", metavar="NAME", help=f"servers (repeat or comma-separate): {', '.join(SERVERS)}")
-    p.add_argument("--workload", action="append", metavar="NAME", help=f"workloads (repeat or comma-separate): {', '.join(WORKLOADS)}")
-    p.add_argument("--json", metavar="PATH", help="also write every number (and each run) to this JSON file")
-    p.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measured runs per server and workload; the median is reported",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="whole seconds of unmeasured wrk load after start-up (default 2, 0 = none)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"servers (repeat or comma-separate): {', '.join(SERVERS)}",
+    )
+    p.add_argument(
+        "--workload",
+        action="append",
+        metavar="NAME",
+        help=f"workloads (repeat or comma-separate): {', '.join(WORKLOADS)}",
+    )
+    p.add_argument(
+        "--json", metavar="PATH", help="also write every number (and each run) to this JSON file"
+    )
+    p.add_argument(
+        "--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)"
+    )
     p.add_argument("--client-cpu", type=int, default=1, help="core wrk is pinned to (default 1)")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--repeat, --duration and --connections must be positive")
 
     if not shutil.which("wrk"):
-        print("wrk not found: install it with `apt-get install -y wrk` (or your OS's package)", file=sys.stderr)
+        print(
+            "wrk not found: install it with `apt-get install -y wrk` (or your OS's package)",
+            file=sys.stderr,
+        )
         return 2
 
     servers = split_names(args.only, SERVERS, "server")

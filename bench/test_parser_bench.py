@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 def _normalise(parsed):
-    return [(p[0], bytes(p[1]), [(bytes(n), bytes(v)) for n, v in p[2]], bytes(p[3])) for p in parsed]
+    return [
+        (p[0], bytes(p[1]), [(bytes(n), bytes(v)) for n, v in p[2]], bytes(p[3])) for p in parsed
+    ]
 
 
 def test_parse(benchmark, case, parse):

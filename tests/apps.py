@@ -96,7 +96,10 @@ def describe(scope, body: bytes, messages: int) -> dict:
         "root_path": scope.get("root_path"),
         "headers": [[_plain(name), _plain(value)] for name, value in scope.get("headers", [])],
         "header_types": sorted(
-            {f"{type(name).__name__},{type(value).__name__}" for name, value in scope.get("headers", [])}
+            {
+                f"{type(name).__name__},{type(value).__name__}"
+                for name, value in scope.get("headers", [])
+            }
         ),
         "client": _plain(scope.get("client")),
         "server": _plain(scope.get("server")),
@@ -179,14 +182,21 @@ async def route_big_stream(scope, receive, send, query):
     size = int(query.get("size", 1 << 20))
     chunk = int(query.get("chunk", 65536))
     token = query.get("token", "")
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
     longest = 0.0
     index = sent = 0
     while sent < size:
         n = min(chunk, size - sent)
         started = time.monotonic()
-        await send({"type": "http.response.body", "body": pattern_chunk(index, n), "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": pattern_chunk(index, n), "more_body": True}
+        )
         longest = max(longest, time.monotonic() - started)
         sent += n
         index += 1
@@ -198,8 +208,13 @@ async def route_cl_long(scope, receive, send, query):
     """Declares `declared` bytes, sends `send` bytes (in two messages if `split`)."""
     declared = int(query.get("declared", 10))
     size = int(query.get("send", 20))
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(declared).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(declared).encode())],
+        }
+    )
     body = b"x" * size
     try:
         if query.get("split"):
@@ -216,8 +231,13 @@ async def route_cl_long(scope, receive, send, query):
 async def route_cl_short(scope, receive, send, query):
     declared = int(query.get("declared", 10))
     size = int(query.get("send", 5))
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", str(declared).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(declared).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": b"x" * size})
 
 
@@ -284,8 +304,11 @@ async def route_ctxvar(scope, receive, send, query):
 
 
 async def route_wait_disconnect(scope, receive, send, query):
-    """Reads the body, then waits for the next message (the client going away)."""
+    """Reads the body, then waits for the next message (the client going away).
+    `announce=1`: records "reading" first (the app runs: the server parsed the head)."""
     token = query.get("token", "")
+    if query.get("announce"):
+        record(token, "reading")
     try:
         await read_body(receive)
     except Disconnected:
@@ -331,8 +354,15 @@ async def route_upload(scope, receive, send, query):
         messages += 1
         if not message.get("more_body", False):
             break
-    await respond_json(send, {"length": length, "sha256": digest.hexdigest(),
-                              "messages": messages, "largest_message": largest})
+    await respond_json(
+        send,
+        {
+            "length": length,
+            "sha256": digest.hexdigest(),
+            "messages": messages,
+            "largest_message": largest,
+        },
+    )
 
 
 async def route_slow_upload(scope, receive, send, query):
@@ -357,16 +387,27 @@ async def route_invalid(scope, receive, send, query):
         "body-before-start": [{"type": "http.response.body", "body": b"too early"}],
         "unknown-type": [{"type": "http.response.bogus"}],
         "bad-status": [{"type": "http.response.start", "status": "200", "headers": []}],
-        "bad-header-value": [{"type": "http.response.start", "status": 200,
-                              "headers": [(b"x-injected", b"a\r\nset-cookie: evil=1")]}],
-        "bad-header-name": [{"type": "http.response.start", "status": 200,
-                             "headers": [(b"bad name", b"value")]}],
-        "str-header": [{"type": "http.response.start", "status": 200,
-                        "headers": [("x-str", "value")]}],
-        "str-body": [{"type": "http.response.start", "status": 200, "headers": []},
-                     {"type": "http.response.body", "body": "text, not bytes"}],
-        "start-twice": [{"type": "http.response.start", "status": 200, "headers": []},
-                        {"type": "http.response.start", "status": 200, "headers": []}],
+        "bad-header-value": [
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-injected", b"a\r\nset-cookie: evil=1")],
+            }
+        ],
+        "bad-header-name": [
+            {"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"value")]}
+        ],
+        "str-header": [
+            {"type": "http.response.start", "status": 200, "headers": [("x-str", "value")]}
+        ],
+        "str-body": [
+            {"type": "http.response.start", "status": 200, "headers": []},
+            {"type": "http.response.body", "body": "text, not bytes"},
+        ],
+        "start-twice": [
+            {"type": "http.response.start", "status": 200, "headers": []},
+            {"type": "http.response.start", "status": 200, "headers": []},
+        ],
     }[kind]
     try:
         for message in messages:
@@ -427,7 +468,7 @@ async def app(scope, receive, send):
     path = scope["path"]
     root_path = scope.get("root_path", "")
     if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+        path = path[len(root_path) :]
     if path.startswith("/_/"):
         route = ROUTES.get(path[3:])
         if route is not None:
@@ -447,6 +488,7 @@ async def failing_startup(scope, receive, send):
 
 # -- Starlette --------------------------------------------------------------------
 
+
 def _make_starlette_app():
     import contextlib
 
@@ -462,14 +504,20 @@ def _make_starlette_app():
         yield {"greeting": "hello from lifespan"}
 
     async def index(request: Request):
-        return JSONResponse({"greeting": request.state.greeting, "path": request.url.path,
-                             "scheme": request.url.scheme})
+        return JSONResponse(
+            {
+                "greeting": request.state.greeting,
+                "path": request.url.path,
+                "scheme": request.url.scheme,
+            }
+        )
 
     async def stream(request: Request):
         async def numbers():
             for i in range(5):
                 yield f"chunk {i}\n"
                 await anyio.sleep(0.01)
+
         return StreamingResponse(numbers(), media_type="text/plain")
 
     async def background(request: Request):
@@ -496,17 +544,24 @@ def _make_starlette_app():
         return PlainTextResponse("still connected")
 
     async def task_group(request: Request):
+        """Three tasks that each wait for all three to have started: they finish only
+        if they run concurrently (else "timeout" after 10 s)."""
         results = {}
+        started = []
+        all_started = anyio.Event()
 
-        async def work(name: str, delay: float):
-            await anyio.sleep(delay)
-            results[name] = delay
+        async def work(name: str):
+            started.append(name)
+            if len(started) == 3:
+                all_started.set()
+            with anyio.move_on_after(10):
+                await all_started.wait()
+            results[name] = "done" if all_started.is_set() else "timeout"
 
-        started = time.monotonic()
         async with anyio.create_task_group() as group:
             for i in range(3):
-                group.start_soon(work, f"task{i}", 0.2)
-        return JSONResponse({"results": results, "elapsed": time.monotonic() - started})
+                group.start_soon(work, f"task{i}")
+        return JSONResponse({"results": results})
 
     async def post_json(request: Request):
         data = await request.json()

@@ -11,6 +11,7 @@ async def report(scope, receive, send):
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
+        logging.getLogger("fastserve.error").info("slow request started")
         await asyncio.sleep(30)
     logging.getLogger("fastserve.error").info("report app was called")
     body = json.dumps(

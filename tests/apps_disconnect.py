@@ -35,8 +35,13 @@ def _error_record(exc: BaseException) -> dict:
 async def route_stream_forever(scope, receive, send, query):
     """Streams 1 KiB every 10 ms until send() raises (the client closed)."""
     token = query.get("token", "")
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"first", "more_body": True})
     record(token, "streaming")
     deadline = time.monotonic() + STREAM_LIMIT
@@ -59,8 +64,13 @@ async def route_send_after_disconnect(scope, receive, send, query):
     what = query.get("what", "body")
     try:
         if what == "body":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/plain")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
             await send({"type": "http.response.body", "body": b"before", "more_body": True})
             record(token, "sent before the disconnect")
         while True:  # the request has no body: the next message is the disconnect
@@ -164,8 +174,13 @@ def _make_starlette_app():
         except BaseException as exc:
             if token:
                 cause = exc.__cause__ or exc.__context__
-                record(token, {"app raised": type(exc).__name__,
-                               "while handling": type(cause).__name__ if cause else None})
+                record(
+                    token,
+                    {
+                        "app raised": type(exc).__name__,
+                        "while handling": type(cause).__name__ if cause else None,
+                    },
+                )
             raise
 
     return recording

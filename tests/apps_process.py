@@ -1,12 +1,14 @@
 """Small ASGI apps for the process-manager tests (supervisor, reload, gunicorn, nginx).
 
-    app            GET /          → "pid=<worker pid>"
-                   GET /slow?s=N  → waits N seconds (asyncio), then "slow done pid=<pid>"
-                   GET /block?s=N → blocks the event loop N seconds with time.sleep
-                   GET /scope     → JSON of the scope's client, scheme, http_version
-                   POST /upload   → JSON {"size": bytes received, "sha256": hex digest}
-                   GET /download?mb=N → N MiB streamed in 64 KiB chunks, pattern `download_chunk(i)`
-    startup_fails  lifespan startup fails (exit 3 in a worker)
+app            GET /          → "pid=<worker pid>"
+               GET /slow?s=N  → waits N seconds (asyncio), then "slow done pid=<pid>"
+               GET /block?s=N → blocks the event loop N seconds with time.sleep
+               (both first write "<slow|block> request started pid=<pid>" to stderr,
+               for tests to wait for)
+               GET /scope     → JSON of the scope's client, scheme, http_version
+               POST /upload   → JSON {"size": bytes received, "sha256": hex digest}
+               GET /download?mb=N → N MiB streamed in 64 KiB chunks, pattern `download_chunk(i)`
+startup_fails  lifespan startup fails (exit 3 in a worker)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sys
 import time
 from urllib.parse import parse_qs
 
@@ -31,7 +34,10 @@ async def _text(send, body: bytes, status: int = 200, content_type: bytes = b"te
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -57,6 +63,9 @@ async def app(scope, receive, send) -> None:
     query = parse_qs(scope["query_string"].decode())
     seconds = float(query.get("s", ["1"])[0])
     pid = os.getpid()
+    if path in ("/slow", "/block"):
+        sys.stderr.write(f"{path[1:]} request started pid={pid}\n")
+        sys.stderr.flush()
     if path == "/slow":
         await asyncio.sleep(seconds)
         await _text(send, b"slow done pid=%d" % pid)
@@ -95,7 +104,9 @@ async def app(scope, receive, send) -> None:
             }
         )
         for index in range(chunks):
-            await send({"type": "http.response.body", "body": download_chunk(index), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": download_chunk(index), "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b""})
     else:
         await _text(send, b"pid=%d" % pid)
@@ -105,6 +116,8 @@ async def startup_fails(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         message = await receive()
         if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.failed", "message": "the database is unreachable"})
+            await send(
+                {"type": "lifespan.startup.failed", "message": "the database is unreachable"}
+            )
         return
     await _text(send, b"never")

@@ -30,7 +30,9 @@ class FakeTransport(asyncio.Transport):
         return b"".join(self.writes)
 
     def get_extra_info(self, name, default=None):
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
 
     def close(self) -> None:
         self.closed = True

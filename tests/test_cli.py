@@ -17,6 +17,7 @@ import pytest
 
 import fastserve
 from fastserve.cli import cli
+from process_util import ServerProcess, start_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNING = re.compile(r"Fastserve running on http://([\d.]+):(\d+) \((\w+) mode")
@@ -32,37 +33,21 @@ def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     )
 
 
-def start_server(*args: str, pass_fds: tuple = ()) -> tuple[subprocess.Popen, str, str]:
-    """Start `fastserve ARGS --port 0`; return the process, its base URL and mode."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastserve", *args, "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        pass_fds=pass_fds,
-    )
-    deadline = time.monotonic() + 15
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        match = RUNNING.search(line)
-        if match:
-            return proc, f"http://{match.group(1)}:{match.group(2)}", match.group(3)
-    proc.kill()
-    raise AssertionError("server did not start:\n" + "".join(seen))
+@pytest.fixture
+def start_cli():
+    """`start_cli(*ARGS)` starts `fastserve ARGS --port 0` and returns the
+    `ServerProcess` (ready) and its mode; all are killed at teardown."""
+    started: list[ServerProcess] = []
 
+    def start(*args: str) -> tuple[ServerProcess, str]:
+        server = ServerProcess.fastserve(*args, "--port", "0")
+        started.append(server)
+        server.wait_ready()
+        return server, server.wait_for_log(RUNNING)[0][2]
 
-def stop_server(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    yield start
+    for server in started:
+        server.cleanup()
 
 
 def test_version() -> None:
@@ -93,29 +78,25 @@ def test_bad_usage_is_one_clear_line(args: list, exit_code: int, message: str) -
     assert "Traceback" not in result.stderr
 
 
-def test_demo_app_is_served_by_default() -> None:
-    proc, url, mode = start_server()
-    try:
-        expected_mode = "c" if _has_c_extension() else "python"
-        assert mode == expected_mode
-        page = httpx.get(url + "/")
-        assert page.status_code == 200
-        assert "fastserve" in page.text and "is running" in page.text
-        health = httpx.get(url + "/health")
-        assert health.json() == {"status": "ok", "version": fastserve.__version__}
-        assert health.headers["server"] == "fastserve"
-    finally:
-        assert stop_server(proc) == 0
+def test_demo_app_is_served_by_default(start_cli) -> None:
+    server, mode = start_cli()
+    expected_mode = "c" if _has_c_extension() else "python"
+    assert mode == expected_mode
+    page = httpx.get(server.url("/"))
+    assert page.status_code == 200
+    assert "fastserve" in page.text and "is running" in page.text
+    health = httpx.get(server.url("/health"))
+    assert health.json() == {"status": "ok", "version": fastserve.__version__}
+    assert health.headers["server"] == "fastserve"
+    assert server.stop() == 0
 
 
 @pytest.mark.parametrize("mode", ["c", "python"])
-def test_http_mode_flag_selects_the_protocol(mode: str) -> None:
-    proc, url, served_mode = start_server("fastserve.demo:app", "--http", mode)
-    try:
-        assert served_mode == mode
-        assert httpx.get(url + "/health").status_code == 200
-    finally:
-        assert stop_server(proc) == 0
+def test_http_mode_flag_selects_the_protocol(start_cli, mode: str) -> None:
+    server, served_mode = start_cli("fastserve.demo:app", "--http", mode)
+    assert served_mode == mode
+    assert httpx.get(server.url("/health")).status_code == 200
+    assert server.stop() == 0
 
 
 def test_readme_documents_every_option() -> None:
@@ -138,22 +119,18 @@ REPORT_APP = "tests.apps_cli:report"
 
 
 @pytest.mark.parametrize("loop, module", [("asyncio", "asyncio"), ("uvloop", "uvloop")])
-def test_loop_flag_picks_the_event_loop(loop: str, module: str) -> None:
-    proc, url, _ = start_server(REPORT_APP, "--loop", loop)
-    try:
-        assert httpx.get(url + "/").json()["loop"].split(".")[0] == module
-    finally:
-        assert stop_server(proc) == 0
+def test_loop_flag_picks_the_event_loop(start_cli, loop: str, module: str) -> None:
+    server, _ = start_cli(REPORT_APP, "--loop", loop)
+    assert httpx.get(server.url("/")).json()["loop"].split(".")[0] == module
+    assert server.stop() == 0
 
 
-def test_env_file_is_loaded(tmp_path: Path) -> None:
+def test_env_file_is_loaded(start_cli, tmp_path: Path) -> None:
     env_file = tmp_path / "app.env"
     env_file.write_text("FASTSERVE_TEST_VALUE=from-the-env-file\n")
-    proc, url, _ = start_server(REPORT_APP, "--env-file", str(env_file))
-    try:
-        assert httpx.get(url + "/").json()["env"] == "from-the-env-file"
-    finally:
-        assert stop_server(proc) == 0
+    server, _ = start_cli(REPORT_APP, "--env-file", str(env_file))
+    assert httpx.get(server.url("/")).json()["env"] == "from-the-env-file"
+    assert server.stop() == 0
 
 
 LOG_CONFIG = {
@@ -204,7 +181,7 @@ format=CUSTOM %(name)s %(message)s
 
 
 @pytest.mark.parametrize("kind", ["json", "yaml", "ini"])
-def test_log_config_file(tmp_path: Path, kind: str) -> None:
+def test_log_config_file(start_cli, tmp_path: Path, kind: str) -> None:
     import yaml
 
     log_file = tmp_path / "server.log"
@@ -214,11 +191,9 @@ def test_log_config_file(tmp_path: Path, kind: str) -> None:
     else:
         config = json.loads(json.dumps(LOG_CONFIG).replace("LOGFILE", str(log_file)))
         config_file.write_text(json.dumps(config) if kind == "json" else yaml.safe_dump(config))
-    proc, url, _ = start_server(REPORT_APP, "--log-config", str(config_file))
-    try:
-        assert httpx.get(url + "/").status_code == 200
-    finally:
-        assert stop_server(proc) == 0
+    server, _ = start_cli(REPORT_APP, "--log-config", str(config_file))
+    assert httpx.get(server.url("/")).status_code == 200
+    assert server.stop() == 0
     logged = log_file.read_text()
     assert "CUSTOM fastserve.error Fastserve running on http://127.0.0.1:" in logged
     assert "CUSTOM fastserve.error report app was called" in logged
@@ -238,55 +213,44 @@ def test_fd_serves_an_inherited_socket() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastserve", REPORT_APP, "--fd", str(listener.fileno())],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        pass_fds=(listener.fileno(),),
+    server = ServerProcess.fastserve(
+        REPORT_APP, "--fd", str(listener.fileno()), pass_fds=(listener.fileno(),)
     )
     listener.close()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        assert response.status_code == 200
+        assert server.wait_ready() == f"http://127.0.0.1:{port}"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+        assert server.stop() == 0
     finally:
-        assert stop_server(proc) == 0
+        server.cleanup()
 
 
-def test_graceful_shutdown_timeout_cancels_a_stuck_request() -> None:
-    proc, url, _ = start_server(REPORT_APP, "--timeout-graceful-shutdown", "1")
-    client = httpx.Client(timeout=20)
-    try:
-        import threading
-
-        outcome = {}
+def test_graceful_shutdown_timeout_cancels_a_stuck_request(start_cli) -> None:
+    server, _ = start_cli(REPORT_APP, "--timeout-graceful-shutdown", "1")
+    with httpx.Client(timeout=20) as client:
 
         def slow_request() -> None:
-            try:
-                outcome["status"] = client.get(url + "/slow").status_code
-            except httpx.TransportError as exc:
-                outcome["error"] = exc
+            # the stuck request is cut off, not answered
+            with pytest.raises(httpx.TransportError):
+                client.get(server.url("/slow"))
 
-        thread = threading.Thread(target=slow_request)
-        thread.start()
-        time.sleep(0.5)
+        thread = start_thread(slow_request)
+        server.wait_for_log("slow request started")
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        assert time.monotonic() - started < 5
-        thread.join(timeout=10)
-        assert "error" in outcome  # the stuck request was cut off, not answered
-        log = proc.stderr.read()
-        assert "timeout graceful shutdown exceeded" in log
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(15) == 0
+        assert time.monotonic() - started < 8  # the 1 s timeout, not the app's 30 s
+        thread.join(15)
+    assert "timeout graceful shutdown exceeded" in server.output()
+
+
+def test_readme_table_shows_config_defaults() -> None:
+    """Each literal default in README's options table is the option's default, which
+    the CLI takes from Config's signature (the one place defaults live)."""
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)`[^|]*\| `([^`]*)` \|", readme, re.M)
+    assert len(rows) > 15
+    defaults = {param.opts[0]: param.default for param in cli.params if param.opts}
+    for flag, shown in rows:
+        default = defaults[flag]
+        assert shown == ('""' if default == "" else str(default)), f"{flag}: README says {shown!r}"

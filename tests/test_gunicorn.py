@@ -7,13 +7,21 @@ import re
 import signal
 import ssl
 import sys
-import threading
 import time
 
 import httpx
 import pytest
 
-from process_util import Load, ServerProcess, get, pid_alive, wait_until, worker_pid
+from process_util import (
+    Load,
+    ServerProcess,
+    get,
+    open_paths,
+    pid_alive,
+    start_thread,
+    wait_until,
+    worker_pid,
+)
 
 gunicorn = pytest.importorskip("gunicorn")
 
@@ -36,10 +44,24 @@ def gunicorn_flags() -> list:
 def spawn():
     started: list[ServerProcess] = []
 
-    def start(*args: str, workers: int = 2, app: str = APP, worker_class: str = WORKER, cwd=None) -> ServerProcess:
+    def start(
+        *args: str, workers: int = 2, app: str = APP, worker_class: str = WORKER, cwd=None
+    ) -> ServerProcess:
         argv = [
-            sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
-            "-b", "127.0.0.1:0", "--graceful-timeout", "10", *gunicorn_flags(), *args, app,
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            worker_class,
+            "-w",
+            str(workers),
+            "-b",
+            "127.0.0.1:0",
+            "--graceful-timeout",
+            "10",
+            *gunicorn_flags(),
+            *args,
+            app,
         ]
         server = ServerProcess(argv, **({"cwd": cwd} if cwd else {}))
         started.append(server)
@@ -55,27 +77,25 @@ def spawn():
 
 def test_serves_and_stops_gracefully_with_a_slow_request(spawn):
     server = spawn()
-    assert worker_pid(server.url) in server.workers()
-    results = {}
-    thread = threading.Thread(target=lambda: results.update(r=get(server.url + "/slow?s=2", timeout=15)))
-    thread.start()
-    time.sleep(0.5)
+    assert worker_pid(server.url()) in server.workers()
+    thread = start_thread(get, server.url("/slow?s=2"), timeout=15)
+    server.wait_for_log("slow request started")
     server.send_signal(signal.SIGTERM)
     assert server.wait(20) == 0
-    thread.join(5)
-    assert results["r"].status_code == 200 and results["r"].text.startswith("slow done")
+    response = thread.join(15)
+    assert response.status_code == 200 and response.text.startswith("slow done")
 
 
 def test_asyncio_worker(spawn):
     server = spawn(worker_class="fastserve.workers.FastserveAsyncioWorker", workers=1)
-    assert worker_pid(server.url) in server.workers()
+    assert worker_pid(server.url()) in server.workers()
     assert server.stop() == 0
 
 
 def test_kill_9_worker_under_load_is_replaced(spawn):
     server = spawn()
     before = server.workers()
-    with Load(server.url) as load:
+    with Load(server.url()) as load:
         load.wait_requests(50)
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
@@ -90,7 +110,7 @@ def test_blocked_worker_is_killed_by_the_gunicorn_timeout(spawn):
     before = server.workers()
     started = time.monotonic()
     with pytest.raises(httpx.HTTPError):
-        get(server.url + "/block?s=60", timeout=30)
+        get(server.url("/block?s=60"), timeout=30)
     assert time.monotonic() - started < 15
     (killed,) = server.wait_for_log(r"WORKER TIMEOUT \(pid:(\d+)\)", timeout=10)
     assert int(killed) in before
@@ -99,7 +119,8 @@ def test_blocked_worker_is_killed_by_the_gunicorn_timeout(spawn):
     log = server.log()
     assert "WORKER TIMEOUT" in log
     assert "event loop was blocked here" in log and "time.sleep(seconds)" in log
-    # A healthy worker heartbeats via notify() and is never killed for it.
+    # A healthy worker heartbeats via notify() and is never killed for it. The
+    # stimulus: time passing, longer than the --timeout of 2 s.
     time.sleep(3)
     assert after <= server.workers()
     assert server.stop() == 0
@@ -108,7 +129,7 @@ def test_blocked_worker_is_killed_by_the_gunicorn_timeout(spawn):
 def test_sighup_under_load_replaces_every_worker_without_failures(spawn):
     server = spawn()
     before = server.workers()
-    with Load(server.url) as load:
+    with Load(server.url()) as load:
         load.wait_requests(50)
         server.send_signal(signal.SIGHUP)
         after = server.wait_workers(2, exclude=before, timeout=30)
@@ -122,79 +143,87 @@ def test_sigquit_and_sigint_stop_a_worker_at_once(spawn):
     server = spawn(workers=1)
     for sig in (signal.SIGQUIT, signal.SIGINT):
         (victim,) = server.workers()
-        errors = []
-
-        def slow():
-            try:
-                get(server.url + "/slow?s=30", timeout=20)
-            except httpx.HTTPError as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=slow)
-        thread.start()
-        time.sleep(0.5)
+        thread = start_thread(
+            pytest.raises, httpx.HTTPError, get, server.url("/slow?s=30"), timeout=20
+        )
+        server.wait_for_log(f"slow request started pid={victim}")
         os.kill(victim, sig)
-        wait_until(lambda: not pid_alive(victim), 5)
-        thread.join(10)
-        assert errors
+        wait_until(lambda: not pid_alive(victim), 10)  # at once, not after the request's 30 s
+        thread.join(15)  # the request failed (pytest.raises in the thread)
         server.wait_workers(1, exclude=frozenset({victim}), timeout=15)
     assert server.stop() == 0
 
 
 def test_gunicorn_settings_are_honoured(spawn):
     server = spawn(
-        "--limit-request-line", "200", "--limit-request-fields", "10",
-        "--limit-request-field_size", "300", "--forwarded-allow-ips", "*",
-        "--max-requests", "20", "--max-requests-jitter", "5", "--keep-alive", "1",
+        "--limit-request-line",
+        "200",
+        "--limit-request-fields",
+        "10",
+        "--limit-request-field_size",
+        "300",
+        "--forwarded-allow-ips",
+        "*",
+        "--max-requests",
+        "20",
+        "--max-requests-jitter",
+        "5",
+        "--keep-alive",
+        "1",
         workers=1,
     )
-    url = server.url
+    url = server.url()
     assert get(url + "/" + "a" * 400).status_code == 414
     assert get(url + "/", headers={f"x-h{i}": "v" for i in range(20)}).status_code == 431
     assert get(url + "/", headers={"x-big": "v" * 500}).status_code == 431
-    scope = get(url + "/scope", headers={"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}).json()
+    scope = get(
+        url + "/scope", headers={"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+    ).json()
     assert scope["client"][0] == "203.0.113.7" and scope["scheme"] == "https"
     # keepalive: an idle keep-alive connection is closed after about a second.
-    with httpx.Client() as client:
-        first = client.get(url + "/")
-        assert first.headers.get("connection") != "close"
-        time.sleep(2)
-        second = client.get(url + "/")  # httpx reconnects: the old one was closed
-        assert second.status_code == 200
+    assert idle_keep_alive_lifetime(server) < 4
     # max_requests: the worker is recycled after 20 (+ up to 5) requests.
     pids = {worker_pid(url) for _ in range(40)}
     assert len(pids) >= 2
     assert server.stop() == 0
 
 
-def test_keep_alive_connection_closed_after_gunicorn_keepalive(spawn):
-    import socket
-
-    server = spawn("--keep-alive", "1", workers=1)
-    host, port = server.url[len("http://"):].split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"pid=" not in data:
-            data += sock.recv(4096)
+def idle_keep_alive_lifetime(server) -> float:
+    """Seconds until the server closes a keep-alive connection left idle after a
+    response (it must close it: fastserve's own default is 5 s)."""
+    with server.client(timeout=15) as client:
+        response = client.request("GET", "/")
+        assert response.status == 200 and response.header("connection") != "close"
         started = time.monotonic()
-        assert sock.recv(4096) == b""  # the server closes the idle connection
-        assert 0.5 < time.monotonic() - started < 4
+        assert client.wait_closed(timeout=15) == b""
+        return time.monotonic() - started
+
+
+def test_keep_alive_connection_closed_after_gunicorn_keepalive(spawn):
+    server = spawn("--keep-alive", "1", workers=1)
+    assert 0.5 < idle_keep_alive_lifetime(server) < 4
     assert server.stop() == 0
 
 
 def test_usr1_reopens_the_access_log(spawn, tmp_path):
     access = tmp_path / "access.log"
     server = spawn("--access-logfile", str(access), workers=1)
-    get(server.url + "/")
+    get(server.url("/"))
     wait_until(lambda: access.exists() and "GET /" in access.read_text(), 5)
     rotated = tmp_path / "access.log.1"
     access.rename(rotated)
     server.send_signal(signal.SIGUSR1)
-    wait_until(access.exists, 5)
-    time.sleep(0.5)
+    # the worker has reopened the log: it holds the new file open, no more the old one
+    wait_until(
+        lambda: all(
+            str(access) in open_paths(pid) and str(rotated) not in open_paths(pid)
+            for pid in server.workers()
+        ),
+        15,
+        message="the worker to reopen the access log",
+    )
     for _ in range(3):
-        get(server.url + "/scope")
+        get(server.url("/scope"))
     wait_until(lambda: access.read_text().count("GET /scope") == 3, 5)
     assert "GET /scope" not in rotated.read_text()
     assert server.stop() == 0
@@ -209,8 +238,10 @@ def test_tls_via_gunicorn_settings(spawn, tmp_path):
     cert.private_key_pem.write_to_path(key_file)
     ca.cert_pem.write_to_path(ca_file)
     server = spawn("--certfile", str(cert_file), "--keyfile", str(key_file), workers=1)
-    url = server.url.replace("http://", "https://")
-    response = httpx.get(url + "/scope", verify=ssl.create_default_context(cafile=str(ca_file)), timeout=10)
+    url = server.url().replace("http://", "https://")
+    response = httpx.get(
+        url + "/scope", verify=ssl.create_default_context(cafile=str(ca_file)), timeout=10
+    )
     assert response.status_code == 200
     assert response.json()["scheme"] == "https"
     assert server.stop() == 0
@@ -227,21 +258,38 @@ def test_gunicorn_reload_restarts_the_worker_every_time(spawn, tmp_path):
     )
     module = tmp_path / "gunicorn_reload_app.py"
     module.write_text(source.format(v=1))
-    server = spawn("--reload", "--chdir", str(tmp_path), app="gunicorn_reload_app:app", workers=1, cwd=tmp_path)
+    server = spawn(
+        "--reload", "--chdir", str(tmp_path), app="gunicorn_reload_app:app", workers=1, cwd=tmp_path
+    )
 
     def answer():
         try:
-            version, pid = get(server.url + "/", timeout=5).text.split()
+            version, pid = get(server.url("/"), timeout=5).text.split()
             return int(version), int(pid)
         except Exception:  # noqa: BLE001 - restarting
             return None, None
 
+    def deploy(number):
+        """Version `number`, atomically (a worker never imports half a file); then
+        only a new mtime now and then: gunicorn's polling reloader (once a second)
+        sees a change only after it recorded the file's mtime, which may be later
+        than the new worker answers."""
+        new = module.with_suffix(".new")
+        new.write_text(source.format(v=number))
+        os.replace(new, module)
+
+        def served():
+            if answer()[0] == number:
+                return True
+            os.utime(module)
+            return False
+
+        wait_until(served, 30, interval=1.5, message=f"version {number}")
+
     _, first_pid = answer()
     pids = {first_pid}
     for number in (2, 3):
-        time.sleep(1.2)  # gunicorn's polling reloader compares mtimes once a second
-        module.write_text(source.format(v=number))
-        wait_until(lambda: answer()[0] == number, 20, interval=0.2)
+        deploy(number)
         pids.add(answer()[1])
     assert len(pids) == 3, pids
     assert server.stop() == 0

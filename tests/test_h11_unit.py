@@ -16,7 +16,8 @@ from fastserve.protocols.http.errors import error_response
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT
 from fastserve.protocols.http.framing import CONTINUE_RESPONSE
 from fastserve.protocols.http.h11_impl import H11Protocol
-from protocol_fakes import DEFAULT_HEAD, FakeTransport, FakeServerState, make_settings
+from protocol_fakes import DEFAULT_HEAD, FakeServerState, FakeTransport, make_settings
+
 
 async def echo(scope, receive, send):
     body = b""
@@ -26,7 +27,13 @@ async def echo(scope, receive, send):
         if not message.get("more_body"):
             break
     out = b"%s %s %s" % (scope["method"].encode(), scope["raw_path"], body)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": out})
 
 
@@ -72,7 +79,7 @@ REJECTED = {
     "no-host": b"GET / HTTP/1.1\r\n\r\n",
     "two-hosts": b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
     "chunk-overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      b"10000000000000001\r\nhello\r\n0\r\n\r\n",
+    b"10000000000000001\r\nhello\r\n0\r\n\r\n",
     "chunk-bad-size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     "control-byte-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
     "del-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n",
@@ -114,7 +121,9 @@ def test_leading_empty_lines_ignored():
 def test_limits():
     async def main():
         h = Harness(limit_request_line=10)
-        assert (await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")) == error_response(414)
+        assert (
+            await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        ) == error_response(414)
         h = Harness(limit_request_fields=2)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n")
         assert out == error_response(431)
@@ -128,7 +137,9 @@ def test_limits():
         out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         assert out == error_response(413)
         h = Harness(limit_request_body=4)
-        out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        out = await h.feed(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
         assert out == error_response(413)
         assert h.state.total_requests == 0
 
@@ -159,7 +170,9 @@ def test_single_write_with_content_length():
         h.transport.write = writes.append
         await h.feed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         assert len(writes) == 1
-        assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD + b"content-type: text/plain\r\n")
+        assert writes[0].startswith(
+            b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD + b"content-type: text/plain\r\n"
+        )
         assert b"content-length: 7\r\n\r\nGET /x " in writes[0]
 
     run(main())

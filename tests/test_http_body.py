@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import threading
 import time
 
 import pytest
+
+from process_util import socket_inodes, start_thread, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +39,7 @@ def test_body_sent_in_pieces(server):
     with server.client() as client:
         client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         for piece in (b"01", b"234", b"56789"):
-            time.sleep(0.05)
+            time.sleep(0.05)  # the stimulus: the body trickles in, a piece at a time
             client.send(piece)
         scope = client.read_response().json()
     assert scope["body"] == "0123456789"
@@ -67,7 +68,9 @@ def test_chunked_request_body(server):
 
 def test_empty_chunked_request_body(server):
     with server.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
         scope = client.read_response().json()
         assert scope["body"] == ""
         assert client.request("GET", "/after").json()["path"] == "/after"
@@ -78,7 +81,7 @@ def test_chunked_request_body_with_extensions_and_trailers(server):
         client.send(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5;name=value\r\nhello\r\n"
-            b"6;a=1;b=\"quoted\"\r\n world\r\n"
+            b'6;a=1;b="quoted"\r\n world\r\n'
             b"0;last\r\n"
             b"X-Trailer: yes\r\n"
             b"X-Other: 2\r\n"
@@ -110,14 +113,16 @@ def test_chunked_request_body_split_everywhere(server):
     )
     with server.client() as client:
         for i in range(len(message)):
-            client.send(message[i:i + 1])
+            client.send(message[i : i + 1])
         scope = client.read_response().json()
     assert scope["body"] == "abcdefg"
 
 
 def test_transfer_encoding_case_insensitive(server):
     with server.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        )
         scope = client.read_response().json()
     assert scope["body"] == "abc"
 
@@ -144,7 +149,9 @@ def test_body_not_read_by_app_then_next_request(server):
 
 def test_expect_continue_when_app_reads(server):
     with server.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
         interim = client.read_response()
         assert interim.status == 100
         assert interim.raw_head == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -153,7 +160,9 @@ def test_expect_continue_when_app_reads(server):
         assert final.status == 200
         assert final.json()["body"] == "hello"
         # one 100 per request, and keep-alive goes on
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
         assert client.read_response().status == 100
         client.send(b"abc")
         assert client.read_response().json()["body"] == "abc"
@@ -161,7 +170,9 @@ def test_expect_continue_when_app_reads(server):
 
 def test_expect_continue_chunked(server):
     with server.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         assert client.read_response().status == 100
         client.send(b"3\r\nabc\r\n0\r\n\r\n")
         assert client.read_response().json()["body"] == "abc"
@@ -169,7 +180,9 @@ def test_expect_continue_chunked(server):
 
 def test_expect_continue_not_sent_when_app_answers_without_reading(server):
     with server.client() as client:
-        client.send(b"POST /_/noread HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        client.send(
+            b"POST /_/noread HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+        )
         response = client.read_response()
         assert response.status == 200, "got an interim response though the app never read the body"
         assert response.body == b"did not read the body"
@@ -177,7 +190,9 @@ def test_expect_continue_not_sent_when_app_answers_without_reading(server):
 
 def test_expect_continue_not_sent_when_body_already_arrived(server):
     with server.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"
+        )
         response = client.read_response()
         assert response.status == 200, response
         assert response.json()["body"] == "hello"
@@ -233,12 +248,19 @@ def test_upload_backpressure(server, token):
     client's sends block) instead of buffering the whole body in memory."""
     size = 200 * 1024 * 1024
     with server.client() as client:
-        client.send(b"POST /_/slow-upload?pause=3&token=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                    % (token.encode(), size) + b"\0" * 65536)
-        assert server.wait_event(token, lambda events: "first message" in events) == ["first message"]
+        client.send(
+            b"POST /_/slow-upload?pause=3&token=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (token.encode(), size)
+            + b"\0" * 65536
+        )
+        assert server.wait_event(token, lambda events: "first message" in events) == [
+            "first message"
+        ]
         client.sock.setblocking(False)
         block = b"\0" * 65536
         accepted = 65536
+        # The stimulus: the client pushes as hard as it can for 1.5 s while the app
+        # does not read (the test measures how much got in meanwhile).
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline and accepted < size:
             try:
@@ -248,22 +270,28 @@ def test_upload_backpressure(server, token):
         client.sock.setblocking(True)
     # kernel buffers on both sides may hold a few MB (autotuned); without flow
     # control the server reads as fast as the client writes (GB/s on loopback)
-    assert accepted < 48 * 1024 * 1024, f"server accepted {accepted} bytes while the app was not reading"
+    assert accepted < 48 * 1024 * 1024, (
+        f"server accepted {accepted} bytes while the app was not reading"
+    )
 
 
 def test_slow_reader_gets_every_byte_of_a_large_stream(server, token):
     size = 24 * 1024 * 1024
     chunk = 65536
     with server.client(timeout=30, rcvbuf=65536) as client:
-        client.send(b"GET /_/big-stream?size=%d&chunk=%d&token=%s HTTP/1.1\r\nHost: x\r\n\r\n"
-                    % (size, chunk, token.encode()))
-        time.sleep(1.5)  # not reading: the server must wait, not drop or buffer everything
+        client.send(
+            b"GET /_/big-stream?size=%d&chunk=%d&token=%s HTTP/1.1\r\nHost: x\r\n\r\n"
+            % (size, chunk, token.encode())
+        )
+        time.sleep(
+            1.5
+        )  # the stimulus: not reading; the server must wait, not drop or buffer everything
         response = client.read_response()
         assert response.status == 200
         assert response.chunked
         assert len(response.body) == size
         for index in range(size // chunk):
-            piece = response.body[index * chunk:(index + 1) * chunk]
+            piece = response.body[index * chunk : (index + 1) * chunk]
             assert piece == bytes([index % 251]) * chunk, f"chunk {index} is wrong"
         assert client.request("GET", "/after").json()["path"] == "/after"
     events = server.wait_event(token, lambda events: bool(events))
@@ -280,7 +308,7 @@ def test_slow_reader_trickle(server):
         fill = client._fill
 
         def slow_fill():
-            time.sleep(0.002)
+            time.sleep(0.002)  # the stimulus: a slow reader
             return fill()
 
         client._fill = slow_fill
@@ -302,12 +330,14 @@ def test_disconnect_delivered_when_client_goes_away(server, token):
 
 def test_disconnect_while_reading_body(server, token):
     client = server.client()
-    client.send(b"POST /_/wait-disconnect?token=%s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial"
-                % token.encode())
-    time.sleep(0.2)
+    client.send(
+        b"POST /_/wait-disconnect?announce=1&token=%s HTTP/1.1\r\nHost: x\r\nContent-Length: 100"
+        b"\r\n\r\npartial" % token.encode()
+    )
+    assert server.wait_event(token, lambda events: bool(events)) == ["reading"]
     client.close()
-    events = server.wait_event(token, lambda events: bool(events))
-    assert events == ["http.disconnect (while reading body)"]
+    events = server.wait_event(token, lambda events: len(events) > 1)
+    assert events == ["reading", "http.disconnect (while reading body)"]
 
 
 def test_disconnect_after_response_complete(server, token):
@@ -335,11 +365,15 @@ def test_server_survives_many_abrupt_disconnects(server):
         b"GET /_/slow?delay=0.2 HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /_/big-stream?size=5000000 HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
-    threads = [threading.Thread(target=abort, args=(shape,)) for shape in shapes * 4]
-    for thread in threads:
-        thread.start()
+    sockets_before = len(socket_inodes(server.pid))
+    threads = [start_thread(abort, shape) for shape in shapes * 4]
     for thread in threads:
         thread.join()
-    time.sleep(0.3)
+    # The server dealt with every aborted connection: it closed their sockets.
+    wait_until(
+        lambda: len(socket_inodes(server.pid)) <= sockets_before,
+        30,
+        message="the server to close the aborted connections",
+    )
     with server.client() as client:
         assert client.request("GET", "/still-alive").json()["path"] == "/still-alive"

@@ -27,7 +27,7 @@ def assert_400_and_closed(server, data: bytes, pieces=None):
         for piece in pieces or [data]:
             client.send(piece)
             if pieces:
-                time.sleep(0.01)
+                time.sleep(0.01)  # the stimulus: each piece in a TCP segment of its own
         response = client.read_response()
         assert response.status == 400, response
         assert response.header("connection") == "close"
@@ -59,17 +59,17 @@ REJECTED = {
     # chunk extensions llhttp rejects
     "extension-empty": b"5;\r\nhello\r\n0\r\n\r\n",
     "extension-trailing-semicolon": b"5;a=b;\r\nhello\r\n0\r\n\r\n",
-    "extension-semicolon-after-quoted": b"5;a=\"x\";\r\nhello\r\n0\r\n\r\n",
+    "extension-semicolon-after-quoted": b'5;a="x";\r\nhello\r\n0\r\n\r\n',
     "extension-bad-token-char": b"5;a=b@c\r\nhello\r\n0\r\n\r\n",
     "extension-double-equals": b"5;a==b\r\nhello\r\n0\r\n\r\n",
-    "extension-quoted-name": b"5;\"a\"=b\r\nhello\r\n0\r\n\r\n",
-    "extension-bytes-after-quote": b"5;a=\"x\"y\r\nhello\r\n0\r\n\r\n",
-    "extension-unterminated-quote": b"5;a=\"xy\r\nhello\r\n0\r\n\r\n",
+    "extension-quoted-name": b'5;"a"=b\r\nhello\r\n0\r\n\r\n',
+    "extension-bytes-after-quote": b'5;a="x"y\r\nhello\r\n0\r\n\r\n',
+    "extension-unterminated-quote": b'5;a="xy\r\nhello\r\n0\r\n\r\n',
     "extension-obs-text-token": b"5;a=\x80\r\nhello\r\n0\r\n\r\n",
     "extension-control-byte": b"5;a=b\x01\r\nhello\r\n0\r\n\r\n",
     "extension-nul": b"5;a\x00\r\nhello\r\n0\r\n\r\n",
-    "extension-del-in-quoted": b"5;a=\"x\x7fy\"\r\nhello\r\n0\r\n\r\n",
-    "extension-control-in-quoted-pair": b"5;a=\"\\\x01\"\r\nhello\r\n0\r\n\r\n",
+    "extension-del-in-quoted": b'5;a="x\x7fy"\r\nhello\r\n0\r\n\r\n',
+    "extension-control-in-quoted-pair": b'5;a="\\\x01"\r\nhello\r\n0\r\n\r\n',
     "extension-cr-inside": b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",
     # chunk sizes
     "size-empty": b"\r\nhello\r\n0\r\n\r\n",
@@ -142,13 +142,13 @@ ACCEPTED = {
     "extension-token": b"5;name=value\r\nhello\r\n0\r\n\r\n",
     "extension-no-value": b"5;a\r\nhello\r\n0\r\n\r\n",
     "extension-empty-value": b"5;a=\r\nhello\r\n0\r\n\r\n",
-    "extensions-several": b"5;a=b;c;d=\"e f\"\r\nhello\r\n0\r\n\r\n",
+    "extensions-several": b'5;a=b;c;d="e f"\r\nhello\r\n0\r\n\r\n',
     "extension-empty-name-then-more": b"5;;a\r\nhello\r\n0\r\n\r\n",
     "extension-empty-name-with-value": b"5;=b\r\nhello\r\n0\r\n\r\n",
-    "extension-quoted-escapes": b"5;a=\"x \\\"y\\\" \\\\ \t\"\r\nhello\r\n0\r\n\r\n",
-    "extension-quoted-obs-text": b"5;a=\"\x80\xff\";b=\"\\\x80\"\r\nhello\r\n0\r\n\r\n",
-    "extension-quoted-semicolon": b"5;a=\"x;\"\r\nhello\r\n0\r\n\r\n",
-    "extension-empty-quoted": b"5;a=\"\"\r\nhello\r\n0\r\n\r\n",
+    "extension-quoted-escapes": b'5;a="x \\"y\\" \\\\ \t"\r\nhello\r\n0\r\n\r\n',
+    "extension-quoted-obs-text": b'5;a="\x80\xff";b="\\\x80"\r\nhello\r\n0\r\n\r\n',
+    "extension-quoted-semicolon": b'5;a="x;"\r\nhello\r\n0\r\n\r\n',
+    "extension-empty-quoted": b'5;a=""\r\nhello\r\n0\r\n\r\n',
     "extension-on-last-chunk": b"5\r\nhello\r\n0;last=1\r\n\r\n",
     "size-leading-zeros": b"000000000000000000000000000005\r\nhello\r\n0000\r\n\r\n",
     "size-upper-and-lower-hex": b"a\r\n0123456789\r\nA\r\n0123456789\r\n0\r\n\r\n",
@@ -165,7 +165,7 @@ def test_accepted(server, name):
 
 SMALL = (
     b"3;x=y\r\nabc\r\n"
-    b"4;a=\"q;\\\"z\";b\r\ndefg\r\n"
+    b'4;a="q;\\"z";b\r\ndefg\r\n'
     b"000a\r\n0123456789\r\n"
     b"0;end\r\n"
     b"X-T1: one\r\n"
@@ -181,8 +181,8 @@ def test_small_body_one_byte_per_write(server):
     with server.client() as client:
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(message)):
-            client.send(message[i:i + 1])
-            time.sleep(0.001)
+            client.send(message[i : i + 1])
+            time.sleep(0.001)  # the stimulus: one byte per TCP segment
         scope = client.read_response().json()
         assert scope["body"] == "abcdefg0123456789"
         assert all(not name.startswith("x-t") for name, _ in scope["headers"])
@@ -195,7 +195,7 @@ def test_body_split_after_each_prefix(server):
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for cut in range(1, len(SMALL)):
             client.send(HEAD + SMALL[:cut])
-            time.sleep(0.002)
+            time.sleep(0.002)  # the stimulus: the two parts in separate TCP segments
             client.send(SMALL[cut:])
             assert client.read_response().json()["body"] == "abcdefg0123456789", cut
 
@@ -207,20 +207,22 @@ def test_large_body_in_small_writes(server):
     data = bytes(range(256)) * (sum(sizes) // 256 + 1)
     framed, pos = [], 0
     for i, size in enumerate(sizes):
-        framed.append(b"%x;i=%d;q=\"v %d\"\r\n" % (size, i, i) + data[pos:pos + size] + b"\r\n")
+        framed.append(b'%x;i=%d;q="v %d"\r\n' % (size, i, i) + data[pos : pos + size] + b"\r\n")
         pos += size
     body = data[:pos]
-    message = HEAD.replace(b"/echo", b"/_/upload") + b"".join(framed) + b"0\r\nX-T: done\r\n\r\n" + AFTER
+    message = (
+        HEAD.replace(b"/echo", b"/_/upload") + b"".join(framed) + b"0\r\nX-T: done\r\n\r\n" + AFTER
+    )
     with server.client() as client:
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         steps = (1, 2, 3, 5, 7, 11, 13)
         offset = step = 0
         while offset < 20000:
-            client.send(message[offset:offset + steps[step % len(steps)]])
+            client.send(message[offset : offset + steps[step % len(steps)]])
             offset += steps[step % len(steps)]
             step += 1
         while offset < len(message):
-            client.send(message[offset:offset + 4096])
+            client.send(message[offset : offset + 4096])
             offset += 4096
         result = client.read_response().json()
         assert result["length"] == len(body)
@@ -233,7 +235,7 @@ def test_crlf_split_between_writes(server):
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for piece in (HEAD + b"5\r", b"\nhello\r", b"\n0\r", b"\nX-T: 1\r", b"\n\r", b"\n"):
             client.send(piece)
-            time.sleep(0.01)
+            time.sleep(0.01)  # the stimulus: each piece in a TCP segment of its own
         assert client.read_response().json()["body"] == "hello"
         assert client.request("GET", "/after").json()["path"] == "/after"
 
@@ -241,24 +243,32 @@ def test_crlf_split_between_writes(server):
 # -- request line: exactly one SP before the request-target (RFC 9112 section 3) ------------
 
 
-@pytest.mark.parametrize("pieces", [
-    [b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET   /a HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"OPTIONS  * HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"\r\nGET  / HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET ", b" / HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GE", b"T ", b" /", b" HTTP/1.1\r\nHost: x\r\n\r\n"],
-], ids=["two", "three", "asterisk-form", "after-empty-line", "split-between-spaces", "split-more"])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET   /a HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"OPTIONS  * HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"\r\nGET  / HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET ", b" / HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GE", b"T ", b" /", b" HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ],
+    ids=["two", "three", "asterisk-form", "after-empty-line", "split-between-spaces", "split-more"],
+)
 def test_two_spaces_before_target(server, pieces):
     assert_400_and_closed(server, b"", pieces=pieces)
 
 
-@pytest.mark.parametrize("pieces", [
-    [b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /a   HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /a ", b" HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GE", b"T /", b"a ", b" HT", b"TP/1.1\r\nHost: x\r\n\r\n"],
-], ids=["two", "three", "split-between-spaces", "split-more"])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /a   HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /a ", b" HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GE", b"T /", b"a ", b" HT", b"TP/1.1\r\nHost: x\r\n\r\n"],
+    ],
+    ids=["two", "three", "split-between-spaces", "split-more"],
+)
 def test_two_spaces_after_target(server, pieces):
     assert_400_and_closed(server, b"", pieces=pieces)
 
@@ -271,27 +281,39 @@ def test_two_spaces_before_target_in_pipelined_request(server):
         assert client.wait_closed() == b""
 
 
-@pytest.mark.parametrize("pieces", [
-    [b"GET", b" ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"G", b"E", b"T", b" ", b"/", b"o", b"ne HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"\r\n", b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET", b" /one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /one", b" ", b"HTTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"G", b"ET /o", b"ne", b" H", b"TTP/1.1\r\nHost: x\r\n\r\n"],
-    [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET /one ", b"HTTP/1.1\r\nHost: x\r\n\r\n"],
-], ids=["split-at-space", "byte-by-byte", "split-after-space", "empty-line-first",
-        "pipelined-split-at-space", "pipelined-split-after-space", "whole",
-        "split-at-space-after-target", "split-in-version",
-        "pipelined-split-after-space-after-target"])
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"GET", b" ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"G", b"E", b"T", b" ", b"/", b"o", b"ne HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"\r\n", b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET", b" /one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET ", b"/one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /one", b" ", b"HTTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"G", b"ET /o", b"ne", b" H", b"TTP/1.1\r\nHost: x\r\n\r\n"],
+        [b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\nGET /one ", b"HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ],
+    ids=[
+        "split-at-space",
+        "byte-by-byte",
+        "split-after-space",
+        "empty-line-first",
+        "pipelined-split-at-space",
+        "pipelined-split-after-space",
+        "whole",
+        "split-at-space-after-target",
+        "split-in-version",
+        "pipelined-split-after-space-after-target",
+    ],
+)
 def test_one_space_around_target_in_pieces(server, pieces):
     with server.client() as client:
         client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for piece in pieces:
             client.send(piece)
-            time.sleep(0.01)
+            time.sleep(0.01)  # the stimulus: each piece in a TCP segment of its own
         paths = [client.read_response().json()["path"]]
         if paths[0] == "/zero":
             paths.append(client.read_response().json()["path"])

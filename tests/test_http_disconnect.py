@@ -77,7 +77,9 @@ def test_send_after_http_disconnect_raises(app_server, token, what):
             app_server.wait_event(token, lambda e: e == ["sent before the disconnect"])
         else:
             assert client.is_open_after(0.2)  # no response yet: the app waits
-    events = app_server.wait_event(token, lambda e: len(e) >= (3 if what == "body" else 2), timeout=10)
+    events = app_server.wait_event(
+        token, lambda e: len(e) >= (3 if what == "body" else 2), timeout=10
+    )
     expected = ["http.disconnect", CLIENT_DISCONNECTED]
     if what == "body":
         expected.insert(0, "sent before the disconnect")

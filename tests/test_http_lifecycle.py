@@ -9,11 +9,12 @@ import signal
 import socket
 import ssl
 import tempfile
-import threading
 import time
 
 import httpx
 import pytest
+
+from process_util import port_accepts, wait_until
 
 pytestmark = pytest.mark.timeout(45)
 
@@ -28,7 +29,7 @@ def test_graceful_shutdown_finishes_in_flight_request(start_server, mode, token)
     with server.client() as client:
         client.send(b"GET /_/slow?delay=1.5&token=%s HTTP/1.1\r\nHost: x\r\n\r\n" % token.encode())
         assert server.wait_event(token, lambda events: "started" in events) == ["started"]
-        server.signal(signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         response = client.read_response()
         assert response.status == 200
         assert response.json()["path"] == "/_/slow"
@@ -38,31 +39,24 @@ def test_graceful_shutdown_finishes_in_flight_request(start_server, mode, token)
 
 
 def test_graceful_shutdown_stops_accepting(start_server, mode, token):
+    """The listening socket closes when the shutdown starts, while a request is still
+    in flight: its body is sent only once new connections are refused."""
     server = start_server(APP, mode)
-    results = {}
-
-    def slow():
-        with server.client() as client:
-            results["slow"] = client.request("GET", f"/_/slow?delay=2&token={token}")
-
-    thread = threading.Thread(target=slow)
-    thread.start()
-    server.wait_event(token, lambda events: "started" in events)
-    server.signal(signal.SIGTERM)
-    deadline = time.monotonic() + 1.5
-    refused = False
-    while time.monotonic() < deadline and not refused:
-        try:
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=1)
-        except OSError:
-            refused = True
-        else:
-            sock.close()
-            time.sleep(0.05)
-    thread.join(10)
-    assert refused, "the listening socket stayed open during shutdown"
-    assert results["slow"].status == 200
-    assert server.wait(10) == 0, server.describe()
+    with server.client() as client:
+        client.send(
+            b"POST /_/slow-upload?pause=0&token=%s HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 10\r\n\r\nabc" % token.encode()
+        )
+        assert server.wait_event(token, lambda events: bool(events)) == ["first message"]
+        server.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: not port_accepts(server.port), 15, message="the listening socket to close"
+        )
+        assert server.running
+        client.send(b"defghij")
+        response = client.read_response()
+        assert (response.status, response.body) == (200, b"read everything")
+    assert server.wait(15) == 0, server.describe()
 
 
 def test_shutdown_closes_idle_keep_alive_connections(start_server, mode):
@@ -70,7 +64,7 @@ def test_shutdown_closes_idle_keep_alive_connections(start_server, mode):
     with server.client() as client:
         assert client.request("GET", "/idle").status == 200
         started = time.monotonic()
-        server.signal(signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         assert client.wait_closed(timeout=5) == b""
         assert server.wait(5) == 0, server.describe()
     assert time.monotonic() - started < 3
@@ -80,7 +74,7 @@ def test_sigint_exits_zero(start_server, mode):
     server = start_server(APP, mode)
     with server.client() as client:
         assert client.request("GET", "/").status == 200
-    server.signal(signal.SIGINT)
+    server.send_signal(signal.SIGINT)
     assert server.wait(10) == 0, server.describe()
 
 
@@ -106,11 +100,15 @@ def test_lifespan_startup_failure_exits_3(start_server, mode):
 # -- app import errors ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target, name", [
-    ("tests.no_such_module:app", "tests.no_such_module"),
-    ("tests.apps:no_such_app", "no_such_app"),
-    ("tests.apps", "tests.apps"),
-], ids=["missing-module", "missing-attribute", "no-colon"])
+@pytest.mark.parametrize(
+    "target, name",
+    [
+        ("tests.no_such_module:app", "tests.no_such_module"),
+        ("tests.apps:no_such_app", "no_such_app"),
+        ("tests.apps", "tests.apps"),
+    ],
+    ids=["missing-module", "missing-attribute", "no-colon"],
+)
 def test_unimportable_app_one_clear_line(start_server, mode, target, name):
     server = start_server(target, mode, wait_ready=False)
     code = server.wait(15)

@@ -3,18 +3,29 @@
 
 from __future__ import annotations
 
+import select
 import socket
-import threading
 import time
 
 import pytest
 
+from process_util import holds_connection, wait_until
+
 pytestmark = pytest.mark.timeout(30)
 
 APP = "tests.apps:app"
-LIMITS = ("--limit-request-head", "4096", "--limit-request-fields", "20",
-          "--limit-request-line", "256", "--limit-request-body", "1000",
-          "--limit-request-field-size", "3500")
+LIMITS = (
+    "--limit-request-head",
+    "4096",
+    "--limit-request-fields",
+    "20",
+    "--limit-request-line",
+    "256",
+    "--limit-request-body",
+    "1000",
+    "--limit-request-field-size",
+    "3500",
+)
 
 
 @pytest.fixture
@@ -88,14 +99,18 @@ def test_head_limit_without_final_crlf(server):
 
 
 def test_limit_request_head_flag(limited):
-    assert_status_and_close(limited, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431)
+    assert_status_and_close(
+        limited, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431
+    )
     with limited.client() as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
         assert client.read_response().status == 200
 
 
 def test_limit_request_fields_flag(limited):
-    assert_status_and_close(limited, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers_bytes(25) + b"\r\n", 431)
+    assert_status_and_close(
+        limited, b"GET / HTTP/1.1\r\nHost: x\r\n" + headers_bytes(25) + b"\r\n", 431
+    )
     with limited.client() as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers_bytes(15) + b"\r\n")
         assert client.read_response().status == 200
@@ -108,12 +123,16 @@ def test_limit_request_line_flag(limited):
 
 
 def test_limit_request_field_size_flag(limited):
-    assert_status_and_close(limited, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3800 + b"\r\n\r\n", 431)
+    assert_status_and_close(
+        limited, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3800 + b"\r\n\r\n", 431
+    )
 
 
 def test_limit_request_body_with_expect_continue_413_without_100(limited):
     with limited.client() as client:
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n"
+        )
         response = client.read_response()
         assert response.status == 413
         assert client.wait_closed() == b""
@@ -141,8 +160,10 @@ def test_limit_request_body_at_limit_ok(limited):
     with limited.client() as client:
         scope = client.request("POST", "/echo", body=b"b" * 1000).json()
         assert scope["body_length"] == 1000
-        client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"1f4\r\n" + b"c" * 500 + b"\r\n1f4\r\n" + b"c" * 500 + b"\r\n0\r\n\r\n")
+        client.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1f4\r\n" + b"c" * 500 + b"\r\n1f4\r\n" + b"c" * 500 + b"\r\n0\r\n\r\n"
+        )
         assert client.read_response().json()["body_length"] == 1000
 
 
@@ -170,23 +191,25 @@ def test_slowloris_half_head_closed(header_timeout):
 
 
 def test_slowloris_trickle_closed(header_timeout):
-    """Sending a byte now and then does not reset the header timeout."""
+    """Sending a byte now and then does not reset the header timeout: the server
+    closes the connection (after 1 s) while the head is still trickling in (for
+    about 12 s, a byte every 0.1 s: each gap well within the timeout)."""
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
+    closed = False
     with header_timeout.client() as client:
-        started = time.monotonic()
-        closed = False
         for byte in head:
             try:
                 client.send(bytes([byte]))
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
-            time.sleep(0.1)
-            if time.monotonic() - started > 4:
+            # The stimulus: the pace of the trickle. Waits for the close meanwhile.
+            readable, _, _ = select.select([client.sock], [], [], 0.1)
+            if readable:
+                assert_closed_without_answer(client, timeout=10)
+                closed = True
                 break
-        if not closed:
-            assert_closed_without_answer(client, timeout=2)
-    assert time.monotonic() - started < 4
+    assert closed, "the connection stayed open while the head trickled in"
 
 
 def test_slowloris_nothing_sent_closed(header_timeout):
@@ -200,15 +223,17 @@ def test_header_timeout_does_not_cut_slow_body_or_app(header_timeout):
     with header_timeout.client() as client:
         assert client.request("GET", "/_/slow?delay=1.5").status == 200
         client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
-        time.sleep(1.5)
+        time.sleep(1.5)  # the stimulus: a body slower than the header timeout (1 s)
         client.send(b"cd")
         assert client.read_response().json()["body"] == "abcd"
 
 
 def test_header_timeout_restarts_after_each_response(header_timeout):
     with header_timeout.client() as client:
-        for _ in range(3):
-            time.sleep(0.6)
+        for _ in range(4):
+            # The stimulus: idle gaps within the header timeout (1 s), longer than it
+            # together.
+            time.sleep(0.5)
             assert client.request("GET", "/again").status == 200
 
 
@@ -217,30 +242,25 @@ def test_header_timeout_restarts_after_each_response(header_timeout):
 
 def test_limit_concurrency_503(servers, mode):
     server = servers.get(APP, mode, "--limit-concurrency", "1")
-    results = {}
-
-    def slow_request():
+    with server.client() as slow:
+        slow.send(b"GET /_/slow?delay=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(
+            lambda: holds_connection(server.pid, slow.sock),
+            15,
+            message="the server to accept the first connection",
+        )
         with server.client() as client:
-            results["slow"] = client.request("GET", "/_/slow?delay=1.5")
+            response = client.request("GET", "/second")
+            assert response.status == 503
+            assert client.wait_closed() == b""
+        assert slow.read_response().status == 200
 
-    thread = threading.Thread(target=slow_request)
-    thread.start()
-    time.sleep(0.5)
-    with server.client() as client:
-        response = client.request("GET", "/second")
-        assert response.status == 503
-        assert client.wait_closed() == b""
-    thread.join(10)
-    assert results["slow"].status == 200
+    def third_request():
+        with server.client() as client:
+            return client.request("GET", "/third").status == 200
+
     # once the slow one is done (and its connection gone) requests go through again
-    deadline = time.monotonic() + 5
-    while True:
-        with server.client() as client:
-            status = client.request("GET", "/third").status
-        if status == 200 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert status == 200
+    wait_until(third_request, 15, interval=0.1, message="a request to go through again")
 
 
 def test_limit_max_requests_exits_zero(start_server, mode):

@@ -3,8 +3,6 @@ background tasks, request.is_disconnected(), anyio task groups."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
@@ -49,42 +47,27 @@ def test_post_json(http):
     assert response.json()["received"] == {"a": [1, 2, 3], "b": "x" * 10000}
 
 
-def test_background_task_runs_after_response(http, token):
+def test_background_task_runs_after_response(app_server, http, token):
     response = http.get("/background", params={"token": token})
     assert response.status_code == 200
     assert response.text == "scheduled"
-    deadline = time.monotonic() + 5
-    events = []
-    while time.monotonic() < deadline:
-        events = http.get("/events", params={"token": token}).json()
-        if events:
-            break
-        time.sleep(0.05)
+    events = app_server.wait_event(token, bool, path_prefix="/events")
     assert events == ["background ran"]
 
 
 def test_is_disconnected(app_server, http, token):
     with app_server.client() as raw:
         raw.send(b"GET /disconnect?token=%s HTTP/1.1\r\nHost: x\r\n\r\n" % token.encode())
-        deadline = time.monotonic() + 5
-        while http.get("/events", params={"token": token}).json() != ["waiting"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    deadline = time.monotonic() + 5
-    while True:
-        events = http.get("/events", params={"token": token}).json()
-        if len(events) > 1 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        assert app_server.wait_event(token, bool, path_prefix="/events") == ["waiting"]
+    events = app_server.wait_event(token, lambda events: len(events) > 1, path_prefix="/events")
     assert events == ["waiting", "disconnected"]
 
 
 def test_anyio_task_group(http):
     response = http.get("/taskgroup")
     assert response.status_code == 200
-    data = response.json()
-    assert data["results"] == {"task0": 0.2, "task1": 0.2, "task2": 0.2}
-    assert data["elapsed"] < 0.5  # ran concurrently
+    # each task waited for the other two to start: they ran concurrently
+    assert response.json() == {"results": {"task0": "done", "task1": "done", "task2": "done"}}
 
 
 def test_concurrent_clients(app_server):

@@ -21,7 +21,9 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 pytestmark = [
     pytest.mark.timeout(90),
-    pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed (apt-get install nginx)"),
+    pytest.mark.skipif(
+        not os.access(NGINX, os.X_OK), reason="nginx is not installed (apt-get install nginx)"
+    ),
 ]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nginx.conf"
@@ -73,7 +75,9 @@ def stack(tmp_path_factory):
     cert.private_key_pem.write_to_path(prefix / "key.pem")
     ca.cert_pem.write_to_path(prefix / "ca.pem")
 
-    server = ServerProcess.fastserve("tests.apps_process:app", "--uds", str(sock), "--no-access-log")
+    server = ServerProcess.fastserve(
+        "tests.apps_process:app", "--uds", str(sock), "--no-access-log"
+    )
     nginx = None
     try:
         server.wait_for_log("Fastserve running on unix socket")
@@ -82,11 +86,15 @@ def stack(tmp_path_factory):
         site.write_text(site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem"))
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
-        nginx = ServerProcess([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")])
+        nginx = ServerProcess(
+            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        )
 
         def listening():
             if nginx.proc.poll() is not None:
-                raise AssertionError(f"nginx exited: {nginx.log()}\n{(prefix / 'error.log').read_text()}")
+                raise AssertionError(
+                    f"nginx exited: {nginx.log()}\n{(prefix / 'error.log').read_text()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
@@ -131,7 +139,11 @@ def test_client_address_and_scheme_come_through_the_proxy_headers(stack):
     # Without the headers a unix-socket peer has no address at all.
     assert scope["client"][0] == "127.0.0.1"
     assert scope["scheme"] == "http"
-    scope = httpx.get(stack["tls_url"] + "/scope", verify=ssl.create_default_context(cafile=stack["ca"]), timeout=10).json()
+    scope = httpx.get(
+        stack["tls_url"] + "/scope",
+        verify=ssl.create_default_context(cafile=stack["ca"]),
+        timeout=10,
+    ).json()
     assert scope["client"][0] == "127.0.0.1"
     assert scope["scheme"] == "https"
 

@@ -101,7 +101,12 @@ CL_10 = [(b"content-length", b"10")]
 CASES = {
     # name: (request bytes, app, what the response must contain, connection closed)
     "one-message": (GET, sends(start(), body(b"hello")), b"content-length: 5\r\n\r\nhello", False),
-    "app-content-length": (GET, sends(start(200, CL_10), body(b"0123456789")), b"0123456789", False),
+    "app-content-length": (
+        GET,
+        sends(start(200, CL_10), body(b"0123456789")),
+        b"0123456789",
+        False,
+    ),
     "streamed-chunked": (
         GET,
         sends(start(), body(b"ab", True), body(b"cd", True), body()),

@@ -13,14 +13,20 @@ import sys
 
 import pytest
 
-from protocol_fakes import DEFAULT_HEAD, FakeTransport, FakeServerState, make_settings
+from protocol_fakes import DEFAULT_HEAD, FakeServerState, FakeTransport, make_settings
 
 _parser = pytest.importorskip("fastserve._parser")
 HttpProtocol = _parser.HttpProtocol
 
 
 async def hello(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
     await send({"type": "http.response.body", "body": scope["path"].encode()})
 
 
@@ -131,7 +137,7 @@ def test_head_just_under_limit_ok():
         assert len(head) == 1024
         protocol, transport, state = connect(hello, limit_request_head=1024)
         for i in range(0, len(head), 7):
-            protocol.data_received(head[i:i + 7])
+            protocol.data_received(head[i : i + 7])
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]
 
@@ -146,7 +152,9 @@ def test_proxy_headers_applied_only_when_present():
         await hello(scope, receive, send)
 
     async def main():
-        protocol, transport, state = connect(app, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+        protocol, transport, state = connect(
+            app, proxy_headers=True, forwarded_allow_ips="127.0.0.1"
+        )
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
         protocol.data_received(
@@ -247,7 +255,11 @@ def test_trailers_after_a_large_chunk_are_ignored():
         trailers = b"".join(b"T-%d: v\r\n" % i for i in range(5))
         protocol.data_received(
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"%x\r\n" % len(body) + body + b"\r\n0\r\n" + trailers + b"\r\n"
+            + b"%x\r\n" % len(body)
+            + body
+            + b"\r\n0\r\n"
+            + trailers
+            + b"\r\n"
         )
         await settle()
         assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]

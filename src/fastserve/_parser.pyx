@@ -79,6 +79,12 @@ from fastserve.protocols.http.headers import (
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from fastserve.protocols.websockets.handshake import (
+    hand_over,
+    handshake_error,
+    is_websocket_upgrade,
+    websocket_scope,
+)
 
 LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
 
@@ -115,6 +121,10 @@ cdef object _decode_path = decode_path
 cdef object _host_error = host_error
 cdef object _apply_proxy_headers = apply_proxy_headers
 cdef object _log_access = log_access
+cdef object _is_websocket_upgrade = is_websocket_upgrade
+cdef object _handshake_error = handshake_error
+cdef object _websocket_scope = websocket_scope
+cdef object _hand_over = hand_over
 cdef bytes _CONTINUE = fr.CONTINUE_RESPONSE
 cdef bytes _LAST_CHUNK = fr.LAST_CHUNK
 cdef bytes _CHUNK_END = fr.CHUNK_END
@@ -264,6 +274,8 @@ cdef inline bint _is_ws(unsigned char c) noexcept:
 
 cdef class _Settings:
     """A C-typed copy of one `ProtocolSettings`, made once per settings object."""
+    cdef object source                  # the ProtocolSettings itself
+    cdef object ws_protocol_class       # None: upgrade requests are plain HTTP
     cdef object app
     cdef str root_path
     cdef bint proxy_headers
@@ -288,6 +300,8 @@ cdef _Settings _c_settings(object settings):
     if settings is _cached_source:
         return _cached_settings
     cdef _Settings s = _Settings.__new__(_Settings)
+    s.source = settings
+    s.ws_protocol_class = settings.ws_protocol_class
     s.app = settings.app
     s.root_path = settings.root_path
     s.proxy_headers = settings.proxy_headers
@@ -366,6 +380,7 @@ cdef struct HeadInfo:
     int host_count
     bint expect_100
     bint forwarded
+    bint upgrade
 
 
 cdef inline bint _version_ok(ll.llhttp_t* p) noexcept:
@@ -384,6 +399,7 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
     info.host_count = 0
     info.expect_100 = False
     info.forwarded = False
+    info.upgrade = False
     for i in range(self.nhdrs):
         h = &self.hdrs[i]
         v = data + h.value_off
@@ -400,6 +416,8 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         elif (h.name_len == 15 or h.name_len == 17) and \
                 memcmp(data + h.name_off, b"x-forwarded-", 12) == 0:
             info.forwarded = True
+        elif h.name_len == 7 and memcmp(data + h.name_off, b"upgrade", 7) == 0:
+            info.upgrade = True
     return headers
 
 
@@ -678,6 +696,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef dict template
     cdef RequestCycle cycle
     cdef bytes pending         # unparsed bytes after a paused message
+    cdef dict upgrade_scope    # a valid WebSocket handshake, handed over once parsed
+    cdef bytes refusal         # the answer to a refused WebSocket handshake
     cdef list corked            # responses held back while a pipelined batch is answered
     cdef Py_ssize_t corked_size
     cdef Py_ssize_t started     # requests started on this connection
@@ -822,6 +842,10 @@ cdef class HttpProtocol(_ParserCore):
                     if self.head_carried > self.settings.limit_head:
                         self._fail(431)
                 return
+            if self.upgrade_scope is not None and (err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE):
+                consumed = self.parser.error_pos - ptr
+                self._upgrade(data[(ptr - base) + consumed:])
+                return
             if err == ll.HPE_PAUSED_UPGRADE and self.cycle is None:
                 # An Upgrade request already answered as plain HTTP: go on parsing.
                 consumed = self.parser.error_pos - ptr
@@ -841,6 +865,8 @@ cdef class HttpProtocol(_ParserCore):
             self.cb_exc = None
             error_logger.error(PROTOCOL_INTERNAL_ERROR, exc_info=exc)
             self._fail(500)
+        elif self.refusal is not None:
+            self._fail(400, self.refusal)
         elif self.error_status:
             self._fail(self.error_status)
         else:
@@ -909,6 +935,9 @@ cdef class HttpProtocol(_ParserCore):
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
+        if info.upgrade and self.settings.ws_protocol_class is not None and \
+                _is_websocket_upgrade(headers):
+            return self._upgrade_head(scope, p)
         if info.forwarded and self.settings.proxy_headers:
             # (without an X-Forwarded-For/-Proto header it would change nothing,
             # and its trust check costs more than the rest of the request)
@@ -931,6 +960,36 @@ cdef class HttpProtocol(_ParserCore):
         self.tasks.add(task)
         return 0
 
+    cdef int _upgrade_head(self, dict scope, ll.llhttp_t* p) except -2:
+        """A WebSocket handshake: refuse it (400 / 426), or keep its scope to hand
+        the connection over once llhttp has parsed the whole request."""
+        has_body = (p.flags & ll.F_CHUNKED) or \
+            ((p.flags & ll.F_CONTENT_LENGTH) and p.content_length > 0)
+        refused = _handshake_error(scope["method"], scope["http_version"], scope["headers"], has_body)
+        if refused is not None:
+            self.refusal = refused
+            return -1
+        ws_scope = _websocket_scope(scope, self.ssl)
+        if self.settings.proxy_headers:
+            _apply_proxy_headers(ws_scope, self.settings.proxy_trust)
+        self.upgrade_scope = ws_scope
+        self.server_state.total_requests += 1
+        return 0
+
+    cdef _upgrade(self, bytes rest):
+        """Give the connection to the WebSocket protocol; this one is done."""
+        scope = self.upgrade_scope
+        self.upgrade_scope = None
+        self._flush()  # responses to requests pipelined before the handshake
+        self.closed = True
+        self.connections.discard(self)
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        self.flow.resume_reading()
+        _hand_over(self.transport, self.settings.source, self.server_state, scope, rest, self.loop)
+
     cdef int _on_body(self, const char* at, size_t length) noexcept:
         cdef RequestCycle cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.disconnected:
@@ -939,6 +998,8 @@ cdef class HttpProtocol(_ParserCore):
 
     cdef int _message_complete(self) except -2:
         cdef RequestCycle cycle = self.cycle
+        if self.upgrade_scope is not None:
+            return ll.HPE_PAUSED  # the rest of the bytes are the WebSocket's
         if cycle is None:
             return 0
         if self.body.len:
@@ -1101,8 +1162,9 @@ cdef class HttpProtocol(_ParserCore):
         if not self.closed:
             self.flow.resume_reading()
 
-    cdef _fail(self, int status):
-        """A request the server answers itself (parse error, limit): answer, close."""
+    cdef _fail(self, int status, bytes response=None):
+        """A request the server answers itself (parse error, limit, refused
+        handshake): answer with `response` or the canned one for `status`, close."""
         cdef RequestCycle cycle = self.cycle
         cdef bint started = False
         self.pending = None
@@ -1113,7 +1175,7 @@ cdef class HttpProtocol(_ParserCore):
                 cycle.keep_alive = False
             cycle.wake()
         if not started and not self.closed:
-            self._out(_error_response(status))
+            self._out(response if response is not None else _error_response(status))
         self._close()
 
     cdef _close(self):

@@ -15,6 +15,7 @@ from fastserve.config import (
     HTTP_MODES,
     LIFESPAN_MODES,
     LOOP_MODES,
+    WS_MODES,
     Config,
     ConfigError,
     c_extension_error,
@@ -52,55 +53,337 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 
 @click.command(context_settings={"auto_envvar_prefix": "FASTSERVE"})
 @click.argument("app", default=DEMO_APP, required=False)
-@click.option("--host", default=DEFAULTS["host"], show_default=True, help="Bind socket to this host.")
-@click.option("--port", default=DEFAULTS["port"], type=int, show_default=True, help="Bind socket to this port (0: any free port).")
+@click.option(
+    "--host", default=DEFAULTS["host"], show_default=True, help="Bind socket to this host."
+)
+@click.option(
+    "--port",
+    default=DEFAULTS["port"],
+    type=int,
+    show_default=True,
+    help="Bind socket to this port (0: any free port).",
+)
 @click.option("--uds", default=DEFAULTS["uds"], help="Bind to a UNIX domain socket.")
-@click.option("--fd", default=DEFAULTS["fd"], type=int, help="Serve on an inherited, already bound socket (file descriptor).")
-@click.option("--backlog", default=DEFAULTS["backlog"], type=int, show_default=True, help="Listen backlog.")
-@click.option("--http", "http", type=click.Choice(HTTP_MODES), default=DEFAULTS["http"], show_default=True, help="HTTP implementation: c (llhttp), python (h11), or auto (c when built).")
-@click.option("--loop", type=click.Choice(LOOP_MODES), default=DEFAULTS["loop"], show_default=True, help="Event loop: uvloop when installed with auto.")
-@click.option("--lifespan", type=click.Choice(LIFESPAN_MODES), default=DEFAULTS["lifespan"], show_default=True, help="Lifespan protocol.")
-@click.option("--workers", default=DEFAULTS["workers"], type=int, envvar="WEB_CONCURRENCY", help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]")
-@click.option("--preload", is_flag=True, default=DEFAULTS["preload"], help="Import the app in the supervisor before forking the workers (shares memory; SIGHUP then keeps the old code).")
-@click.option("--reload", is_flag=True, default=DEFAULTS["reload"], help="Restart the server when files change (development).")
-@click.option("--reload-dir", "reload_dirs", multiple=True, help="Directory to watch with --reload (repeatable). [default: the current directory]")
-@click.option("--reload-include", "reload_includes", multiple=True, help="Glob of files to watch with --reload, besides '*.py' (repeatable).")
-@click.option("--reload-exclude", "reload_excludes", multiple=True, help="Glob of files or directories to ignore with --reload, besides '.*, .py[cod], .sw.*, ~*' (repeatable).")
-@click.option("--reload-delay", default=DEFAULTS["reload_delay"], type=float, show_default=True, help="Seconds between checks for file changes, and before restarting after one.")
-@click.option("--timeout-worker-healthcheck", default=DEFAULTS["timeout_worker_healthcheck"], type=float, show_default=True, help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.")
-@click.option("--reuse-port", is_flag=True, default=DEFAULTS["reuse_port"], help="Give each worker its own SO_REUSEPORT socket (the kernel spreads connections) instead of one shared socket.")
-@click.option("--env-file", type=click.Path(exists=True), default=DEFAULTS["env_file"], help="Environment file to load (needs python-dotenv).")
-@click.option("--log-config", type=click.Path(exists=True), default=None, help="Logging config file: .json / .yaml (dictConfig) or .ini (fileConfig).")
-@click.option("--log-level", type=click.Choice(list(LOG_LEVELS)), default=DEFAULTS["log_level"], help="Log level. [default: info]")
-@click.option("--access-log/--no-access-log", default=DEFAULTS["access_log"], show_default=True, help="Log every response.")
-@click.option("--use-colors/--no-use-colors", default=DEFAULTS["use_colors"], help="Colour log levels (default: when a terminal).")
-@click.option("--proxy-headers/--no-proxy-headers", default=DEFAULTS["proxy_headers"], show_default=True, help="Take client address and scheme from X-Forwarded-For / X-Forwarded-Proto of trusted peers.")
-@click.option("--forwarded-allow-ips", default=DEFAULTS["forwarded_allow_ips"], help="Comma-separated IPs/networks trusted for proxy headers, or '*'. [default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1]")
-@click.option("--server-header/--no-server-header", default=DEFAULTS["server_header"], show_default=True, help="Send 'server: fastserve'.")
-@click.option("--date-header/--no-date-header", default=DEFAULTS["date_header"], show_default=True, help="Send a Date header.")
-@click.option("--header", "headers", multiple=True, callback=parse_header, help="Default response header NAME:VALUE (repeatable).")
-@click.option("--root-path", default=DEFAULTS["root_path"], help="ASGI root_path when mounted below a prefix by a proxy.")
-@click.option("--limit-concurrency", default=DEFAULTS["limit_concurrency"], type=int, help="Answer 503 beyond this many connections or running requests.")
-@click.option("--limit-max-requests", "--max-requests", "limit_max_requests", default=DEFAULTS["limit_max_requests"], type=int, help="A process (each worker) exits gracefully after serving this many requests; a supervised worker is then replaced.")
-@click.option("--limit-max-requests-jitter", "--max-requests-jitter", "limit_max_requests_jitter", default=DEFAULTS["limit_max_requests_jitter"], type=int, show_default=True, help="Add a random 0..N to --max-requests per process, so workers do not restart together.")
-@click.option("--limit-request-head", default=DEFAULTS["limit_request_head"], type=int, show_default=True, help="Max bytes of request line + headers (else 431).")
-@click.option("--limit-request-line", default=DEFAULTS["limit_request_line"], type=int, show_default=True, help="Max bytes of the request target (else 414); 0 = only the head limit.")
-@click.option("--limit-request-fields", default=DEFAULTS["limit_request_fields"], type=int, show_default=True, help="Max number of request headers (else 431).")
-@click.option("--limit-request-field-size", default=DEFAULTS["limit_request_field_size"], type=int, show_default=True, help="Max bytes of one header line (else 431); 0 = only the head limit.")
-@click.option("--limit-request-body", default=DEFAULTS["limit_request_body"], type=int, help="Max request body bytes (else 413). [default: no limit]")
-@click.option("--timeout-keep-alive", default=DEFAULTS["timeout_keep_alive"], type=float, show_default=True, help="Close idle keep-alive connections after this many seconds.")
-@click.option("--timeout-request-header", default=DEFAULTS["timeout_request_header"], type=float, show_default=True, help="Close a connection whose request head is not complete after this many seconds.")
-@click.option("--timeout-graceful-shutdown", default=DEFAULTS["timeout_graceful_shutdown"], type=float, help="On shutdown, wait at most this many seconds for in-flight requests. [default: no limit]")
+@click.option(
+    "--fd",
+    default=DEFAULTS["fd"],
+    type=int,
+    help="Serve on an inherited, already bound socket (file descriptor).",
+)
+@click.option(
+    "--backlog", default=DEFAULTS["backlog"], type=int, show_default=True, help="Listen backlog."
+)
+@click.option(
+    "--http",
+    "http",
+    type=click.Choice(HTTP_MODES),
+    default=DEFAULTS["http"],
+    show_default=True,
+    help="HTTP implementation: c (llhttp), python (h11), or auto (c when built).",
+)
+@click.option(
+    "--ws",
+    type=click.Choice(WS_MODES),
+    default=DEFAULTS["ws"],
+    show_default=True,
+    help="WebSocket implementation: websockets, wsproto, auto (the first installed), or none (upgrade requests are plain HTTP).",
+)
+@click.option(
+    "--ws-max-size",
+    default=DEFAULTS["ws_max_size"],
+    type=int,
+    show_default=True,
+    help="Largest WebSocket message in bytes (else close 1009).",
+)
+@click.option(
+    "--ws-max-queue",
+    default=DEFAULTS["ws_max_queue"],
+    type=int,
+    show_default=True,
+    help="WebSocket messages received and not yet taken by the app before reading pauses.",
+)
+@click.option(
+    "--ws-ping-interval",
+    default=DEFAULTS["ws_ping_interval"],
+    type=float,
+    show_default=True,
+    help="Seconds between WebSocket pings the server sends.",
+)
+@click.option(
+    "--ws-ping-timeout",
+    default=DEFAULTS["ws_ping_timeout"],
+    type=float,
+    show_default=True,
+    help="Close a WebSocket (1011) whose peer does not answer a ping within this many seconds.",
+)
+@click.option(
+    "--ws-per-message-deflate",
+    default=DEFAULTS["ws_per_message_deflate"],
+    type=bool,
+    show_default=True,
+    help="Negotiate permessage-deflate compression with WebSocket clients.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(LOOP_MODES),
+    default=DEFAULTS["loop"],
+    show_default=True,
+    help="Event loop: uvloop when installed with auto.",
+)
+@click.option(
+    "--lifespan",
+    type=click.Choice(LIFESPAN_MODES),
+    default=DEFAULTS["lifespan"],
+    show_default=True,
+    help="Lifespan protocol.",
+)
+@click.option(
+    "--workers",
+    default=DEFAULTS["workers"],
+    type=int,
+    envvar="WEB_CONCURRENCY",
+    help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]",
+)
+@click.option(
+    "--preload",
+    is_flag=True,
+    default=DEFAULTS["preload"],
+    help="Import the app in the supervisor before forking the workers (shares memory; SIGHUP then keeps the old code).",
+)
+@click.option(
+    "--reload",
+    is_flag=True,
+    default=DEFAULTS["reload"],
+    help="Restart the server when files change (development).",
+)
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    help="Directory to watch with --reload (repeatable). [default: the current directory]",
+)
+@click.option(
+    "--reload-include",
+    "reload_includes",
+    multiple=True,
+    help="Glob of files to watch with --reload, besides '*.py' (repeatable).",
+)
+@click.option(
+    "--reload-exclude",
+    "reload_excludes",
+    multiple=True,
+    help="Glob of files or directories to ignore with --reload, besides '.*, *.py[cod], .sw.*, ~*, __pycache__' (repeatable).",
+)
+@click.option(
+    "--reload-delay",
+    default=DEFAULTS["reload_delay"],
+    type=float,
+    show_default=True,
+    help="Seconds between checks for file changes, and before restarting after one.",
+)
+@click.option(
+    "--timeout-worker-healthcheck",
+    default=DEFAULTS["timeout_worker_healthcheck"],
+    type=float,
+    show_default=True,
+    help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.",
+)
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    default=DEFAULTS["reuse_port"],
+    help="Give each worker its own SO_REUSEPORT socket (the kernel spreads connections) instead of one shared socket.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(exists=True),
+    default=DEFAULTS["env_file"],
+    help="Environment file to load (needs python-dotenv).",
+)
+@click.option(
+    "--log-config",
+    type=click.Path(exists=True),
+    default=None,
+    help="Logging config file: .json / .yaml (dictConfig) or .ini (fileConfig).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(list(LOG_LEVELS)),
+    default=DEFAULTS["log_level"],
+    help="Log level. [default: info]",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=DEFAULTS["access_log"],
+    show_default=True,
+    help="Log every response.",
+)
+@click.option(
+    "--use-colors/--no-use-colors",
+    default=DEFAULTS["use_colors"],
+    help="Colour log levels (default: when a terminal).",
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    default=DEFAULTS["proxy_headers"],
+    show_default=True,
+    help="Take client address and scheme from X-Forwarded-For / X-Forwarded-Proto of trusted peers.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=DEFAULTS["forwarded_allow_ips"],
+    help="Comma-separated IPs/networks trusted for proxy headers, or '*'. [default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1]",
+)
+@click.option(
+    "--server-header/--no-server-header",
+    default=DEFAULTS["server_header"],
+    show_default=True,
+    help="Send 'server: fastserve'.",
+)
+@click.option(
+    "--date-header/--no-date-header",
+    default=DEFAULTS["date_header"],
+    show_default=True,
+    help="Send a Date header.",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=parse_header,
+    help="Default response header NAME:VALUE (repeatable).",
+)
+@click.option(
+    "--root-path",
+    default=DEFAULTS["root_path"],
+    help="ASGI root_path when mounted below a prefix by a proxy.",
+)
+@click.option(
+    "--limit-concurrency",
+    default=DEFAULTS["limit_concurrency"],
+    type=int,
+    help="Answer 503 beyond this many connections or running requests.",
+)
+@click.option(
+    "--limit-max-requests",
+    "--max-requests",
+    "limit_max_requests",
+    default=DEFAULTS["limit_max_requests"],
+    type=int,
+    help="A process (each worker) exits gracefully after serving this many requests; a supervised worker is then replaced.",
+)
+@click.option(
+    "--limit-max-requests-jitter",
+    "--max-requests-jitter",
+    "limit_max_requests_jitter",
+    default=DEFAULTS["limit_max_requests_jitter"],
+    type=int,
+    show_default=True,
+    help="Add a random 0..N to --max-requests per process, so workers do not restart together.",
+)
+@click.option(
+    "--limit-request-head",
+    default=DEFAULTS["limit_request_head"],
+    type=int,
+    show_default=True,
+    help="Max bytes of request line + headers (else 431).",
+)
+@click.option(
+    "--limit-request-line",
+    default=DEFAULTS["limit_request_line"],
+    type=int,
+    show_default=True,
+    help="Max bytes of the request target (else 414); 0 = only the head limit.",
+)
+@click.option(
+    "--limit-request-fields",
+    default=DEFAULTS["limit_request_fields"],
+    type=int,
+    show_default=True,
+    help="Max number of request headers (else 431).",
+)
+@click.option(
+    "--limit-request-field-size",
+    default=DEFAULTS["limit_request_field_size"],
+    type=int,
+    show_default=True,
+    help="Max bytes of one header line (else 431); 0 = only the head limit.",
+)
+@click.option(
+    "--limit-request-body",
+    default=DEFAULTS["limit_request_body"],
+    type=int,
+    help="Max request body bytes (else 413). [default: no limit]",
+)
+@click.option(
+    "--timeout-keep-alive",
+    default=DEFAULTS["timeout_keep_alive"],
+    type=float,
+    show_default=True,
+    help="Close idle keep-alive connections after this many seconds.",
+)
+@click.option(
+    "--timeout-request-header",
+    default=DEFAULTS["timeout_request_header"],
+    type=float,
+    show_default=True,
+    help="Close a connection whose request head is not complete after this many seconds.",
+)
+@click.option(
+    "--timeout-graceful-shutdown",
+    default=DEFAULTS["timeout_graceful_shutdown"],
+    type=float,
+    help="On shutdown, wait at most this many seconds for in-flight requests. [default: no limit]",
+)
 @click.option("--ssl-keyfile", default=DEFAULTS["ssl_keyfile"], help="TLS key file.")
 @click.option("--ssl-certfile", default=DEFAULTS["ssl_certfile"], help="TLS certificate file.")
-@click.option("--ssl-keyfile-password", default=DEFAULTS["ssl_keyfile_password"], help="TLS key password.")
-@click.option("--ssl-version", default=DEFAULTS["ssl_version"], type=int, show_default=True, help="TLS protocol version (see the ssl module).")
-@click.option("--ssl-cert-reqs", default=DEFAULTS["ssl_cert_reqs"], type=int, show_default=True, help="Whether client certificates are required (see the ssl module).")
-@click.option("--ssl-ca-certs", default=DEFAULTS["ssl_ca_certs"], help="CA certificates file for client verification.")
-@click.option("--ssl-ciphers", default=DEFAULTS["ssl_ciphers"], help="TLS ciphers (an OpenSSL cipher list). [default: OpenSSL's defaults]")
-@click.option("--factory", is_flag=True, default=DEFAULTS["factory"], help="APP names a factory function that returns the app.")
-@click.option("--app-dir", default=DEFAULTS["app_dir"], show_default=True, help="Look for APP in this directory (put first on sys.path).")
-@click.option("--version", is_flag=True, callback=print_version, expose_value=False, is_eager=True, help="Show the version and exit.")
+@click.option(
+    "--ssl-keyfile-password", default=DEFAULTS["ssl_keyfile_password"], help="TLS key password."
+)
+@click.option(
+    "--ssl-version",
+    default=DEFAULTS["ssl_version"],
+    type=int,
+    show_default=True,
+    help="TLS protocol version (see the ssl module).",
+)
+@click.option(
+    "--ssl-cert-reqs",
+    default=DEFAULTS["ssl_cert_reqs"],
+    type=int,
+    show_default=True,
+    help="Whether client certificates are required (see the ssl module).",
+)
+@click.option(
+    "--ssl-ca-certs",
+    default=DEFAULTS["ssl_ca_certs"],
+    help="CA certificates file for client verification.",
+)
+@click.option(
+    "--ssl-ciphers",
+    default=DEFAULTS["ssl_ciphers"],
+    help="TLS ciphers (an OpenSSL cipher list). [default: OpenSSL's defaults]",
+)
+@click.option(
+    "--factory",
+    is_flag=True,
+    default=DEFAULTS["factory"],
+    help="APP names a factory function that returns the app.",
+)
+@click.option(
+    "--app-dir",
+    default=DEFAULTS["app_dir"],
+    show_default=True,
+    help="Look for APP in this directory (put first on sys.path).",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    callback=print_version,
+    expose_value=False,
+    is_eager=True,
+    help="Show the version and exit.",
+)
 def cli(app: str, log_config: Optional[str], **options) -> None:
     """Serve the ASGI app APP ("module:attribute"; the built-in demo when omitted)."""
     try:

@@ -7,6 +7,7 @@ Names follow uvicorn's where the concept is the same, so `uvicorn.Config(...)` b
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import logging.config
@@ -36,7 +37,15 @@ LIFESPAN = {
     "on": "fastserve.lifespan:LifespanOn",
     "off": "fastserve.lifespan:LifespanOff",
 }
+# WebSocket protocols by the framing library they use; `--ws auto` is the first
+# whose library imports, `none` serves upgrade requests as plain HTTP.
+WS_PROTOCOLS = {
+    "websockets": "fastserve.protocols.websockets.websockets_impl:WebSocketsProtocol",
+    "wsproto": "fastserve.protocols.websockets.wsproto_impl:WSProtoProtocol",
+}
+WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
+WS_MODES = ("auto", *WS_PROTOCOLS, "none")
 LOOP_MODES = ("auto", "asyncio", "uvloop")
 LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
@@ -109,6 +118,26 @@ def resolve_http_mode(http: str) -> str:
     return http
 
 
+def resolve_ws_mode(ws: str) -> str:
+    """The WebSocket protocol a `--ws` value runs, or "none" (auto: the first
+    library installed)."""
+    candidates = list(WS_PROTOCOLS) if ws == "auto" else [ws]
+    for name in candidates:
+        if name == "none":
+            return name
+        try:
+            importlib.import_module(WS_LIBRARIES[name])
+        except ImportError:
+            if ws != "auto":
+                raise ConfigError(
+                    f"--ws {ws}: the {WS_LIBRARIES[name]!r} package is not installed "
+                    f"(pip install {WS_LIBRARIES[name]}), or use --ws auto"
+                ) from None
+        else:
+            return name
+    return "none"
+
+
 @dataclass(frozen=True)
 class ProtocolSettings:
     """What every connection reads, built once by `Config.load()`: typed, final,
@@ -127,6 +156,12 @@ class ProtocolSettings:
     limit_request_body: Optional[int]
     timeout_keep_alive: float
     timeout_request_header: float
+    ws_protocol_class: Optional[type]  # None: upgrade requests are plain HTTP
+    ws_max_size: int
+    ws_max_queue: int
+    ws_ping_interval: Optional[float]  # None: no pings
+    ws_ping_timeout: Optional[float]  # None: no timeout
+    ws_per_message_deflate: bool
 
 
 def _as_list(value: Union[list, tuple, str, None]) -> list:
@@ -178,6 +213,12 @@ class Config:
         backlog: int = 2048,
         timeout_keep_alive: float = 5.0,
         timeout_request_header: float = 30.0,
+        ws: str = "auto",
+        ws_max_size: int = 16 * 1024 * 1024,
+        ws_max_queue: int = 32,
+        ws_ping_interval: Optional[float] = 20.0,
+        ws_ping_timeout: Optional[float] = 20.0,
+        ws_per_message_deflate: bool = True,
         timeout_graceful_shutdown: Optional[float] = None,
         timeout_notify: float = 30,
         callback_notify: Optional[Callable[..., Any]] = None,
@@ -228,6 +269,12 @@ class Config:
         self.backlog = backlog
         self.timeout_keep_alive = timeout_keep_alive
         self.timeout_request_header = timeout_request_header
+        self.ws = ws
+        self.ws_max_size = ws_max_size
+        self.ws_max_queue = ws_max_queue
+        self.ws_ping_interval = ws_ping_interval
+        self.ws_ping_timeout = ws_ping_timeout
+        self.ws_per_message_deflate = ws_per_message_deflate
         self.timeout_graceful_shutdown = timeout_graceful_shutdown
         self.timeout_notify = timeout_notify
         self.callback_notify = callback_notify
@@ -249,6 +296,7 @@ class Config:
 
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
+        self.ws_mode = resolve_ws_mode(ws)
         if env_file is not None:
             load_env_file(env_file)
         self.configure_logging()
@@ -256,6 +304,8 @@ class Config:
     def validate(self) -> None:
         if isinstance(self.http, str) and self.http not in HTTP_MODES:
             raise ConfigError(f"--http must be one of {', '.join(HTTP_MODES)}, not {self.http!r}")
+        if self.ws not in WS_MODES:
+            raise ConfigError(f"--ws must be one of {', '.join(WS_MODES)}, not {self.ws!r}")
         if self.loop not in LOOP_MODES:
             raise ConfigError(f"--loop must be one of {', '.join(LOOP_MODES)}, not {self.loop!r}")
         if self.lifespan not in LIFESPAN_MODES:
@@ -270,6 +320,13 @@ class Config:
         for name, value in positive.items():
             if value is None or value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        for name in ("ws_max_size", "ws_max_queue"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
         for name in ("limit_concurrency", "limit_max_requests", "limit_request_body"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -297,8 +354,12 @@ class Config:
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:
-            if not is_token(name.encode("latin-1")) or not is_field_value(value.encode("latin-1")):
-                raise ConfigError(f"--header {name}:{value} is not a valid HTTP header")
+            try:
+                valid = is_token(name.encode("latin-1")) and is_field_value(value.encode("latin-1"))
+            except UnicodeEncodeError:
+                valid = False  # a header is latin-1 bytes on the wire
+            if not valid:
+                raise ConfigError(f"--header {name!r}:{value!r} is not a valid HTTP header")
 
     @property
     def is_ssl(self) -> bool:
@@ -358,7 +419,9 @@ class Config:
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(f"--log-config {path!r} is not a valid logging config: {exc}") from exc
+            raise ConfigError(
+                f"--log-config {path!r} is not a valid logging config: {exc}"
+            ) from exc
 
     def load(self) -> None:
         """Import the app and pick the protocol; raises ConfigError with one line."""
@@ -384,6 +447,9 @@ class Config:
         else:
             self.http_protocol_class = self.http
         self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
+        ws_protocol_class = None
+        if self.ws_mode != "none":
+            ws_protocol_class = import_from_string(WS_PROTOCOLS[self.ws_mode])
         self.loaded_app = self.load_app()
         self.protocol_settings = ProtocolSettings(
             app=self.loaded_app,
@@ -399,6 +465,12 @@ class Config:
             limit_request_body=self.limit_request_body,
             timeout_keep_alive=self.timeout_keep_alive,
             timeout_request_header=self.timeout_request_header,
+            ws_protocol_class=ws_protocol_class,
+            ws_max_size=self.ws_max_size,
+            ws_max_queue=self.ws_max_queue,
+            ws_ping_interval=self.ws_ping_interval,
+            ws_ping_timeout=self.ws_ping_timeout,
+            ws_per_message_deflate=self.ws_per_message_deflate,
         )
         self.loaded = True
 
@@ -458,9 +530,7 @@ class Config:
                 sock.bind((self.host, self.port))
             except OSError as exc:
                 sock.close()
-                raise ConfigError(
-                    f"Cannot bind {self.host}:{self.port}: {exc.strerror}"
-                ) from exc
+                raise ConfigError(f"Cannot bind {self.host}:{self.port}: {exc.strerror}") from exc
         sock.listen(self.backlog)
         sock.set_inheritable(True)
         return sock

@@ -25,9 +25,7 @@ def import_from_string(import_str: Any) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and module_str != exc.name and not module_str.startswith(exc.name + "."):
             # The module exists but something it imports does not.
-            raise ImportFromStringError(
-                f'Could not import module "{module_str}": {exc}.'
-            ) from exc
+            raise ImportFromStringError(f'Could not import module "{module_str}": {exc}.') from exc
         raise ImportFromStringError(f'Could not import module "{module_str}".') from exc
     except Exception as exc:
         raise ImportFromStringError(

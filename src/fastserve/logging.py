@@ -13,6 +13,9 @@ TRACE_LOG_LEVEL = 5
 
 # One access line per response: client, method, path with query, HTTP version, status.
 ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
+# One access line per WebSocket: client, path with query, and 101 when the app accepted,
+# else the status of the HTTP response that refused it.
+WEBSOCKET_ACCESS_LOG_FORMAT = '%s - "WebSocket %s" %d'
 
 error_logger = logging.getLogger("fastserve.error")
 access_logger = logging.getLogger("fastserve.access")
@@ -101,34 +104,64 @@ class AccessFormatter(DefaultFormatter):
     """Colours the status of an access line when the stream is a terminal."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if self.use_colors and isinstance(record.args, tuple) and len(record.args) == 5:
+        if (
+            self.use_colors
+            and isinstance(record.args, tuple)
+            and isinstance(record.msg, str)
+            and record.msg in _STATUS_LAST
+        ):
             record = copy(record)
-            client, method, path, version, status = record.args
+            *args, status = record.args
             try:
                 phrase = http.HTTPStatus(status).phrase
             except ValueError:
                 phrase = ""
             code = "32" if status < 400 else "33" if status < 500 else "31"
-            record.msg = '%s - "%s %s HTTP/%s" %s'
-            record.args = (client, method, path, version, _colour(f"{status} {phrase}", code))
+            record.msg = _STATUS_LAST[record.msg]
+            record.args = (*args, _colour(f"{status} {phrase}", code))
             record.message = record.getMessage()
         return super().formatMessage(record)
 
 
-def log_access(scope: dict, status: int) -> None:
-    """The access line of one finished response (both HTTP modes call this)."""
+# The access formats whose last argument is a status, and the same with the status
+# as a (coloured) string.
+_STATUS_LAST = {
+    ACCESS_LOG_FORMAT: ACCESS_LOG_FORMAT[:-2] + "%s",
+    WEBSOCKET_ACCESS_LOG_FORMAT: WEBSOCKET_ACCESS_LOG_FORMAT[:-2] + "%s",
+}
+
+
+def format_client(scope: dict) -> str:
+    """`host:port` of the scope's client, or "-" (a unix socket)."""
     client = scope.get("client")
+    return "%s:%d" % (client[0], client[1]) if client else "-"
+
+
+def _path_with_query(scope: dict) -> str:
     query = scope["query_string"]
     path = scope["raw_path"].decode("latin-1")
     if query:
         path = path + "?" + query.decode("latin-1")
+    return path
+
+
+def log_access(scope: dict, status: int) -> None:
+    """The access line of one finished response (both HTTP modes call this)."""
     access_logger.info(
         ACCESS_LOG_FORMAT,
-        "%s:%d" % (client[0], client[1]) if client else "-",
+        format_client(scope),
         scope["method"],
-        path,
+        _path_with_query(scope),
         scope["http_version"],
         status,
+    )
+
+
+def log_websocket_access(scope: dict, status: int) -> None:
+    """The access line of one WebSocket, once the app answered its handshake: 101
+    when it accepted, else the status it refused with (403, its own, or 500)."""
+    access_logger.info(
+        WEBSOCKET_ACCESS_LOG_FORMAT, format_client(scope), _path_with_query(scope), status
     )
 
 

@@ -33,7 +33,7 @@ def run_config(config: Config) -> None:
 
         if not isinstance(config.app, str):
             logger.error(
-                "--reload needs the app as an import string (\"module:attribute\"), "
+                '--reload needs the app as an import string ("module:attribute"), '
                 "so that each restart imports the changed code"
             )
             sys.exit(1)

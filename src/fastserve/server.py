@@ -17,8 +17,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
-from typing import Optional, Sequence
+from typing import Optional
 
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
@@ -191,7 +192,9 @@ class Server:
             return True
         max_requests = self.limit_max_requests
         if max_requests is not None and self.server_state.total_requests >= max_requests:
-            logger.warning("Maximum request limit of %d exceeded. Terminating process.", max_requests)
+            logger.warning(
+                "Maximum request limit of %d exceeded. Terminating process.", max_requests
+            )
             return True
         return False
 
@@ -268,4 +271,3 @@ class Server:
             self.force_exit = True
         else:
             self.should_exit = True
-

@@ -1,5 +1,6 @@
-"""ASGI rules every protocol family shares: message checks, how an app's call
-ended, and `ClientDisconnected` (re-exported as `fastserve.ClientDisconnected`).
+"""ASGI rules every protocol family shares: message checks (HTTP and WebSocket), how
+an app's call ended, and `ClientDisconnected` (re-exported as
+`fastserve.ClientDisconnected`).
 
 Everything here runs at most once per message or per app call, never per parser
 callback.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from typing import Optional
+from typing import Optional, Union
 
 error_logger = logging.getLogger("fastserve.error")
 
@@ -28,8 +29,12 @@ class ASGIMessageError(RuntimeError):
     """The app sent a message the ASGI spec does not allow at this point."""
 
 
+def message_type_of(message) -> Optional[str]:
+    return message.get("type") if isinstance(message, dict) else None
+
+
 def expect_message(message, expected: str) -> None:
-    message_type = message.get("type") if isinstance(message, dict) else None
+    message_type = message_type_of(message)
     if message_type != expected:
         raise ASGIMessageError(
             f"Expected ASGI message {expected!r}, but got {message_type!r}: {message!r:.200}"
@@ -44,42 +49,133 @@ def after_complete(message) -> ASGIMessageError:
     )
 
 
-def response_start(message) -> tuple[int, list]:
-    """Validate `http.response.start`; return (status, headers)."""
-    expect_message(message, "http.response.start")
+def response_start(message, message_type: str = "http.response.start") -> tuple[int, list]:
+    """Validate `http.response.start` (or `websocket.http.response.start`, the same
+    fields); return (status, headers)."""
+    expect_message(message, message_type)
     status = message.get("status")
     if not isinstance(status, int) or not 100 <= status <= 599:
-        raise ASGIMessageError(
-            f"ASGI message 'http.response.start' has an invalid status {status!r}"
-        )
+        raise ASGIMessageError(f"ASGI message {message_type!r} has an invalid status {status!r}")
+    return status, _headers(message)
+
+
+def _headers(message) -> list:
     headers = message.get("headers", ())
-    if not isinstance(headers, list):
-        headers = list(headers)
-    return status, headers
+    return headers if isinstance(headers, list) else list(headers)
 
 
-def bad_header(name, value) -> ASGIMessageError:
+def bad_header(name, value, message_type: str = "http.response.start") -> ASGIMessageError:
     return ASGIMessageError(
-        f"ASGI message 'http.response.start' has an invalid header {name!r}: {value!r:.200}"
+        f"ASGI message {message_type!r} has an invalid header {name!r}: {value!r:.200}"
     )
 
 
-def malformed_header(header) -> ASGIMessageError:
-    return ASGIMessageError(
-        f"ASGI message 'http.response.start' has a malformed header {header!r:.200}"
-    )
+def malformed_header(header, message_type: str = "http.response.start") -> ASGIMessageError:
+    return ASGIMessageError(f"ASGI message {message_type!r} has a malformed header {header!r:.200}")
 
 
-def response_body(message) -> tuple[bytes, bool]:
-    """Validate `http.response.body`; return (body, more_body)."""
-    expect_message(message, "http.response.body")
+def response_body(message, message_type: str = "http.response.body") -> tuple[bytes, bool]:
+    """Validate `http.response.body` (or `websocket.http.response.body`); return
+    (body, more_body)."""
+    expect_message(message, message_type)
     body = message.get("body", b"")
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise ASGIMessageError(
-            "ASGI message 'http.response.body' has a non-bytes body of type "
-            f"{type(body).__name__}"
+            f"ASGI message {message_type!r} has a non-bytes body of type {type(body).__name__}"
         )
     return body, bool(message.get("more_body", False))
+
+
+# -- websocket messages -------------------------------------------------------------------
+
+WEBSOCKET_NORMAL_CLOSURE = 1000  # `websocket.close` without a code
+# Close codes an application may send (RFC 6455 7.4): the registered ones that are
+# not reserved for an endpoint's own use (1004-1006, 1015), and 3000-4999.
+WEBSOCKET_CLOSE_CODES = frozenset(
+    (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014)
+)
+WEBSOCKET_REGISTERED_CLOSE_CODES = range(3000, 5000)
+# A close frame's payload is at most 125 bytes: the 2-byte code, then the reason.
+WEBSOCKET_CLOSE_REASON_MAX = 123
+
+
+def unexpected_message(message, expected: tuple) -> ASGIMessageError:
+    """The error for a message of a type not allowed in this state of the connection."""
+    names = " or ".join(repr(name) for name in expected)
+    return ASGIMessageError(
+        f"Expected ASGI message {names}, but got {message_type_of(message)!r}: {message!r:.200}"
+    )
+
+
+def after_close(message) -> ASGIMessageError:
+    """The error for any message sent after the app closed (or refused) the WebSocket."""
+    return ASGIMessageError(
+        f"Unexpected ASGI message {message_type_of(message)!r} sent, after the application "
+        "closed the WebSocket."
+    )
+
+
+def websocket_accept(message, offered: list) -> tuple[Optional[str], list]:
+    """Validate `websocket.accept`; return (subprotocol or None, headers). The
+    subprotocol must be one the client offered (RFC 6455 4.2.2)."""
+    subprotocol = message.get("subprotocol")
+    if subprotocol is not None:
+        if not isinstance(subprotocol, str):
+            raise ASGIMessageError(
+                f"ASGI message 'websocket.accept' has a non-str subprotocol {subprotocol!r:.200}"
+            )
+        if subprotocol not in offered:
+            raise ASGIMessageError(
+                f"ASGI message 'websocket.accept' has subprotocol {subprotocol!r:.200}, which "
+                f"the client did not offer (it offered {offered!r:.200})"
+            )
+    return subprotocol, _headers(message)
+
+
+def websocket_send(message) -> Union[str, bytes]:
+    """Validate `websocket.send`; return its text (str) or bytes."""
+    data = message.get("bytes")
+    text = message.get("text")
+    if (data is None) == (text is None):
+        raise ASGIMessageError(
+            "ASGI message 'websocket.send' must have exactly one of 'bytes' and 'text': "
+            f"{message!r:.200}"
+        )
+    if text is not None:
+        if not isinstance(text, str):
+            raise ASGIMessageError(
+                f"ASGI message 'websocket.send' has a non-str text of type {type(text).__name__}"
+            )
+        return text
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ASGIMessageError(
+            f"ASGI message 'websocket.send' has non-bytes bytes of type {type(data).__name__}"
+        )
+    return data
+
+
+def websocket_close(message) -> tuple[int, str]:
+    """Validate `websocket.close`; return (code, reason)."""
+    code = message.get("code")
+    if code is None:
+        code = WEBSOCKET_NORMAL_CLOSURE
+    elif (
+        not isinstance(code, int)
+        or isinstance(code, bool)
+        or not (code in WEBSOCKET_CLOSE_CODES or code in WEBSOCKET_REGISTERED_CLOSE_CODES)
+    ):
+        raise ASGIMessageError(f"ASGI message 'websocket.close' has an invalid code {code!r:.200}")
+    reason = message.get("reason") or ""
+    if not isinstance(reason, str):
+        raise ASGIMessageError(
+            f"ASGI message 'websocket.close' has a non-str reason of type {type(reason).__name__}"
+        )
+    if len(reason.encode("utf-8")) > WEBSOCKET_CLOSE_REASON_MAX:
+        raise ASGIMessageError(
+            "ASGI message 'websocket.close' has a reason longer than "
+            f"{WEBSOCKET_CLOSE_REASON_MAX} bytes: {reason!r:.200}"
+        )
+    return int(code), reason
 
 
 # -- when the app is done ---------------------------------------------------------------
@@ -127,9 +223,7 @@ def app_returned(
 ) -> int:
     """Judge how the app's call ended, log what was wrong, and say what to do."""
     if message_error is not None:
-        error_logger.error(
-            "Invalid ASGI message sent by the application\n", exc_info=message_error
-        )
+        error_logger.error("Invalid ASGI message sent by the application\n", exc_info=message_error)
         return APP_FAIL
     if result is not None:
         error_logger.error("ASGI callable should return None, but returned %r.", result)

@@ -7,7 +7,8 @@ its workers:
     run()
       start()            bind sockets, --preload the app, install signal handlers
       loop:
-        a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT)
+        a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
+                            then manage_workers()
         else sleep()      until a signal, a heartbeat or one second passed, then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
@@ -24,7 +25,6 @@ imported, lifespan startup complete), which is what a rolling restart waits for.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -32,11 +32,8 @@ import os
 import select
 import signal
 import socket
-import sys
-import threading
 import time
-import traceback
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 from fastserve.config import STARTUP_FAILURE, Config, ConfigError
 from fastserve.logging import log_running
@@ -58,7 +55,16 @@ GRACEFUL_MARGIN = 5.0
 
 SIGNAL_NAMES = {
     getattr(signal, name): name[3:].lower()
-    for name in ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGCHLD")
+    for name in (
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGINT",
+        "SIGTERM",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGUSR1",
+        "SIGCHLD",
+    )
 }
 MASTER_SIGNALS = list(SIGNAL_NAMES)
 
@@ -147,6 +153,7 @@ class Supervisor:
                     sig = self.signal_queue.pop(0)
                     handler = getattr(self, f"handle_{SIGNAL_NAMES[sig]}")
                     handler()
+                    self.manage_workers()  # act on TTIN / TTOU / HUP now, not at the next wake-up
                     continue
                 self.sleep()
                 self.reap_workers()
@@ -297,7 +304,9 @@ class Supervisor:
 
     def current_workers(self) -> list[WorkerProcess]:
         return [
-            w for w in self.workers.values() if w.generation == self.generation and w.retiring_at is None
+            w
+            for w in self.workers.values()
+            if w.generation == self.generation and w.retiring_at is None
         ]
 
     def manage_workers(self) -> None:
@@ -310,10 +319,14 @@ class Supervisor:
                 logger.error("Cannot fork a worker: %s; retrying in a second", exc.strerror or exc)
                 break
         if len(current) > self.num_workers:
-            for worker in sorted(current, key=lambda w: w.spawned_at)[: len(current) - self.num_workers]:
+            for worker in sorted(current, key=lambda w: w.spawned_at)[
+                : len(current) - self.num_workers
+            ]:
                 self.retire_worker(worker, "there are more workers than wanted")
         old = [
-            w for w in self.workers.values() if w.generation < self.generation and w.retiring_at is None
+            w
+            for w in self.workers.values()
+            if w.generation < self.generation and w.retiring_at is None
         ]
         if old:
             current = self.current_workers()
@@ -415,7 +428,11 @@ class Supervisor:
                 if self.boot_failures >= BOOT_FAILURE_LIMIT:
                     self.give_up(status)
             elif worker.aborted_at is not None:
-                logger.error("Worker [%d] was killed after its heartbeat stopped (%s); replacing it", pid, how)
+                logger.error(
+                    "Worker [%d] was killed after its heartbeat stopped (%s); replacing it",
+                    pid,
+                    how,
+                )
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
                 logger.info("Worker [%d] exited (%s); replacing it", pid, how)
             else:

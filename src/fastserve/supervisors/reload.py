@@ -20,8 +20,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
@@ -29,7 +30,7 @@ from fastserve.logging import log_running
 logger = logging.getLogger("fastserve.error")
 
 DEFAULT_INCLUDES = ["*.py"]
-DEFAULT_EXCLUDES = [".*", ".py[cod]", ".sw.*", "~*", "__pycache__"]
+DEFAULT_EXCLUDES = [".*", "*.py[cod]", ".sw.*", "~*", "__pycache__"]
 
 # Seconds a server gets to stop on a restart when --timeout-graceful-shutdown is unset.
 DEFAULT_STOP_TIMEOUT = 5.0
@@ -40,7 +41,8 @@ class FileFilter:
 
     A pattern is matched against the file name, the path below the watched directory,
     and (for excludes) each directory on that path, so `.*` ignores `.git/` and `.venv/`.
-    A pattern naming an existing directory includes or excludes that directory.
+    A pattern the user gives that names an existing directory includes or excludes
+    that directory (the defaults stay patterns, so `__pycache__` means every one).
     """
 
     def __init__(self, dirs: list[Path], includes: list[str], excludes: list[str]) -> None:
@@ -49,15 +51,19 @@ class FileFilter:
         self.excludes: list[str] = []
         self.include_dirs: list[Path] = []
         self.exclude_dirs: list[Path] = []
-        for pattern in DEFAULT_INCLUDES + includes:
+        for pattern in includes:
             if Path(pattern).is_dir():
                 self.include_dirs.append(Path(pattern).resolve())
-            elif pattern not in self.includes:
-                self.includes.append(pattern)
-        for pattern in DEFAULT_EXCLUDES + excludes:
+        for pattern in excludes:
             if Path(pattern).is_dir():
                 self.exclude_dirs.append(Path(pattern).resolve())
-            elif pattern not in includes:  # an explicit include wins over a default exclude
+        for pattern in DEFAULT_INCLUDES + includes:
+            if pattern not in self.includes and Path(pattern).resolve() not in self.include_dirs:
+                self.includes.append(pattern)
+        for pattern in DEFAULT_EXCLUDES + excludes:
+            if Path(pattern).resolve() in self.exclude_dirs:
+                continue
+            if pattern not in includes:  # an explicit include wins over a default exclude
                 self.excludes.append(pattern)
 
     def relative(self, path: Path) -> Path:
@@ -112,9 +118,7 @@ class Reloader:
             logger.error("%s", exc)
             return 1
         watcher, engine = self.make_watcher()
-        logger.info(
-            "Will watch for changes in: %s", ", ".join(repr(str(d)) for d in self.dirs)
-        )
+        logger.info("Will watch for changes in: %s", ", ".join(repr(str(d)) for d in self.dirs))
         logger.info("Started reloader process [%d] using %s", os.getpid(), engine)
         self.log_listening()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -194,7 +198,9 @@ class Reloader:
         while not self.should_exit.wait(interval):
             current = self.scan()
             changed = {
-                path for path in current.keys() | mtimes.keys() if current.get(path) != mtimes.get(path)
+                path
+                for path in current.keys() | mtimes.keys()
+                if current.get(path) != mtimes.get(path)
             }
             mtimes = current
             yield changed
@@ -222,7 +228,12 @@ class Reloader:
             {"config": self.config, "sys_path": sys.path, "fd": self.sock.fileno()}
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from fastserve.supervisors.reload import child_main; child_main()", str(read_fd)],
+            [
+                sys.executable,
+                "-c",
+                "from fastserve.supervisors.reload import child_main; child_main()",
+                str(read_fd),
+            ],
             pass_fds=(self.sock.fileno(), read_fd),
         )
         os.close(read_fd)
@@ -243,7 +254,9 @@ class Reloader:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            logger.warning("Server process [%d] did not stop in %gs; killing it", process.pid, timeout)
+            logger.warning(
+                "Server process [%d] did not stop in %gs; killing it", process.pid, timeout
+            )
             process.kill()
             process.wait()
 

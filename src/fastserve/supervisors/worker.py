@@ -14,7 +14,8 @@ import socket
 import sys
 import threading
 import traceback
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable, Optional
 
 from fastserve.config import STARTUP_FAILURE, Config
 from fastserve.server import Server
@@ -30,7 +31,9 @@ HEARTBEATS_PER_TIMEOUT = 4
 
 def all_log_handlers() -> list[logging.Handler]:
     loggers = [logging.getLogger()] + [
-        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
     ]
     return [handler for item in loggers for handler in item.handlers]
 
@@ -158,10 +161,14 @@ def flush_logs() -> None:
 
 def heartbeat_interval_for(timeout: float) -> float:
     """How often a worker beats: several times per timeout, at most once a second."""
-    return max(MIN_HEARTBEAT_INTERVAL, min(MAX_HEARTBEAT_INTERVAL, timeout / HEARTBEATS_PER_TIMEOUT))
+    return max(
+        MIN_HEARTBEAT_INTERVAL, min(MAX_HEARTBEAT_INTERVAL, timeout / HEARTBEATS_PER_TIMEOUT)
+    )
 
 
-def run_worker(config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float) -> int:
+def run_worker(
+    config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float
+) -> int:
     """The body of a forked worker: serve on the inherited sockets; the exit code."""
 
     def notify() -> None:

@@ -47,6 +47,8 @@ def choose_framing(
     if not http10:
         return CHUNKED
     return UNTIL_CLOSE
+
+
 # A later chunk up to this size is joined with its size line and CRLF into one
 # write; a bigger one is written as it is, after its size line.
 CHUNK_JOIN_MAX = 16384

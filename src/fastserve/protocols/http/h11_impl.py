@@ -77,6 +77,12 @@ from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_respon
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from fastserve.protocols.websockets.handshake import (
+    hand_over,
+    handshake_error,
+    is_websocket_upgrade,
+    websocket_scope,
+)
 
 _H11_REQUEST = h11.Request
 _H11_ERROR = h11.RemoteProtocolError
@@ -393,6 +399,9 @@ class H11Protocol(asyncio.Protocol):
             "headers": headers,
             "state": self.app_state.copy(),
         }
+        if settings.ws_protocol_class is not None and is_websocket_upgrade(headers):
+            self._upgrade(scope, chunked or content_length > 0, rest)
+            return
         if settings.proxy_headers:
             apply_proxy_headers(scope, settings.proxy_trust)
 
@@ -421,6 +430,27 @@ class H11Protocol(asyncio.Protocol):
         tasks = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+    def _upgrade(self, scope: dict, has_body: bool, rest: bytes) -> None:
+        """A WebSocket handshake: refuse it (400 / 426), or give the connection to
+        the WebSocket protocol with the bytes that followed; this one is done."""
+        refused = handshake_error(
+            scope["method"], scope["http_version"], scope["headers"], has_body
+        )
+        if refused is not None:
+            self._fail(400, refused)
+            return
+        settings = self.settings
+        ws_scope = websocket_scope(scope, self.scheme == "https")
+        if settings.proxy_headers:
+            apply_proxy_headers(ws_scope, settings.proxy_trust)
+        self.server_state.total_requests += 1
+        self.closed = True
+        self.server_state.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        hand_over(self.transport, settings, self.server_state, ws_scope, rest, self.loop)
 
     def _wait_head(self) -> None:
         """Part of a head is here (or none): time out at the head deadline."""
@@ -605,8 +635,9 @@ class H11Protocol(asyncio.Protocol):
         if not self.closed:
             self.flow.resume_reading()
 
-    def _fail(self, status: int) -> None:
-        """A request the server answers itself (parse error, limit): answer, close."""
+    def _fail(self, status: int, response: Optional[bytes] = None) -> None:
+        """A request the server answers itself (parse error, limit, refused
+        handshake): answer with `response` or the canned one for `status`, close."""
         cycle = self.cycle
         started = False
         self.chunk_left = None
@@ -620,7 +651,7 @@ class H11Protocol(asyncio.Protocol):
                 cycle.keep_alive = False
             cycle.wake()
         if not started and not self.closed:
-            self.transport.write(error_response(status))
+            self.transport.write(response if response is not None else error_response(status))
         self._close()
 
     def _close(self) -> None:

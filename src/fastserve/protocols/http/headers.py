@@ -4,7 +4,7 @@ the checks the pure protocol runs on an app's response headers."""
 from __future__ import annotations
 
 import http
-from typing import Iterable
+from collections.abc import Iterable
 
 from fastserve.protocols.asgi import bad_header, malformed_header
 

@@ -4,7 +4,8 @@ a scope takes `client` and `scheme` from them (HTTP and WebSocket scopes alike).
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Optional, Union
 
 # Trust answers cached per peer address; the cache is emptied when it holds this many.
 TRUST_CACHE_SIZE = 1024

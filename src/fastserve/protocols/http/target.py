@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
