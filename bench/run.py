@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -481,7 +482,7 @@ def cpu_model() -> Optional[str]:
         return None
 
 
-# -- main -------------------------------------------------------------------------------------
+# -- the command line, shared with ws_bench.py ----------------------------------------------
 
 
 def split_names(values: Optional[list[str]], known: dict, what: str) -> list[str]:
@@ -494,37 +495,40 @@ def split_names(values: Optional[list[str]], known: dict, what: str) -> list[str
     return list(dict.fromkeys(names))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--duration", type=int, default=10, help="whole seconds per measured wrk run (default 10)"
-    )
-    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+def add_common_arguments(
+    p: argparse.ArgumentParser,
+    servers: dict,
+    workloads: dict,
+    *,
+    duration_help: str,
+    warmup_help: str,
+    client: str,
+    extra: Sequence[tuple[str, dict]] = (),
+) -> None:
+    """The options both benchmarks take, in this order: --duration, the `extra` ones
+    ((flag, add_argument keywords) pairs), --repeat, --warmup, --only, --workload,
+    --json, --server-cpu, --client-cpu. `client` names the load client in the help."""
+    p.add_argument("--duration", type=int, default=10, help=duration_help)
+    for flag, kwargs in extra:
+        p.add_argument(flag, **kwargs)
     p.add_argument(
         "--repeat",
         type=int,
         default=1,
         help="measured runs per server and workload; the median is reported",
     )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=2,
-        help="whole seconds of unmeasured wrk load after start-up (default 2, 0 = none)",
-    )
+    p.add_argument("--warmup", type=int, default=2, help=warmup_help)
     p.add_argument(
         "--only",
         action="append",
         metavar="NAME",
-        help=f"servers (repeat or comma-separate): {', '.join(SERVERS)}",
+        help=f"servers (repeat or comma-separate): {', '.join(servers)}",
     )
     p.add_argument(
         "--workload",
         action="append",
         metavar="NAME",
-        help=f"workloads (repeat or comma-separate): {', '.join(WORKLOADS)}",
+        help=f"workloads (repeat or comma-separate): {', '.join(workloads)}",
     )
     p.add_argument(
         "--json", metavar="PATH", help="also write every number (and each run) to this JSON file"
@@ -532,7 +536,107 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument(
         "--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)"
     )
-    p.add_argument("--client-cpu", type=int, default=1, help="core wrk is pinned to (default 1)")
+    p.add_argument(
+        "--client-cpu", type=int, default=1, help=f"core {client} is pinned to (default 1)"
+    )
+
+
+class Selection(NamedTuple):
+    """What one benchmark run measures, and where."""
+
+    servers: list[str]  # the servers to measure, in order (none skipped)
+    workloads: list[str]
+    skipped: dict[str, str]  # server → why it is not measured
+    server_pin: list[str]  # taskset prefixes, or [] when not pinned
+    client_pin: list[str]
+
+
+def select(
+    args, servers: dict, workloads: dict, skip_reason: Callable[[str], Optional[str]]
+) -> Selection:
+    """The servers and workloads --only and --workload ask for, the cpu pinning, and the
+    servers `skip_reason` rules out (each logged). No servers left is logged too."""
+    names = split_names(args.only, servers, "server")
+    chosen_workloads = split_names(args.workload, workloads, "workload")
+    server_pin, client_pin = cpu_pinning(args.server_cpu, args.client_cpu)
+    skipped = {}
+    for name in names:
+        reason = skip_reason(name)
+        if reason:
+            skipped[name] = reason
+            log(f"skipping {name}: {reason}")
+    names = [s for s in names if s not in skipped]
+    if not names:
+        log("no server to benchmark")
+    return Selection(names, chosen_workloads, skipped, server_pin, client_pin)
+
+
+def log_plan(sel: Selection, args, *, client: str, load: str = "") -> None:
+    """The "N servers × M workloads, ..." line; `load` describes the load (or is empty)."""
+    log(
+        f"{len(sel.servers)} servers × {len(sel.workloads)} workloads, "
+        f"{args.duration}s × {args.repeat} (+{args.warmup}s warm-up) each, {load}"
+        f"server on core {args.server_cpu if sel.server_pin else 'any'}, "
+        f"{client} on core {args.client_cpu if sel.client_pin else 'any'}"
+    )
+
+
+def measure_all(sel: Selection, args, **kwargs) -> list[dict]:
+    """Every selected workload on every selected server: `measure` in turn."""
+    rows = []
+    for workload in sel.workloads:
+        rows += measure(
+            workload, sel.servers, sel.skipped, args, sel.server_pin, sel.client_pin, **kwargs
+        )
+    return rows
+
+
+def write_json(
+    args,
+    sel: Selection,
+    rows: list[dict],
+    *,
+    packages: tuple[str, ...],
+    settings: tuple[str, ...],
+    workloads: dict[str, str],
+    servers: Optional[dict[str, str]] = None,
+) -> None:
+    """The --json document: the machine, the package versions, the `settings` (names
+    of options, recorded with their values), the pinning, the `servers` (if given) and
+    `workloads` descriptions, the skipped servers, and every row."""
+    meta = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": sys.version,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "versions": versions(packages),
+        **{name: getattr(args, name) for name in settings},
+        "pinned": bool(sel.server_pin),
+    }
+    if servers is not None:
+        meta["servers"] = servers
+    meta["workloads"] = workloads
+    doc = {"meta": meta, "skipped": sel.skipped, "results": rows}
+    Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    log(f"wrote {args.json}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_arguments(
+        p,
+        SERVERS,
+        WORKLOADS,
+        duration_help="whole seconds per measured wrk run (default 10)",
+        warmup_help="whole seconds of unmeasured wrk load after start-up (default 2, 0 = none)",
+        client="wrk",
+        extra=[("--connections", dict(type=int, default=64, help="wrk connections (default 64)"))],
+    )
     args = p.parse_args(argv)
     if args.repeat < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--repeat, --duration and --connections must be positive")
@@ -544,29 +648,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
         return 2
 
-    servers = split_names(args.only, SERVERS, "server")
-    workloads = split_names(args.workload, WORKLOADS, "workload")
-    server_pin, client_pin = cpu_pinning(args.server_cpu, args.client_cpu)
-
-    skipped = {}
-    for name in servers:
-        reason = skip_reason(name)
-        if reason:
-            skipped[name] = reason
-            log(f"skipping {name}: {reason}")
-    servers = [s for s in servers if s not in skipped]
-    if not servers:
-        log("no server to benchmark")
+    sel = select(args, SERVERS, WORKLOADS, skip_reason)
+    if not sel.servers:
         return 1
-
-    log(
-        f"{len(servers)} servers × {len(workloads)} workloads, {args.duration:g}s × {args.repeat} "
-        f"(+{args.warmup:g}s warm-up) each, {args.connections} connections, "
-        f"server on core {args.server_cpu if server_pin else 'any'}, wrk on core {args.client_cpu if client_pin else 'any'}"
-    )
-    rows = []
-    for workload in workloads:
-        rows += measure(workload, servers, skipped, args, server_pin, client_pin)
+    log_plan(sel, args, client="wrk", load=f"{args.connections} connections, ")
+    rows = measure_all(sel, args)
 
     print()
     print(
@@ -574,28 +660,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"wrk -t1 -c{args.connections} -d{args.duration:g}s, median of {args.repeat}; "
         f"× = req/s ratio to uvicorn (httptools / h11, uvloop) in this run"
     )
-    print(table(rows, skipped))
+    print(table(rows, sel.skipped))
 
     if args.json:
-        doc = {
-            "meta": {
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "python": sys.version,
-                "platform": platform.platform(),
-                "cpu": cpu_model(),
-                "versions": versions(),
-                "duration": args.duration,
-                "connections": args.connections,
-                "repeat": args.repeat,
-                "warmup": args.warmup,
-                "pinned": bool(server_pin),
-                "workloads": {w: WORKLOADS[w][2] for w in workloads},
-            },
-            "skipped": skipped,
-            "results": rows,
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        write_json(
+            args,
+            sel,
+            rows,
+            packages=VERSIONED_PACKAGES,
+            settings=("duration", "connections", "repeat", "warmup"),
+            workloads={w: WORKLOADS[w][2] for w in sel.workloads},
+        )
     return 1 if any("error" in r for r in rows) else 0
 
 

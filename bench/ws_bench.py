@@ -21,8 +21,6 @@ import json
 import platform
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Optional
 
 from run import (
@@ -30,15 +28,16 @@ from run import (
     HOST,
     Server,
     ServerError,
+    add_common_arguments,
     cpu_model,
-    cpu_pinning,
     failure_reason,
     fmt_ratio,
     log,
-    measure,
+    log_plan,
+    measure_all,
     python_check,
-    split_names,
-    versions,
+    select,
+    write_json,
 )
 
 APP = "bench.apps:ws_echo"
@@ -158,41 +157,13 @@ def table(rows: list[dict], skipped: dict) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--duration", type=int, default=10, help="whole seconds measured per run (default 10)"
-    )
-    p.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="measured runs per server and workload; the median is reported",
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=2,
-        help="whole seconds of unmeasured load first (default 2, 0 = none)",
-    )
-    p.add_argument(
-        "--only",
-        action="append",
-        metavar="NAME",
-        help=f"servers (repeat or comma-separate): {', '.join(SERVERS)}",
-    )
-    p.add_argument(
-        "--workload",
-        action="append",
-        metavar="NAME",
-        help=f"workloads (repeat or comma-separate): {', '.join(WORKLOADS)}",
-    )
-    p.add_argument(
-        "--json", metavar="PATH", help="also write every number (and each run) to this JSON file"
-    )
-    p.add_argument(
-        "--server-cpu", type=int, default=0, help="core the server is pinned to (default 0)"
-    )
-    p.add_argument(
-        "--client-cpu", type=int, default=1, help="core the load client is pinned to (default 1)"
+    add_common_arguments(
+        p,
+        SERVERS,
+        WORKLOADS,
+        duration_help="whole seconds measured per run (default 10)",
+        warmup_help="whole seconds of unmeasured load first (default 2, 0 = none)",
+        client="the load client",
     )
     args = p.parse_args(argv)
     if args.repeat < 1 or args.duration <= 0 or args.warmup < 0:
@@ -203,39 +174,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"the load client needs uvloop: pip install uvloop ({err})", file=sys.stderr)
         return 2
 
-    servers = split_names(args.only, SERVERS, "server")
-    workloads = split_names(args.workload, WORKLOADS, "workload")
-    server_pin, client_pin = cpu_pinning(args.server_cpu, args.client_cpu)
-
-    skipped = {}
-    for name in servers:
-        reason = skip_reason(name)
-        if reason:
-            skipped[name] = reason
-            log(f"skipping {name}: {reason}")
-    servers = [s for s in servers if s not in skipped]
-    if not servers:
-        log("no server to benchmark")
+    sel = select(args, SERVERS, WORKLOADS, skip_reason)
+    if not sel.servers:
         return 1
-
-    log(
-        f"{len(servers)} servers × {len(workloads)} workloads, {args.duration}s × {args.repeat} "
-        f"(+{args.warmup}s warm-up) each, "
-        f"server on core {args.server_cpu if server_pin else 'any'}, "
-        f"client on core {args.client_cpu if client_pin else 'any'}"
-    )
-    rows = []
-    for workload in workloads:
-        rows += measure(
-            workload,
-            servers,
-            skipped,
-            args,
-            server_pin,
-            client_pin,
-            once=measure_once,
-            medians=MEDIANS,
-        )
+    log_plan(sel, args, client="client")
+    rows = measure_all(sel, args, once=measure_once, medians=MEDIANS)
 
     print()
     print(
@@ -243,30 +186,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{args.duration}s measured, median of {args.repeat}; "
         f"× = msg/s ratio to uvicorn (websockets-sansio / wsproto, httptools, uvloop) in this run"
     )
-    for workload in workloads:
+    for workload in sel.workloads:
         print(f"  {workload}: {WORKLOADS[workload][3]}")
-    print(table(rows, skipped))
+    print(table(rows, sel.skipped))
 
     if args.json:
-        doc = {
-            "meta": {
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "python": sys.version,
-                "platform": platform.platform(),
-                "cpu": cpu_model(),
-                "versions": versions(VERSIONED_PACKAGES),
-                "duration": args.duration,
-                "repeat": args.repeat,
-                "warmup": args.warmup,
-                "pinned": bool(server_pin),
-                "servers": {name: command_line(name) for name in servers},
-                "workloads": {w: WORKLOADS[w][3] for w in workloads},
-            },
-            "skipped": skipped,
-            "results": rows,
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        write_json(
+            args,
+            sel,
+            rows,
+            packages=VERSIONED_PACKAGES,
+            settings=("duration", "repeat", "warmup"),
+            servers={name: command_line(name) for name in sel.servers},
+            workloads={w: WORKLOADS[w][3] for w in sel.workloads},
+        )
     return 1 if any("error" in r for r in rows) else 0
 
 

@@ -10,7 +10,8 @@ by then, from `EVENTS` through the `/_/events?token=...` route of `app`.
 - `echo`             only the echo, for any path.
 - `hello`            "Hello, world!".
 - `failing_startup`  lifespan startup fails (the server must exit with code 3).
-- `starlette_app`    a Starlette app (streaming, background tasks, disconnects, anyio).
+- `starlette_app`    a Starlette app (streaming, background tasks, disconnects, anyio,
+                     FileResponse).
 """
 
 from __future__ import annotations
@@ -434,6 +435,23 @@ async def route_headers(scope, receive, send, query):
     await respond(send, 200, b"headers", headers)
 
 
+async def route_pathsend(scope, receive, send, query):
+    """The file at `path` by http.response.pathsend; `cl`: a Content-Length to
+    declare; `token`: record the extensions seen and what send() raised."""
+    token = query.get("token", "")
+    record(token, sorted(scope.get("extensions", {})))
+    headers = [(b"content-type", b"application/octet-stream")]
+    if "cl" in query:
+        headers.append((b"content-length", query["cl"].encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    try:
+        await send({"type": "http.response.pathsend", "path": query["path"]})
+    except Exception as exc:
+        record(token, type(exc).__name__)
+        raise
+    record(token, "sent")
+
+
 ROUTES = {
     "hello": route_hello,
     "nocl": route_nocl,
@@ -459,6 +477,7 @@ ROUTES = {
     "state-mutate": route_state_mutate,
     "close": route_close,
     "headers": route_headers,
+    "pathsend": route_pathsend,
 }
 
 
@@ -495,9 +514,35 @@ def _make_starlette_app():
     import anyio
     from starlette.applications import Starlette
     from starlette.background import BackgroundTasks
+    from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from starlette.responses import (
+        FileResponse,
+        JSONResponse,
+        PlainTextResponse,
+        StreamingResponse,
+    )
     from starlette.routing import Route
+
+    class RecordSends:
+        """For `/file`: records the scope's extensions and the types of the
+        messages the app sends, under the request's `token` query parameter."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            token = query.get("token")
+            if scope["type"] != "http" or scope["path"] != "/file" or token is None:
+                return await self.app(scope, receive, send)
+            record(token, sorted(scope.get("extensions", {})))
+
+            async def recording_send(message):
+                record(token, message["type"])
+                await send(message)
+
+            return await self.app(scope, receive, recording_send)
 
     @contextlib.asynccontextmanager
     async def starlette_lifespan(_app):
@@ -567,6 +612,9 @@ def _make_starlette_app():
         data = await request.json()
         return JSONResponse({"received": data, "length": len(await request.body())})
 
+    async def file(request: Request):
+        return FileResponse(request.query_params["path"])
+
     async def events(request: Request):
         return JSONResponse(EVENTS.get(request.query_params["token"], []))
 
@@ -579,7 +627,9 @@ def _make_starlette_app():
             Route("/taskgroup", task_group),
             Route("/json", post_json, methods=["POST"]),
             Route("/events", events),
+            Route("/file", file, methods=["GET", "HEAD"]),
         ],
+        middleware=[Middleware(RecordSends)],
         lifespan=starlette_lifespan,
     )
 

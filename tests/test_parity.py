@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,11 @@ TLS_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
 
 BIG = b"b" * (SINGLE_WRITE_MAX + 1)
 
+# The fake transport has no socket: pathsend takes its read loop (executor reads,
+# transport.write), the path of TLS and uvloop.
+PATHSEND_FILE = str(Path(__file__).resolve())
+PATHSEND_BYTES = Path(PATHSEND_FILE).read_bytes()
+
 
 def start(status=200, headers=()):
     return {"type": "http.response.start", "status": status, "headers": list(headers)}
@@ -42,6 +48,10 @@ def start(status=200, headers=()):
 
 def body(data=b"", more=False):
     return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+def pathsend(path=PATHSEND_FILE):
+    return {"type": "http.response.pathsend", "path": path}
 
 
 def sends(*messages):
@@ -158,6 +168,33 @@ CASES = {
     "expect-100-body-sent-at-once": (EXPECT + b"hello", echo, b"\r\n\r\nhello", False),
     "expect-100-answered-unread": (EXPECT, answer_unread, b"\r\n\r\nno", True),
     "pipelined": (GET + POST + GET, echo, b"hello", False),
+    "pathsend": (
+        GET,
+        sends(start(), pathsend()),
+        b"content-length: %d\r\n\r\n%b" % (len(PATHSEND_BYTES), PATHSEND_BYTES),
+        False,
+    ),
+    "pathsend-head": (
+        HEAD,
+        sends(start(), pathsend()),
+        b"content-length: %d\r\n\r\n" % len(PATHSEND_BYTES),
+        False,
+    ),
+    "pathsend-app-chunked": (
+        GET,
+        sends(start(200, [(b"transfer-encoding", b"chunked")]), pathsend()),
+        b"\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(PATHSEND_BYTES), PATHSEND_BYTES),
+        False,
+    ),
+    "pathsend-pipelined": (GET + HEAD + GET, sends(start(), pathsend()), PATHSEND_BYTES, False),
+    "pathsend-wrong-length": (GET, sends(start(200, CL_10), pathsend()), b"", True),
+    "pathsend-missing": (GET, sends(start(), pathsend("/nonexistent")), b"500 Internal", True),
+    "pathsend-after-body": (
+        GET,
+        sends(start(), body(b"ab", True), pathsend()),
+        b"2\r\nab\r\n",
+        True,
+    ),
     "garbage": (b"\x00\x01\x02 / HTTP/1.1\r\n\r\n", echo, b"400 Bad Request", True),
     "tls-on-plain-port": (TLS_CLIENT_HELLO, echo, b"400 Bad Request", True),
     "head-too-large": (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70000, echo, b"431", True),

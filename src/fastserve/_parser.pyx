@@ -76,6 +76,7 @@ from fastserve.protocols.http.headers import (
     STATUS_RANGE,
     TOKEN_TABLE,
 )
+from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -112,6 +113,13 @@ cdef int _APP_FAIL = asgi.APP_FAIL
 cdef int _APP_CLOSE = asgi.APP_CLOSE
 cdef object _response_start = asgi.response_start
 cdef object _response_body = asgi.response_body
+cdef object _response_pathsend = asgi.response_pathsend
+cdef object _pathsend_after_body = asgi.pathsend_after_body
+cdef object _message_type_of = asgi.message_type_of
+cdef object _open_path = open_path
+cdef object _file_length_error = length_error
+cdef object _chunk_frame = chunk_frame
+cdef object _send_file = send_file
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
 cdef object _choose_framing = fr.choose_framing
@@ -134,6 +142,7 @@ cdef bytes _CLOSE_LINE = fr.CLOSE_LINE
 cdef bytes _KEEP_ALIVE_LINE = fr.KEEP_ALIVE_LINE
 cdef str _START = "http.response.start"
 cdef str _BODY = "http.response.body"
+cdef str _PATHSEND = asgi.PATHSEND
 cdef str _V11 = "1.1"
 cdef str _V10 = "1.0"
 
@@ -756,6 +765,7 @@ cdef class HttpProtocol(_ParserCore):
             "query_string": None,
             "headers": None,
             "state": None,
+            "extensions": None,
         }
         # Each request Task is created in a copy of this context: a contextvar set
         # by one request never shows up in another.
@@ -935,6 +945,7 @@ cdef class HttpProtocol(_ParserCore):
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
+        scope["extensions"] = {_PATHSEND: {}}  # a new dict per scope, as "asgi"
         if info.upgrade and self.settings.ws_protocol_class is not None and \
                 _is_websocket_upgrade(headers):
             return self._upgrade_head(scope, p)
@@ -1261,8 +1272,11 @@ cdef class RequestCycle:
 
     cdef _fail(self):
         cdef HttpProtocol protocol = self.protocol
-        if not self.response_started and not self.disconnected and not protocol.closed:
+        # (started with the head not written yet: a 500 can still replace it)
+        if (not self.response_started or self.head_pending) and not self.disconnected \
+                and not protocol.closed:
             self.response_started = True
+            self.head_pending = False
             protocol._out(_error_response(500))
         self.response_complete = True
         self.wake()
@@ -1311,10 +1325,17 @@ cdef class RequestCycle:
         flow = protocol.flow
         if flow.write_paused and not self.disconnected and not protocol.closed:
             await flow.drain()
-        self._send(message)
+        if self._send(message):
+            try:
+                await self._pathsend(message)
+            except _ASGIMessageError as exc:
+                self.message_error = exc
+                raise
 
     cdef int _send(self, message) except -1:
+        """Handle a message; 1 when it is a pathsend, for `_pathsend`."""
         cdef HttpProtocol protocol = self.protocol
+        cdef int pathsend = 0
         if self.disconnected or protocol.closed:
             # ASGI 2.4: send() on a closed connection raises an OSError subclass
             # (Starlette's StreamingResponse stops on it).
@@ -1326,11 +1347,11 @@ cdef class RequestCycle:
             elif self.response_complete:
                 raise _after_complete(message)
             else:
-                self._body(message)
+                pathsend = self._body(message)
         except _ASGIMessageError as exc:
             self.message_error = exc
             raise
-        return 0
+        return pathsend
 
     # -- response -------------------------------------------------------------------
 
@@ -1439,6 +1460,8 @@ cdef class RequestCycle:
                 if type(body) is bytes:
                     ok = True
         if not ok:
+            if _message_type_of(message) == _PATHSEND:
+                return 1
             body, more_body = _response_body(message)
             if type(body) is not bytes:
                 body = bytes(body)
@@ -1447,6 +1470,43 @@ cdef class RequestCycle:
         else:
             self._more_body(<bytes>body, more_body)
         return 0
+
+    async def _pathsend(self, message):
+        """`http.response.pathsend`: the body is the file at the message's path,
+        framed as a body of its size in one message (see pathsend.py)."""
+        cdef HttpProtocol protocol = self.protocol
+        if not self.head_pending:
+            raise _pathsend_after_body(message)
+        opened = _open_path(_response_pathsend(message))
+        try:
+            size = opened.size
+            self._framing(size, False)
+            if self.framing == M_LENGTH and self.content_length != size:
+                # the app's Content-Length: nothing of the response is written
+                self._length_error(_file_length_error(self.content_length, size))
+                return
+            tail = b""
+            if self.framing == M_CHUNKED:
+                prefix, tail = _chunk_frame(size)
+                buf_bytes(&protocol.out, prefix)
+            protocol._out(PyBytes_FromStringAndSize(protocol.out.data, protocol.out.len))
+            # responses held back for a pipelined batch, and this head, go before the file
+            protocol._flush()
+            if self.framing != M_NONE and size:  # (NONE: HEAD, 204, 304: the head only)
+                try:
+                    sent = await _send_file(protocol.transport, protocol.flow, opened)
+                except _ClientDisconnected:
+                    self.disconnected = True
+                    protocol._close()
+                    raise
+                if sent < size:  # the file shrank since it was opened
+                    self._length_error(CONTENT_SHORTER)
+                    return
+                if tail:
+                    protocol._out(tail)
+        finally:
+            opened.close()
+        self._complete()
 
     cdef int _framing(self, Py_ssize_t n, bint more_body) except -1:
         """Choose the framing at the first body message; end the head in protocol.out."""

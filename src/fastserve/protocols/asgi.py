@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from typing import Optional, Union
 
 error_logger = logging.getLogger("fastserve.error")
@@ -84,6 +85,28 @@ def response_body(message, message_type: str = "http.response.body") -> tuple[by
             f"ASGI message {message_type!r} has a non-bytes body of type {type(body).__name__}"
         )
     return body, bool(message.get("more_body", False))
+
+
+PATHSEND = "http.response.pathsend"
+
+
+def response_pathsend(message) -> str:
+    """Validate `http.response.pathsend` (the path-send extension); return its path,
+    an absolute path as a str."""
+    expect_message(message, PATHSEND)
+    path = message.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ASGIMessageError(
+            f"ASGI message {PATHSEND!r} needs an absolute path as a str, not {path!r:.200}"
+        )
+    return path
+
+
+def pathsend_after_body(message) -> ASGIMessageError:
+    """The error for a pathsend after body messages: it replaces them, all of them."""
+    return ASGIMessageError(
+        f"ASGI message {PATHSEND!r} sent after 'http.response.body': {message!r:.200}"
+    )
 
 
 # -- websocket messages -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Behaviour matches the C protocol in ``fastserve/_parser.pyx`` (llhttp, strict), and
 the two files read side by side: the same class, attribute and method names for
 the same things. Every rule that is not hot-path code lives once, in the modules
-beside this one (headers, target, proxy, errors, framing, flow) and in
+beside this one (headers, target, proxy, errors, framing, flow, pathsend) and in
 ``fastserve.protocols.asgi``.
 
 How h11 is used
@@ -56,12 +56,16 @@ from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
+    PATHSEND,
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
     app_returned,
     log_app_exception,
+    message_type_of,
+    pathsend_after_body,
     response_body,
+    response_pathsend,
     response_start,
 )
 from fastserve.protocols.http import framing as fr
@@ -74,6 +78,7 @@ from fastserve.protocols.http.errors import (
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
+from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -398,6 +403,7 @@ class H11Protocol(asyncio.Protocol):
             "query_string": query_string,
             "headers": headers,
             "state": self.app_state.copy(),
+            "extensions": {PATHSEND: {}},  # a new dict per scope, as "asgi"
         }
         if settings.ws_protocol_class is not None and is_websocket_upgrade(headers):
             self._upgrade(scope, chunked or content_length > 0, rest)
@@ -749,8 +755,14 @@ class RequestCycle:
 
     def _fail(self) -> None:
         protocol = self.protocol
-        if not self.response_started and not self.disconnected and not protocol.closed:
+        # (started with the head not written yet: a 500 can still replace it)
+        if (
+            (not self.response_started or self.head_pending)
+            and not self.disconnected
+            and not protocol.closed
+        ):
             self.response_started = True
+            self.head_pending = False
             self.transport.write(error_response(500))
         self.response_complete = True
         self.wake()
@@ -805,8 +817,8 @@ class RequestCycle:
                 self._start(message)
             elif self.response_complete:
                 raise after_complete(message)
-            else:
-                self._body(message)
+            elif self._body(message):
+                await self._pathsend(message)
         except ASGIMessageError as exc:
             self.message_error = exc
             raise
@@ -826,12 +838,52 @@ class RequestCycle:
             self.keep_alive = False
             self.app_close = True
 
-    def _body(self, message) -> None:
+    def _body(self, message) -> bool:
+        """A body message; True when it is a pathsend instead (for `_pathsend`)."""
+        if message_type_of(message) == PATHSEND:
+            return True
         body, more_body = response_body(message)
         if self.head_pending:
             self._first_body(body, more_body)
         else:
             self._more_body(body, more_body)
+        return False
+
+    async def _pathsend(self, message) -> None:
+        """`http.response.pathsend`: the body is the file at the message's path,
+        framed as a body of its size in one message (see pathsend.py)."""
+        protocol = self.protocol
+        if not self.head_pending:
+            raise pathsend_after_body(message)
+        opened = open_path(response_pathsend(message))
+        try:
+            size = opened.size
+            head = self._framing(size, False)
+            framing = self.framing
+            if framing == fr.LENGTH and self.content_length != size:
+                # the app's Content-Length: nothing of the response is written
+                self._length_error(length_error(self.content_length, size))
+                return
+            tail = b""
+            if framing == fr.CHUNKED:
+                prefix, tail = chunk_frame(size)
+                head += prefix
+            self.transport.write(head)
+            if framing != fr.NONE and size:  # (NONE: HEAD, 204, 304: the head only)
+                try:
+                    sent = await send_file(self.transport, protocol.flow, opened)
+                except ClientDisconnected:
+                    self.disconnected = True
+                    protocol._close()
+                    raise
+                if sent < size:  # the file shrank since it was opened
+                    self._length_error(CONTENT_SHORTER)
+                    return
+                if tail:
+                    self.transport.write(tail)
+        finally:
+            opened.close()
+        self._complete()
 
     def _framing(self, n: int, more_body: bool) -> bytes:
         """Choose the framing at the first body message; the whole response head."""

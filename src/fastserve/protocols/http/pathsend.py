@@ -1,0 +1,142 @@
+"""The ASGI `http.response.pathsend` extension, once for both HTTP modes: after
+`http.response.start` an app may send `{"type": "http.response.pathsend", "path":
+"/abs/path"}` instead of body messages, and the server sends that file's bytes
+without copying them through the app.
+
+The protocol's cycle checks the message (`asgi.response_pathsend`), opens the file
+here, frames the response for the file's size (its own `_framing`, as for a body
+of that size in one message), writes the head, and calls `send_file`:
+
+- asyncio's own loop, plain TCP or unix socket: `loop.sendfile`, which waits for
+  the write buffer to be empty and then calls `os.sendfile` on the socket (if that
+  syscall fails before the first byte, asyncio reads and writes instead);
+- TLS, uvloop (it has no `sendfile`) or any other transport: a read loop, reads in
+  the default executor (a slow disk never blocks the loop), writes with the
+  protocol's flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from typing import Optional
+
+from fastserve.protocols.asgi import PATHSEND, ASGIMessageError, ClientDisconnected
+from fastserve.protocols.http import framing as fr
+from fastserve.protocols.http.errors import CONTENT_LONGER, CONTENT_SHORTER
+from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.utils import is_ssl
+
+# Bytes read from the file per write in the read loop.
+FILE_READ_SIZE = 262144
+
+
+class OpenFile:
+    """A file opened for a pathsend, and its size at opening. `close()` may come
+    while a read of the file runs in the executor (the app's task was cancelled):
+    the file is closed when that read is done, so its descriptor is never closed
+    (and perhaps reused) under a running read."""
+
+    __slots__ = ("file", "size", "reading")
+
+    def __init__(self, file, size: int) -> None:
+        self.file = file
+        self.size = size
+        self.reading: Optional[asyncio.Future] = None
+
+    def close(self) -> None:
+        reading = self.reading
+        if reading is not None and not reading.done():
+            reading.add_done_callback(self._close_now)
+        else:
+            self.file.close()
+
+    def _close_now(self, _reading) -> None:
+        self.file.close()
+
+
+def open_path(path: str) -> OpenFile:
+    """Open the regular file at `path` (the app's, already checked to be absolute).
+    A path that cannot be opened is the app's message error: the response head is
+    not written yet, so the client gets a 500."""
+    try:
+        # O_NONBLOCK: a FIFO at `path` must not block the loop in open() (it is
+        # refused below); regular files ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ASGIMessageError(
+            f"ASGI message {PATHSEND!r} names a file that cannot be opened: {exc}"
+        ) from exc
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise ASGIMessageError(
+            f"ASGI message {PATHSEND!r} names a file that cannot be read: {exc}"
+        ) from exc
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ASGIMessageError(f"ASGI message {PATHSEND!r} names {path!r}, not a regular file")
+    file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by OpenFile.close()
+    return OpenFile(file, info.st_size)
+
+
+def length_error(content_length: int, size: int) -> Optional[str]:
+    """The error when the app's Content-Length is not the file's size."""
+    if size > content_length:
+        return CONTENT_LONGER
+    if size < content_length:
+        return CONTENT_SHORTER
+    return None
+
+
+def chunk_frame(size: int) -> tuple[bytes, bytes]:
+    """The bytes before and after the file in a chunked response (the app said
+    transfer-encoding: chunked): the file is one chunk, then the last chunk."""
+    if not size:
+        return fr.LAST_CHUNK, b""
+    return b"%x\r\n" % size, fr.CHUNK_END + fr.LAST_CHUNK
+
+
+def _native(loop, transport) -> bool:
+    """Whether asyncio's `loop.sendfile` can use `os.sendfile` on this transport."""
+    return (
+        isinstance(loop, asyncio.BaseEventLoop)
+        and transport.get_extra_info("socket") is not None
+        and not is_ssl(transport)
+    )
+
+
+async def send_file(transport, flow: FlowControl, opened: OpenFile) -> int:
+    """Write the file's bytes (after the head, already written); return how many
+    were written: fewer than its size when the file shrank meanwhile. Raises
+    ClientDisconnected when the connection is gone (or closed) before the end."""
+    loop = flow.loop
+    size = opened.size
+    if transport.is_closing():
+        raise ClientDisconnected("the client disconnected")
+    if _native(loop, transport):
+        try:
+            return await loop.sendfile(transport, opened.file, 0, size)
+        except ConnectionError as exc:
+            raise ClientDisconnected("the client disconnected") from exc
+    sent = 0
+    while sent < size:
+        if flow.write_paused and not transport.is_closing():
+            await flow.drain()
+        if transport.is_closing():
+            raise ClientDisconnected("the client disconnected")
+        reading = opened.reading = loop.run_in_executor(
+            None, opened.file.read, min(FILE_READ_SIZE, size - sent)
+        )
+        # shield: a cancelled app task leaves the read running; close() waits for it
+        data = await asyncio.shield(reading)
+        opened.reading = None
+        if not data:
+            break
+        if transport.is_closing():
+            raise ClientDisconnected("the client disconnected")
+        transport.write(data)
+        sent += len(data)
+    return sent
