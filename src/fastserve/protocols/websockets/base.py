@@ -88,6 +88,10 @@ QUEUE_RESUME_FRACTION = 4
 DEFLATE_MAX_WINDOW_BITS = 12
 # A keepalive ping carries random bytes, so that only the pong to it counts.
 PING_PAYLOAD_SIZE = 4
+# The app's data frames are held until the loop's next pass and written together
+# (one system call for all it sent meanwhile, the largest cost per small message),
+# or at once when this many bytes are held.
+HELD_FRAMES_MAX = 65536
 
 CONNECTING = 0
 RESPONDING = 1
@@ -142,7 +146,8 @@ class WebSocketProtocol(asyncio.Protocol):
         "state", "app_closed", "message_error", "connect_delivered", "messages",
         "waiter", "disconnect", "early_data", "parts", "parts_text", "parts_size",
         "resume_at", "closed", "close_timer", "ping_timer", "pong_timer", "ping_payload",
-        "response_status", "response_headers", "response_head_pending",
+        "response_status", "response_headers", "response_head_pending", "held",
+        "held_size",
     )  # fmt: skip
 
     def __init__(self, settings, server_state, scope: dict, loop) -> None:
@@ -174,6 +179,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.response_status = 0
         self.response_headers: list = []
         self.response_head_pending = False
+        self.held: list = []  # data frames not written yet (see HELD_FRAMES_MAX)
+        self.held_size = 0
 
     # -- the framing library (subclasses) -------------------------------------------
 
@@ -217,6 +224,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.flow.resume_writing()  # wakes a send() waiting to drain
         self.early_data = bytearray()
         self.parts = []
+        self.held = []
 
     # eof_received: not defined, so asyncio closes the transport on EOF; a client that
     # half-closes without a close frame has gone (1006).
@@ -397,7 +405,7 @@ class WebSocketProtocol(asyncio.Protocol):
         message_type = message_type_of(message)
         if state == OPEN:
             if message_type == "websocket.send":
-                self._write(self._data_frame(websocket_send(message)))
+                self._write_held(self._data_frame(websocket_send(message)))
             elif message_type == "websocket.close":
                 code, reason = websocket_close(message)
                 self.app_closed = True
@@ -517,6 +525,7 @@ class WebSocketProtocol(asyncio.Protocol):
         would hold that forever, so it is cut off after CLOSE_TIMEOUT."""
         self._stop_keepalive()
         if not self.closed:
+            self._flush_held()
             self.closed = True
             self.transport.close()
             self._cancel_close_timer()
@@ -555,8 +564,28 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- helpers ------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        """Any write but the app's data frames: after the frames still held."""
         if data and not self.closed:
+            if self.held:
+                self._flush_held()
             self.transport.write(data)
+
+    def _write_held(self, frame: bytes) -> None:
+        held = self.held
+        held.append(frame)
+        self.held_size += len(frame)
+        if self.held_size >= HELD_FRAMES_MAX:
+            self._flush_held()
+        elif len(held) == 1:
+            self.loop.call_soon(self._flush_held)
+
+    def _flush_held(self) -> None:
+        held = self.held
+        if held:
+            self.held = []
+            self.held_size = 0
+            if not self.closed:
+                self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def _wake(self) -> None:
         waiter = self.waiter
