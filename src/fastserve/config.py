@@ -523,14 +523,21 @@ class Config:
                 sock.close()
                 sock = socket.fromfd(self.fd, family, socket.SOCK_STREAM)
         else:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((self.host, self.port))
-            except OSError as exc:
-                sock.close()
-                raise ConfigError(f"Cannot bind {self.host}:{self.port}: {exc.strerror}") from exc
+            sock = self.bind_tcp_socket()
         sock.listen(self.backlog)
         sock.set_inheritable(True)
+        return sock
+
+    def bind_tcp_socket(self, reuse_port: bool = False) -> socket.socket:
+        """A TCP socket bound to --host/--port, not listening yet."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"Cannot bind {self.host}:{self.port}: {exc.strerror}") from exc
         return sock

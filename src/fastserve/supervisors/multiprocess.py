@@ -196,16 +196,7 @@ class Supervisor:
 
     def reserve_reuse_port(self) -> None:
         """Bind (not listen) a SO_REUSEPORT socket so that port 0 resolves once."""
-        config = self.config
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((config.host, config.port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"Cannot bind {config.host}:{config.port}: {exc.strerror}") from exc
+        sock = self.config.bind_tcp_socket(reuse_port=True)
         self.reuse_port_address = sock.getsockname()[:2]
         self.reserved_socket = sock
 
