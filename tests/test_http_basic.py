@@ -599,6 +599,21 @@ def test_proxy_headers_chain_takes_rightmost_untrusted(server):
     assert scope["client"][0] == "1.2.3.4"
 
 
+def test_forwarded_header_trusted_from_localhost(server):
+    """RFC 7239 `Forwarded`, with an IPv6 client and a port, wins over X-Forwarded-*."""
+    with server.client() as client:
+        scope = client.request(
+            "GET",
+            "/",
+            headers=[
+                ("Forwarded", 'for=6.6.6.6;proto=http, for="[2001:db8::7]:4711";proto=https'),
+                ("X-Forwarded-For", "1.2.3.4"),
+            ],
+        ).json()
+    assert scope["client"] == ["2001:db8::7", 4711]
+    assert scope["scheme"] == "https"
+
+
 def test_proxy_headers_untrusted_peer_ignored(servers, mode):
     server = servers.get(APP, mode, "--forwarded-allow-ips", "10.0.0.1")
     with server.client() as client:

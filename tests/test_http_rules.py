@@ -36,7 +36,12 @@ from fastserve.protocols.http.headers import (
     is_token,
     status_phrase,
 )
-from fastserve.protocols.http.proxy import ProxyTrust, apply_proxy_headers
+from fastserve.protocols.http.proxy import (
+    ProxyTrust,
+    apply_proxy_headers,
+    parse_forwarded,
+    parse_node,
+)
 from fastserve.protocols.http.target import decode_path, host_error, split_target
 
 
@@ -817,3 +822,86 @@ def test_log_app_exception(error_log):
     asgi.log_app_exception(ValueError("bug"), disconnected=True)
     assert [r.levelno for r in error_log] == [logging.ERROR, logging.ERROR]
     assert all(r.exc_info for r in error_log)
+
+
+# -- Forwarded (RFC 7239) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, elements",
+    [
+        (
+            "for=192.0.2.60;proto=http;by=203.0.113.43",
+            [{"for": "192.0.2.60", "proto": "http", "by": "203.0.113.43"}],
+        ),
+        ('for="[2001:db8:cafe::17]:4711"', [{"for": "[2001:db8:cafe::17]:4711"}]),
+        ("for=192.0.2.43, for=198.51.100.17", [{"for": "192.0.2.43"}, {"for": "198.51.100.17"}]),
+        ('For="_gazonk"', [{"for": "_gazonk"}]),  # names are case-insensitive
+        ('for="a,b;c";proto=https', [{"for": "a,b;c", "proto": "https"}]),  # separators quoted
+        (r'for="x\"y"', [{"for": 'x"y'}]),  # a quoted-pair
+        ("for=1.2.3.4;junk;proto=https", [{"for": "1.2.3.4", "proto": "https"}]),
+        ("", []),
+    ],
+)
+def test_parse_forwarded(value, elements):
+    assert parse_forwarded(value) == elements
+
+
+@pytest.mark.parametrize(
+    "node, parsed",
+    [
+        ("192.0.2.43", ("192.0.2.43", 0)),
+        ("192.0.2.43:47011", ("192.0.2.43", 47011)),
+        ("[2001:db8:cafe::17]:4711", ("2001:db8:cafe::17", 4711)),
+        ("[2001:db8:cafe::17]", ("2001:db8:cafe::17", 0)),
+        ("2001:db8::1", ("2001:db8::1", 0)),  # unbracketed v6 (not RFC, seen in the wild)
+        ("unknown", ("unknown", 0)),
+        ("_hidden:_port", ("_hidden", 0)),
+    ],
+)
+def test_parse_node(node, parsed):
+    assert parse_node(node) == parsed
+
+
+@pytest.mark.parametrize(
+    "allow, forwarded, client, scheme",
+    [
+        ("127.0.0.1", "for=1.2.3.4;proto=https", ("1.2.3.4", 0), "https"),
+        ("127.0.0.1", 'for="[2001:db8::7]:4711";proto=https', ("2001:db8::7", 4711), "https"),
+        # the right-most untrusted hop, and the proto its proxy wrote
+        (
+            "127.0.0.1,10.0.0.0/8",
+            "for=6.6.6.6;proto=http, for=1.2.3.4;proto=https, for=10.0.0.2",
+            ("1.2.3.4", 0),
+            "https",
+        ),
+        # every hop trusted: the first one
+        (
+            "127.0.0.1,10.0.0.0/8",
+            "for=10.0.0.3;proto=https, for=10.0.0.2",
+            ("10.0.0.3", 0),
+            "https",
+        ),
+        # unknown / no for=: the socket's client stays; a proto= still names the scheme
+        ("127.0.0.1", "for=unknown;proto=https", ("127.0.0.1", 50000), "https"),
+        ("127.0.0.1", "proto=https", ("127.0.0.1", 50000), "https"),
+    ],
+)
+def test_apply_forwarded(allow, forwarded, client, scheme):
+    scope = _scope(forwarded=forwarded)
+    apply_proxy_headers(scope, ProxyTrust(allow))
+    assert (scope["client"], scope["scheme"]) == (client, scheme)
+
+
+def test_forwarded_wins_over_x_forwarded():
+    scope = _scope(
+        forwarded="for=1.2.3.4;proto=http", x_forwarded_for="5.6.7.8", x_forwarded_proto="https"
+    )
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    assert (scope["client"], scope["scheme"]) == (("1.2.3.4", 0), "http")
+
+
+def test_forwarded_from_an_untrusted_peer_is_ignored():
+    scope = _scope(client=("8.8.8.8", 1234), forwarded="for=1.2.3.4;proto=https")
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    assert (scope["client"], scope["scheme"]) == (("8.8.8.8", 1234), "http")

@@ -399,7 +399,7 @@ cdef inline bint _version_ok(ll.llhttp_t* p) noexcept:
 cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
     """The scope's headers list from the spans the callbacks recorded (names
     already lowercased, trailing OWS of values dropped), in order; notes what the
-    protocol's rules need (Host count, Expect: 100-continue, X-Forwarded-*)."""
+    protocol's rules need (Host count, Expect: 100-continue, Forwarded / X-Forwarded-*)."""
     cdef const char* data = self.head.data
     cdef const char* v
     cdef Py_ssize_t i, vlen
@@ -422,8 +422,9 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
             if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
                 info.expect_100 = True
-        elif (h.name_len == 15 or h.name_len == 17) and \
-                memcmp(data + h.name_off, b"x-forwarded-", 12) == 0:
+        elif ((h.name_len == 15 or h.name_len == 17) and
+                memcmp(data + h.name_off, b"x-forwarded-", 12) == 0) or \
+                (h.name_len == 9 and memcmp(data + h.name_off, b"forwarded", 9) == 0):
             info.forwarded = True
         elif h.name_len == 7 and memcmp(data + h.name_off, b"upgrade", 7) == 0:
             info.upgrade = True
@@ -950,7 +951,7 @@ cdef class HttpProtocol(_ParserCore):
                 _is_websocket_upgrade(headers):
             return self._upgrade_head(scope, p)
         if info.forwarded and self.settings.proxy_headers:
-            # (without an X-Forwarded-For/-Proto header it would change nothing,
+            # (without a Forwarded or X-Forwarded-For/-Proto header it would change nothing,
             # and its trust check costs more than the rest of the request)
             _apply_proxy_headers(scope, self.settings.proxy_trust)
 

@@ -227,7 +227,7 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     "--proxy-headers/--no-proxy-headers",
     default=DEFAULTS["proxy_headers"],
     show_default=True,
-    help="Take client address and scheme from X-Forwarded-For / X-Forwarded-Proto of trusted peers.",
+    help="Take client address and scheme from Forwarded (RFC 7239) or X-Forwarded-For / X-Forwarded-Proto of trusted peers.",
 )
 @click.option(
     "--forwarded-allow-ips",

@@ -1,5 +1,6 @@
-"""Proxy trust: which peers may set X-Forwarded-For / X-Forwarded-Proto, and how
-a scope takes `client` and `scheme` from them (HTTP and WebSocket scopes alike)."""
+"""Proxy trust: which peers may set `Forwarded` (RFC 7239) or X-Forwarded-For /
+X-Forwarded-Proto, and how a scope takes `client` and `scheme` from them (HTTP and
+WebSocket scopes alike; `Forwarded` wins when both kinds are present)."""
 
 from __future__ import annotations
 
@@ -63,27 +64,123 @@ class ProxyTrust:
 
 
 def apply_proxy_headers(scope: dict, trust: ProxyTrust) -> None:
-    """Take `client` and `scheme` from X-Forwarded-* when the peer is trusted."""
+    """Take `client` and `scheme` from `Forwarded`, or else from X-Forwarded-*, when
+    the peer is trusted."""
+    forwarded = []
     forwarded_proto = forwarded_for = None
     for name, value in scope["headers"]:
-        if name == b"x-forwarded-proto":
+        if name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-proto":
             forwarded_proto = value
         elif name == b"x-forwarded-for":
             forwarded_for = value
-    if forwarded_proto is None and forwarded_for is None:
+    if not forwarded and forwarded_proto is None and forwarded_for is None:
         return
     client = scope.get("client")
     if not trust.is_trusted(client[0] if client else None):
         return
+    if forwarded:
+        _apply_forwarded(scope, trust, parse_forwarded(",".join(forwarded)))
+        return
     if forwarded_proto is not None:
-        proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
-        if proto in ("http", "https", "ws", "wss"):
-            secure = proto in ("https", "wss")
-            if scope["type"] == "websocket":
-                scope["scheme"] = "wss" if secure else "ws"
-            else:
-                scope["scheme"] = "https" if secure else "http"
+        _set_scheme(scope, forwarded_proto.decode("latin-1").split(",")[-1])
     if forwarded_for is not None:
         host = trust.client_from_forwarded_for(forwarded_for.decode("latin-1"))
         if host:
             scope["client"] = (host, 0)
+
+
+def _apply_forwarded(scope: dict, trust: ProxyTrust, elements: list[dict[str, str]]) -> None:
+    """RFC 7239: the client is the right-most `for=` hop that is not a trusted proxy
+    (the first hop when all are trusted), and the scheme is the `proto=` of that
+    hop's element, which the proxy it connected to wrote."""
+    chosen = None
+    for element in reversed(elements):
+        if "for" in element:
+            chosen = element
+            if not trust.is_trusted(parse_node(element["for"])[0]):
+                break
+    if chosen is None:  # no for= at all: the nearest proto= still names the scheme
+        chosen = next((element for element in reversed(elements) if "proto" in element), {})
+    if "proto" in chosen:
+        _set_scheme(scope, chosen["proto"])
+    if "for" in chosen:
+        host, port = parse_node(chosen["for"])
+        if host and host.lower() != "unknown":
+            scope["client"] = (host, port)
+
+
+def _set_scheme(scope: dict, proto: str) -> None:
+    proto = proto.strip().lower()
+    if proto in ("http", "https", "ws", "wss"):
+        secure = proto in ("https", "wss")
+        if scope["type"] == "websocket":
+            scope["scheme"] = "wss" if secure else "ws"
+        else:
+            scope["scheme"] = "https" if secure else "http"
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]]:
+    """The elements of a Forwarded header value, nearest proxy last: each a dict of
+    lowercased parameter names to unquoted values (RFC 7239 4)."""
+    elements = []
+    for element in _split_outside_quotes(value, ","):
+        pairs = {}
+        for pair in _split_outside_quotes(element, ";"):
+            name, equals, found = pair.partition("=")
+            name = name.strip().lower()
+            if not equals or not name:
+                continue  # not a name=value pair: skipped, as proxies do
+            found = found.strip()
+            if len(found) >= 2 and found[0] == found[-1] == '"':
+                found = _unescape(found[1:-1])
+            pairs[name] = found
+        if pairs:
+            elements.append(pairs)
+    return elements
+
+
+def _split_outside_quotes(value: str, separator: str) -> list[str]:
+    parts = []
+    start = 0
+    quoted = escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(value[start:index])
+            start = index + 1
+    parts.append(value[start:])
+    return parts
+
+
+def _unescape(quoted: str) -> str:
+    """A quoted-string's content: `\\x` stands for `x`."""
+    out = []
+    escaped = False
+    for char in quoted:
+        if char == "\\" and not escaped:
+            escaped = True
+            continue
+        out.append(char)
+        escaped = False
+    return "".join(out)
+
+
+def parse_node(node: str) -> tuple[str, int]:
+    """`(host, port)` of a `for=` node (RFC 7239 6): `[v6]:port`, `v4:port`, a name,
+    `unknown` or an obfuscated `_id`; port 0 when it has none."""
+    node = node.strip()
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif node.count(":") == 1:
+        host, _, port = node.partition(":")
+    else:
+        host, port = node, ""
+    return host, int(port) if port.isdigit() else 0
