@@ -2,10 +2,18 @@
 
 Every server in the comparison runs exactly these apps (`bench.apps:hello` etc.).
 All answers carry content-type and content-length, so no server has to fall back to
-chunked encoding.
+chunked encoding, except `stream`'s, which is chunked on purpose.
+
+The FastAPI and Starlette apps (`fastapi_app`, `file_app`) are built on first access
+(module `__getattr__`), so importing this module stays cheap and needs neither.
 """
 
 import json
+import tempfile
+from pathlib import Path
+
+KIB = 1024
+MIB = 1024 * KIB
 
 _HELLO_BODY = b"Hello, world!"
 _HELLO_START = {
@@ -94,6 +102,110 @@ async def echo(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _bytes_app(size: int):
+    """An app that answers every GET with `size` bytes of b"x", built once."""
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", b"%d" % size),
+        ],
+    }
+    body = {"type": "http.response.body", "body": b"x" * size}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return await _lifespan(receive, send)
+        await send(start)
+        await send(body)
+
+    app.__doc__ = f"GET → 200 with {size} bytes of b'x'."
+    return app
+
+
+BYTES_64K_SIZE = 64 * KIB
+BYTES_1M_SIZE = MIB
+bytes_64k = _bytes_app(BYTES_64K_SIZE)  # the 64k workload
+bytes_1m = _bytes_app(BYTES_1M_SIZE)  # the 1m workload
+
+STREAM_CHUNKS = 100
+STREAM_CHUNK = b"x" * KIB
+_STREAM_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/octet-stream")],  # no length: chunked
+}
+_STREAM_CHUNK_MSG = {"type": "http.response.body", "body": STREAM_CHUNK, "more_body": True}
+
+
+async def stream(scope, receive, send):
+    """GET → 200, chunked: STREAM_CHUNKS sends of 1 KiB, then an empty last one (the
+    stream workload)."""
+    if scope["type"] != "http":
+        return await _lifespan(receive, send)
+    await send(_STREAM_START)
+    for _ in range(STREAM_CHUNKS):
+        await send(_STREAM_CHUNK_MSG)
+    await send(_EMPTY_BODY)
+
+
+FASTAPI_PATH = "/items/42"  # the fastapi workload's request; 42 is the path parameter
+FILE_PATH = "/file"  # the file workload's request
+# The file workload's file: 1 MiB of a repeating byte pattern, written on first use.
+FILE_CONTENT = bytes(range(256)) * (MIB // 256)
+BENCH_FILE = Path(tempfile.gettempdir()) / "fastserve-bench-1mib.bin"
+
+
+def _make_fastapi_app():
+    """FastAPI with a path parameter and a Pydantic response model (the fastapi
+    workload): GET /items/{item_id} → the item as JSON."""
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    class Item(BaseModel):
+        id: int
+        name: str
+        price: float
+        tags: list[str]
+
+    app = FastAPI()
+
+    @app.get("/items/{item_id}", response_model=Item)
+    async def read_item(item_id: int) -> Item:
+        return Item(id=item_id, name="widget", price=9.99, tags=["asgi", "benchmark"])
+
+    return app
+
+
+def _make_file_app():
+    """Starlette: GET /file → FileResponse of BENCH_FILE (the file workload). A server
+    offering the http.response.pathsend extension gets the path, not the bytes."""
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    if not BENCH_FILE.is_file() or BENCH_FILE.read_bytes() != FILE_CONTENT:
+        BENCH_FILE.write_bytes(FILE_CONTENT)
+
+    async def file(request):
+        return FileResponse(BENCH_FILE, media_type="application/octet-stream")
+
+    return Starlette(routes=[Route(FILE_PATH, file)])
+
+
+_LAZY_APPS = {"fastapi_app": _make_fastapi_app, "file_app": _make_file_app}
+
+
+def __getattr__(name: str):
+    """`bench.apps:fastapi_app` and `bench.apps:file_app`, built on first access."""
+    if name not in _LAZY_APPS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = _LAZY_APPS[name]()
+    globals()[name] = app
+    return app
 
 
 _WS_ACCEPT = {"type": "websocket.accept"}

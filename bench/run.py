@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fastserve vs uvicorn, end to end, with wrk.
+"""fastserve vs uvicorn (and granian), end to end, with wrk.
 
     python bench/run.py [--duration 10] [--connections 64] [--repeat 1]
                         [--only NAME ...] [--workload NAME ...] [--json out.json]
@@ -7,7 +7,8 @@
 Each server runs alone, pinned to one core (`taskset -c 0`); wrk runs pinned to
 another (`taskset -c 1 wrk -t1 -cN -dDs --latency`). For every workload each server is
 started fresh, warmed up, measured `--repeat` times (the median is reported), checked
-for peak RSS (VmHWM) and stopped. Ratios are to uvicorn measured in the same run.
+for peak RSS (VmHWM) and stopped; the server's CPU time (/proc/PID/stat) around the
+measured run gives CPU µs per request. Ratios are to uvicorn measured in the same run.
 
 Plain Python, stdlib only. Never part of the test run. See bench/README.md.
 """
@@ -32,10 +33,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
+import apps  # bench/apps.py, beside this script: the bodies the checks expect
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 HOST = "127.0.0.1"
 COMMON_FLAGS = ["--host", HOST, "--no-access-log", "--log-level", "warning"]
+# The hello-log workload's instead: every server spells these alike. Access lines are
+# logged at info level and go to the server's stdout/stderr, a temporary file.
+ACCESS_LOG_FLAGS = ["--host", HOST, "--access-log", "--log-level", "info"]
 
 # name → (module run with `python -m`, its flags)
 SERVERS = {
@@ -43,23 +49,79 @@ SERVERS = {
     "fastserve-python": ("fastserve", ["--http", "python", "--loop", "uvloop"]),
     "uvicorn-httptools": ("uvicorn", ["--http", "httptools", "--loop", "uvloop"]),
     "uvicorn-h11": ("uvicorn", ["--http", "h11", "--loop", "uvloop"]),
+    # One worker on one core: a single-threaded Rust runtime, HTTP/1 only (as the
+    # others, no h2 detection), Python side on uvloop.
+    "granian": (
+        "granian",
+        ["--interface", "asgi", "--http", "1", "--runtime-mode", "st", "--loop", "uvloop"],
+    ),
 }
 BASELINE = "uvicorn-httptools"  # the "× uvicorn" column
 BASELINE_H11 = "uvicorn-h11"  # the "× uv-h11" column (the pure mode's natural rival)
 
-WRK_MEDIANS = ("rps", "p50_ms", "p99_ms")  # each row's median over its runs
-VERSIONED_PACKAGES = ("fastserve", "uvicorn", "httptools", "uvloop", "h11")  # in --json
+WRK_MEDIANS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")  # each row's median over its runs
+VERSIONED_PACKAGES = (  # in --json
+    "fastserve",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "h11",
+    "granian",
+    "fastapi",
+    "starlette",
+    "pydantic",
+)
 
 PIPELINE_DEPTH = 16
 POST_BODY = b"x" * 4096  # must match bench/post.lua
 HELLO_BODY = b"Hello, world!"
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
+US_PER_S = 1_000_000
 
-# name → (ASGI app, wrk lua script or None, description)
+
+class Workload(NamedTuple):
+    app: str  # the ASGI app, "module:attribute"
+    script: Optional[str]  # wrk lua script in bench/, or None for a plain GET
+    description: str
+    path: str = "/"
+    connections: Optional[int] = None  # None: --connections
+    access_log: bool = False  # the servers log every request (ACCESS_LOG_FLAGS)
+
+
 WORKLOADS = {
-    "hello": ("bench.apps:hello", None, "GET, 13-byte text answer"),
-    "json": ("bench.apps:json_app", None, "GET, ~1 KiB JSON answer (json.dumps per request)"),
-    "post": ("bench.apps:echo", "post.lua", "POST 4 KiB body, echoed back"),
-    "pipeline": ("bench.apps:hello", "pipeline.lua", f"GET, {PIPELINE_DEPTH} pipelined per write"),
+    "hello": Workload("bench.apps:hello", None, "GET, 13-byte text answer"),
+    "hello-1conn": Workload(
+        "bench.apps:hello", None, "GET, 13-byte text answer, 1 connection", connections=1
+    ),
+    "hello-log": Workload(
+        "bench.apps:hello", None, "GET, 13-byte text answer, access log on", access_log=True
+    ),
+    "json": Workload(
+        "bench.apps:json_app", None, "GET, ~1 KiB JSON answer (json.dumps per request)"
+    ),
+    "post": Workload("bench.apps:echo", "post.lua", "POST 4 KiB body, echoed back"),
+    "pipeline": Workload(
+        "bench.apps:hello", "pipeline.lua", f"GET, {PIPELINE_DEPTH} pipelined per write"
+    ),
+    "64k": Workload("bench.apps:bytes_64k", None, "GET, 64 KiB answer"),
+    "1m": Workload("bench.apps:bytes_1m", None, "GET, 1 MiB answer"),
+    "stream": Workload(
+        "bench.apps:stream",
+        None,
+        f"GET, chunked answer of {apps.STREAM_CHUNKS} × {len(apps.STREAM_CHUNK)} bytes",
+    ),
+    "fastapi": Workload(
+        "bench.apps:fastapi_app",
+        None,
+        "FastAPI: GET with a path parameter, Pydantic model as JSON",
+        path=apps.FASTAPI_PATH,
+    ),
+    "file": Workload(
+        "bench.apps:file_app",
+        None,
+        "Starlette FileResponse, 1 MiB file (http.response.pathsend where offered)",
+        path=apps.FILE_PATH,
+    ),
 }
 
 
@@ -97,6 +159,10 @@ def skip_reason(name: str) -> Optional[str]:
             err = python_check("from fastserve._parser import HttpProtocol")
             if err:
                 return f"fastserve C extension does not import: {err}"
+    elif module == "granian":
+        err = python_check("import granian, uvloop")
+        if err:
+            return f"granian/uvloop missing ({err}); pip install granian"
     else:
         err = python_check(
             "import uvicorn, uvloop" + (", httptools" if "httptools" in flags else "")
@@ -125,14 +191,27 @@ def cpu_pinning(server_cpu: int, client_cpu: int) -> tuple[list[str], list[str]]
     return ["taskset", "-c", str(server_cpu)], ["taskset", "-c", str(client_cpu)]
 
 
-def peak_rss_kib(pid: int) -> Optional[int]:
-    """VmHWM of pid plus its descendants (a pre-forking server has children)."""
-    total, seen, todo = 0, set(), [pid]
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (a pre-forking server, or granian, has children)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in found:
             continue
-        seen.add(p)
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
+                todo.extend(int(c) for c in children)
+        except OSError:
+            pass
+    return found
+
+
+def peak_rss_kib(pid: int) -> Optional[int]:
+    """VmHWM of pid plus its descendants."""
+    total = 0
+    for p in process_tree(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:
@@ -140,13 +219,22 @@ def peak_rss_kib(pid: int) -> Optional[int]:
         m = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)
         if m:
             total += int(m.group(1))
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
-                todo.extend(int(c) for c in children)
-        except OSError:
-            pass
     return total or None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of pid and its descendants (all their threads)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        # After "pid (comm) " (comm may hold spaces and parentheses): state is field 3,
+        # utime and stime are fields 14 and 15.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += int(fields[14 - 3]) + int(fields[15 - 3])
+    return ticks / CLOCK_TICKS_PER_S
 
 
 # -- servers ------------------------------------------------------------------------
@@ -163,12 +251,19 @@ class StartError(ServerError):
 class Server:
     """One server process: `command` is (module run with `python -m`, its flags)."""
 
-    def __init__(self, name: str, command: tuple[str, list[str]], app: str, pin: list[str]):
+    def __init__(
+        self,
+        name: str,
+        command: tuple[str, list[str]],
+        app: str,
+        pin: list[str],
+        common_flags: Sequence[str] = COMMON_FLAGS,
+    ):
         module, flags = command
         self.name = name
         self.port = free_port()
         self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
-        self.cmd += COMMON_FLAGS
+        self.cmd += common_flags
         self.proc: Optional[subprocess.Popen] = None
         self.stderr = tempfile.TemporaryFile()
 
@@ -204,6 +299,9 @@ class Server:
     def peak_rss(self) -> Optional[int]:
         return peak_rss_kib(self.proc.pid) if self.proc and self.proc.poll() is None else None
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -224,46 +322,65 @@ class Server:
 # -- correctness check before measuring -----------------------------------------------
 
 
+# The exact body each workload must answer with; json and fastapi are checked apart.
+EXPECTED_BODIES = {
+    "hello": HELLO_BODY,
+    "hello-1conn": HELLO_BODY,
+    "hello-log": HELLO_BODY,
+    "post": POST_BODY,
+    "64k": b"x" * apps.BYTES_64K_SIZE,
+    "1m": b"x" * apps.BYTES_1M_SIZE,
+    "stream": apps.STREAM_CHUNK * apps.STREAM_CHUNKS,
+    "file": apps.FILE_CONTENT,
+}
+
+
+def check_pipeline(port: int) -> None:
+    req = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() * PIPELINE_DEPTH
+    data = b""
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(req)
+        deadline = time.monotonic() + 5
+        while data.count(HELLO_BODY) < PIPELINE_DEPTH and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    got = data.count(b"HTTP/1.1 200 ")
+    if got != PIPELINE_DEPTH or data.count(HELLO_BODY) != PIPELINE_DEPTH:
+        raise ServerError(f"pipelined check: {got}/{PIPELINE_DEPTH} answers: {data[:300]!r}")
+
+
 def check_answer(workload: str, port: int) -> None:
     """One request (or one pipelined batch) checked by hand, so a broken server cannot
     post a fast number."""
     if workload == "pipeline":
-        req = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode() * PIPELINE_DEPTH
-        data = b""
-        with socket.create_connection((HOST, port), timeout=5) as s:
-            s.sendall(req)
-            deadline = time.monotonic() + 5
-            while data.count(HELLO_BODY) < PIPELINE_DEPTH and time.monotonic() < deadline:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        got = data.count(b"HTTP/1.1 200 ")
-        if got != PIPELINE_DEPTH or data.count(HELLO_BODY) != PIPELINE_DEPTH:
-            raise ServerError(f"pipelined check: {got}/{PIPELINE_DEPTH} answers: {data[:300]!r}")
-        return
+        return check_pipeline(port)
+    path = WORKLOADS[workload].path
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         if workload == "post":
             conn.request(
-                "POST", "/", body=POST_BODY, headers={"Content-Type": "application/octet-stream"}
+                "POST", path, body=POST_BODY, headers={"Content-Type": "application/octet-stream"}
             )
         else:
-            conn.request("GET", "/")
+            conn.request("GET", path)
         resp = conn.getresponse()
         body = resp.read()
     finally:
         conn.close()
     if resp.status != 200:
         raise ServerError(f"check: status {resp.status}, body {body[:200]!r}")
-    if workload == "hello" and body != HELLO_BODY:
-        raise ServerError(f"check: body {body[:200]!r}")
-    if workload == "json":
+    expected = EXPECTED_BODIES.get(workload)
+    if expected is not None and body != expected:
+        raise ServerError(f"check: {len(body)} bytes, expected {len(expected)}: {body[:100]!r}")
+    if workload == "stream" and resp.getheader("transfer-encoding") != "chunked":
+        raise ServerError(f"check: stream answer not chunked: {resp.getheaders()}")
+    if workload in ("json", "fastapi"):
         doc = json.loads(body)
-        if resp.getheader("content-type") != "application/json" or "items" not in doc:
+        key = "items" if workload == "json" else "id"
+        if resp.getheader("content-type") != "application/json" or key not in doc:
             raise ServerError(f"check: json answer {resp.getheaders()} {body[:200]!r}")
-    if workload == "post" and body != POST_BODY:
-        raise ServerError(f"check: echoed {len(body)} bytes, expected {len(POST_BODY)}")
 
 
 # -- wrk --------------------------------------------------------------------------------
@@ -298,7 +415,12 @@ def parse_wrk(out: str) -> dict:
 
 
 def run_wrk(
-    pin: list[str], port: int, script: Optional[str], duration: int, connections: int
+    pin: list[str],
+    port: int,
+    script: Optional[str],
+    duration: int,
+    connections: int,
+    path: str = "/",
 ) -> dict:
     cmd = pin + [
         "wrk",
@@ -311,7 +433,7 @@ def run_wrk(
     ]
     if script:
         cmd += ["-s", str(BENCH / script)]
-    cmd.append(f"http://{HOST}:{port}/")
+    cmd.append(f"http://{HOST}:{port}{path}")
     env = dict(os.environ, BENCH_PIPELINE_DEPTH=str(PIPELINE_DEPTH))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
     if proc.returncode != 0:
@@ -324,24 +446,31 @@ def run_wrk(
 
 
 def measure_once(name: str, workload: str, rep: int, args, server_pin, client_pin) -> dict:
-    """Start the server, check it, warm it up, one measured wrk run, peak RSS, stop."""
-    app, script, _ = WORKLOADS[workload]
-    server = Server(name, SERVERS[name], app, server_pin)
+    """Start the server, check it, warm it up, one measured wrk run (with the server's
+    CPU time around it), peak RSS, stop."""
+    w = WORKLOADS[workload]
+    flags = ACCESS_LOG_FLAGS if w.access_log else COMMON_FLAGS
+    server = Server(name, SERVERS[name], w.app, server_pin, flags)
+    connections = w.connections or args.connections
     try:
         server.start()
         check_answer(workload, server.port)
         if args.warmup > 0:
-            run_wrk(client_pin, server.port, script, args.warmup, args.connections)
-        r = run_wrk(client_pin, server.port, script, args.duration, args.connections)
+            run_wrk(client_pin, server.port, w.script, args.warmup, connections, w.path)
+        cpu_before = server.cpu_seconds()
+        r = run_wrk(client_pin, server.port, w.script, args.duration, connections, w.path)
+        cpu = server.cpu_seconds() - cpu_before
         if server.proc.poll() is not None:
             raise ServerError(f"died during the run:\n{server.output()}")
+        r["cpu_us_per_req"] = cpu * US_PER_S / r["requests"] if r["requests"] else None
         r["peak_rss_kib"] = server.peak_rss()
         if workload == "pipeline":
             # wrk times a pipelined batch, not a request, and its percentiles are
             # broken with pipelining (0.00us rows): no latency for this workload.
             r.update(p50_ms=None, p75_ms=None, p90_ms=None, p99_ms=None)
         log(
-            f"  {name:18} {workload:8} run {rep + 1}/{args.repeat}: {r['rps']:>10.0f} req/s"
+            f"  {name:18} {workload:11} run {rep + 1}/{args.repeat}: {r['rps']:>10.0f} req/s"
+            f"  {fmt_us(r['cpu_us_per_req'])} CPU µs/req"
             f"  p50 {fmt_ms(r['p50_ms'])}  p99 {fmt_ms(r['p99_ms'])}"
             + (f"  ERRORS {r['errors']}" if r["errors"] else "")
         )
@@ -376,7 +505,7 @@ def measure(
                 row["runs"].append(once(name, workload, rep, args, server_pin, client_pin))
             except (ServerError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 row["error"] = str(exc)
-                log(f"  {name:18} {workload:8} FAILED: {exc}")
+                log(f"  {name:18} {workload:11} FAILED: {exc}")
                 if isinstance(exc, StartError):
                     skipped[name] = "did not start (see the first failure above)"
     out = []
@@ -405,6 +534,10 @@ def fmt_ms(v: Optional[float]) -> str:
     return f"{v * 1000:.0f}µs" if v < 1 else f"{v:.2f}ms"
 
 
+def fmt_us(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
     return f"{a / b:.2f}×" if a and b else "-"
 
@@ -418,8 +551,11 @@ def failure_reason(error: str) -> str:
 
 
 def table(rows: list[dict], skipped: dict) -> str:
-    head = "| workload | server | req/s | × uvicorn | × uv-h11 | p50 | p99 | peak RSS | errors |"
-    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    head = (
+        "| workload | server | req/s | × uvicorn | × uv-h11 | CPU µs/req | p50 | p99 "
+        "| peak RSS | errors |"
+    )
+    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     by_key = {(r["workload"], r["server"]): r for r in rows}
     for workload in dict.fromkeys(r["workload"] for r in rows):
         base = by_key.get((workload, BASELINE), {}).get("rps")
@@ -427,13 +563,14 @@ def table(rows: list[dict], skipped: dict) -> str:
         for r in (r for r in rows if r["workload"] == workload):
             if "error" in r:
                 lines.append(
-                    f"| {workload} | {r['server']} | failed: {failure_reason(r['error'])} | | | | | | |"
+                    f"| {workload} | {r['server']} | failed: {failure_reason(r['error'])} | | | | | | | |"
                 )
                 continue
             rss = f"{r['peak_rss_kib'] / 1024:.1f} MiB" if r.get("peak_rss_kib") else "-"
             lines.append(
                 f"| {workload} | {r['server']} | {r['rps']:,.0f} | {fmt_ratio(r['rps'], base)} | "
-                f"{fmt_ratio(r['rps'], base_h11)} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
+                f"{fmt_ratio(r['rps'], base_h11)} | {fmt_us(r['cpu_us_per_req'])} | "
+                f"{fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
                 f"{rss} | {r['errors']} |"
             )
     out = "\n".join(lines)
@@ -669,7 +806,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             rows,
             packages=VERSIONED_PACKAGES,
             settings=("duration", "connections", "repeat", "warmup"),
-            workloads={w: WORKLOADS[w][2] for w in sel.workloads},
+            workloads={w: WORKLOADS[w].description for w in sel.workloads},
         )
     return 1 if any("error" in r for r in rows) else 0
 
