@@ -79,6 +79,7 @@ from fastserve.protocols.http.headers import (
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
     hand_over,
@@ -143,6 +144,7 @@ cdef bytes _KEEP_ALIVE_LINE = fr.KEEP_ALIVE_LINE
 cdef str _START = "http.response.start"
 cdef str _BODY = "http.response.body"
 cdef str _PATHSEND = asgi.PATHSEND
+cdef str _TLS = TLS
 cdef str _V11 = "1.1"
 cdef str _V10 = "1.0"
 
@@ -721,6 +723,7 @@ cdef class HttpProtocol(_ParserCore):
     cdef bint access_log
     cdef bint eof
     cdef bint ssl
+    cdef dict tls              # the `tls` extension every scope references; None: plain TCP
     # response head / chunk scratch
     cdef Buf out
 
@@ -750,6 +753,8 @@ cdef class HttpProtocol(_ParserCore):
         self.write = transport.write
         self.connections.add(self)
         self.ssl = is_ssl(transport)
+        if self.ssl:
+            self.tls = tls_extension(transport, self.settings.source.tls_server_cert)
         # Every key a scope has, so that copying it and setting the per-request
         # values never resizes the dict.
         self.template = {
@@ -946,7 +951,11 @@ cdef class HttpProtocol(_ParserCore):
         scope["query_string"] = query
         scope["headers"] = headers
         scope["state"] = self.app_state.copy()
-        scope["extensions"] = {_PATHSEND: {}}  # a new dict per scope, as "asgi"
+        # a new dict per scope, as "asgi"; the tls extension is the connection's
+        if self.tls is None:
+            scope["extensions"] = {_PATHSEND: {}}
+        else:
+            scope["extensions"] = {_PATHSEND: {}, _TLS: self.tls}
         if info.upgrade and self.settings.ws_protocol_class is not None and \
                 _is_websocket_upgrade(headers):
             return self._upgrade_head(scope, p)

@@ -23,6 +23,7 @@ from fastserve.importer import ImportFromStringError, import_from_string
 from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import ProxyTrust
+from fastserve.protocols.tls import read_server_cert
 
 logger = logging.getLogger("fastserve.error")
 
@@ -49,6 +50,7 @@ WS_MODES = ("auto", *WS_PROTOCOLS, "none")
 LOOP_MODES = ("auto", "asyncio", "uvloop")
 LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
+ALPN_HTTP1 = "http/1.1"
 # Peers trusted for X-Forwarded-* unless --forwarded-allow-ips (or its
 # environment variable) says otherwise: this machine, over IPv4 and IPv6.
 FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
@@ -80,6 +82,8 @@ def create_ssl_context(
         ctx.load_verify_locations(ca_certs)
     if ciphers:
         ctx.set_ciphers(ciphers)
+    # the only protocol served: a client offering h2 as well is told to speak HTTP/1.1
+    ctx.set_alpn_protocols([ALPN_HTTP1])
     return ctx
 
 
@@ -162,6 +166,7 @@ class ProtocolSettings:
     ws_ping_interval: Optional[float]  # None: no pings
     ws_ping_timeout: Optional[float]  # None: no timeout
     ws_per_message_deflate: bool
+    tls_server_cert: Optional[str]  # PEM of --ssl-certfile's certificate; None without TLS
 
 
 def _as_list(value: Union[list, tuple, str, None]) -> list:
@@ -426,6 +431,7 @@ class Config:
     def load(self) -> None:
         """Import the app and pick the protocol; raises ConfigError with one line."""
         assert not self.loaded
+        tls_server_cert = None
         if self.is_ssl:
             try:
                 self.ssl: Optional[ssl.SSLContext] = create_ssl_context(
@@ -437,6 +443,7 @@ class Config:
                     ca_certs=self.ssl_ca_certs,
                     ciphers=self.ssl_ciphers,
                 )
+                tls_server_cert = read_server_cert(self.ssl_certfile)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"Cannot load the TLS certificate or key: {exc}") from exc
         else:
@@ -471,6 +478,7 @@ class Config:
             ws_ping_interval=self.ws_ping_interval,
             ws_ping_timeout=self.ws_ping_timeout,
             ws_per_message_deflate=self.ws_per_message_deflate,
+            tls_server_cert=tls_server_cert,
         )
         self.loaded = True
 

@@ -81,6 +81,7 @@ from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_respon
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
     hand_over,
@@ -147,7 +148,7 @@ class H11Protocol(asyncio.Protocol):
 
     __slots__ = (
         "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
-        "client", "server", "scheme", "context", "pending", "scan_from", "chunk_left",
+        "client", "server", "scheme", "tls", "context", "pending", "scan_from", "chunk_left",
         "chunk_buf", "body_left", "cycle", "timer", "header_deadline", "closed",
         "shutting_down",
     )  # fmt: skip
@@ -162,6 +163,7 @@ class H11Protocol(asyncio.Protocol):
         self.access_log = settings.access_log
         self.client = self.server = None
         self.scheme = "http"
+        self.tls = None  # the `tls` extension every scope references; None: plain TCP
         self.context = None
         self.pending = b""  # bytes not yet parsed: a partial head, or pipelined requests
         self.scan_from = 0  # where to look for the end of a partial head
@@ -182,7 +184,9 @@ class H11Protocol(asyncio.Protocol):
         self.server_state.connections.add(self)
         self.client = get_remote_addr(transport)
         self.server = get_local_addr(transport)
-        self.scheme = "https" if is_ssl(transport) else "http"
+        if is_ssl(transport):
+            self.scheme = "https"
+            self.tls = tls_extension(transport, self.settings.tls_server_cert)
         # Every request Task is created inside a copy of this context, so a
         # contextvar set by one request never shows up in the next one.
         self.context = contextvars.copy_context()
@@ -405,6 +409,8 @@ class H11Protocol(asyncio.Protocol):
             "state": self.app_state.copy(),
             "extensions": {PATHSEND: {}},  # a new dict per scope, as "asgi"
         }
+        if self.tls is not None:
+            scope["extensions"][TLS] = self.tls
         if settings.ws_protocol_class is not None and is_websocket_upgrade(headers):
             self._upgrade(scope, chunked or content_length > 0, rest)
             return

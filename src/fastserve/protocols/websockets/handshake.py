@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from fastserve.protocols.http.headers import STATUS_LINES
+from fastserve.protocols.tls import TLS
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -94,6 +95,10 @@ def websocket_scope(scope: dict, secure: bool) -> dict:
             subprotocols.extend(
                 token.strip() for token in value.decode("latin-1").split(",") if token.strip()
             )
+    extensions = {"websocket.http.response": {}}
+    tls = scope["extensions"].get(TLS)
+    if tls is not None:
+        extensions[TLS] = tls
     return {
         "type": "websocket",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -108,7 +113,7 @@ def websocket_scope(scope: dict, secure: bool) -> dict:
         "headers": scope["headers"],
         "subprotocols": subprotocols,
         "state": scope["state"],
-        "extensions": {"websocket.http.response": {}},
+        "extensions": extensions,
     }
 
 
