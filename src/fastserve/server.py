@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from email.utils import formatdate
 from typing import Optional
 
+from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
 
@@ -57,6 +58,7 @@ class Server:
         self.force_exit = False
         self.last_notified = 0.0
         self.servers: list[asyncio.base_events.Server] = []
+        self.systemd_sockets: list[socket.socket] = []
         self._date_second = -1
         # --limit-max-requests plus this process's share of --limit-max-requests-jitter.
         self.limit_max_requests = config.limit_max_requests
@@ -93,12 +95,26 @@ class Server:
                 sys.exit(1)
         self.lifespan = config.lifespan_class(config.loaded_app, config.lifespan)
 
+        # A worker is handed its sockets by its master, which also talks to systemd;
+        # a server on its own takes systemd's sockets, if any, and notifies it.
+        on_its_own = sockets is None
+        if on_its_own:
+            try:
+                self.systemd_sockets = systemd.listen_sockets()
+            except ConfigError as exc:
+                logger.error("%s", exc)
+                sys.exit(1)
+
         self.install_signal_handlers()
         logger.info("Started server process [%d]", os.getpid())
         await self.startup(sockets=sockets)
         if self.should_exit:
             return
+        if on_its_own:
+            systemd.notify(systemd.READY)
         await self.main_loop()
+        if on_its_own:
+            systemd.notify(systemd.STOPPING)
         await self.shutdown()
         logger.info("Finished server process [%d]", os.getpid())
 
@@ -119,9 +135,10 @@ class Server:
             return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
 
         loop = asyncio.get_running_loop()
+        listeners = sockets if sockets is not None else self.systemd_sockets or None
         try:
-            if sockets is not None:
-                for sock in sockets:
+            if listeners is not None:
+                for sock in listeners:
                     self.servers.append(
                         await loop.create_server(
                             create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
@@ -165,6 +182,8 @@ class Server:
 
     def bind_description(self) -> str:
         config = self.config
+        if self.systemd_sockets:
+            return "the sockets passed by systemd"
         if config.uds:
             return f"unix socket {config.uds}"
         if config.fd is not None:

@@ -5,15 +5,18 @@ forks the workers, and from then on only reacts, in one loop, to signals and to
 its workers:
 
     run()
-      start()            bind sockets, --preload the app, install signal handlers
+      start()            bind sockets (or take systemd's), --preload the app,
+                         install signal handlers
       loop:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
         else sleep()      until a signal, a heartbeat or one second passed, then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
-             manage_workers()  fork replacements, retire extra or old workers
-      stop()             SIGTERM (graceful) or SIGQUIT (fast) to every worker, wait
+             manage_workers()  fork replacements, retire extra or old workers,
+                               tell systemd READY=1 once a generation booted
+      stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
+                         to every worker, wait
 
 A worker (`run_worker`, in the forked child) creates its event loop after the fork
 and runs a `WorkerServer`: the ordinary `Server` plus a heartbeat task that writes
@@ -35,6 +38,7 @@ import socket
 import time
 from typing import Optional
 
+from fastserve import systemd
 from fastserve.config import STARTUP_FAILURE, Config, ConfigError
 from fastserve.logging import log_running
 from fastserve.supervisors.worker import flush_logs, reopen_log_files, run_worker
@@ -135,6 +139,8 @@ class Supervisor:
         self.exit_code = 0
         self.wakeup_r = self.wakeup_w = -1
         self.unix_path: Optional[str] = None
+        # READY=1 went to systemd for the current generation (no-op without NOTIFY_SOCKET).
+        self.notified_ready = False
 
     # -- main loop ---------------------------------------------------------------------
 
@@ -178,7 +184,10 @@ class Supervisor:
     def start(self) -> None:
         config = self.config
         logger.info("Started supervisor process [%d]", self.pid)
-        if config.reuse_port:
+        activated = systemd.listen_sockets()
+        if activated:
+            self.sockets = activated
+        elif config.reuse_port:
             self.reserve_reuse_port()
         else:
             sock = config.bind_socket()
@@ -203,7 +212,7 @@ class Supervisor:
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
         details = f"{self.config.http_mode} mode, {self.num_workers} workers"
-        if self.config.reuse_port:
+        if self.reuse_port_address is not None:
             details += ", SO_REUSEPORT"
             log_running([self.reserved_socket], scheme, details)
         else:
@@ -259,6 +268,8 @@ class Supervisor:
     def handle_hup(self) -> None:
         """Rolling restart: boot a new generation, then retire the old one gracefully."""
         self.generation += 1
+        systemd.notify(systemd.reloading_message())
+        self.notified_ready = False
         logger.info(
             "Received SIGHUP: rolling restart, starting %d new worker(s) before "
             "retiring the old ones",
@@ -325,6 +336,13 @@ class Supervisor:
                 logger.info("Rolling restart: new workers are ready, retiring the old ones")
                 for worker in old:
                     self.retire_worker(worker, "rolling restart")
+        if not self.notified_ready:
+            # Ready once a whole generation booted: at start, or after a rolling restart
+            # (its new workers, or the old ones again when it was aborted).
+            current = self.current_workers()
+            if len(current) >= self.num_workers and all(w.booted for w in current):
+                systemd.notify(systemd.READY)
+                self.notified_ready = True
 
     def retire_worker(self, worker: WorkerProcess, reason: str) -> None:
         logger.info("Stopping worker [%d] gracefully (%s)", worker.pid, reason)
@@ -496,6 +514,7 @@ class Supervisor:
 
     def stop(self, graceful: bool) -> None:
         """Stop every worker: SIGTERM and wait, or SIGQUIT then SIGKILL after a moment."""
+        systemd.notify(systemd.STOPPING)
         if graceful:
             logger.info("Stopping %d worker(s) gracefully", len(self.workers))
         else:
