@@ -29,6 +29,7 @@ from fastserve.config import (
     ConfigError,
     ProtocolSettings,
 )
+from fastserve.config_file import COMMAND_OPTIONS
 from fastserve.logging import LOGGING_CONFIG
 from fastserve.protocols.http.proxy import ProxyTrust
 
@@ -514,10 +515,12 @@ def test_forwarded_allow_ips_argument_wins_over_the_environment(monkeypatch):
 # -- the command line's defaults are Config's ------------------------------------------------
 
 
+# Every setting the command line takes; --config and --print-config are about the
+# command itself, not Config.
 CLI_OPTIONS = [
     param
     for param in fastserve.cli.cli.params
-    if isinstance(param, click.Option) and param.expose_value
+    if isinstance(param, click.Option) and param.expose_value and param.name not in COMMAND_OPTIONS
 ]
 SIGNATURE = inspect.signature(Config).parameters
 

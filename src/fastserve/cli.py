@@ -20,6 +20,7 @@ from fastserve.config import (
     ConfigError,
     c_extension_error,
 )
+from fastserve.config_file import ConfigFileCommand, describe_settings
 from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
 
@@ -51,7 +52,7 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     return headers
 
 
-@click.command(context_settings={"auto_envvar_prefix": "FASTSERVE"})
+@click.command(cls=ConfigFileCommand, context_settings={"auto_envvar_prefix": "FASTSERVE"})
 @click.argument("app", default=DEMO_APP, required=False)
 @click.option(
     "--host", default=DEFAULTS["host"], show_default=True, help="Bind socket to this host."
@@ -377,6 +378,20 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Look for APP in this directory (put first on sys.path).",
 )
 @click.option(
+    "--config",
+    "config_file",
+    envvar="FASTSERVE_CONFIG",  # by the option's name, as the others (not ..._CONFIG_FILE)
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TOML file of settings, keyed by long option name. [default: [tool.fastserve] in the app directory's pyproject.toml]",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    default=False,
+    help="Show the effective settings and where each came from, and exit.",
+)
+@click.option(
     "--version",
     is_flag=True,
     callback=print_version,
@@ -384,8 +399,14 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     is_eager=True,
     help="Show the version and exit.",
 )
-def cli(app: str, log_config: Optional[str], **options) -> None:
+def cli(
+    app: str, log_config: Optional[str], config_file: Optional[str], print_config: bool, **options
+) -> None:
     """Serve the ASGI app APP ("module:attribute"; the built-in demo when omitted)."""
+    # config_file was read before the options took their values (ConfigFileCommand).
+    if print_config:
+        click.echo(describe_settings(click.get_current_context()))
+        return
     try:
         config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
     except ConfigError as exc:

@@ -16,7 +16,7 @@ import socket
 import ssl
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
 from fastserve.importer import ImportFromStringError, import_from_string
@@ -433,19 +433,7 @@ class Config:
         assert not self.loaded
         tls_server_cert = None
         if self.is_ssl:
-            try:
-                self.ssl: Optional[ssl.SSLContext] = create_ssl_context(
-                    certfile=self.ssl_certfile,
-                    keyfile=self.ssl_keyfile,
-                    password=self.ssl_keyfile_password,
-                    ssl_version=self.ssl_version,
-                    cert_reqs=self.ssl_cert_reqs,
-                    ca_certs=self.ssl_ca_certs,
-                    ciphers=self.ssl_ciphers,
-                )
-                tls_server_cert = read_server_cert(self.ssl_certfile)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"Cannot load the TLS certificate or key: {exc}") from exc
+            self.ssl, tls_server_cert = self.load_tls()
         else:
             self.ssl = None
 
@@ -481,6 +469,34 @@ class Config:
             tls_server_cert=tls_server_cert,
         )
         self.loaded = True
+
+    def load_tls(self) -> tuple[ssl.SSLContext, Optional[str]]:
+        """The SSLContext and the server certificate (PEM), read from the files now."""
+        try:
+            context = create_ssl_context(
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_keyfile_password,
+                ssl_version=self.ssl_version,
+                cert_reqs=self.ssl_cert_reqs,
+                ca_certs=self.ssl_ca_certs,
+                ciphers=self.ssl_ciphers,
+            )
+            return context, read_server_cert(self.ssl_certfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"Cannot load the TLS certificate or key: {exc}") from exc
+
+    def reload_tls(self) -> None:
+        """Read the certificate and key files again (a rotation on disk). A loaded
+        config (--preload) takes the new context for the workers forked from now on;
+        an unloaded one is only checked, since each worker reads the files in its own
+        `load()`. Raises ConfigError and keeps the current context when they fail."""
+        context, tls_server_cert = self.load_tls()
+        if self.loaded:
+            self.ssl = context
+            self.protocol_settings = replace(
+                self.protocol_settings, tls_server_cert=tls_server_cert
+            )
 
     def load_app(self) -> Any:
         if self.app_dir is not None:

@@ -266,7 +266,18 @@ class Supervisor:
     # -- signals -----------------------------------------------------------------------
 
     def handle_hup(self) -> None:
-        """Rolling restart: boot a new generation, then retire the old one gracefully."""
+        """Rolling restart: boot a new generation, then retire the old one gracefully.
+        The TLS certificate and key are read again first, so that a rotation on disk
+        reaches the new workers; when they fail to load, the current workers (and,
+        with --preload, the master's context) stay."""
+        if self.config.is_ssl:
+            try:
+                self.config.reload_tls()
+            except ConfigError as exc:
+                logger.error(
+                    "Received SIGHUP: %s; no rolling restart, the workers keep serving", exc
+                )
+                return
         self.generation += 1
         systemd.notify(systemd.reloading_message())
         self.notified_ready = False
