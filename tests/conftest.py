@@ -152,6 +152,24 @@ def server(servers, mode) -> ServerProcess:
 
 
 @pytest.fixture
+def spawn():
+    """Start `python -m fastserve ARGS` processes (ready unless `ready=False`); all are
+    killed at the end of the test. Test files that start other commands define their own."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, ready: bool = True, **kwargs) -> ServerProcess:
+        server = ServerProcess.fastserve(*args, **kwargs)
+        started.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.cleanup()
+
+
+@pytest.fixture
 def start_server():
     """Start dedicated servers; the test stops them (any left running are killed)."""
     started = []

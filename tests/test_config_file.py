@@ -4,7 +4,6 @@ real `python -m fastserve` processes, and `--print-config` for where each value 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Optional
 
 import pytest
 
-from process_util import ServerProcess, wait_until, worker_pid
+from process_util import ServerProcess, free_port, wait_until, worker_pid
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -46,27 +45,6 @@ def print_config(*args: str, env: Optional[dict] = None) -> dict:
         key, _, value = setting.partition(" = ")
         settings[key] = (value, source)
     return settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def spawn():
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess.fastserve(*args)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.cleanup()
 
 
 def assert_served_by_two_workers(server: ServerProcess, port: int) -> None:

@@ -28,22 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 APP = "tests.apps_process:app"
 
 
-@pytest.fixture
-def spawn():
-    started: list[ServerProcess] = []
-
-    def start(*args: str, ready: bool = True, **kwargs) -> ServerProcess:
-        server = ServerProcess.fastserve(*args, **kwargs)
-        started.append(server)
-        if ready:
-            server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.cleanup()
-
-
 def supervised(spawn, *flags: str, workers: int = 2) -> ServerProcess:
     server = spawn(APP, "--port", "0", "--workers", str(workers), "--no-access-log", *flags)
     server.wait_workers(workers)

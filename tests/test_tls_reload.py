@@ -65,21 +65,6 @@ def certs(tmp_path) -> RotatingCert:
     return RotatingCert(tmp_path)
 
 
-@pytest.fixture
-def spawn():
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = ServerProcess.fastserve(*args)
-        started.append(server)
-        server.wait_ready()
-        return server
-
-    yield start
-    for server in started:
-        server.cleanup()
-
-
 def supervised_tls(spawn, certs: RotatingCert, *flags: str, app: str = APP) -> ServerProcess:
     server = spawn(
         app,
