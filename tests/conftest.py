@@ -23,6 +23,7 @@ An exception in a thread that nobody joined fails the test it happened in (use
 from __future__ import annotations
 
 import re
+import ssl
 import time
 
 import pytest
@@ -149,6 +150,24 @@ def servers():
 @pytest.fixture
 def server(servers, mode) -> ServerProcess:
     return servers.get(APP, mode)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """(key file, certificate file, a client context trusting their CA) for 127.0.0.1."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    directory = tmp_path_factory.mktemp("tls")
+    key_path = directory / "key.pem"
+    cert_path = directory / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_path))
+    with open(cert_path, "wb") as file:
+        for pem in cert.cert_chain_pems:
+            file.write(pem.bytes())
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return str(key_path), str(cert_path), context
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import tempfile
 import time
 
@@ -152,23 +151,6 @@ def test_uds(start_server, mode, short_dir):
 
 
 # -- TLS -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    directory = tmp_path_factory.mktemp("tls")
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_path))
-    with open(cert_path, "wb") as f:
-        for pem in cert.cert_chain_pems:
-            f.write(pem.bytes())
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return str(key_path), str(cert_path), context
 
 
 @pytest.fixture

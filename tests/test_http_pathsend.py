@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import struct
 import time
 from urllib.parse import quote
@@ -177,21 +176,6 @@ def test_starlette_file_response_uses_pathsend(servers, mode, tmp_path, token):
         assert response.headers["content-length"] == str(len(data))
         events = client.get("/events", params={"token": token}).json()
     assert events == [EXTENSIONS, "http.response.start", "http.response.pathsend"]
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    directory = tmp_path_factory.mktemp("tls")
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_path))
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return str(key_path), str(cert_path), context
 
 
 def test_tls_file_and_pipelining(servers, mode, tmp_path, tls_files):

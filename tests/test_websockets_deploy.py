@@ -14,7 +14,6 @@ import contextlib
 import json
 import re
 import signal
-import ssl
 import sys
 
 import pytest
@@ -143,24 +142,6 @@ def start_gunicorn():
     yield start
     for server in started:
         server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    """(key file, certificate file, a client context trusting their CA)."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    directory = tmp_path_factory.mktemp("tls")
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_path))
-    with open(cert_path, "wb") as file:
-        for pem in cert.cert_chain_pems:
-            file.write(pem.bytes())
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return str(key_path), str(cert_path), context
 
 
 # -- tests ------------------------------------------------------------------------------
