@@ -148,9 +148,7 @@ class LoopWatchdog:
                 and self.warned_run != last_run
             ):
                 self.warned_run = last_run
-                logger.warning(
-                    "Event loop stalled for %.1f s %s", now - last_run, self._describe()
-                )
+                logger.warning("Event loop stalled for %.1f s %s", now - last_run, self._describe())
             last_beat = self.last_beat
             if (
                 self.heartbeat_timeout is not None
@@ -182,4 +180,3 @@ class LoopWatchdog:
                 return False
             self.reported_beat = self.last_beat
             return True
-

@@ -72,6 +72,7 @@ from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
+    REQUEST_TIMEOUT,
     error_logger,
     error_response,
     log_invalid_request,
