@@ -56,6 +56,9 @@ logger = logging.getLogger("fastserve.error")
 CHECKS_PER_THRESHOLD = 4
 # ...and at least once a second: well within the master's KILL_GRACE.
 MAX_CHECK_INTERVAL = 1.0
+# How long the SIGABRT handler waits for the thread's record of the stall before
+# the worker exits (below KILL_GRACE, after which SIGKILL comes anyway).
+REPORT_WAIT = 1.0
 
 
 def stall_location(frame: Optional[FrameType]) -> str:
@@ -111,9 +114,13 @@ class LoopWatchdog:
         # The stamp of the stall last reported, per clock: one report per stall.
         self.warned_run: Optional[float] = None
         self.reported_beat: Optional[float] = None
-        # Held while a heartbeat stall is claimed and logged, by the thread or by
-        # the SIGABRT handler: whichever comes first logs the stack.
+        # A heartbeat stall is claimed under this lock, by the thread or by the
+        # SIGABRT handler: whichever comes first logs the stack. (Not held while
+        # logging: the handler may have interrupted the main thread inside a
+        # logging handler's lock.) The handler, before the process exits, waits a
+        # moment for the thread's record: `beat_logged`.
         self.report_lock = threading.Lock()
+        self.beat_logged = threading.Event()
         self.stopped = threading.Event()
         self.timer: Optional[asyncio.TimerHandle] = None
         self.thread = threading.Thread(target=self._watch, name="fastserve-watchdog", daemon=True)
@@ -156,15 +163,19 @@ class LoopWatchdog:
                 and now - last_beat > self.heartbeat_timeout
             ):
                 with self.report_lock:
-                    if self.reported_beat != last_beat:
+                    claimed = self.reported_beat != last_beat
+                    if claimed:
                         self.reported_beat = last_beat
-                        logger.error(
-                            "Worker [%d] sent no heartbeat for %.1f s, the supervisor kills it; "
-                            "its event loop is stalled %s",
-                            os.getpid(),
-                            now - last_beat,
-                            self._describe(),
-                        )
+                        self.beat_logged.clear()
+                if claimed:
+                    logger.error(
+                        "Worker [%d] sent no heartbeat for %.1f s, the supervisor kills it; "
+                        "its event loop is stalled %s",
+                        os.getpid(),
+                        now - last_beat,
+                        self._describe(),
+                    )
+                    self.beat_logged.set()
 
     def _describe(self) -> str:
         frame = sys._current_frames().get(self.loop_thread_id)
@@ -173,10 +184,11 @@ class LoopWatchdog:
     # -- in the SIGABRT handler ----------------------------------------------------------
 
     def claim_heartbeat_stall(self) -> bool:
-        """True when the caller is to log the current heartbeat stall's stack: the
-        thread has not logged it (then it will not)."""
+        """True when the caller is to log the current heartbeat stall's stack (then
+        the thread will not); False once the thread has logged it."""
         with self.report_lock:
-            if self.last_beat is not None and self.reported_beat == self.last_beat:
-                return False
-            self.reported_beat = self.last_beat
-            return True
+            if self.last_beat is None or self.reported_beat != self.last_beat:
+                self.reported_beat = self.last_beat
+                return True
+        self.beat_logged.wait(REPORT_WAIT)
+        return False

@@ -58,10 +58,13 @@ class WorkerServer(Server):
     """The `Server` as a supervised worker runs it.
 
     Adds a heartbeat task (`notify()` every `heartbeat_interval` seconds, from inside
-    the event loop, also while draining) and the worker's signal policy:
+    the event loop, also while draining), with `heartbeat_timeout` the loop watchdog
+    that logs where the loop is stuck once the heartbeat is that late
+    (fastserve/watchdog.py), and the worker's signal policy:
     SIGTERM graceful stop, SIGINT graceful then fast on the second one, `fast_signals`
     (SIGQUIT) immediate stop, SIGUSR1 reopen log files, SIGABRT (sent by the master
-    when the heartbeat stopped) log where the worker is stuck and exit.
+    when the heartbeat stopped) log where the worker is stuck (unless the watchdog
+    did) and exit.
     Both the fastserve supervisor and the Gunicorn worker class use it.
     """
 
