@@ -43,11 +43,9 @@ def test_a_slow_handler_gets_504_and_one_log_line(server):
 
 def test_a_stalled_stream_has_its_connection_closed(server):
     with server.client(timeout=30) as client:
-        client.send(b"GET /stream?s=%d HTTP/1.1\r\nHost: x\r\n\r\n" % LONG)
-        version, status, reason, headers, raw = client.read_head()
-        assert status == 200
+        # (a 504 in its place would be a complete response)
         with pytest.raises(IncompleteResponse):
-            client._read_chunked()
+            client.request("GET", f"/stream?s={LONG}")
     server.wait_for_log(r"Request timed out after 1s, cancelled: GET /stream")
     assert len(timeout_lines(server, "/stream")) == 1
 
