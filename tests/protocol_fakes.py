@@ -64,5 +64,5 @@ class FakeServerState:
     def __init__(self) -> None:
         self.total_requests = 0
         self.connections: set = set()
-        self.tasks: set = set()
+        self.tasks: dict = {}
         self.default_head = DEFAULT_HEAD

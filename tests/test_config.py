@@ -113,6 +113,8 @@ def _kwargs_id(kwargs: dict) -> str:
         ({"timeout_keep_alive": 0}, "--timeout-keep-alive must be greater than 0"),
         ({"timeout_keep_alive": -1.5}, "--timeout-keep-alive must be greater than 0"),
         ({"timeout_request_header": 0}, "--timeout-request-header must be greater than 0"),
+        ({"timeout_request": 0}, "--timeout-request must be greater than 0"),
+        ({"warn_loop_stall": -1.0}, "--warn-loop-stall must be greater than 0"),
         ({"workers": -1}, "--workers must be a positive number"),
         ({"limit_max_requests_jitter": -1}, "--max-requests-jitter must not be negative"),
         ({"timeout_worker_healthcheck": 0}, "--timeout-worker-healthcheck must be greater than 0"),

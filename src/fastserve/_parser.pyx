@@ -65,9 +65,11 @@ from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
     PROTOCOL_INTERNAL_ERROR,
+    REQUEST_TIMEOUT,
     error_logger,
     error_response,
     log_invalid_request,
+    log_request_timeout,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import (
@@ -300,6 +302,7 @@ cdef class _Settings:
     cdef long long limit_body           # -1: none
     cdef double timeout_keep_alive
     cdef double timeout_header
+    cdef double timeout_request         # -1: none
 
 
 cdef object _cached_source = None
@@ -326,6 +329,7 @@ cdef _Settings _c_settings(object settings):
     s.limit_body = -1 if settings.limit_request_body is None else settings.limit_request_body
     s.timeout_keep_alive = settings.timeout_keep_alive
     s.timeout_header = settings.timeout_request_header
+    s.timeout_request = -1 if settings.timeout_request is None else settings.timeout_request
     _cached_source = settings
     _cached_settings = s
     return s
@@ -978,7 +982,7 @@ cdef class HttpProtocol(_ParserCore):
         self.server_state.total_requests += 1
         task = self.context.run(self.create_task, cycle.run())
         cycle.task = task
-        self.tasks.add(task)
+        self.tasks[task] = scope
         return 0
 
     cdef int _upgrade_head(self, dict scope, ll.llhttp_t* p) except -2:
@@ -1257,6 +1261,10 @@ cdef class RequestCycle:
 
     async def run(self):
         cdef HttpProtocol protocol = self.protocol
+        cdef double timeout = protocol.settings.timeout_request
+        timer = None
+        if timeout > 0:
+            timer = protocol.loop.call_later(timeout, self._timed_out, self.task, timeout)
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
@@ -1277,17 +1285,27 @@ cdef class RequestCycle:
             elif outcome == _APP_CLOSE:
                 protocol._close()
         finally:
-            protocol.tasks.discard(self.task)
+            if timer is not None:
+                timer.cancel()
+            protocol.tasks.pop(self.task, None)
             self.task = None
 
-    cdef _fail(self):
+    def _timed_out(self, task, double timeout):
+        """--timeout-request passed (the rule: errors.log_request_timeout)."""
+        if self.response_complete:
+            return
+        log_request_timeout(self.scope, timeout)
+        self._fail(REQUEST_TIMEOUT)
+        task.cancel()
+
+    cdef _fail(self, int status=500):
         cdef HttpProtocol protocol = self.protocol
-        # (started with the head not written yet: a 500 can still replace it)
+        # (started with the head not written yet: an error can still replace it)
         if (not self.response_started or self.head_pending) and not self.disconnected \
                 and not protocol.closed:
             self.response_started = True
             self.head_pending = False
-            protocol._out(_error_response(500))
+            protocol._out(_error_response(status))
         self.response_complete = True
         self.wake()
         protocol._close()

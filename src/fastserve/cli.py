@@ -190,6 +190,12 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.",
 )
 @click.option(
+    "--warn-loop-stall",
+    default=DEFAULTS["warn_loop_stall"],
+    type=float,
+    help="Log a warning with the stack of the blocking code when the event loop has not run for this many seconds. [default: off]",
+)
+@click.option(
     "--reuse-port",
     is_flag=True,
     default=DEFAULTS["reuse_port"],
@@ -329,6 +335,12 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     type=float,
     show_default=True,
     help="Close a connection whose request head is not complete after this many seconds.",
+)
+@click.option(
+    "--timeout-request",
+    default=DEFAULTS["timeout_request"],
+    type=float,
+    help="Cancel an app call whose response is not complete after this many seconds: 504 if the response had not started, else close the connection. [default: no limit]",
 )
 @click.option(
     "--timeout-graceful-shutdown",

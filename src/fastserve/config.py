@@ -160,6 +160,7 @@ class ProtocolSettings:
     limit_request_body: Optional[int]
     timeout_keep_alive: float
     timeout_request_header: float
+    timeout_request: Optional[float]  # None: no limit
     ws_protocol_class: Optional[type]  # None: upgrade requests are plain HTTP
     ws_max_size: int
     ws_max_queue: int
@@ -218,6 +219,8 @@ class Config:
         backlog: int = 2048,
         timeout_keep_alive: float = 5.0,
         timeout_request_header: float = 30.0,
+        timeout_request: Optional[float] = None,
+        warn_loop_stall: Optional[float] = None,
         ws: str = "auto",
         ws_max_size: int = 16 * 1024 * 1024,
         ws_max_queue: int = 32,
@@ -274,6 +277,8 @@ class Config:
         self.backlog = backlog
         self.timeout_keep_alive = timeout_keep_alive
         self.timeout_request_header = timeout_request_header
+        self.timeout_request = timeout_request
+        self.warn_loop_stall = warn_loop_stall
         self.ws = ws
         self.ws_max_size = ws_max_size
         self.ws_max_queue = ws_max_queue
@@ -328,7 +333,7 @@ class Config:
         for name in ("ws_max_size", "ws_max_queue"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-        for name in ("ws_ping_interval", "ws_ping_timeout"):
+        for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_request", "warn_loop_stall"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
@@ -460,6 +465,7 @@ class Config:
             limit_request_body=self.limit_request_body,
             timeout_keep_alive=self.timeout_keep_alive,
             timeout_request_header=self.timeout_request_header,
+            timeout_request=self.timeout_request,
             ws_protocol_class=ws_protocol_class,
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,

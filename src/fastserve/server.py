@@ -24,6 +24,7 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
+from fastserve.watchdog import LoopWatchdog
 
 logger = logging.getLogger("fastserve.error")
 
@@ -44,7 +45,9 @@ class ServerState:
     def __init__(self) -> None:
         self.total_requests = 0
         self.connections: set = set()
-        self.tasks: set = set()
+        # The running app calls (HTTP requests, WebSocket connections) and the scope
+        # of each: the watchdog names the request a stalled task serves.
+        self.tasks: dict = {}
         # Date, Server and --header lines, refreshed each second; every response head has them.
         self.default_head = b""
 
@@ -60,6 +63,9 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.systemd_sockets: list[socket.socket] = []
         self._date_second = -1
+        # A supervised worker's --timeout-worker-healthcheck, for the watchdog.
+        self.heartbeat_timeout: Optional[float] = None
+        self.watchdog: Optional[LoopWatchdog] = None
         # --limit-max-requests plus this process's share of --limit-max-requests-jitter.
         self.limit_max_requests = config.limit_max_requests
         if self.limit_max_requests is not None and config.limit_max_requests_jitter:
@@ -106,17 +112,33 @@ class Server:
                 sys.exit(1)
 
         self.install_signal_handlers()
-        logger.info("Started server process [%d]", os.getpid())
-        await self.startup(sockets=sockets)
-        if self.should_exit:
+        self.start_watchdog()
+        try:
+            logger.info("Started server process [%d]", os.getpid())
+            await self.startup(sockets=sockets)
+            if self.should_exit:
+                return
+            if on_its_own:
+                systemd.notify(systemd.READY)
+            await self.main_loop()
+            if on_its_own:
+                systemd.notify(systemd.STOPPING)
+            await self.shutdown()
+            logger.info("Finished server process [%d]", os.getpid())
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+
+    def start_watchdog(self) -> None:
+        """Watch the loop from a thread: for --warn-loop-stall, and in a supervised
+        worker for the heartbeat (fastserve/watchdog.py)."""
+        warn_after = self.config.warn_loop_stall
+        if warn_after is None and self.heartbeat_timeout is None:
             return
-        if on_its_own:
-            systemd.notify(systemd.READY)
-        await self.main_loop()
-        if on_its_own:
-            systemd.notify(systemd.STOPPING)
-        await self.shutdown()
-        logger.info("Finished server process [%d]", os.getpid())
+        self.watchdog = LoopWatchdog(
+            asyncio.get_running_loop(), self.server_state.tasks, warn_after, self.heartbeat_timeout
+        )
+        self.watchdog.start()
 
     async def startup(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
         await self.lifespan.startup()

@@ -24,6 +24,8 @@ one byte into a pipe to the master every `heartbeat_interval` seconds from insid
 the event loop. An app that blocks its loop stops the heartbeat and gets replaced.
 The first heartbeat also tells the master that the worker has booted (app
 imported, lifespan startup complete), which is what a rolling restart waits for.
+The worker's own watchdog thread (fastserve/watchdog.py) applies the same
+heartbeat rule and logs the stack of the blocked loop before the SIGKILL.
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
 from typing import Callable, Optional
 
 from fastserve.config import STARTUP_FAILURE, Config
 from fastserve.server import Server
+from fastserve.watchdog import current_task, describe_stack
 
 logger = logging.getLogger("fastserve.error")
 
@@ -58,10 +58,13 @@ class WorkerServer(Server):
     """The `Server` as a supervised worker runs it.
 
     Adds a heartbeat task (`notify()` every `heartbeat_interval` seconds, from inside
-    the event loop, also while draining) and the worker's signal policy:
+    the event loop, also while draining), with `heartbeat_timeout` the loop watchdog
+    that logs where the loop is stuck once the heartbeat is that late
+    (fastserve/watchdog.py), and the worker's signal policy:
     SIGTERM graceful stop, SIGINT graceful then fast on the second one, `fast_signals`
     (SIGQUIT) immediate stop, SIGUSR1 reopen log files, SIGABRT (sent by the master
-    when the heartbeat stopped) log where the worker is stuck and exit.
+    when the heartbeat stopped) log where the worker is stuck (unless the watchdog
+    did) and exit.
     Both the fastserve supervisor and the Gunicorn worker class use it.
     """
 
@@ -75,8 +78,10 @@ class WorkerServer(Server):
         on_fast_exit: Optional[Callable[[], None]] = None,
         on_usr1: Callable[[], None] = reopen_log_files,
         should_stop: Optional[Callable[[], bool]] = None,
+        heartbeat_timeout: Optional[float] = None,
     ) -> None:
         super().__init__(config)
+        self.heartbeat_timeout = heartbeat_timeout
         self.notify = notify
         self.heartbeat_interval = heartbeat_interval
         self.fast_signals = tuple(fast_signals)
@@ -107,6 +112,8 @@ class WorkerServer(Server):
             if self.should_stop is not None and self.should_stop() and not self.should_exit:
                 self.should_exit = True
             self.notify()
+            if self.watchdog is not None:
+                self.watchdog.beat()
             await asyncio.sleep(self.heartbeat_interval)
 
     async def on_tick(self) -> bool:
@@ -137,12 +144,15 @@ class WorkerServer(Server):
                 self.on_fast_exit()
 
     def handle_abort(self, sig: int, frame) -> None:
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
-        logger.error(
-            "Worker [%d] aborted: no heartbeat for too long, its event loop was blocked here:\n%s",
-            os.getpid(),
-            stack.rstrip(),
-        )
+        # (the watchdog thread may have logged the stack already: one stack per kill)
+        if self.watchdog is None or self.watchdog.claim_heartbeat_stall():
+            logger.error(
+                "Worker [%d] aborted: no heartbeat for too long, its event loop was blocked here: %s",
+                os.getpid(),
+                describe_stack(frame, current_task(), self.server_state.tasks),
+            )
+        else:
+            logger.error("Worker [%d] aborted: no heartbeat for too long", os.getpid())
         if self.on_abort is not None:
             with contextlib.suppress(Exception):
                 self.on_abort()
@@ -180,6 +190,11 @@ def run_worker(
             pass  # the master is gone; the heartbeat task notices the new parent
 
     os.set_blocking(heartbeat_fd, False)
-    server = WorkerServer(config, notify=notify, heartbeat_interval=heartbeat_interval_for(timeout))
+    server = WorkerServer(
+        config,
+        notify=notify,
+        heartbeat_interval=heartbeat_interval_for(timeout),
+        heartbeat_timeout=timeout,
+    )
     server.run(sockets=list(sockets))
     return 0 if server.started else STARTUP_FAILURE

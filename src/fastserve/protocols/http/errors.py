@@ -20,13 +20,17 @@ CONTENT_LONGER = "Response content longer than Content-Length"
 CONTENT_SHORTER = "Response content shorter than Content-Length"
 PROTOCOL_INTERNAL_ERROR = "Internal error in the HTTP protocol\n"
 
+# The answer to a request whose app call outlived --timeout-request before starting
+# its response.
+REQUEST_TIMEOUT = 504
+
 _canned: dict[int, bytes] = {}
 
 
 def error_response(status: int) -> bytes:
     """A complete plain-text response that closes the connection.
 
-    Used for the 400/413/414/431/500/503 answers the server gives without the app.
+    Used for the 400/413/414/431/500/503/504 answers the server gives without the app.
     """
     response = _canned.get(status)
     if response is None:
@@ -46,3 +50,24 @@ def log_invalid_request(data: bytes) -> None:
     """Called once per rejected request head: says so when it was TLS."""
     if data[:2] == TLS_HANDSHAKE_PREFIX:
         error_logger.warning(TLS_ON_PLAIN_PORT)
+
+
+def log_request_timeout(scope: dict, seconds: float) -> None:
+    """One warning per request cut by --timeout-request.
+
+    The rule, the same in both HTTP modes (each RequestCycle's `run` and
+    `_timed_out`): with the option set, a timer starts with the app call and stops
+    when it returns. When it fires before the response is complete, the client gets
+    a 504 if the response had not started, else the connection is closed mid-body;
+    then the app's Task is cancelled. The connection is closed in both cases, not
+    kept alive: the app may go on (it may catch the cancellation), the request
+    body may be half read, so nothing else can safely follow on it. A response
+    already complete is left alone (work the app does after it, such as background
+    tasks, is not timed). WebSocket connections are long-lived: not timed.
+    """
+    error_logger.warning(
+        "Request timed out after %gs, cancelled: %s %s",
+        seconds,
+        scope.get("method", ""),
+        scope.get("path", ""),
+    )

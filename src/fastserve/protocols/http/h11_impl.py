@@ -72,9 +72,11 @@ from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
+    REQUEST_TIMEOUT,
     error_logger,
     error_response,
     log_invalid_request,
+    log_request_timeout,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
@@ -440,8 +442,8 @@ class H11Protocol(asyncio.Protocol):
         self.server_state.total_requests += 1
         task = self.context.run(self.loop.create_task, cycle.run())
         tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks[task] = scope
+        task.add_done_callback(tasks.pop)
 
     def _upgrade(self, scope: dict, has_body: bool, rest: bytes) -> None:
         """A WebSocket handshake: refuse it (400 / 426), or give the connection to
@@ -738,6 +740,11 @@ class RequestCycle:
 
     async def run(self) -> None:
         protocol = self.protocol
+        timer = None
+        timeout = protocol.settings.timeout_request
+        if timeout is not None:
+            task = asyncio.current_task()
+            timer = protocol.loop.call_later(timeout, self._timed_out, task, timeout)
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
@@ -758,10 +765,21 @@ class RequestCycle:
                 self._fail()
             elif outcome == APP_CLOSE:
                 protocol._close()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
-    def _fail(self) -> None:
+    def _timed_out(self, task: asyncio.Task, timeout: float) -> None:
+        """--timeout-request passed (the rule: errors.log_request_timeout)."""
+        if self.response_complete:
+            return
+        log_request_timeout(self.scope, timeout)
+        self._fail(REQUEST_TIMEOUT)
+        task.cancel()
+
+    def _fail(self, status: int = 500) -> None:
         protocol = self.protocol
-        # (started with the head not written yet: a 500 can still replace it)
+        # (started with the head not written yet: an error can still replace it)
         if (
             (not self.response_started or self.head_pending)
             and not self.disconnected
@@ -769,7 +787,7 @@ class RequestCycle:
         ):
             self.response_started = True
             self.head_pending = False
-            self.transport.write(error_response(500))
+            self.transport.write(error_response(status))
         self.response_complete = True
         self.wake()
         protocol._close()

@@ -211,8 +211,8 @@ class WebSocketProtocol(asyncio.Protocol):
         # never leaks into another connection.
         task = contextvars.copy_context().run(self.loop.create_task, self._run())
         tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks[task] = self.scope
+        task.add_done_callback(tasks.pop)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
