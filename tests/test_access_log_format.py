@@ -3,6 +3,7 @@ a bad format is one error line at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 
@@ -141,3 +142,37 @@ def test_gunicorn_access_logformat(token):
         assert server.stop() == 0
     finally:
         server.cleanup()
+
+
+def test_websocket_atoms(start_server, mode, token):
+    pytest.importorskip("websockets")
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    server = start_server(
+        "tests.apps_websockets:app",
+        mode,
+        "--access-log-format",
+        f'{token} r="%(r)s" s=%(s)s B=%(B)s D=%(D)s U=%(U)s q="%(q)s" '
+        'teapot="%({x-teapot}o)s" END',
+    )
+    base = f"ws://{server.host}:{server.port}"
+
+    async def client():
+        async with connect(f"{base}/echo?token={token}") as websocket:
+            await websocket.send("hi")
+            assert await websocket.recv() == "hi"
+        with pytest.raises(InvalidStatus):
+            async with connect(f"{base}/http-response"):
+                pass
+
+    asyncio.run(asyncio.wait_for(client(), 30))
+    accepted, refused = map(atoms_of, server.wait_for_log(rf"{token} .* END", count=2))
+    assert accepted["r"] == f"GET /echo?token={token} HTTP/1.1"
+    assert (accepted["s"], accepted["B"], accepted["U"]) == ("101", "0", "/echo")
+    assert (accepted["q"], accepted["teapot"]) == (f"token={token}", "-")
+    assert int(accepted["D"]) >= 0
+    # refused by the websocket.http.response extension: its status and headers
+    assert (refused["s"], refused["U"], refused["q"]) == ("418", "/http-response", "")
+    assert refused["teapot"] == "short and stout"
+    assert server.stop() == 0

@@ -301,13 +301,12 @@ class AccessLogFormat:
             raise ValueError("every % starts an atom, as %(h)s (a literal % is %%)")
         sample_scope = {
             "client": ("127.0.0.1", 1),
-            "method": "GET",
             "raw_path": b"/",
             "query_string": b"",
             "http_version": "1.1",
             "headers": [],
         }
-        fields = _access_fields(sample_scope, 200, 0.0, 0)
+        fields = _access_fields(sample_scope, "GET", 200, 0.0, 0)
         try:
             fmt % access_atoms(fields, sample_scope, 0.0, [])
         except (TypeError, ValueError, KeyError) as exc:
@@ -325,7 +324,7 @@ def configure_access_log(fmt: Optional[str]) -> None:
     access_log_format = None if fmt is None else AccessLogFormat(fmt).format
 
 
-def _access_fields(scope: dict, status: int, duration: float, body_bytes: int) -> dict:
+def _access_fields(scope: dict, method: str, status: int, duration: float, body_bytes: int) -> dict:
     user_agent = referer = None
     for name, value in scope["headers"]:
         if name == b"user-agent":
@@ -334,7 +333,7 @@ def _access_fields(scope: dict, status: int, duration: float, body_bytes: int) -
             referer = value.decode("latin-1")
     return {
         "client": format_client(scope),
-        "method": scope["method"],
+        "method": method,
         "path": scope["raw_path"].decode("latin-1"),
         "query": scope["query_string"].decode("latin-1"),
         "http_version": scope["http_version"],
@@ -354,7 +353,7 @@ def log_access(
     `started` is when its head was complete (time.monotonic()), `body_bytes` the
     body bytes written, `response_headers` the app's."""
     duration = time.monotonic() - started
-    fields = _access_fields(scope, status, duration, body_bytes)
+    fields = _access_fields(scope, scope["method"], status, duration, body_bytes)
     if access_log_format is None:
         access_logger.info(
             ACCESS_LOG_FORMAT,
@@ -375,8 +374,8 @@ def log_websocket_access(scope: dict, status: int, started: float, response_head
     when it accepted, else the status it refused with (403, its own, or 500). Its
     duration is from the handshake request to that answer; its bytes are 0."""
     duration = time.monotonic() - started
-    fields = _access_fields(scope, status, duration, 0)
-    fields["method"] = "GET"  # a WebSocket scope has none: the handshake's
+    # a WebSocket scope has no method: the handshake's is GET
+    fields = _access_fields(scope, "GET", status, duration, 0)
     if access_log_format is None:
         access_logger.info(
             WEBSOCKET_ACCESS_LOG_FORMAT,
