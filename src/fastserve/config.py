@@ -25,6 +25,7 @@ from fastserve.logging import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     TRACE_LOG_LEVEL,
+    AccessFormatter,
     AccessLogFormat,
     JsonFormatter,
     configure_access_log,
@@ -65,6 +66,9 @@ FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 # The command line puts the current directory first on sys.path to find APP;
 # `Config(app_dir=None)` leaves sys.path alone.
 CLI_APP_DIR = "."
+
+# The record's message alone: a custom access format is the whole line.
+ACCESS_LINE_ONLY = "%(message)s"
 
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
@@ -432,6 +436,12 @@ class Config:
             for name in ("fastserve", "fastserve.error", "fastserve.access"):
                 for handler in logging.getLogger(name).handlers:
                     handler.setFormatter(formatter)
+        elif self.access_log_format is not None:
+            # a custom access format is the whole line, as Gunicorn writes it: the
+            # built-in formatter's level prefix goes (a --log-config one stays)
+            for handler in logging.getLogger("fastserve.access").handlers:
+                if isinstance(handler.formatter, AccessFormatter):
+                    handler.setFormatter(logging.Formatter(ACCESS_LINE_ONLY))
 
     @staticmethod
     def load_log_config_file(path: str) -> None:
