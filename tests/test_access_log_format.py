@@ -69,14 +69,18 @@ def test_every_atom(start_server, mode, token):
     assert server.stop() == 0
 
 
-def test_no_body_and_head(start_server, mode, token):
+def test_body_bytes_of_a_file_and_of_head(start_server, mode, token, tmp_path):
     server = start_server(APP, mode, "--access-log-format", f"{token} %(m)s %(B)s %(b)s")
     assert get(server.url("/_/hello")).status_code == 200
     assert httpx.head(server.url("/_/hello"), timeout=10).status_code == 200
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 100_000)
+    assert len(get(server.url(f"/_/pathsend?path={data}")).content) == 100_000
     # the format is the whole line: no level prefix
-    lines = server.wait_for_log(rf"(?m)^{token} \w+ \d+ \S+$", count=2)
+    lines = server.wait_for_log(rf"(?m)^{token} \w+ \d+ \S+$", count=3)
     assert lines[0] == f"{token} GET 13 13"
     assert lines[1] == f"{token} HEAD 0 -"  # no body bytes: "-", as Apache's %b
+    assert lines[2] == f"{token} GET 100000 100000"
     assert server.stop() == 0
 
 

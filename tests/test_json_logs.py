@@ -156,3 +156,34 @@ def test_gunicorn(token):
     assert (access["status"], access["bytes"]) == (200, 13)
     [failure] = [r for r in all_records if token in r.get("exc_info", "")]
     assert "Traceback" in failure["exc_info"]
+
+
+def test_log_config_and_access_log_format(spawn, tmp_path, token):
+    """--log-format json also reshapes the handlers of a --log-config file; with
+    --access-log-format the message is that line, the fields the same."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "PLAIN %(message)s"}},
+        "handlers": {
+            "out": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": {"fastserve": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+    }
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(config))
+    server = spawn(
+        APP, "--port", "0", "--log-config", str(path), "--log-format", "json",
+        "--access-log-format", "%(m)s %(U)s %(s)s %(B)s",
+    )  # fmt: skip
+    exercise(server, token)
+    assert server.stop() == 0
+    assert "PLAIN" not in server.output()
+    all_records = records(server.output())
+    [access] = [r for r in all_records if r.get("query") == f"token={token}"]
+    assert access["message"] == "GET /_/hello 200 13"
+    assert (access["status"], access["bytes"], access["user_agent"]) == (200, 13, token)
