@@ -976,6 +976,7 @@ cdef class HttpProtocol(_ParserCore):
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100
         cycle.content_length = -1
+        cycle.started = _now()
         self.cycle = cycle
         self.started += 1
 
@@ -1242,10 +1243,14 @@ cdef class RequestCycle:
     cdef bint response_complete
     cdef bint app_chunked
     cdef bint app_close
-    cdef int status
+    cdef readonly int status
     cdef int framing
     cdef long long content_length  # the app's, or computed; -1: none
     cdef long long written
+    cdef object response_headers   # the app's, for the access log
+    # time.monotonic() when the head was complete; body bytes handed to the transport
+    cdef readonly double started
+    cdef readonly Py_ssize_t body_bytes
 
     cdef inline void wake(self) noexcept:
         waiter = self.waiter
@@ -1470,6 +1475,7 @@ cdef class RequestCycle:
         self.response_started = True
         self.head_pending = True
         self.status = status
+        self.response_headers = headers
         self.content_length = cl
         self.app_chunked = te
         if close:
@@ -1527,6 +1533,7 @@ cdef class RequestCycle:
                     self.disconnected = True
                     protocol._close()
                     raise
+                self.body_bytes = sent
                 if sent < size:  # the file shrank since it was opened
                     self._length_error(CONTENT_SHORTER)
                     return
@@ -1583,9 +1590,11 @@ cdef class RequestCycle:
                 error = CONTENT_LONGER
             else:
                 data = body
+                self.body_bytes = n
                 if not more_body and n < self.content_length:
                     error = CONTENT_SHORTER
         elif framing == M_CHUNKED:
+            self.body_bytes = n
             if n:
                 buf_chunk_head(out, n)
                 if n <= SINGLE_WRITE_MAX:
@@ -1598,6 +1607,7 @@ cdef class RequestCycle:
                 buf_bytes(out, _LAST_CHUNK)
         elif framing == M_UNTIL_CLOSE:
             data = body
+            self.body_bytes = n
         # one write: head (+ body)
         head_len = out.len
         if data is None or PyBytes_GET_SIZE(data) == 0:
@@ -1632,10 +1642,12 @@ cdef class RequestCycle:
                 return
             if n:
                 protocol._out(body)
+                self.body_bytes += n
             if not more_body and self.written < self.content_length:
                 self._length_error(CONTENT_SHORTER)
                 return
         elif framing == M_CHUNKED:
+            self.body_bytes += n
             if n:
                 out = &protocol.out
                 out.len = 0
@@ -1652,6 +1664,7 @@ cdef class RequestCycle:
             elif not more_body:
                 protocol._out(_LAST_CHUNK)
         elif framing == M_UNTIL_CLOSE:
+            self.body_bytes += n
             if n:
                 protocol._out(body)
         if not more_body:
@@ -1661,7 +1674,9 @@ cdef class RequestCycle:
         cdef HttpProtocol protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:
-            _log_access(self.scope, self.status)
+            _log_access(
+                self.scope, self.status, self.started, self.body_bytes, self.response_headers
+            )
         self.wake()
         protocol._response_complete(self)
 

@@ -21,7 +21,7 @@ from fastserve.config import (
     c_extension_error,
 )
 from fastserve.config_file import ConfigFileCommand, describe_settings
-from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG
+from fastserve.logging import LOG_FORMATS, LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
 
 DEMO_APP = "fastserve.demo:app"
@@ -229,6 +229,18 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     "--use-colors/--no-use-colors",
     default=DEFAULTS["use_colors"],
     help="Colour log levels (default: when a terminal).",
+)
+@click.option(
+    "--access-log-format",
+    default=DEFAULTS["access_log_format"],
+    help="Access line in Gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(B)s %(M)s'. [default: fastserve's line]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(list(LOG_FORMATS)),
+    default=DEFAULTS["log_format"],
+    show_default=True,
+    help="text, or json: one JSON object per log record.",
 )
 @click.option(
     "--proxy-headers/--no-proxy-headers",

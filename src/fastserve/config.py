@@ -20,7 +20,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
 from fastserve.importer import ImportFromStringError, import_from_string
-from fastserve.logging import LOG_LEVELS, LOGGING_CONFIG, TRACE_LOG_LEVEL
+from fastserve.logging import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LOGGING_CONFIG,
+    TRACE_LOG_LEVEL,
+    AccessFormatter,
+    AccessLogFormat,
+    JsonFormatter,
+    configure_access_log,
+)
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import ProxyTrust
 from fastserve.protocols.tls import read_server_cert
@@ -57,6 +66,9 @@ FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 # The command line puts the current directory first on sys.path to find APP;
 # `Config(app_dir=None)` leaves sys.path alone.
 CLI_APP_DIR = "."
+
+# The record's message alone: a custom access format is the whole line.
+ACCESS_LINE_ONLY = "%(message)s"
 
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
@@ -194,6 +206,8 @@ class Config:
         log_level: Union[str, int, None] = None,
         access_log: bool = True,
         use_colors: Optional[bool] = None,
+        access_log_format: Optional[str] = None,
+        log_format: str = "text",
         workers: Optional[int] = None,
         preload: bool = False,
         reload: bool = False,
@@ -253,6 +267,8 @@ class Config:
         self.log_level = log_level
         self.access_log = access_log
         self.use_colors = use_colors
+        self.access_log_format = access_log_format
+        self.log_format = log_format
         self.workers = workers or 1
         self.preload = preload
         self.reload = reload
@@ -318,6 +334,17 @@ class Config:
             raise ConfigError(f"--ws must be one of {', '.join(WS_MODES)}, not {self.ws!r}")
         if self.loop not in LOOP_MODES:
             raise ConfigError(f"--loop must be one of {', '.join(LOOP_MODES)}, not {self.loop!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
+        if self.access_log_format is not None:
+            try:
+                AccessLogFormat(self.access_log_format)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"--access-log-format {self.access_log_format!r} is not a valid format: {exc}"
+                ) from None
         if self.lifespan not in LIFESPAN_MODES:
             raise ConfigError(
                 f"--lifespan must be one of {', '.join(LIFESPAN_MODES)}, not {self.lifespan!r}"
@@ -406,6 +433,20 @@ class Config:
         if not self.access_log:
             logging.getLogger("fastserve.access").handlers = []
             logging.getLogger("fastserve.access").propagate = False
+        configure_access_log(self.access_log_format)
+        if self.log_format == "json":
+            # whatever config made the handlers of fastserve's loggers (the built-in
+            # one, --log-config, the Gunicorn worker's), they write JSON
+            formatter = JsonFormatter()
+            for name in ("fastserve", "fastserve.error", "fastserve.access"):
+                for handler in logging.getLogger(name).handlers:
+                    handler.setFormatter(formatter)
+        elif self.access_log_format is not None:
+            # a custom access format is the whole line, as Gunicorn writes it: the
+            # built-in formatter's level prefix goes (a --log-config one stays)
+            for handler in logging.getLogger("fastserve.access").handlers:
+                if isinstance(handler.formatter, AccessFormatter):
+                    handler.setFormatter(logging.Formatter(ACCESS_LINE_ONLY))
 
     @staticmethod
     def load_log_config_file(path: str) -> None:

@@ -1,13 +1,20 @@
-"""Log formatting: uvicorn's line shapes, under the `fastserve.*` loggers."""
+"""Log formatting: uvicorn's line shapes, under the `fastserve.*` loggers; Gunicorn's
+access-log atoms (--access-log-format); one JSON object per record (--log-format json)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http
+import json
 import logging
+import os
+import re
 import socket
 import sys
+import time
 from copy import copy
-from typing import Optional
+from typing import Any, Optional
 
 TRACE_LOG_LEVEL = 5
 
@@ -16,6 +23,14 @@ ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
 # One access line per WebSocket: client, path with query, and 101 when the app accepted,
 # else the status of the HTTP response that refused it.
 WEBSOCKET_ACCESS_LOG_FORMAT = '%s - "WebSocket %s" %d'
+
+# The structured fields every access record carries (LogRecord attributes, by
+# `extra=`), whatever renders it: the JSON formatter emits them as they are.
+ACCESS_FIELDS = (
+    "client", "method", "path", "query", "http_version", "status", "bytes",
+    "duration_ms", "user_agent", "referer", "pid",
+)  # fmt: skip
+LOG_FORMATS = ("text", "json")
 
 error_logger = logging.getLogger("fastserve.error")
 access_logger = logging.getLogger("fastserve.access")
@@ -123,6 +138,32 @@ class AccessFormatter(DefaultFormatter):
         return super().formatMessage(record)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: time (RFC 3339, UTC), level, logger,
+    message; an access record's structured fields; a traceback as one `exc_info`
+    string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + ".%03dZ" % record.msecs,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        attributes = record.__dict__
+        for name in ACCESS_FIELDS:
+            if name in attributes:
+                entry[name] = attributes[name]
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc_info"] = record.exc_text
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
 # The access formats whose last argument is a status, and the same with the status
 # as a (coloured) string.
 _STATUS_LAST = {
@@ -145,24 +186,207 @@ def _path_with_query(scope: dict) -> str:
     return path
 
 
-def log_access(scope: dict, status: int) -> None:
-    """The access line of one finished response (both HTTP modes call this)."""
-    access_logger.info(
-        ACCESS_LOG_FORMAT,
-        format_client(scope),
-        scope["method"],
-        _path_with_query(scope),
-        scope["http_version"],
-        status,
+def _header(headers: Any, name: bytes) -> Optional[str]:
+    """The value of header `name` (lower case) in ASGI `headers`, its values joined
+    by ", " when it comes more than once; None when absent."""
+    values = [value for key, value in headers if key.lower() == name]
+    return b", ".join(values).decode("latin-1") if values else None
+
+
+# os.getpid() is a system call; a forked worker takes its own pid once.
+_pid = os.getpid()
+
+
+def _take_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_take_pid)
+
+MICROSECONDS = 1_000_000
+# A Gunicorn atom in a format: %(name)... with the name in parentheses.
+_ATOM = re.compile(r"%\(([^)]*)\)")
+# The atoms named by a header or an environment variable: {name}i, {name}o, {name}e.
+_NAMED_ATOM = re.compile(r"\{([^}]+)\}([ioe])")
+_ATOMS = "hlutrmUqHsBbfaTMDLp"
+
+
+class AccessAtoms(dict):
+    """Gunicorn's access-log atoms of one response, for `format % atoms`. The named
+    ones ({name}i request header, {name}o response header, {name}e environment
+    variable) are looked up only when the format asks for them; absent: "-"."""
+
+    def __init__(self, atoms: dict, request_headers: Any, response_headers: Any) -> None:
+        super().__init__(atoms)
+        self.request_headers = request_headers
+        self.response_headers = response_headers
+
+    def __missing__(self, key: str) -> str:
+        match = _NAMED_ATOM.fullmatch(key)
+        if match is None:
+            return "-"
+        name, kind = match.groups()
+        if kind == "e":
+            value = os.environ.get(name)
+        else:
+            headers = self.request_headers if kind == "i" else self.response_headers
+            value = _header(headers or (), name.lower().encode("latin-1"))
+        return "-" if value is None else _quote_safe(value)
+
+
+def _quote_safe(value: str) -> str:
+    # as Gunicorn: a value can sit between double quotes in the line
+    return value.replace('"', '\\"')
+
+
+def _basic_auth_user(headers: Any) -> str:
+    """The user name of an `Authorization: Basic` header, else "-" (as Gunicorn)."""
+    value = _header(headers, b"authorization")
+    if value is None or value[:6].lower() != "basic ":
+        return "-"
+    try:
+        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return "-"
+    return _quote_safe(decoded.split(":", 1)[0]) if ":" in decoded else "-"
+
+
+def access_atoms(fields: dict, scope: dict, duration: float, response_headers: Any) -> AccessAtoms:
+    """The atoms of one access record, from its structured fields."""
+    client = scope.get("client")
+    micros = int(duration * MICROSECONDS)
+    seconds = micros // MICROSECONDS
+    protocol = "HTTP/" + fields["http_version"]
+    path = _quote_safe(fields["path"])
+    query = _quote_safe(fields["query"])
+    target = path + "?" + query if query else path
+    body_bytes = fields["bytes"]
+    headers = scope.get("headers", ())
+    return AccessAtoms(
+        {
+            "h": client[0] if client else "-",
+            "l": "-",
+            "u": _basic_auth_user(headers),
+            "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
+            "r": f"{fields['method']} {target} {protocol}",
+            "m": fields["method"],
+            "U": path,
+            "q": query,
+            "H": protocol,
+            "s": fields["status"],
+            "B": body_bytes,
+            "b": str(body_bytes) if body_bytes else "-",
+            "f": _quote_safe(fields["referer"] or "-"),
+            "a": _quote_safe(fields["user_agent"] or "-"),
+            "T": seconds,
+            "M": micros // 1000,
+            "D": micros,
+            "L": "%d.%06d" % (seconds, micros % MICROSECONDS),
+            "p": "<%d>" % fields["pid"],
+        },
+        headers,
+        response_headers,
     )
 
 
-def log_websocket_access(scope: dict, status: int) -> None:
-    """The access line of one WebSocket, once the app answered its handshake: 101
-    when it accepted, else the status it refused with (403, its own, or 500)."""
-    access_logger.info(
-        WEBSOCKET_ACCESS_LOG_FORMAT, format_client(scope), _path_with_query(scope), status
-    )
+class AccessLogFormat:
+    """A checked --access-log-format: every atom known and the whole format renders."""
+
+    def __init__(self, fmt: str) -> None:
+        for name in _ATOM.findall(fmt):
+            if name not in _ATOMS and _NAMED_ATOM.fullmatch(name) is None:
+                raise ValueError(f"unknown atom %({name})")
+        if "%" in _ATOM.sub("", fmt.replace("%%", "")):
+            raise ValueError("every % starts an atom, as %(h)s (a literal % is %%)")
+        sample_scope = {
+            "client": ("127.0.0.1", 1),
+            "raw_path": b"/",
+            "query_string": b"",
+            "http_version": "1.1",
+            "headers": [],
+        }
+        fields = _access_fields(sample_scope, "GET", 200, 0.0, 0)
+        try:
+            fmt % access_atoms(fields, sample_scope, 0.0, [])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(str(exc)) from None
+        self.format = fmt
+
+
+# The custom access-log format, None for the default line (Config sets it).
+access_log_format: Optional[str] = None
+
+
+def configure_access_log(fmt: Optional[str]) -> None:
+    """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None)."""
+    global access_log_format
+    access_log_format = None if fmt is None else AccessLogFormat(fmt).format
+
+
+def _access_fields(scope: dict, method: str, status: int, duration: float, body_bytes: int) -> dict:
+    user_agent = referer = None
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"referer":
+            referer = value.decode("latin-1")
+    return {
+        "client": format_client(scope),
+        "method": method,
+        "path": scope["raw_path"].decode("latin-1"),
+        "query": scope["query_string"].decode("latin-1"),
+        "http_version": scope["http_version"],
+        "status": status,
+        "bytes": body_bytes,
+        "duration_ms": round(duration * 1000, 3),
+        "user_agent": user_agent,
+        "referer": referer,
+        "pid": _pid,
+    }
+
+
+def log_access(
+    scope: dict, status: int, started: float, body_bytes: int, response_headers: Any
+) -> None:
+    """The access record of one finished response (both HTTP modes call this):
+    `started` is when its head was complete (time.monotonic()), `body_bytes` the
+    body bytes written, `response_headers` the app's."""
+    duration = time.monotonic() - started
+    fields = _access_fields(scope, scope["method"], status, duration, body_bytes)
+    if access_log_format is None:
+        access_logger.info(
+            ACCESS_LOG_FORMAT,
+            fields["client"],
+            fields["method"],
+            _path_with_query(scope),
+            fields["http_version"],
+            status,
+            extra=fields,
+        )
+    else:
+        atoms = access_atoms(fields, scope, duration, response_headers)
+        access_logger.info(access_log_format, atoms, extra=fields)
+
+
+def log_websocket_access(scope: dict, status: int, started: float, response_headers: Any) -> None:
+    """The access record of one WebSocket, once the app answered its handshake: 101
+    when it accepted, else the status it refused with (403, its own, or 500). Its
+    duration is from the handshake request to that answer; its bytes are 0."""
+    duration = time.monotonic() - started
+    # a WebSocket scope has no method: the handshake's is GET
+    fields = _access_fields(scope, "GET", status, duration, 0)
+    if access_log_format is None:
+        access_logger.info(
+            WEBSOCKET_ACCESS_LOG_FORMAT,
+            fields["client"],
+            _path_with_query(scope),
+            status,
+            extra=fields,
+        )
+    else:
+        atoms = access_atoms(fields, scope, duration, response_headers)
+        access_logger.info(access_log_format, atoms, extra=fields)
 
 
 def log_running(sockets, scheme: str, details: str) -> None:

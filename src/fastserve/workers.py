@@ -14,6 +14,10 @@ fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
     limit_request_field_size      --limit-request-field-size (431)
     forwarded_allow_ips           --forwarded-allow-ips
     accesslog / errorlog / loglevel   the fastserve.access / fastserve.error loggers
+    access_log_format             --access-log-format (gunicorn's default included)
+
+$FASTSERVE_LOG_FORMAT=json (as `fastserve --log-format json`) makes fastserve's records
+JSON lines in gunicorn's log files and streams; gunicorn's own lines keep its format.
 
 Signals, as gunicorn's own workers: TERM graceful stop, INT and QUIT immediate stop,
 USR1 reopen log files, WINCH ignored, ABRT (from the arbiter on timeout) log the
@@ -26,6 +30,7 @@ Needs gunicorn: `pip install 'fastserve[gunicorn]'`.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -38,6 +43,36 @@ from fastserve.supervisors.worker import WorkerServer, heartbeat_interval_for
 
 # gunicorn allows up to this many header fields; 0 there means "no limit".
 MAX_REQUEST_FIELDS = 32768
+# gunicorn has no log-format setting: the one the fastserve command reads from the
+# environment (click's FASTSERVE_ prefix) selects it here too.
+LOG_FORMAT_ENV = "FASTSERVE_LOG_FORMAT"
+
+
+class SameStreamHandler(logging.Handler):
+    """Writes records, in its own format, to whatever stream one of gunicorn's
+    handlers has open now (USR1 reopens it), so that gunicorn's handler keeps its
+    format for gunicorn's lines. A handler without a stream (syslog) handles the
+    record itself."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__(target.level)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = self.target
+        if getattr(target, "stream", None) is None:
+            target.handle(record)
+            return
+        try:
+            line = self.format(record)
+            target.acquire()
+            try:
+                target.stream.write(line + "\n")
+                target.stream.flush()
+            finally:
+                target.release()
+        except Exception:
+            self.handleError(record)
 
 
 class FastserveWorker(Worker):
@@ -48,21 +83,28 @@ class FastserveWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.cfg
+        log_format = os.environ.get(LOG_FORMAT_ENV, "text")
         for name, gunicorn_logger in (
+            ("fastserve", self.log.error_log),
             ("fastserve.error", self.log.error_log),
             ("fastserve.access", self.log.access_log),
         ):
             target = logging.getLogger(name)
-            target.handlers = gunicorn_logger.handlers
-            target.setLevel(gunicorn_logger.level)
+            target.handlers = (
+                gunicorn_logger.handlers
+                if log_format == "text"
+                else [SameStreamHandler(handler) for handler in gunicorn_logger.handlers]
+            )
+            if name != "fastserve":
+                target.setLevel(gunicorn_logger.level)
             target.propagate = False
-        logging.getLogger("fastserve").handlers = self.log.error_log.handlers
-        logging.getLogger("fastserve").propagate = False
 
         config_kwargs: dict[str, Any] = {
             "app": None,
             "log_config": None,
             "access_log": bool(cfg.accesslog),
+            "access_log_format": cfg.access_log_format,
+            "log_format": log_format,
             # gunicorn's keepalive 0 disables keep-alive; the nearest here is "close at once".
             "timeout_keep_alive": cfg.keepalive if cfg.keepalive > 0 else 0.001,
             "timeout_graceful_shutdown": cfg.graceful_timeout,

@@ -48,6 +48,7 @@ import asyncio
 import contextvars
 import logging
 import re
+import time
 from typing import Optional
 
 import h11
@@ -697,7 +698,7 @@ class RequestCycle:
         "final_delivered", "disconnected", "expect_100", "keep_alive", "http10",
         "head_request", "response_started", "head_pending", "response_complete",
         "app_chunked", "app_close", "status", "framing", "content_length", "written",
-        "header_lines",
+        "header_lines", "response_headers", "started", "body_bytes",
     )  # fmt: skip
 
     def __init__(self, protocol: H11Protocol, scope: dict) -> None:
@@ -728,6 +729,10 @@ class RequestCycle:
         self.content_length = -1  # the app's, or computed; -1: none
         self.written = 0
         self.header_lines = b""
+        self.response_headers = None  # the app's, for the access log
+        # when the head was complete; body bytes handed to the transport
+        self.started = time.monotonic()
+        self.body_bytes = 0
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -855,6 +860,7 @@ class RequestCycle:
         self.response_started = True
         self.head_pending = True
         self.status = status
+        self.response_headers = headers
         self.header_lines = lines
         self.content_length = content_length
         self.app_chunked = app_chunked
@@ -900,6 +906,7 @@ class RequestCycle:
                     self.disconnected = True
                     protocol._close()
                     raise
+                self.body_bytes = sent
                 if sent < size:  # the file shrank since it was opened
                     self._length_error(CONTENT_SHORTER)
                     return
@@ -957,9 +964,11 @@ class RequestCycle:
                 error = CONTENT_LONGER
             else:
                 data = body
+                self.body_bytes = n
                 if not more_body and n < self.content_length:
                     error = CONTENT_SHORTER
         elif framing == fr.CHUNKED:
+            self.body_bytes = n
             if n:
                 head += b"%x\r\n" % n
                 data = body
@@ -968,6 +977,7 @@ class RequestCycle:
                 head += fr.LAST_CHUNK
         elif framing == fr.UNTIL_CLOSE:
             data = body
+            self.body_bytes = n
         # one write: head (+ body)
         write = self.transport.write
         if not data:
@@ -995,10 +1005,12 @@ class RequestCycle:
                 return
             if n:
                 write(body)
+                self.body_bytes += n
             if not more_body and self.written < self.content_length:
                 self._length_error(CONTENT_SHORTER)
                 return
         elif framing == fr.CHUNKED:
+            self.body_bytes += n
             if n:
                 tail = fr.CHUNK_END if more_body else fr.CHUNK_END + fr.LAST_CHUNK
                 if n <= fr.CHUNK_JOIN_MAX:
@@ -1010,6 +1022,7 @@ class RequestCycle:
             elif not more_body:
                 write(fr.LAST_CHUNK)
         elif framing == fr.UNTIL_CLOSE:
+            self.body_bytes += n
             if n:
                 write(body)
         if not more_body:
@@ -1019,7 +1032,9 @@ class RequestCycle:
         protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:
-            log_access(self.scope, self.status)
+            log_access(
+                self.scope, self.status, self.started, self.body_bytes, self.response_headers
+            )
         self.wake()
         protocol._response_complete(self)
 

@@ -36,6 +36,7 @@ import collections
 import contextvars
 import logging
 import os
+import time
 from typing import Optional, Union
 
 from fastserve.logging import access_logger, format_client, log_websocket_access
@@ -147,7 +148,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "waiter", "disconnect", "early_data", "parts", "parts_text", "parts_size",
         "resume_at", "closed", "close_timer", "ping_timer", "pong_timer", "ping_payload",
         "response_status", "response_headers", "response_head_pending", "held",
-        "held_size",
+        "held_size", "started",
     )  # fmt: skip
 
     def __init__(self, settings, server_state, scope: dict, loop) -> None:
@@ -181,6 +182,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.response_head_pending = False
         self.held: list = []  # data frames not written yet (see HELD_FRAMES_MAX)
         self.held_size = 0
+        self.started = time.monotonic()  # the handshake request, for the access log
 
     # -- the framing library (subclasses) -------------------------------------------
 
@@ -446,7 +448,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._write(head)
         self.state = OPEN
         if self.access_log:
-            log_websocket_access(self.scope, SWITCHING_PROTOCOLS)
+            log_websocket_access(self.scope, SWITCHING_PROTOCOLS, self.started, headers)
         interval = self.settings.ws_ping_interval
         if interval is not None:
             self.ping_timer = self.loop.call_later(interval, self._keepalive)
@@ -469,7 +471,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Answer the handshake with a plain `status` response, and close."""
         self._write(plain_response(status, self.server_state.default_head))
         if self.access_log:
-            log_websocket_access(self.scope, status)
+            log_websocket_access(self.scope, status, self.started, ())
         self._disconnected(ABNORMAL_CLOSURE)
         self.state = CLOSED
         self._close_transport()
@@ -493,7 +495,9 @@ class WebSocketProtocol(asyncio.Protocol):
             lines.append(body)
             self._write(b"".join(lines))
             if self.access_log:
-                log_websocket_access(self.scope, self.response_status)
+                log_websocket_access(
+                    self.scope, self.response_status, self.started, self.response_headers
+                )
         else:
             self._write(body)
         if not more_body:
