@@ -24,6 +24,7 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
+from fastserve.protocols import proxy_protocol
 
 logger = logging.getLogger("fastserve.error")
 
@@ -133,6 +134,15 @@ class Server:
 
         def create_protocol() -> asyncio.Protocol:
             return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
+
+        if config.proxy_protocol != "off":
+            http_protocol = create_protocol
+            versions = proxy_protocol.VERSIONS[config.proxy_protocol]
+
+            def create_protocol() -> asyncio.Protocol:
+                return proxy_protocol.ProxyHeaderReader(
+                    versions, settings, server_state, http_protocol
+                )
 
         loop = asyncio.get_running_loop()
         listeners = sockets if sockets is not None else self.systemd_sockets or None
