@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 
 import pytest
@@ -208,6 +209,113 @@ def test_the_header_is_read_in_time_or_the_connection_closes(start_server, mode)
     server.stop()
 
 
+# -- TLS: the header comes before the handshake ------------------------------------------
+
+
+class TlsOverSocket:
+    """A TLS client on a plain socket (ssl.MemoryBIO), so that the PROXY header and
+    the ClientHello go out in one send, as a load balancer may send them."""
+
+    def __init__(self, server, header: bytes, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        first = True
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pass
+            self.sock.sendall((header if first else b"") + self.outgoing.read())
+            first = False
+            self._receive()
+        self.sock.sendall(self.outgoing.read())
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by the server")
+        self.incoming.write(data)
+
+    def request_scope(self) -> dict:
+        self.tls.write(b"GET /scope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.sock.sendall(self.outgoing.read())
+        received = b""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                try:
+                    self._receive()
+                except ConnectionError:
+                    break
+                continue
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), received
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def tls_server(request, servers, mode, tls_files):
+    """--proxy-protocol auto over TLS, on each event loop (their TLS layers differ)."""
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop")
+    key, cert, _ = tls_files
+    return servers.get(
+        APP, mode, "--proxy-protocol", "auto", "--loop", request.param,
+        "--ssl-keyfile", key, "--ssl-certfile", cert,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("header", [v1("TCP4"), v2(), v1("UNKNOWN")], ids=["v1", "v2", "unknown"])
+def test_over_tls_the_header_comes_before_the_handshake(tls_server, tls_files, header):
+    client = TlsOverSocket(tls_server, header, tls_files[2])
+    address = list(client.sock.getsockname())
+    try:
+        scope = client.request_scope()
+    finally:
+        client.close()
+    assert scope["scheme"] == "https"
+    if header != v1("UNKNOWN"):
+        assert (scope["client"], scope["server"]) == (list(CLIENT4), list(SERVER4))
+    else:
+        assert scope["client"] == address
+
+
+def test_over_tls_an_untrusted_peer_starts_tls_at_once(servers, mode, tls_files):
+    key, cert, context = tls_files
+    server = servers.get(
+        APP, mode, "--proxy-protocol", "v2", "--forwarded-allow-ips", "10.0.0.0/8",
+        "--ssl-keyfile", key, "--ssl-certfile", cert,
+    )  # fmt: skip
+    client = TlsOverSocket(server, b"", context)
+    address = list(client.sock.getsockname())
+    try:
+        scope = client.request_scope()
+    finally:
+        client.close()
+    assert scope["client"] == address
+
+
+def test_over_tls_bytes_that_are_not_tls_after_the_header_close(tls_server):
+    with tls_server.client() as client:
+        client.send(v1("TCP4") + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.wait_closed() == b""
+    with tls_server.client() as client:  # the same without a header
+        client.send(b"PROXY TCP4")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.wait_closed() == b""
+
+
 # -- HAProxy in front ------------------------------------------------------------------
 
 HAPROXY_CONF = """
@@ -273,3 +381,22 @@ def test_haproxy_in_front(servers, mode, haproxy, haproxy_mode, send_proxy, prox
             scope = response.json()
             assert scope["client"] == list(client.sock.getsockname())
             assert scope["server"] == ["127.0.0.1", port]
+
+
+def test_haproxy_passes_tls_through_after_a_v2_header(servers, mode, haproxy, tls_files):
+    key, cert, context = tls_files
+    server = servers.get(
+        APP, mode, "--proxy-protocol", "v2", "--ssl-keyfile", key, "--ssl-certfile", cert
+    )
+    port = haproxy(server.port, "tcp", "send-proxy-v2")
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    address = list(raw.getsockname())
+    with RawClient(sock=context.wrap_socket(raw, server_hostname="127.0.0.1")) as client:
+        response = client.request("GET", "/scope")
+        assert response.status == 200, response
+        scope = response.json()
+    assert (scope["scheme"], scope["client"], scope["server"]) == (
+        "https",
+        address,
+        ["127.0.0.1", port],
+    )

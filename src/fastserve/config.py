@@ -364,12 +364,6 @@ class Config:
                 f"--proxy-protocol must be one of {', '.join(PROXY_PROTOCOL_MODES)},"
                 f" not {self.proxy_protocol!r}"
             )
-        if self.proxy_protocol != "off" and self.is_ssl:
-            # The header comes before the TLS handshake, below asyncio's SSL transport.
-            raise ConfigError(
-                "--proxy-protocol does not work with --ssl-certfile yet: terminate TLS"
-                " at the proxy, or send no PROXY header"
-            )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:

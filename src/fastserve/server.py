@@ -135,13 +135,15 @@ class Server:
         def create_protocol() -> asyncio.Protocol:
             return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
 
+        listener_ssl = config.ssl
         if config.proxy_protocol != "off":
-            http_protocol = create_protocol
+            # The header comes before the TLS handshake: the reader starts TLS itself.
+            http_protocol, listener_ssl = create_protocol, None
             versions = proxy_protocol.VERSIONS[config.proxy_protocol]
 
             def create_protocol() -> asyncio.Protocol:
                 return proxy_protocol.ProxyHeaderReader(
-                    versions, settings, server_state, http_protocol
+                    versions, settings, server_state, http_protocol, config.ssl
                 )
 
         loop = asyncio.get_running_loop()
@@ -151,7 +153,7 @@ class Server:
                 for sock in listeners:
                     self.servers.append(
                         await loop.create_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
             elif config.fd is not None or config.uds:
@@ -159,13 +161,13 @@ class Server:
                 if config.uds:
                     self.servers.append(
                         await loop.create_unix_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
                 else:
                     self.servers.append(
                         await loop.create_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
             else:
@@ -174,7 +176,7 @@ class Server:
                         create_protocol,
                         host=config.host,
                         port=config.port,
-                        ssl=config.ssl,
+                        ssl=listener_ssl,
                         backlog=config.backlog,
                         reuse_address=True,
                         reuse_port=config.reuse_port or None,

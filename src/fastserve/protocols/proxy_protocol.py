@@ -12,8 +12,10 @@ as always (they answer with the header's addresses during that hand-over).
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import ipaddress
 import logging
+import ssl
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -24,6 +26,7 @@ logger = logging.getLogger("fastserve.error")
 
 V1_SIGNATURE = b"PROXY "
 V1_MAX_LENGTH = 107  # the whole line, CRLF included (the specification's bound)
+V1_MIN_LENGTH = len(b"PROXY UNKNOWN\r\n")
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V2_HEADER = struct.Struct("!12sBBH")  # signature, version+command, family+transport, length
 V2_VERSION = 0x2
@@ -33,6 +36,9 @@ V2_TRANSPORTS = (0x0, 0x1, 0x2)  # UNSPEC, STREAM, DGRAM
 V2_INET = struct.Struct("!4s4sHH")
 V2_INET6 = struct.Struct("!16s16sHH")
 V2_UNIX_LENGTH = 216
+
+# A read of a plain connection's first bytes: the header, and what follows it.
+PLAIN_READ_SIZE = 65536
 
 # --proxy-protocol -> the header versions a trusted peer may send.
 VERSIONS = {"v1": (1,), "v2": (2,), "auto": (1, 2)}
@@ -61,6 +67,18 @@ def parse_proxy_header(data: bytes, versions: tuple[int, ...]) -> Optional[Proxy
     if 1 in versions and data[: len(V1_SIGNATURE)] == V1_SIGNATURE[: len(data)]:
         return _parse_v1(data)
     raise ProxyHeaderError("no PROXY protocol header")
+
+
+def safe_read_size(data: bytes, versions: tuple[int, ...]) -> int:
+    """How many more bytes can be read after `data` without reading past the header
+    (over TLS the bytes after it are the handshake's, which the TLS layer must read)."""
+    if not data:
+        return V1_MIN_LENGTH if 1 in versions else V2_HEADER.size
+    if data[:1] == V2_SIGNATURE[:1]:  # v1 starts with "P"
+        if len(data) < V2_HEADER.size:
+            return V2_HEADER.size - len(data)
+        return V2_HEADER.size + V2_HEADER.unpack_from(data)[3] - len(data)
+    return 1 if data.endswith(b"\r") else 2  # the earliest the line can end
 
 
 def _parse_v1(data: bytes) -> Optional[ProxyHeader]:
@@ -120,30 +138,42 @@ def _parse_v2(data: bytes) -> Optional[ProxyHeader]:
     )
 
 
-class ProxyHeaderReader:
-    """An asyncio protocol for the first bytes of a connection. A peer that
-    `settings.proxy_trust` does not trust is handed to the HTTP protocol at once (its
-    bytes are HTTP: a PROXY line from it is a 400). A trusted peer must send a header
-    within --timeout-request-header; a missing, malformed or oversized one closes the
-    connection with one debug line."""
+class ProxyHeaderReader(asyncio.BufferedProtocol):
+    """The protocol of a connection until its PROXY header is read. A peer that
+    `settings.proxy_trust` does not trust is handed on at once (its bytes are HTTP: a
+    PROXY line from it is a 400). A trusted peer must send a header within
+    --timeout-request-header; a missing, malformed or oversized one closes the
+    connection with one debug line. With `sslcontext`, TLS starts after the header
+    (read without a byte more), and the HTTP protocol gets the TLS transport."""
 
-    __slots__ = ("versions", "settings", "server_state", "make_protocol", "transport",
-                 "buffer", "timer")  # fmt: skip
+    __slots__ = ("versions", "settings", "server_state", "make_protocol", "sslcontext",
+                 "transport", "buffer", "chunk", "timer")  # fmt: skip
 
-    def __init__(self, versions, settings, server_state, make_protocol: Callable) -> None:
+    def __init__(
+        self,
+        versions: tuple[int, ...],
+        settings,
+        server_state,
+        make_protocol: Callable[[], asyncio.Protocol],
+        sslcontext: Optional[ssl.SSLContext] = None,
+    ) -> None:
         self.versions = versions
         self.settings = settings
         self.server_state = server_state
         self.make_protocol = make_protocol
+        self.sslcontext = sslcontext
         self.transport = None
         self.buffer = b""
+        self.chunk = bytearray()
         self.timer = None
+
+    # -- asyncio.BufferedProtocol ----------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         client = get_remote_addr(transport)
         if not self.settings.proxy_trust.is_trusted(client[0] if client else None):
-            self._hand_over(None, b"")
+            self._start(None)
             return
         # Registered like a connection, so that shutdown() closes one still waiting.
         self.server_state.connections.add(self)
@@ -151,15 +181,24 @@ class ProxyHeaderReader:
             self.settings.timeout_request_header, self._time_out
         )
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
+    def get_buffer(self, sizehint: int) -> bytearray:
+        if self.sslcontext is None:
+            size = PLAIN_READ_SIZE  # what follows the header goes to the HTTP protocol
+        else:
+            size = safe_read_size(self.buffer, self.versions)
+        if len(self.chunk) != size:
+            self.chunk = bytearray(size)
+        return self.chunk
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.buffer += self.chunk[:nbytes]
         try:
             header = parse_proxy_header(self.buffer, self.versions)
         except ProxyHeaderError as exc:
             self._refuse(str(exc))
             return
         if header is not None:
-            self._hand_over(header, self.buffer[header.length :])
+            self._start(header, self.buffer[header.length :])
 
     def eof_received(self) -> None:
         self._refuse("connection closed before its PROXY header")
@@ -167,14 +206,10 @@ class ProxyHeaderReader:
     def connection_lost(self, exc) -> None:
         self._forget()
 
-    def pause_writing(self) -> None:
-        pass  # nothing is written before the hand-over
-
-    def resume_writing(self) -> None:
-        pass
-
     def shutdown(self) -> None:
         self.transport.close()
+
+    # -- the header, then TLS, then HTTP ------------------------------------------------
 
     def _time_out(self) -> None:
         self.timer = None
@@ -194,16 +229,49 @@ class ProxyHeaderReader:
             self.timer.cancel()
             self.timer = None
         self.buffer = b""
+        self.chunk = bytearray()
 
-    def _hand_over(self, header: Optional[ProxyHeader], rest: bytes) -> None:
+    def _start(self, header: Optional[ProxyHeader], rest: bytes = b"") -> None:
         self._forget()
-        transport = self.transport
         protocol = self.make_protocol()
-        transport.set_protocol(protocol)
-        if header is None or header.client is None:
+        if self.sslcontext is None:
+            _hand_over(self.transport, protocol, header, rest)
+            return
+        # TLS starts on the bytes after the header, none of which was read (`rest` is
+        # empty); asyncio's own TLS layer, as create_server(ssl=...) stacks it, set
+        # up now (loop.start_tls would start a loop iteration later, and uvloop may
+        # read in between). The HTTP protocol gets the connection after the handshake.
+        tls = asyncio.sslproto.SSLProtocol(
+            asyncio.get_running_loop(),
+            HandshakeDone(lambda transport: _hand_over(transport, protocol, header, b"")),
+            self.sslcontext,
+            None,
+            server_side=True,
+        )
+        self.transport.set_protocol(tls)
+        tls.connection_made(self.transport)
+
+
+class HandshakeDone(asyncio.Protocol):
+    """The TLS layer's first protocol: hands the connection on once it is made."""
+
+    __slots__ = ("hand_over",)
+
+    def __init__(self, hand_over: Callable) -> None:
+        self.hand_over = hand_over
+
+    def connection_made(self, transport) -> None:
+        self.hand_over(transport)
+
+
+def _hand_over(transport, protocol, header: Optional[ProxyHeader], rest: bytes) -> None:
+    """Give the connection to `protocol`, with the header's addresses (if any) and
+    the bytes that came after the header."""
+    transport.set_protocol(protocol)
+    if header is None or header.client is None:
+        protocol.connection_made(transport)
+    else:
+        with addresses_from_header(transport, header.client, header.server):
             protocol.connection_made(transport)
-        else:
-            with addresses_from_header(transport, header.client, header.server):
-                protocol.connection_made(transport)
-        if rest:
-            protocol.data_received(rest)
+    if rest:
+        protocol.data_received(rest)
