@@ -3,10 +3,12 @@ sends before the client's first byte to say whom the connection is from.
 
 `parse_proxy_header` is sans-I/O: bytes in, a `ProxyHeader` (or "need more") out.
 `ProxyHeaderReader` is the asyncio glue, put in front of the HTTP protocol by
-`server.py` when --proxy-protocol is on: it reads the header of a trusted peer, then
+`server.py` when --proxy-protocol is on (the listeners then have no TLS of their own):
+it reads the header of a trusted peer, starts TLS after it when --ssl-* is on, then
 hands the connection, with the bytes after the header, to the HTTP protocol, which
 takes its `client` and `server` from `utils.get_remote_addr` / `get_local_addr`
-as always (they answer with the header's addresses during that hand-over).
+as always (they answer with the header's addresses during that hand-over). Off, none
+of this runs: the HTTP protocol is the listener's protocol, as before.
 """
 
 from __future__ import annotations
