@@ -16,6 +16,8 @@ import struct
 import pytest
 from websockets.sync.client import connect
 
+from fastserve.config import Config, ConfigError
+from fastserve.protocols.proxy_protocol import parse_proxy_header, safe_read_size
 from process_util import ServerProcess, free_port, wait_until
 from raw_http import RawClient
 
@@ -207,6 +209,38 @@ def test_the_header_is_read_in_time_or_the_connection_closes(start_server, mode)
         assert client.wait_closed(timeout=10) == b""
     server.wait_for_log("PROXY protocol: no PROXY header in time from 127.0.0.1; closing")
     server.stop()
+
+
+SAMPLE_HEADERS = [v1("TCP4"), v1("TCP6", CLIENT6, SERVER6), v1("UNKNOWN"), v2(), v2(LOCAL)]
+SAMPLE_HEADERS += [v2(PROXY, UNIX), v2(PROXY, TCP6, CLIENT6, SERVER6, tlv=b"\x04\x00\x03abc")]
+
+
+@pytest.mark.parametrize(
+    "header, versions",
+    [
+        (header, versions)
+        for header in SAMPLE_HEADERS
+        for versions in ((1, 2), (1,) if header.startswith(b"PROXY") else (2,))
+    ],
+)
+def test_reads_of_safe_size_end_exactly_at_the_header(header, versions):
+    """Over TLS the reader reads `safe_read_size` bytes at a time: never a byte of the
+    handshake behind the header."""
+    stream = header + b"\x16\x03\x01 the ClientHello"
+    read = b""
+    while True:
+        size = safe_read_size(read, versions)
+        assert size > 0
+        read += stream[len(read) : len(read) + size]
+        parsed = parse_proxy_header(read, versions)
+        if parsed is not None:
+            break
+    assert read == header and parsed.length == len(header)
+
+
+def test_an_unknown_mode_is_one_config_error():
+    with pytest.raises(ConfigError, match=r"^--proxy-protocol must be one of off, v1, v2, auto"):
+        Config("tests.apps:app", proxy_protocol="v3")
 
 
 # -- TLS: the header comes before the handshake ------------------------------------------
