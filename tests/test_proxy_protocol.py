@@ -434,3 +434,10 @@ def test_haproxy_passes_tls_through_after_a_v2_header(servers, mode, haproxy, tl
         address,
         ["127.0.0.1", port],
     )
+
+
+def test_every_worker_reads_the_header(spawn):
+    server = spawn(APP, "--port", "0", "--workers", "2", "--proxy-protocol", "auto")
+    server.wait_for_log(r"Worker \[\d+\] is ready", count=2)
+    for header in (v1("TCP4"), v2()) * 3:
+        assert scope_after(server, header)["client"] == list(CLIENT4)
