@@ -107,8 +107,9 @@ def test_a_trusted_peer_s_header_gives_client_and_server(auto, header, client, s
 @pytest.mark.parametrize(
     "header",
     [v1("UNKNOWN"), b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", v2(LOCAL), v2(LOCAL, TCP4)]
-    + [v2(PROXY, AF_UNSPEC), v2(PROXY, UNIX)],
-    ids=["v1-unknown", "v1-unknown-rest", "v2-local", "v2-local-inet", "v2-unspec", "v2-unix"],
+    + [V2_SIGNATURE + struct.pack("!BBH", LOCAL, UNIX, 0), v2(PROXY, AF_UNSPEC), v2(PROXY, UNIX)],
+    ids=["v1-unknown", "v1-unknown-rest", "v2-local", "v2-local-inet", "v2-local-no-block"]
+    + ["v2-unspec", "v2-unix"],
 )
 def test_unknown_and_local_keep_the_socket_s_addresses(auto, header):
     scope = scope_after(auto, header)

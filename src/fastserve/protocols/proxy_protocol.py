@@ -124,7 +124,9 @@ def _parse_v2(data: bytes) -> Optional[ProxyHeader]:
         raise ProxyHeaderError("unsupported v2 address family or transport")
     if len(data) < length:
         return None
-    if command == V2_LOCAL or family in (V2_AF_UNSPEC, V2_AF_UNIX):
+    if command == V2_LOCAL:
+        return ProxyHeader(length)  # whatever follows is ignored, as the spec says
+    if family in (V2_AF_UNSPEC, V2_AF_UNIX):
         if family == V2_AF_UNIX and body_length < V2_UNIX_LENGTH:
             raise ProxyHeaderError("v2 address block too short")
         return ProxyHeader(length)  # TLVs, if any, are skipped
