@@ -15,6 +15,7 @@ from fastserve.config import (
     HTTP_MODES,
     LIFESPAN_MODES,
     LOOP_MODES,
+    PROXY_PROTOCOL_MODES,
     WS_MODES,
     Config,
     ConfigError,
@@ -252,6 +253,13 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     "--forwarded-allow-ips",
     default=DEFAULTS["forwarded_allow_ips"],
     help="Comma-separated IPs/networks trusted for proxy headers, or '*'. [default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1]",
+)
+@click.option(
+    "--proxy-protocol",
+    type=click.Choice(PROXY_PROTOCOL_MODES),
+    default=DEFAULTS["proxy_protocol"],
+    show_default=True,
+    help="Peers in --forwarded-allow-ips must start each connection with a PROXY protocol header (v1, v2, or auto: either), which gives the client and server addresses.",
 )
 @click.option(
     "--server-header/--no-server-header",

@@ -57,6 +57,7 @@ WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 WS_MODES = ("auto", *WS_PROTOCOLS, "none")
 LOOP_MODES = ("auto", "asyncio", "uvloop")
+PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
 ALPN_HTTP1 = "http/1.1"
@@ -221,6 +222,7 @@ class Config:
         server_header: bool = True,
         date_header: bool = True,
         forwarded_allow_ips: Union[list, str, None] = None,
+        proxy_protocol: str = "off",
         root_path: str = "",
         limit_concurrency: Optional[int] = None,
         limit_max_requests: Optional[int] = None,
@@ -319,6 +321,7 @@ class Config:
         if forwarded_allow_ips is None:
             forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS)
         self.forwarded_allow_ips = forwarded_allow_ips
+        self.proxy_protocol = proxy_protocol
 
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
@@ -388,6 +391,11 @@ class Config:
             raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
         if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
             raise ConfigError("--reuse-port is not supported on this platform")
+        if self.proxy_protocol not in PROXY_PROTOCOL_MODES:
+            raise ConfigError(
+                f"--proxy-protocol must be one of {', '.join(PROXY_PROTOCOL_MODES)},"
+                f" not {self.proxy_protocol!r}"
+            )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for name, value in self.headers:

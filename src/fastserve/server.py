@@ -24,6 +24,7 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
+from fastserve.protocols import proxy_protocol
 from fastserve.watchdog import LoopWatchdog
 
 logger = logging.getLogger("fastserve.error")
@@ -156,6 +157,17 @@ class Server:
         def create_protocol() -> asyncio.Protocol:
             return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
 
+        listener_ssl = config.ssl
+        if config.proxy_protocol != "off":
+            # The header comes before the TLS handshake: the reader starts TLS itself.
+            http_protocol, listener_ssl = create_protocol, None
+            versions = proxy_protocol.VERSIONS[config.proxy_protocol]
+
+            def create_protocol() -> asyncio.Protocol:
+                return proxy_protocol.ProxyHeaderReader(
+                    versions, settings, server_state, http_protocol, config.ssl
+                )
+
         loop = asyncio.get_running_loop()
         listeners = sockets if sockets is not None else self.systemd_sockets or None
         try:
@@ -163,7 +175,7 @@ class Server:
                 for sock in listeners:
                     self.servers.append(
                         await loop.create_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
             elif config.fd is not None or config.uds:
@@ -171,13 +183,13 @@ class Server:
                 if config.uds:
                     self.servers.append(
                         await loop.create_unix_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
                 else:
                     self.servers.append(
                         await loop.create_server(
-                            create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog
+                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
             else:
@@ -186,7 +198,7 @@ class Server:
                         create_protocol,
                         host=config.host,
                         port=config.port,
-                        ssl=config.ssl,
+                        ssl=listener_ssl,
                         backlog=config.backlog,
                         reuse_address=True,
                         reuse_port=config.reuse_port or None,
