@@ -11,12 +11,14 @@ through `/_/counts?token=...`.
 - `/_/upload?token=T`  counts "started" under T, then reads the whole body (and
                      answers nothing when the client goes away meanwhile).
 - `/_/counts?token=T`  the counts of T, as JSON.
+- `/_/census`        asyncio tasks and fastserve protocol objects alive, as JSON.
 - anything else      200 with the request's path as the body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections import Counter, defaultdict
 from urllib.parse import parse_qsl
@@ -74,6 +76,24 @@ async def route_upload(receive, send, query, counts: Counter) -> None:
     await respond(send, b"%d" % len(body))
 
 
+def is_protocol(cls: type) -> bool:
+    module = cls.__module__  # (a descriptor on a few builtin types)
+    return (
+        isinstance(module, str)
+        and module.startswith("fastserve")
+        and cls.__name__.endswith("Protocol")
+    )
+
+
+async def route_census(receive, send, query, counts: Counter) -> None:
+    """What the server process holds: asyncio tasks, and fastserve protocol objects
+    (connections), counted after a garbage collection."""
+    gc.collect()
+    protocols = sum(1 for obj in gc.get_objects() if is_protocol(type(obj)))
+    census = {"tasks": len(asyncio.all_tasks()), "protocols": protocols}
+    await respond(send, json.dumps(census).encode(), b"application/json")
+
+
 async def route_counts(receive, send, query, counts: Counter) -> None:
     await respond(send, json.dumps(counts).encode(), b"application/json")
 
@@ -84,6 +104,7 @@ ROUTES = {
     "release": route_release,
     "upload": route_upload,
     "counts": route_counts,
+    "census": route_census,
 }
 
 

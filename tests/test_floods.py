@@ -24,6 +24,7 @@ import select
 import selectors
 import socket
 import time
+from collections import Counter
 
 import pytest
 
@@ -90,9 +91,10 @@ OVERLOAD_CONNECTIONS = 500
 CHURN_ROUNDS = 20
 CHURN_SHAPE_COUNT = 50  # connections of each shape per round: 3,000 in all
 CHURN_STREAM_SIZE = 8 * MIB
-# RSS after the churn may exceed the idle figure by this much (allocator slack); a
-# leak of a few KiB per connection or a stream buffer per task would be far more.
-CHURN_RSS_SLACK = 8 * MIB
+# RSS after the churn may exceed the idle figure by this much: freed memory the
+# allocator keeps (measured up to 10 MiB in the pure mode). Leaked connections or
+# tasks are counted exactly (the app's /_/census).
+CHURN_RSS_SLACK = 16 * MIB
 
 RECV_ANY = 4096  # bytes read to see that an answer (or a close) came
 
@@ -121,6 +123,11 @@ def counts(server, token: str) -> dict:
         response = client.request("GET", f"/_/counts?token={token}")
         assert response.status == 200, response
         return response.json()
+
+
+def census(server) -> dict:
+    with server.client() as client:
+        return client.request("GET", "/_/census").json()
 
 
 def wait_idle_fds(server, fds: int, timeout: float = 60) -> None:
@@ -448,16 +455,18 @@ def test_limit_concurrency_overload_503_and_recovery(start_server, mode, token, 
             answers = exchange(socks, b"GET /overload HTTP/1.1\r\nHost: x\r\n\r\n")
         finally:
             reset_all(socks)
-        statuses = {status_of(response) for response, _ in answers}
+        statuses = Counter(status_of(response) for response, _ in answers)
         slowest = max(seconds for _, seconds in answers)
         report(
             f"{mode}: {OVERLOAD_CONNECTIONS} connections over --limit-concurrency "
             f"{LIMIT_CONCURRENCY}",
-            statuses=sorted(statuses),
-            slowest_503_s=f"{slowest:.3f}",
+            statuses=dict(statuses),
+            slowest_s=f"{slowest:.3f}",
         )
-        # answered while the held requests still run: not queued behind them
-        assert statuses == {503}
+        # All answered while the held requests still run: none was queued behind them.
+        # A connection accepted while the server held fewer than the limit is served.
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses[200] <= LIMIT_CONCURRENCY - HELD_REQUESTS, statuses
         unanswered = select.select([client.sock for client in held], [], [], 0)[0] == []
         assert unanswered, "a held request was answered before its release"
 
@@ -535,18 +544,22 @@ def test_connection_churn_with_resets(start_server, mode, token):
     started = churn_round(server, token, 0)  # warm-up: allocator pools, code paths
     wait_idle_fds(server, idle_fds)
     rss_idle = rss_kib(server.pid)
+    census_idle = census(server)
     began = time.monotonic()
     for _ in range(CHURN_ROUNDS):
         started = churn_round(server, token, started)
     churned = time.monotonic()
     wait_idle_fds(server, idle_fds)
     rss_after = rss_kib(server.pid)
+    census_after = census(server)
     report(
         f"{mode}: churn of {CHURN_ROUNDS * 3 * CHURN_SHAPE_COUNT} reset connections",
         seconds=round(churned - began, 2),
         rss_idle_kib=rss_idle,
         rss_after_kib=rss_after,
+        census=census_after,
     )
+    assert census_after == census_idle, f"{mode}: tasks or connections left: {census_after}"
     assert (rss_after - rss_idle) * KIB <= CHURN_RSS_SLACK, (
         f"{mode}: RSS {rss_idle} -> {rss_after} KiB after the churn"
     )
