@@ -462,6 +462,9 @@ class H11Protocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # (paused when the handshake was pipelined behind a request: the WebSocket
+        # protocol starts with reading on)
+        self.flow.resume_reading()
         hand_over(self.transport, settings, self.server_state, ws_scope, rest, self.loop)
 
     def _wait_head(self) -> None:
