@@ -55,6 +55,11 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "error::pytest.PytestUnhandledThreadExceptionWarning")
+    config.addinivalue_line(
+        "markers",
+        "flood: floods, slow clients and soak (tests/test_floods.py, tests/test_soak.py); "
+        "they run by default, `-m 'not flood'` deselects them",
+    )
     for mode in MODES:
         config.addinivalue_line(
             "markers", f"{mode}: HTTP conformance test run in --http {mode} mode"

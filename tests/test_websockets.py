@@ -726,6 +726,30 @@ def test_request_pipelined_before_the_handshake_is_answered_first(server):
     assert received.endswith(bytes([FIN | OP_TEXT, len(b"after both")]) + b"after both")
 
 
+def test_handshake_pipelined_behind_a_request_reads_on(server):
+    """A request with a body and then a handshake in one packet, no frame yet: reading
+    pauses while the request is answered, and goes on after the hand-over."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(
+            b"POST /_/events?token=none HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET /echo HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key
+        )
+        received = b""
+        while b"HTTP/1.1 101 " not in received or not received.endswith(b"\r\n\r\n"):
+            data = sock.recv(MIB)
+            assert data, received
+            received += data
+        sock.sendall(encode_frame(OP_TEXT, b"later"))
+        echo = b""
+        while not echo.endswith(b"later"):
+            data = sock.recv(MIB)
+            assert data, echo
+            echo += data
+    assert echo == bytes([FIN | OP_TEXT, len(b"later")]) + b"later"
+
+
 def test_websockets_count_for_limit_concurrency(servers, mode, ws):
     server = servers.get(APP, mode, "--ws", ws, "--limit-concurrency", "1")
 

@@ -465,6 +465,9 @@ class H11Protocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        # (paused when the handshake was pipelined behind a request: the WebSocket
+        # protocol starts with reading on)
+        self.flow.resume_reading()
         hand_over(self.transport, settings, self.server_state, ws_scope, rest, self.loop)
 
     def _wait_head(self) -> None:
@@ -632,13 +635,19 @@ class H11Protocol(asyncio.Protocol):
         self.header_deadline = self.loop.time() + self.settings.timeout_request_header
 
     def _resume_parsing(self) -> None:
-        """The request is done: parse what the client pipelined meanwhile."""
+        """The request is done: parse what the client pipelined meanwhile. Reading
+        resumes only once that is used up (as in C mode): a client that pipelines
+        without reading answers would otherwise get one more read buffered for
+        each answer."""
         self._cycle_done()
-        self._resume_reading()
         if self.pending:
             self._read_head()
+            cycle = self.cycle
+            if cycle is not None and (self.pending or cycle.body_buffered > HIGH_WATER_LIMIT):
+                return
         elif self.timer is None:
             self.timer = self.loop.call_later(self.settings.timeout_keep_alive, self._on_timer)
+        self._resume_reading()
 
     # -- helpers ------------------------------------------------------------------------
 
