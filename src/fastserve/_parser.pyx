@@ -59,6 +59,10 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from fastserve cimport _llhttp as ll
 
 from fastserve.logging import access_logger, log_access
+from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
+from fastserve.metrics import METHOD_INDEX as _METRIC_METHOD_INDEX
+from fastserve.metrics import OTHER_METHOD_INDEX as _OTHER_METHOD_INDEX
+from fastserve.metrics import MIN_STATUS, STATUS_SPAN
 from fastserve.protocols import asgi
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
@@ -167,6 +171,61 @@ cdef list _METHODS = []
 for _i in range(METHOD_COUNT):
     _name = (<bytes>ll.llhttp_method_name(<ll.llhttp_method_t>_i)).decode("ascii")
     _METHODS.append(sys.intern(_name))
+
+# --metrics-port: the metrics row (metrics.METHOD_LABELS) per llhttp method number,
+# and the duration histogram's bounds (metrics.ProcessMetrics counts the same way)
+cdef enum:
+    MAX_METHODS = 64
+    MAX_BUCKETS = 32
+cdef int _MIN_STATUS = MIN_STATUS
+cdef int _STATUS_SPAN = STATUS_SPAN
+assert METHOD_COUNT <= MAX_METHODS and len(_DURATION_BUCKETS) <= MAX_BUCKETS
+cdef int _METRIC_ROW[MAX_METHODS]
+for _i in range(METHOD_COUNT):
+    _METRIC_ROW[_i] = _METRIC_METHOD_INDEX.get(_METHODS[_i], _OTHER_METHOD_INDEX)
+cdef double _BUCKET_BOUNDS[MAX_BUCKETS]
+cdef int _BUCKET_COUNT = len(_DURATION_BUCKETS)
+for _i in range(_BUCKET_COUNT):
+    _BUCKET_BOUNDS[_i] = _DURATION_BUCKETS[_i]
+
+
+@cython.final
+cdef class _MetricsCounters:
+    """C views of one `metrics.ProcessMetrics`' arrays: a response is counted
+    with no Python object made."""
+
+    cdef object owner
+    cdef long long[::1] requests
+    cdef long long[::1] duration_buckets
+    cdef double[::1] duration_sum
+    cdef long long[::1] response_bytes
+
+    cdef inline void count(self, int method, int status, double duration,
+                           Py_ssize_t body_bytes) noexcept:
+        cdef int bucket = 0
+        self.requests[_METRIC_ROW[method] * _STATUS_SPAN + status - _MIN_STATUS] += 1
+        while bucket < _BUCKET_COUNT and duration > _BUCKET_BOUNDS[bucket]:
+            bucket += 1
+        self.duration_buckets[bucket] += 1
+        self.duration_sum[0] += duration
+        self.response_bytes[0] += body_bytes
+
+
+cdef _MetricsCounters _counters = None  # of the process's ProcessMetrics (one per Server)
+
+
+cdef _MetricsCounters _metrics_counters(metrics):
+    global _counters
+    cdef _MetricsCounters counters
+    if _counters is None or _counters.owner is not metrics:
+        counters = _MetricsCounters.__new__(_MetricsCounters)
+        counters.owner = metrics
+        counters.requests = metrics.requests
+        counters.duration_buckets = metrics.duration_buckets
+        counters.duration_sum = metrics.duration_sum
+        counters.response_bytes = metrics.response_bytes
+        _counters = counters
+    return _counters
 
 
 # -- a growable C byte buffer ---------------------------------------------------------
@@ -696,6 +755,7 @@ cdef class HttpProtocol(_ParserCore):
     """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
 
     cdef object server_state
+    cdef _MetricsCounters metrics  # None: --metrics-port is off
     cdef object app_state
     cdef object loop
     cdef object transport
@@ -733,6 +793,8 @@ cdef class HttpProtocol(_ParserCore):
     def __init__(self, settings, server_state, app_state, _loop=None):
         self.settings = _c_settings(settings)
         self.server_state = server_state
+        if server_state.metrics is not None:
+            self.metrics = _metrics_counters(server_state.metrics)
         self.app_state = app_state
         if _loop is None:
             try:
@@ -972,6 +1034,8 @@ cdef class HttpProtocol(_ParserCore):
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100
         cycle.content_length = -1
+        cycle.method_id = p.method
+        cycle.started = _now()
         self.cycle = cycle
         self.started += 1
 
@@ -1078,6 +1142,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef _response_complete(self, RequestCycle cycle):
         """Called by the cycle once the last response byte is written."""
         cdef Py_ssize_t started
+        if self.metrics is not None:
+            self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
@@ -1238,7 +1304,10 @@ cdef class RequestCycle:
     cdef bint response_complete
     cdef bint app_chunked
     cdef bint app_close
-    cdef int status
+    cdef readonly int status
+    cdef int method_id                # llhttp's method number (--metrics-port)
+    cdef readonly double started      # _now() when the request head was complete
+    cdef readonly Py_ssize_t body_bytes  # response body bytes handed to the transport
     cdef int framing
     cdef long long content_length  # the app's, or computed; -1: none
     cdef long long written
@@ -1509,6 +1578,7 @@ cdef class RequestCycle:
                     self.disconnected = True
                     protocol._close()
                     raise
+                self.body_bytes += sent
                 if sent < size:  # the file shrank since it was opened
                     self._length_error(CONTENT_SHORTER)
                     return
@@ -1595,6 +1665,10 @@ cdef class RequestCycle:
             protocol._out(data)
             if tail is not None:
                 protocol._out(tail)
+        if data is not None:
+            self.body_bytes += PyBytes_GET_SIZE(data)
+        elif framing == M_CHUNKED:  # (a small chunk went into the head's buffer)
+            self.body_bytes += n
         if out.cap > BUFFER_SHRINK_ABOVE:
             buf_free(out)
         if error is not None:
@@ -1614,6 +1688,7 @@ cdef class RequestCycle:
                 return
             if n:
                 protocol._out(body)
+                self.body_bytes += n
             if not more_body and self.written < self.content_length:
                 self._length_error(CONTENT_SHORTER)
                 return
@@ -1631,11 +1706,13 @@ cdef class RequestCycle:
                     protocol._out(PyBytes_FromStringAndSize(out.data, out.len))
                     protocol._out(body)
                     protocol._out(tail)
+                self.body_bytes += n
             elif not more_body:
                 protocol._out(_LAST_CHUNK)
         elif framing == M_UNTIL_CLOSE:
             if n:
                 protocol._out(body)
+                self.body_bytes += n
         if not more_body:
             self._complete()
 

@@ -190,6 +190,24 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.",
 )
 @click.option(
+    "--max-worker-memory",
+    default=DEFAULTS["max_worker_memory"],
+    type=int,
+    help="Replace a worker gracefully (as --max-requests) once its resident memory passes this many MiB.",
+)
+@click.option(
+    "--metrics-port",
+    default=DEFAULTS["metrics_port"],
+    type=int,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (with --workers: summed over the workers, by the master). [default: off]",
+)
+@click.option(
+    "--metrics-host",
+    default=DEFAULTS["metrics_host"],
+    show_default=True,
+    help="Bind the --metrics-port endpoint to this host.",
+)
+@click.option(
     "--reuse-port",
     is_flag=True,
     default=DEFAULTS["reuse_port"],

@@ -48,6 +48,7 @@ import asyncio
 import contextvars
 import logging
 import re
+import time
 from typing import Optional
 
 import h11
@@ -608,6 +609,14 @@ class H11Protocol(asyncio.Protocol):
 
     def _response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once the last response byte is written."""
+        metrics = self.server_state.metrics
+        if metrics is not None:
+            metrics.count_response(
+                cycle.scope["method"],
+                cycle.status,
+                time.monotonic() - cycle.started,
+                cycle.body_bytes,
+            )
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
@@ -695,7 +704,7 @@ class RequestCycle:
         "final_delivered", "disconnected", "expect_100", "keep_alive", "http10",
         "head_request", "response_started", "head_pending", "response_complete",
         "app_chunked", "app_close", "status", "framing", "content_length", "written",
-        "header_lines",
+        "header_lines", "started", "body_bytes",
     )  # fmt: skip
 
     def __init__(self, protocol: H11Protocol, scope: dict) -> None:
@@ -726,6 +735,8 @@ class RequestCycle:
         self.content_length = -1  # the app's, or computed; -1: none
         self.written = 0
         self.header_lines = b""
+        self.started = time.monotonic()  # the request head is complete
+        self.body_bytes = 0  # response body bytes handed to the transport
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -882,6 +893,7 @@ class RequestCycle:
                     self.disconnected = True
                     protocol._close()
                     raise
+                self.body_bytes += sent
                 if sent < size:  # the file shrank since it was opened
                     self._length_error(CONTENT_SHORTER)
                     return
@@ -961,6 +973,7 @@ class RequestCycle:
             write(data)
             if tail:
                 write(tail)
+        self.body_bytes += len(data)
         if error is not None:
             self._length_error(error)
         elif not more_body:
@@ -977,6 +990,7 @@ class RequestCycle:
                 return
             if n:
                 write(body)
+                self.body_bytes += n
             if not more_body and self.written < self.content_length:
                 self._length_error(CONTENT_SHORTER)
                 return
@@ -989,11 +1003,13 @@ class RequestCycle:
                     write(b"%x\r\n" % n)
                     write(body)
                     write(tail)
+                self.body_bytes += n
             elif not more_body:
                 write(fr.LAST_CHUNK)
         elif framing == fr.UNTIL_CLOSE:
             if n:
                 write(body)
+                self.body_bytes += n
         if not more_body:
             self._complete()
 
