@@ -68,6 +68,7 @@ from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
+    INTERNAL_SERVER_ERROR,
     PROTOCOL_INTERNAL_ERROR,
     error_logger,
     error_response,
@@ -1143,7 +1144,7 @@ cdef class HttpProtocol(_ParserCore):
         """Called by the cycle once the last response byte is written."""
         cdef Py_ssize_t started
         if self.metrics is not None:
-            self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
+            self._count_response(cycle)
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
@@ -1176,6 +1177,10 @@ cdef class HttpProtocol(_ParserCore):
                 self.loop.call_soon(self._flush_soon)
         elif self.corked is not None:
             self._flush()
+
+    cdef inline void _count_response(self, RequestCycle cycle) noexcept:
+        """--metrics-port: one more response (complete, or the 500 for a failed app)."""
+        self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
 
     cdef inline _out(self, data):
         if self.corked is None:
@@ -1356,7 +1361,10 @@ cdef class RequestCycle:
                 and not protocol.closed:
             self.response_started = True
             self.head_pending = False
-            protocol._out(_error_response(500))
+            self.status = INTERNAL_SERVER_ERROR
+            protocol._out(_error_response(INTERNAL_SERVER_ERROR))
+            if protocol.metrics is not None:
+                protocol._count_response(self)
         self.response_complete = True
         self.wake()
         protocol._close()
