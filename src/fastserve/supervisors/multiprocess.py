@@ -10,9 +10,11 @@ its workers:
       loop:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
-        else sleep()      until a signal, a heartbeat or one second passed, then
+        else sleep()      until a signal, a heartbeat, a scrape of --metrics-port or
+                          one second passed (answers scrapes), then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
+             check_memory()    retire workers over --max-worker-memory
              manage_workers()  fork replacements, retire extra or old workers,
                                tell systemd READY=1 once a generation booted
       stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
@@ -20,8 +22,9 @@ its workers:
 
 A worker (`run_worker`, in the forked child) creates its event loop after the fork
 and runs a `WorkerServer`: the ordinary `Server` plus a heartbeat task that writes
-one byte into a pipe to the master every `heartbeat_interval` seconds from inside
-the event loop. An app that blocks its loop stops the heartbeat and gets replaced.
+one frame into a pipe to the master every `heartbeat_interval` seconds (at most one
+second) from inside the event loop; with --metrics-port the frame carries the
+worker's metrics (see metrics.py). An app that blocks its loop stops the heartbeat and gets replaced.
 The first heartbeat also tells the master that the worker has booted (app
 imported, lifespan startup complete), which is what a rolling restart waits for.
 """
