@@ -4,6 +4,7 @@
 - `/fail`         raises before responding (the server answers 500).
 - `/pid`          the worker's pid.
 - `/allocate?mib=N`  allocates N MiB, touched so that it is resident, and keeps it.
+- a WebSocket: accepted, then echoed until the client leaves.
 """
 
 from __future__ import annotations
@@ -27,7 +28,21 @@ async def respond(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def echo_websocket(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text")})
+        else:
+            return
+
+
 async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await echo_websocket(receive, send)
+        return
     if scope["type"] != "http":
         return
     path = scope["path"]

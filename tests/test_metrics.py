@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
 
-from tests.process_util import free_port, get, wait_until
+from tests.process_util import ROOT, free_port, get, wait_until
 
 APP = "tests.apps_metrics:app"
 # (path, expected status) served in this order; counted per code below.
@@ -178,3 +181,50 @@ def test_process_titles(start_server):
     titles = sorted(cmdline(pid) for pid in server.workers())
     assert titles == [f"fastserve: worker 1 [{APP}]", f"fastserve: worker 2 [{APP}]"]
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["c", "python"])
+def test_websocket_gauges(start_server, mode):
+    port = free_port()
+    server = start_server(APP, mode, "--metrics-port", str(port))
+    with connect(f"ws://127.0.0.1:{server.port}/") as websocket:
+        websocket.send("hi")
+        assert websocket.recv(timeout=10) == "hi"
+        samples = scrape(port)
+        assert samples["fastserve_websocket_connections_open"][()] == 1
+        assert samples["fastserve_connections_open"][()] == 1
+        assert samples["fastserve_requests_in_flight"][()] == 1
+
+    def closed():
+        samples = scrape(port)
+        return samples["fastserve_websocket_connections_open"][()] == 0 and (
+            samples["fastserve_requests_in_flight"][()] == 0
+        )
+
+    wait_until(closed, 30, message="the WebSocket gone from the gauges")
+    assert server.stop() == 0
+
+
+def run_cli(*args: str, block_prometheus: bool = False) -> subprocess.CompletedProcess:
+    blocker = "sys.modules['prometheus_client'] = None; " if block_prometheus else ""
+    code = f"import sys; {blocker}from fastserve.cli import main; main(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, APP, *args],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_metrics_port_needs_prometheus_client():
+    result = run_cli("--metrics-port", "9999", block_prometheus=True)
+    assert result.returncode != 0
+    assert "--metrics-port needs prometheus_client" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_metrics_port_range():
+    result = run_cli("--metrics-port", "70000")
+    assert result.returncode != 0
+    assert "--metrics-port must be between 0 and 65535" in result.stderr
