@@ -3,6 +3,7 @@
 - `/status/CODE`  answers CODE with the body "ok" (2 bytes).
 - `/fail`         raises before responding (the server answers 500).
 - `/pid`          the worker's pid.
+- `/block`        blocks the event loop (and so the heartbeat) for a minute.
 - `/allocate?mib=N`  allocates N MiB, touched so that it is resident, and keeps it.
 - a WebSocket: accepted, then echoed until the client leaves.
 """
@@ -10,9 +11,11 @@
 from __future__ import annotations
 
 import os
+import time
 from urllib.parse import parse_qs
 
 MIB = 1024 * 1024
+BLOCK_SECONDS = 60
 # What /allocate keeps alive for the life of the process.
 KEPT: list = []
 
@@ -52,6 +55,8 @@ async def app(scope, receive, send):
         raise RuntimeError("this route fails (tests.apps_metrics)")
     elif path == "/pid":
         await respond(send, 200, str(os.getpid()).encode())
+    elif path == "/block":
+        time.sleep(BLOCK_SECONDS)
     elif path == "/allocate":
         mib = int(parse_qs(scope["query_string"].decode())["mib"][0])
         KEPT.append(b"\x01" * (mib * MIB))

@@ -158,6 +158,35 @@ def test_max_requests_restart_reason(start_server):
     assert server.stop() == 0
 
 
+def test_healthcheck_restart_reason(start_server):
+    port = free_port()
+    server = start_server(
+        APP,
+        "python",
+        "--workers",
+        "2",
+        "--timeout-worker-healthcheck",
+        "1",
+        "--metrics-port",
+        str(port),
+    )
+    server.wait_for_log(r"is ready", count=2)
+    with pytest.raises(httpx.HTTPError):
+        get(server.url("/block"), timeout=30)
+    server.wait_for_log(r"Worker \[\d+\] was killed after its heartbeat stopped")
+
+    def restarted():
+        samples = scrape(port)
+        counts = {
+            dict(k)["reason"]: v for k, v in samples["fastserve_worker_restarts_total"].items()
+        }
+        return counts if counts["healthcheck"] == 1 else None
+
+    counts = wait_until(restarted, 30, message="a healthcheck restart")
+    assert counts["exit"] == 0
+    assert server.stop() == 0
+
+
 def test_metrics_port_in_use(start_server):
     port = free_port()
     blocker = start_server(APP, "c", "--metrics-port", str(port))

@@ -120,12 +120,11 @@ class ProcessMetrics:
 
     def snapshot(self, server_state, max_requests_reached: bool = False) -> dict:
         """Totals since start and current gauges, as plain JSON values."""
-        requests = self.requests
-        counted = []
-        for index in range(len(requests)):
-            if requests[index]:
-                row, offset = divmod(index, STATUS_SPAN)
-                counted.append((METHOD_LABELS[row], MIN_STATUS + offset, requests[index]))
+        counted = [
+            (METHOD_LABELS[index // STATUS_SPAN], MIN_STATUS + index % STATUS_SPAN, count)
+            for index, count in enumerate(self.requests)
+            if count
+        ]
         return {
             "requests": counted,
             "duration_buckets": list(self.duration_buckets),
