@@ -199,7 +199,7 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     "--metrics-port",
     default=DEFAULTS["metrics_port"],
     type=int,
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics (with --workers: summed over the workers, by the master). [default: off]",
+    help="Serve Prometheus metrics at /metrics on this port, on --metrics-host (with --workers: by the master, summed over the workers). [default: off]",
 )
 @click.option(
     "--metrics-host",
