@@ -47,6 +47,11 @@ ACCESS_LOG_FLAGS = ["--host", HOST, "--access-log", "--log-level", "info"]
 SERVERS = {
     "fastserve-c": ("fastserve", ["--http", "c", "--loop", "uvloop"]),
     "fastserve-python": ("fastserve", ["--http", "python", "--loop", "uvloop"]),
+    # The cost of --metrics-port (not scraped during the run): compare with fastserve-c.
+    "fastserve-c-metrics": (
+        "fastserve",
+        ["--http", "c", "--loop", "uvloop", "--metrics-port", "0"],
+    ),
     "uvicorn-httptools": ("uvicorn", ["--http", "httptools", "--loop", "uvloop"]),
     "uvicorn-h11": ("uvicorn", ["--http", "h11", "--loop", "uvloop"]),
     # One worker on one core: a single-threaded Rust runtime, HTTP/1 only (as the
@@ -159,6 +164,10 @@ def skip_reason(name: str) -> Optional[str]:
             err = python_check("from fastserve._parser import HttpProtocol")
             if err:
                 return f"fastserve C extension does not import: {err}"
+        if "--metrics-port" in flags:
+            err = python_check("import prometheus_client")
+            if err:
+                return f"prometheus_client missing ({err}); pip install 'fastserve[metrics]'"
     elif module == "granian":
         err = python_check("import granian, uvloop")
         if err:

@@ -66,3 +66,4 @@ class FakeServerState:
         self.connections: set = set()
         self.tasks: dict = {}
         self.default_head = DEFAULT_HEAD
+        self.metrics = None  # a metrics.ProcessMetrics when a test counts responses

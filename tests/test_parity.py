@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fastserve.metrics import ProcessMetrics
 from fastserve.protocols.http.framing import SINGLE_WRITE_MAX
 from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, FakeTransport, make_settings
@@ -207,9 +208,11 @@ CASES = {
 SETTLE_ROUNDS = 20
 
 
-async def exchange(protocol_class, request: bytes, app) -> tuple[bytes, bool]:
-    """Every byte the protocol wrote for `request`, and whether it closed."""
+async def exchange(protocol_class, request: bytes, app, metrics=None) -> tuple[bytes, bool]:
+    """Every byte the protocol wrote for `request`, and whether it closed; responses
+    counted into `metrics` (a ProcessMetrics) when given."""
     state = FakeServerState()
+    state.metrics = metrics
     protocol = protocol_class(make_settings(app), state, {}, _loop=asyncio.get_running_loop())
     transport = FakeTransport()
     protocol.connection_made(transport)
@@ -239,6 +242,24 @@ def test_both_modes_write_the_same_bytes(case):
     data, was_closed = c_mode
     assert expected in data, data
     assert was_closed == closed, data
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_both_modes_count_the_same_metrics(case):
+    request, app, _, _ = CASES[case]
+
+    async def count(protocol_class):
+        metrics = ProcessMetrics()
+        await exchange(protocol_class, request, app, metrics)
+        return list(metrics.requests), list(metrics.duration_buckets), metrics.response_bytes[0]
+
+    async def main():
+        return await count(_parser.HttpProtocol), await count(H11Protocol)
+
+    c_mode, pure = asyncio.run(main())
+    requests, buckets, body_bytes = c_mode
+    assert (requests, sum(buckets), body_bytes) == (pure[0], sum(pure[1]), pure[2])
+    assert sum(requests) == sum(buckets)
 
 
 @pytest.mark.parametrize("protocol_class", [_parser.HttpProtocol, H11Protocol], ids=["c", "python"])

@@ -59,6 +59,10 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from fastserve cimport _llhttp as ll
 
 from fastserve.logging import access_logger, log_access
+from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
+from fastserve.metrics import METHOD_INDEX as _METRIC_METHOD_INDEX
+from fastserve.metrics import OTHER_METHOD_INDEX as _OTHER_METHOD_INDEX
+from fastserve.metrics import MIN_STATUS, STATUS_SPAN
 from fastserve.protocols import asgi
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
@@ -169,6 +173,61 @@ cdef list _METHODS = []
 for _i in range(METHOD_COUNT):
     _name = (<bytes>ll.llhttp_method_name(<ll.llhttp_method_t>_i)).decode("ascii")
     _METHODS.append(sys.intern(_name))
+
+# --metrics-port: the metrics row (metrics.METHOD_LABELS) per llhttp method number,
+# and the duration histogram's bounds (metrics.ProcessMetrics counts the same way)
+cdef enum:
+    MAX_METHODS = 64
+    MAX_BUCKETS = 32
+cdef int _MIN_STATUS = MIN_STATUS
+cdef int _STATUS_SPAN = STATUS_SPAN
+assert METHOD_COUNT <= MAX_METHODS and len(_DURATION_BUCKETS) <= MAX_BUCKETS
+cdef int _METRIC_ROW[MAX_METHODS]
+for _i in range(METHOD_COUNT):
+    _METRIC_ROW[_i] = _METRIC_METHOD_INDEX.get(_METHODS[_i], _OTHER_METHOD_INDEX)
+cdef double _BUCKET_BOUNDS[MAX_BUCKETS]
+cdef int _BUCKET_COUNT = len(_DURATION_BUCKETS)
+for _i in range(_BUCKET_COUNT):
+    _BUCKET_BOUNDS[_i] = _DURATION_BUCKETS[_i]
+
+
+@cython.final
+cdef class _MetricsCounters:
+    """C views of one `metrics.ProcessMetrics`' arrays: a response is counted
+    with no Python object made."""
+
+    cdef object owner
+    cdef long long[::1] requests
+    cdef long long[::1] duration_buckets
+    cdef double[::1] duration_sum
+    cdef long long[::1] response_bytes
+
+    cdef inline void count(self, int method, int status, double duration,
+                           Py_ssize_t body_bytes) noexcept:
+        cdef int bucket = 0
+        self.requests[_METRIC_ROW[method] * _STATUS_SPAN + status - _MIN_STATUS] += 1
+        while bucket < _BUCKET_COUNT and duration > _BUCKET_BOUNDS[bucket]:
+            bucket += 1
+        self.duration_buckets[bucket] += 1
+        self.duration_sum[0] += duration
+        self.response_bytes[0] += body_bytes
+
+
+cdef _MetricsCounters _counters = None  # of the process's ProcessMetrics (one per Server)
+
+
+cdef _MetricsCounters _metrics_counters(metrics):
+    global _counters
+    cdef _MetricsCounters counters
+    if _counters is None or _counters.owner is not metrics:
+        counters = _MetricsCounters.__new__(_MetricsCounters)
+        counters.owner = metrics
+        counters.requests = metrics.requests
+        counters.duration_buckets = metrics.duration_buckets
+        counters.duration_sum = metrics.duration_sum
+        counters.response_bytes = metrics.response_bytes
+        _counters = counters
+    return _counters
 
 
 # -- a growable C byte buffer ---------------------------------------------------------
@@ -700,6 +759,7 @@ cdef class HttpProtocol(_ParserCore):
     """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
 
     cdef object server_state
+    cdef _MetricsCounters metrics  # None: --metrics-port is off
     cdef object app_state
     cdef object loop
     cdef object transport
@@ -737,6 +797,8 @@ cdef class HttpProtocol(_ParserCore):
     def __init__(self, settings, server_state, app_state, _loop=None):
         self.settings = _c_settings(settings)
         self.server_state = server_state
+        if server_state.metrics is not None:
+            self.metrics = _metrics_counters(server_state.metrics)
         self.app_state = app_state
         if _loop is None:
             try:
@@ -976,6 +1038,7 @@ cdef class HttpProtocol(_ParserCore):
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100
         cycle.content_length = -1
+        cycle.method_id = p.method
         cycle.started = _now()
         self.cycle = cycle
         self.started += 1
@@ -1083,6 +1146,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef _response_complete(self, RequestCycle cycle):
         """Called by the cycle once the last response byte is written."""
         cdef Py_ssize_t started
+        if self.metrics is not None:
+            self._count_response(cycle)
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
@@ -1115,6 +1180,10 @@ cdef class HttpProtocol(_ParserCore):
                 self.loop.call_soon(self._flush_soon)
         elif self.corked is not None:
             self._flush()
+
+    cdef inline void _count_response(self, RequestCycle cycle) noexcept:
+        """--metrics-port: one more response (complete, or the 500 for a failed app)."""
+        self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
 
     cdef inline _out(self, data):
         if self.corked is None:
@@ -1244,6 +1313,7 @@ cdef class RequestCycle:
     cdef bint app_chunked
     cdef bint app_close
     cdef readonly int status
+    cdef int method_id                # llhttp's method number (--metrics-port)
     cdef int framing
     cdef long long content_length  # the app's, or computed; -1: none
     cdef long long written
@@ -1310,7 +1380,10 @@ cdef class RequestCycle:
                 and not protocol.closed:
             self.response_started = True
             self.head_pending = False
+            self.status = status
             protocol._out(_error_response(status))
+            if protocol.metrics is not None:
+                protocol._count_response(self)
         self.response_complete = True
         self.wake()
         protocol._close()

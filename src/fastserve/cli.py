@@ -197,6 +197,24 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Log a warning with the stack of the blocking code when the event loop has not run for this many seconds. [default: off]",
 )
 @click.option(
+    "--max-worker-memory",
+    default=DEFAULTS["max_worker_memory"],
+    type=int,
+    help="Replace a worker gracefully (as --max-requests) once its resident memory passes this many MiB.",
+)
+@click.option(
+    "--metrics-port",
+    default=DEFAULTS["metrics_port"],
+    type=int,
+    help="Serve Prometheus metrics at /metrics on this port, on --metrics-host (with --workers: by the master, summed over the workers). [default: off]",
+)
+@click.option(
+    "--metrics-host",
+    default=DEFAULTS["metrics_host"],
+    show_default=True,
+    help="Bind the --metrics-port endpoint to this host.",
+)
+@click.option(
     "--reuse-port",
     is_flag=True,
     default=DEFAULTS["reuse_port"],

@@ -30,6 +30,7 @@ from fastserve.logging import (
     JsonFormatter,
     configure_access_log,
 )
+from fastserve.metrics import prometheus_missing
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import ProxyTrust
 from fastserve.protocols.tls import read_server_cert
@@ -70,6 +71,10 @@ CLI_APP_DIR = "."
 
 # The record's message alone: a custom access format is the whole line.
 ACCESS_LINE_ONLY = "%(message)s"
+# Highest TCP port number.
+MAX_PORT = 65535
+# A process's memory in pages (its second field is the resident set), for --max-worker-memory.
+PROC_STATM = "/proc/{pid}/statm"
 
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
@@ -218,6 +223,9 @@ class Config:
         reload_delay: float = 0.25,
         reuse_port: bool = False,
         timeout_worker_healthcheck: float = 30.0,
+        metrics_port: Optional[int] = None,
+        metrics_host: str = "127.0.0.1",
+        max_worker_memory: Optional[int] = None,
         proxy_headers: bool = True,
         server_header: bool = True,
         date_header: bool = True,
@@ -280,6 +288,9 @@ class Config:
         self.reload_delay = reload_delay
         self.reuse_port = reuse_port
         self.timeout_worker_healthcheck = timeout_worker_healthcheck
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.max_worker_memory = max_worker_memory
         self.proxy_headers = proxy_headers
         self.server_header = server_header
         self.date_header = date_header
@@ -380,6 +391,23 @@ class Config:
             raise ConfigError("--max-requests-jitter must not be negative")
         if self.timeout_worker_healthcheck <= 0:
             raise ConfigError("--timeout-worker-healthcheck must be greater than 0")
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= MAX_PORT:
+                raise ConfigError(f"--metrics-port must be between 0 and {MAX_PORT}")
+            missing = prometheus_missing()
+            if missing:
+                raise ConfigError(missing)
+        if self.max_worker_memory is not None:
+            if self.max_worker_memory <= 0:
+                raise ConfigError("--max-worker-memory must be a positive number")
+            if self.workers < 2:
+                raise ConfigError(
+                    "--max-worker-memory needs --workers 2 or more (the supervisor replaces workers)"
+                )
+            if not os.path.exists(PROC_STATM.format(pid="self")):
+                raise ConfigError(
+                    f"--max-worker-memory reads {PROC_STATM}, which this system has not"
+                )
         if self.reload_delay < 0:
             raise ConfigError("--reload-delay must not be negative")
         if self.reload and self.workers > 1:

@@ -24,6 +24,7 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
+from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.protocols import proxy_protocol
 from fastserve.watchdog import LoopWatchdog
 
@@ -41,10 +42,12 @@ SHUTDOWN_SETTLE_SECONDS = 0.1
 class ServerState:
     """What every connection of one Server shares."""
 
-    __slots__ = ("total_requests", "connections", "tasks", "default_head")
+    __slots__ = ("total_requests", "connections", "tasks", "default_head", "metrics")
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Optional[ProcessMetrics] = None) -> None:
         self.total_requests = 0
+        # What the protocols count for --metrics-port; None when metrics are off.
+        self.metrics = metrics
         self.connections: set = set()
         # The running app calls (HTTP requests, WebSocket connections) and the scope
         # of each: the watchdog names the request a stalled task serves.
@@ -56,7 +59,10 @@ class ServerState:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.server_state = ServerState()
+        metrics = ProcessMetrics() if config.metrics_port is not None else None
+        self.server_state = ServerState(metrics)
+        self.metrics_endpoint: Optional[asyncio.AbstractServer] = None
+        self._lag_probe: Optional[asyncio.Task] = None
         self.started = False
         self.should_exit = False
         self.force_exit = False
@@ -212,7 +218,32 @@ class Server:
 
         if sockets is None:
             self.log_started_message()
+        metrics = server_state.metrics
+        if metrics is not None:
+            self._lag_probe = loop.create_task(metrics.probe_loop_lag())
+            if sockets is None:  # a supervised worker reports to its master instead
+                await self.start_metrics_endpoint(metrics)
         self.started = True
+
+    async def start_metrics_endpoint(self, metrics: ProcessMetrics) -> None:
+        config = self.config
+        try:
+            self.metrics_endpoint = await serve_endpoint(
+                config.metrics_host,
+                config.metrics_port,
+                lambda: single_process_view(metrics, self.server_state),
+            )
+        except OSError as exc:
+            logger.error(
+                "Cannot serve metrics on %s:%d: %s",
+                config.metrics_host,
+                config.metrics_port,
+                exc.strerror or exc,
+            )
+            for server in self.servers:
+                server.close()
+            await self.lifespan.shutdown()
+            sys.exit(1)
 
     def bind_description(self) -> str:
         config = self.config
@@ -268,6 +299,10 @@ class Server:
         logger.info("Shutting down")
         for server in self.servers:
             server.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         if self.server_state.connections:
             # A connection accepted just before the listeners closed usually has its
             # first request on the way: read it, so that shutdown() lets it finish

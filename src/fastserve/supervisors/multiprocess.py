@@ -10,9 +10,11 @@ its workers:
       loop:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
-        else sleep()      until a signal, a heartbeat or one second passed, then
+        else sleep()      until a signal, a heartbeat, a scrape of --metrics-port or
+                          one second passed (answers scrapes), then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
+             check_memory()    retire workers over --max-worker-memory
              manage_workers()  fork replacements, retire extra or old workers,
                                tell systemd READY=1 once a generation booted
       stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
@@ -20,8 +22,9 @@ its workers:
 
 A worker (`run_worker`, in the forked child) creates its event loop after the fork
 and runs a `WorkerServer`: the ordinary `Server` plus a heartbeat task that writes
-one byte into a pipe to the master every `heartbeat_interval` seconds from inside
-the event loop. An app that blocks its loop stops the heartbeat and gets replaced.
+one frame into a pipe to the master every `heartbeat_interval` seconds (at most one
+second) from inside the event loop; with --metrics-port the frame carries the
+worker's metrics (see metrics.py). An app that blocks its loop stops the heartbeat and gets replaced.
 The first heartbeat also tells the master that the worker has booted (app
 imported, lifespan startup complete), which is what a rolling restart waits for.
 The worker's own watchdog thread (fastserve/watchdog.py) applies the same
@@ -41,9 +44,15 @@ import time
 from typing import Optional
 
 from fastserve import systemd
-from fastserve.config import STARTUP_FAILURE, Config, ConfigError
+from fastserve.config import PROC_STATM, STARTUP_FAILURE, Config, ConfigError
 from fastserve.logging import log_running
-from fastserve.supervisors.worker import flush_logs, reopen_log_files, run_worker
+from fastserve.metrics import Aggregate, FrameReader, MasterEndpoint
+from fastserve.supervisors.worker import (
+    flush_logs,
+    reopen_log_files,
+    run_worker,
+    set_process_title,
+)
 
 logger = logging.getLogger("fastserve.error")
 
@@ -54,6 +63,12 @@ BOOT_FAILURE_LIMIT = 3
 # Seconds between SIGABRT and SIGKILL for a worker that missed its heartbeat, and
 # between SIGQUIT and SIGKILL on a fast stop.
 KILL_GRACE = 2.0
+
+# How often the master reads its workers' memory use (--max-worker-memory).
+MEMORY_CHECK_INTERVAL = 1.0
+MIB = 1024 * 1024
+# The most the master reads of one worker's pipe at a time.
+PIPE_READ_SIZE = 65536
 
 # Extra seconds the master grants a worker beyond --timeout-graceful-shutdown
 # (the worker enforces that timeout itself, then runs the lifespan shutdown).
@@ -94,16 +109,31 @@ def describe_exit(status: int) -> str:
     return f"exit code {code} ({reason})" if reason else f"exit code {code}"
 
 
+def resident_bytes(pid: int) -> Optional[int]:
+    """A process's resident memory (RSS) in bytes; None when it is gone."""
+    try:
+        with open(PROC_STATM.format(pid=pid)) as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 # -- in the master -----------------------------------------------------------------
 
 
 class WorkerProcess:
     """The master's record of one forked worker."""
 
-    def __init__(self, generation: int, heartbeat_fd: int) -> None:
+    def __init__(self, generation: int, heartbeat_fd: int, index: int) -> None:
         self.pid = 0
         self.generation = generation
+        self.index = index  # 1..N, reused: in the process title
         self.heartbeat_fd: Optional[int] = heartbeat_fd
+        self.reports = FrameReader()
+        # Why the master replaces it (metrics.RESTART_REASONS); None: not replaced, or
+        # not decided yet (then "exit" or "max_requests" when it exits by itself).
+        self.restart_reason: Optional[str] = None
+        self.max_requests_reached = False
         self.spawned_at = time.monotonic()
         self.last_seen = self.spawned_at
         self.booted = False
@@ -143,6 +173,10 @@ class Supervisor:
         self.unix_path: Optional[str] = None
         # READY=1 went to systemd for the current generation (no-op without NOTIFY_SOCKET).
         self.notified_ready = False
+        # --metrics-port: the workers' reports summed, and the endpoint that shows them.
+        self.aggregate = Aggregate() if config.metrics_port is not None else None
+        self.metrics_endpoint: Optional[MasterEndpoint] = None
+        self.memory_checked_at = 0.0
 
     # -- main loop ---------------------------------------------------------------------
 
@@ -168,6 +202,7 @@ class Supervisor:
                 self.murder_workers()
                 if self.exit_code:
                     raise StopSupervisor(graceful=False)
+                self.check_memory()
                 self.manage_workers()
         except StopSupervisor as stop:
             self.stop(graceful=stop.graceful)
@@ -177,6 +212,8 @@ class Supervisor:
             self.exit_code = self.exit_code or 1
         finally:
             self.close_sockets()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.close()
         if self.exit_code:
             logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
         else:
@@ -186,6 +223,7 @@ class Supervisor:
     def start(self) -> None:
         config = self.config
         logger.info("Started supervisor process [%d]", self.pid)
+        set_process_title("master", config)
         activated = systemd.listen_sockets()
         if activated:
             self.sockets = activated
@@ -199,6 +237,8 @@ class Supervisor:
         if config.preload:
             config.load()
         self.log_listening()
+        if self.aggregate is not None:
+            self.start_metrics_endpoint()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -210,6 +250,21 @@ class Supervisor:
         sock = self.config.bind_tcp_socket(reuse_port=True)
         self.reuse_port_address = sock.getsockname()[:2]
         self.reserved_socket = sock
+
+    def start_metrics_endpoint(self) -> None:
+        config = self.config
+        aggregate = self.aggregate
+        try:
+            self.metrics_endpoint = MasterEndpoint(
+                config.metrics_host,
+                config.metrics_port,
+                lambda: aggregate.view(workers=len(self.workers)),
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot serve metrics on {config.metrics_host}:{config.metrics_port}: "
+                f"{exc.strerror or exc}"
+            ) from None
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
@@ -234,36 +289,61 @@ class Supervisor:
             os.write(self.wakeup_w, b".")
 
     def sleep(self, timeout: float = 1.0) -> None:
-        """Wait for a signal, a heartbeat, or `timeout` seconds; record heartbeats."""
+        """Wait for a signal, a heartbeat, a scrape or `timeout` seconds; record
+        heartbeats and reports, answer scrapes."""
         by_fd = {w.heartbeat_fd: w for w in self.workers.values() if w.heartbeat_fd is not None}
+        endpoint = self.metrics_endpoint
+        scrapes = endpoint.fds() if endpoint is not None else []
         try:
-            ready, _, _ = select.select([self.wakeup_r, *by_fd], [], [], timeout)
+            ready, _, _ = select.select([self.wakeup_r, *by_fd, *scrapes], [], [], timeout)
         except OSError as exc:
             if exc.errno not in (errno.EINTR, errno.EBADF):
                 raise
             return
-        now = time.monotonic()
         for fd in ready:
             if fd == self.wakeup_r:
                 with contextlib.suppress(OSError):
                     while os.read(self.wakeup_r, 4096):
                         pass
-                continue
-            worker = by_fd[fd]
-            try:
-                data = os.read(fd, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                worker.close_heartbeat()  # the worker is exiting
-                continue
-            worker.last_seen = now
-            if not worker.booted:
-                worker.booted = True
-                self.boot_failures = 0
-                logger.info("Worker [%d] is ready", worker.pid)
+            elif fd in by_fd:
+                self.read_reports(by_fd[fd])
+            elif endpoint is not None and endpoint.owns(fd):
+                endpoint.ready(fd)
+        if endpoint is not None:
+            endpoint.expire()
+
+    def read_reports(self, worker: WorkerProcess) -> bool:
+        """Take what a worker wrote into its pipe: heartbeats and metrics reports.
+        False when nothing was there."""
+        if worker.heartbeat_fd is None:
+            return False
+        try:
+            data = os.read(worker.heartbeat_fd, PIPE_READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            worker.close_heartbeat()  # the worker is exiting
+            return False
+        worker.last_seen = time.monotonic()
+        if not worker.booted:
+            worker.booted = True
+            self.boot_failures = 0
+            logger.info("Worker [%d] is ready", worker.pid)
+        try:
+            reports = worker.reports.feed(data)
+        except ValueError as exc:
+            logger.error(
+                "Worker [%d] wrote an unreadable report (%s); ignoring it", worker.pid, exc
+            )
+            worker.reports = FrameReader()
+            return True
+        for report in reports:
+            if report is not None and self.aggregate is not None:
+                self.aggregate.report(worker.pid, report)
+                worker.max_requests_reached = report["max_requests_reached"]
+        return True
 
     # -- signals -----------------------------------------------------------------------
 
@@ -348,7 +428,7 @@ class Supervisor:
             if len(current) >= self.num_workers and all(w.booted for w in current):
                 logger.info("Rolling restart: new workers are ready, retiring the old ones")
                 for worker in old:
-                    self.retire_worker(worker, "rolling restart")
+                    self.retire_worker(worker, "rolling restart", restart_reason="reload")
         if not self.notified_ready:
             # Ready once a whole generation booted: at start, or after a rolling restart
             # (its new workers, or the old ones again when it was aborted).
@@ -357,15 +437,44 @@ class Supervisor:
                 systemd.notify(systemd.READY)
                 self.notified_ready = True
 
-    def retire_worker(self, worker: WorkerProcess, reason: str) -> None:
+    def retire_worker(
+        self, worker: WorkerProcess, reason: str, restart_reason: Optional[str] = None
+    ) -> None:
+        """SIGTERM: the worker stops gracefully. With a `restart_reason` it is being
+        replaced (and counted so); without, it is not (fewer workers, an aborted
+        rolling restart)."""
         logger.info("Stopping worker [%d] gracefully (%s)", worker.pid, reason)
         worker.retiring_at = time.monotonic()
+        worker.restart_reason = restart_reason
         self.kill_worker(worker, signal.SIGTERM)
+
+    def check_memory(self) -> None:
+        """--max-worker-memory: retire a worker whose resident memory passed it."""
+        limit = self.config.max_worker_memory
+        now = time.monotonic()
+        if limit is None or now - self.memory_checked_at < MEMORY_CHECK_INTERVAL:
+            return
+        self.memory_checked_at = now
+        for worker in list(self.workers.values()):
+            if worker.retiring_at is not None or not worker.booted:
+                continue
+            rss = resident_bytes(worker.pid)
+            if rss is not None and rss > limit * MIB:
+                self.retire_worker(
+                    worker,
+                    f"its memory (RSS) is {rss / MIB:.1f} MiB, over --max-worker-memory "
+                    f"{limit} MiB; replacing it",
+                    restart_reason="memory",
+                )
+
+    def free_index(self) -> int:
+        used = {w.index for w in self.workers.values()}
+        return next(index for index in range(1, len(used) + 2) if index not in used)
 
     def spawn_worker(self) -> WorkerProcess:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        worker = WorkerProcess(self.generation, read_fd)
+        worker = WorkerProcess(self.generation, read_fd, self.free_index())
         try:
             pid = os.fork()
         except OSError:
@@ -383,6 +492,7 @@ class Supervisor:
         try:
             os.close(read_fd)
             self.prepare_child()
+            set_process_title(f"worker {worker.index}", self.config)
             code = run_worker(self.config, self.worker_sockets(), write_fd, self.timeout)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -403,6 +513,9 @@ class Supervisor:
         for worker in self.workers.values():
             worker.close_heartbeat()
         self.workers = {}
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
 
     def worker_sockets(self) -> list[socket.socket]:
         if self.reuse_port_address is None:
@@ -437,7 +550,10 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            while self.read_reports(worker):
+                pass  # its last report may be in the pipe still
             worker.close_heartbeat()
+            self.count_restart(worker)
             how = describe_exit(status)
             if worker.retiring_at is not None:
                 logger.info("Worker [%d] stopped (%s)", pid, how)
@@ -459,6 +575,17 @@ class Supervisor:
                 logger.info("Worker [%d] exited (%s); replacing it", pid, how)
             else:
                 logger.error("Worker [%d] died unexpectedly (%s); replacing it", pid, how)
+
+    def count_restart(self, worker: WorkerProcess) -> None:
+        """For fastserve_worker_restarts_total: why this exited worker is replaced."""
+        if self.aggregate is None:
+            return
+        self.aggregate.worker_gone(worker.pid)
+        reason = worker.restart_reason
+        if reason is None and worker.retiring_at is None:
+            reason = "max_requests" if worker.max_requests_reached else "exit"
+        if reason is not None:
+            self.aggregate.restarted(reason)
 
     def give_up(self, status: int) -> None:
         """Repeated boot failures: abort a rolling restart, or stop the master."""
@@ -512,6 +639,8 @@ class Supervisor:
                         self.timeout,
                     )
                 worker.aborted_at = now
+                if worker.retiring_at is None:
+                    worker.restart_reason = "healthcheck"
                 self.kill_worker(worker, signal.SIGABRT)
             elif (
                 worker.retiring_at is not None

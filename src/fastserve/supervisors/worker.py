@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Callable, Optional
 
 from fastserve.config import STARTUP_FAILURE, Config
+from fastserve.metrics import frame
 from fastserve.server import Server
 from fastserve.watchdog import current_task, describe_stack
 
@@ -176,25 +177,71 @@ def heartbeat_interval_for(timeout: float) -> float:
     )
 
 
+def set_process_title(role: str, config: Config) -> None:
+    """`fastserve: ROLE [APP]` in ps and top, when setproctitle is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    app = config.app
+    if not isinstance(app, str):
+        app = getattr(app, "__qualname__", type(app).__qualname__)
+    setproctitle(f"fastserve: {role} [{app}]")
+
+
+class ReportPipe:
+    """A worker's end of its heartbeat pipe to the master. Each beat is one frame
+    (`metrics.frame`), with the worker's metrics when they are on. The pipe does
+    not block the event loop: a frame the pipe cannot take at once is finished at
+    the next beats, and beats meanwhile are skipped (each report carries totals)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.unsent = b""
+        os.set_blocking(fd, False)
+
+    def send(self, data: bytes) -> None:
+        if not self.unsent:
+            self.unsent = data
+        try:
+            written = os.write(self.fd, self.unsent)
+        except BlockingIOError:
+            return  # the master is busy; the pipe is full
+        except OSError:
+            self.unsent = b""  # the master is gone; the heartbeat task notices the new parent
+            return
+        self.unsent = self.unsent[written:]
+
+    def send_last(self, data: bytes) -> None:
+        """The report at exit: wait until the pipe takes all of it."""
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.fd, True)
+            if self.unsent:
+                os.write(self.fd, self.unsent)
+            os.write(self.fd, data)
+
+
 def run_worker(
     config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float
 ) -> int:
     """The body of a forked worker: serve on the inherited sockets; the exit code."""
+    pipe = ReportPipe(heartbeat_fd)
 
-    def notify() -> None:
-        try:
-            os.write(heartbeat_fd, b".")
-        except BlockingIOError:
-            pass  # the master is busy; the pipe is full of beats already
-        except OSError:
-            pass  # the master is gone; the heartbeat task notices the new parent
+    def report() -> bytes:
+        metrics = server.server_state.metrics
+        if metrics is None:
+            return frame(None)
+        limit = server.limit_max_requests
+        state = server.server_state
+        return frame(metrics.snapshot(state, limit is not None and state.total_requests >= limit))
 
-    os.set_blocking(heartbeat_fd, False)
     server = WorkerServer(
         config,
-        notify=notify,
+        notify=lambda: pipe.send(report()),
         heartbeat_interval=heartbeat_interval_for(timeout),
         heartbeat_timeout=timeout,
     )
     server.run(sockets=list(sockets))
+    if server.started:
+        pipe.send_last(report())
     return 0 if server.started else STARTUP_FAILURE

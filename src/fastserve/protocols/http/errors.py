@@ -19,6 +19,8 @@ TLS_ON_PLAIN_PORT = (
 CONTENT_LONGER = "Response content longer than Content-Length"
 CONTENT_SHORTER = "Response content shorter than Content-Length"
 PROTOCOL_INTERNAL_ERROR = "Internal error in the HTTP protocol\n"
+# The answer for an app that failed before its response was out.
+INTERNAL_SERVER_ERROR = 500
 
 # The answer to a request whose app call outlived --timeout-request before starting
 # its response.

@@ -614,6 +614,8 @@ class H11Protocol(asyncio.Protocol):
 
     def _response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once the last response byte is written."""
+        if self.server_state.metrics is not None:
+            self._count_response(cycle)
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
@@ -629,6 +631,12 @@ class H11Protocol(asyncio.Protocol):
             self._resume_reading()
             return
         self._resume_parsing()
+
+    def _count_response(self, cycle: RequestCycle) -> None:
+        """--metrics-port: one more response (complete, or the 500 for a failed app)."""
+        self.server_state.metrics.count_response(
+            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
+        )
 
     def _cycle_done(self) -> None:
         self.cycle = None
@@ -801,7 +809,10 @@ class RequestCycle:
         ):
             self.response_started = True
             self.head_pending = False
+            self.status = status
             self.transport.write(error_response(status))
+            if protocol.server_state.metrics is not None:
+                protocol._count_response(self)
         self.response_complete = True
         self.wake()
         protocol._close()

@@ -207,6 +207,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport = transport
         self.flow = FlowControl(transport, self.loop)
         self.server_state.connections.add(self)
+        metrics = self.server_state.metrics
+        if metrics is not None:
+            metrics.websockets_open += 1
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
         # In a copy of the context, as every request Task: a contextvar the app sets
@@ -220,6 +223,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self.closed = True
         self.state = CLOSED
         self.server_state.connections.discard(self)
+        metrics = self.server_state.metrics
+        if metrics is not None:
+            metrics.websockets_open -= 1
         self._stop_keepalive()
         self._cancel_close_timer()
         self._disconnected(ABNORMAL_CLOSURE)

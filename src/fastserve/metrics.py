@@ -1,0 +1,491 @@
+"""Prometheus metrics (`--metrics-port`): what one process counts, how a worker
+reports it to its master, how the master sums the reports, and the `/metrics`
+endpoint.
+
+- `ProcessMetrics` lives on a `ServerState` (`server_state.metrics`, None when
+  metrics are off). The protocols count each complete response into its flat
+  arrays (C mode through typed memoryviews of the same arrays); gauges are read
+  from the server state when a report is taken.
+- A supervised worker writes `snapshot()` as a frame (`frame()`: 4-byte length,
+  JSON) into its heartbeat pipe; any frame is also a heartbeat. `FrameReader`
+  takes the frames apart in the master. Snapshots hold totals since the worker
+  started, so a lost frame loses nothing the next one does not carry.
+- `Aggregate` (the master) keeps each worker's latest snapshot and the summed
+  counters of workers that exited, so that counters never go down.
+- `Collector` turns the numbers into Prometheus metric families;
+  `render_response()` answers one HTTP request for `/metrics`, both for the
+  asyncio endpoint of a single process (`serve_endpoint`) and the master's
+  (`MasterEndpoint`, run from its select loop: the master forks, so no threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+import time
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from typing import Callable, NamedTuple, Optional
+
+logger = logging.getLogger("fastserve.error")
+
+# The `method` label: these, and "other" for any other method (bounded cardinality).
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+OTHER_METHOD = "other"
+METHOD_LABELS = (*METHODS, OTHER_METHOD)
+METHOD_INDEX = {method: index for index, method in enumerate(METHODS)}
+OTHER_METHOD_INDEX = len(METHODS)
+# Response codes 100..599 (ASGI's range) index the per-method row of counters.
+MIN_STATUS = 100
+STATUS_SPAN = 500
+# Upper bounds (seconds) of the request duration histogram, Prometheus' defaults.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# Why the master replaced a worker (`fastserve_worker_restarts_total{reason}`).
+RESTART_REASONS = ("exit", "healthcheck", "max_requests", "memory", "reload")
+# How often the event loop's lateness is probed, and the window its maximum covers.
+LAG_PROBE_INTERVAL = 0.05
+LAG_WINDOW = 1.0
+
+FRAME_HEADER = struct.Struct("!I")
+# A frame larger than this is a broken pipe protocol, not a report.
+MAX_FRAME = 16 * 1024 * 1024
+# The endpoint reads at most this much of a request head, and waits this long for it.
+MAX_REQUEST_HEAD = 8192
+REQUEST_TIMEOUT = 5.0
+# The master serves this many scrapes at once at most (it drops older ones beyond).
+MAX_MASTER_CONNECTIONS = 16
+# The master blocks at most this long writing one scrape's answer.
+ANSWER_TIMEOUT = 1.0
+METRICS_PATH = b"/metrics"
+
+
+def prometheus_missing() -> Optional[str]:
+    """Why --metrics-port cannot work here, or None."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return "--metrics-port needs prometheus_client: pip install 'fastserve[metrics]'"
+    return None
+
+
+class ProcessMetrics:
+    """One process's counters, counted by its protocols."""
+
+    __slots__ = (
+        "requests", "duration_buckets", "duration_sum", "response_bytes",
+        "websockets_open", "loop_lag", "_lag_window_max", "_lag_window_end",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        # requests[method index * STATUS_SPAN + status - MIN_STATUS]
+        self.requests = array("q", bytes(8 * len(METHOD_LABELS) * STATUS_SPAN))
+        # non-cumulative; the last one is +Inf
+        self.duration_buckets = array("q", bytes(8 * (len(DURATION_BUCKETS) + 1)))
+        self.duration_sum = array("d", [0.0])
+        self.response_bytes = array("q", [0])
+        self.websockets_open = 0
+        self.loop_lag = 0.0  # the largest lateness of the last complete window
+        self._lag_window_max = 0.0
+        self._lag_window_end = time.monotonic() + LAG_WINDOW
+
+    def count_response(self, method: str, status: int, duration: float, body_bytes: int) -> None:
+        """One complete response (pure mode; `_parser.pyx` does the same in C)."""
+        row = METHOD_INDEX.get(method, OTHER_METHOD_INDEX)
+        self.requests[row * STATUS_SPAN + status - MIN_STATUS] += 1
+        self.duration_buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.duration_sum[0] += duration
+        self.response_bytes[0] += body_bytes
+
+    def observe_lag(self, lag: float) -> None:
+        now = time.monotonic()
+        if now >= self._lag_window_end:
+            self.loop_lag = self._lag_window_max
+            self._lag_window_max = 0.0
+            self._lag_window_end = now + LAG_WINDOW
+        if lag > self._lag_window_max:
+            self._lag_window_max = lag
+
+    async def probe_loop_lag(self) -> None:
+        """Forever: how late a periodic timer fires is how long the loop was busy."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LAG_PROBE_INTERVAL)
+            self.observe_lag(max(0.0, loop.time() - before - LAG_PROBE_INTERVAL))
+
+    def snapshot(self, server_state, max_requests_reached: bool = False) -> dict:
+        """Totals since start and current gauges, as plain JSON values."""
+        counted = [
+            (METHOD_LABELS[index // STATUS_SPAN], MIN_STATUS + index % STATUS_SPAN, count)
+            for index, count in enumerate(self.requests)
+            if count
+        ]
+        return {
+            "requests": counted,
+            "duration_buckets": list(self.duration_buckets),
+            "duration_sum": self.duration_sum[0],
+            "response_bytes": self.response_bytes[0],
+            "in_flight": len(server_state.tasks),
+            "connections": len(server_state.connections),
+            "websockets": self.websockets_open,
+            "loop_lag": max(self.loop_lag, self._lag_window_max),
+            "max_requests_reached": max_requests_reached,
+        }
+
+
+# -- worker -> master --------------------------------------------------------------
+
+
+def frame(snapshot: Optional[dict]) -> bytes:
+    """A report for the heartbeat pipe; None: a bare heartbeat (metrics off)."""
+    payload = b"" if snapshot is None else json.dumps(snapshot, separators=(",", ":")).encode()
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """The master's side of one worker's pipe: bytes in, complete reports out."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Optional[dict]]:
+        self.buffer += data
+        reports: list[Optional[dict]] = []
+        while len(self.buffer) >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(self.buffer)
+            if size > MAX_FRAME:
+                raise ValueError(f"a worker report of {size} bytes")
+            end = FRAME_HEADER.size + size
+            if len(self.buffer) < end:
+                break
+            payload = bytes(self.buffer[FRAME_HEADER.size : end])
+            del self.buffer[:end]
+            reports.append(json.loads(payload) if payload else None)
+        return reports
+
+
+class Totals:
+    """Counters summed over snapshots."""
+
+    __slots__ = ("requests", "duration_buckets", "duration_sum", "response_bytes")
+
+    def __init__(self) -> None:
+        self.requests: Counter = Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.response_bytes = 0
+
+    def add(self, snapshot: dict) -> None:
+        for method, status, count in snapshot["requests"]:
+            self.requests[method, status] += count
+        for index, count in enumerate(snapshot["duration_buckets"]):
+            self.duration_buckets[index] += count
+        self.duration_sum += snapshot["duration_sum"]
+        self.response_bytes += snapshot["response_bytes"]
+
+    def copy(self) -> Totals:
+        other = Totals()
+        other.requests = Counter(self.requests)
+        other.duration_buckets = list(self.duration_buckets)
+        other.duration_sum = self.duration_sum
+        other.response_bytes = self.response_bytes
+        return other
+
+
+class View(NamedTuple):
+    """Everything one scrape shows."""
+
+    totals: Totals
+    in_flight: int
+    connections: int
+    websockets: int
+    loop_lag: float
+    workers: int
+    restarts: dict
+
+
+def single_process_view(metrics: ProcessMetrics, server_state) -> View:
+    snapshot = metrics.snapshot(server_state)
+    totals = Totals()
+    totals.add(snapshot)
+    restarts = dict.fromkeys(RESTART_REASONS, 0)
+    return View(
+        totals,
+        snapshot["in_flight"],
+        snapshot["connections"],
+        snapshot["websockets"],
+        snapshot["loop_lag"],
+        1,
+        restarts,
+    )
+
+
+class Aggregate:
+    """The master's numbers: the latest report of each live worker, the totals of
+    workers that are gone, and the restarts by reason."""
+
+    def __init__(self) -> None:
+        self.latest: dict[int, dict] = {}
+        self.gone = Totals()
+        self.restarts = dict.fromkeys(RESTART_REASONS, 0)
+
+    def report(self, pid: int, snapshot: dict) -> None:
+        self.latest[pid] = snapshot
+
+    def worker_gone(self, pid: int) -> None:
+        snapshot = self.latest.pop(pid, None)
+        if snapshot is not None:
+            self.gone.add(snapshot)
+
+    def restarted(self, reason: str) -> None:
+        self.restarts[reason] += 1
+
+    def view(self, workers: int) -> View:
+        totals = self.gone.copy()
+        for snapshot in self.latest.values():
+            totals.add(snapshot)
+        live = self.latest.values()
+        return View(
+            totals,
+            sum(s["in_flight"] for s in live),
+            sum(s["connections"] for s in live),
+            sum(s["websockets"] for s in live),
+            max((s["loop_lag"] for s in live), default=0.0),
+            workers,
+            dict(self.restarts),
+        )
+
+
+# -- exposition --------------------------------------------------------------------
+
+
+class Collector:
+    """A prometheus_client collector over a `View` taken at each scrape."""
+
+    def __init__(self, take_view: Callable[[], View]) -> None:
+        self.take_view = take_view
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        view = self.take_view()
+        totals = view.totals
+        requests = CounterMetricFamily(
+            "fastserve_requests",
+            "Responses sent, by method and status code.",
+            labels=["method", "code"],
+        )
+        for (method, status), count in sorted(totals.requests.items()):
+            requests.add_metric([method, str(status)], count)
+        yield requests
+        cumulative = 0
+        buckets = []
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), totals.duration_buckets):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "fastserve_request_duration_seconds",
+            "Seconds from a request's complete head to its response's last byte.",
+            buckets=buckets,
+            sum_value=totals.duration_sum,
+        )
+        yield CounterMetricFamily(
+            "fastserve_response_bytes",
+            "Response body bytes sent (without heads and chunk framing).",
+            value=totals.response_bytes,
+        )
+        gauges = (
+            ("fastserve_requests_in_flight", "App calls running (HTTP requests, WebSocket sessions).", view.in_flight),
+            ("fastserve_connections_open", "Open client connections (HTTP and WebSocket).", view.connections),
+            ("fastserve_websocket_connections_open", "Open WebSocket connections.", view.websockets),
+            ("fastserve_workers", "Worker processes running.", view.workers),
+            (
+                "fastserve_event_loop_lag_seconds",
+                "Largest lateness of a periodic event loop timer over the last second (max over workers).",
+                view.loop_lag,
+            ),
+        )  # fmt: skip
+        for name, documentation, value in gauges:
+            yield GaugeMetricFamily(name, documentation, value=value)
+        restarts = CounterMetricFamily(
+            "fastserve_worker_restarts", "Workers replaced, by reason.", labels=["reason"]
+        )
+        for reason, count in view.restarts.items():
+            restarts.add_metric([reason], count)
+        yield restarts
+
+
+def exposition(take_view: Callable[[], View]) -> Callable[[], bytes]:
+    """A function that renders the Prometheus text format of the current numbers."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(take_view))
+    return lambda: generate_latest(registry)
+
+
+def render_response(head: bytes, render: Callable[[], bytes]) -> bytes:
+    """The whole HTTP/1.1 answer (then close) to one request head."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+        status, body, content_type = b"405 Method Not Allowed", b"GET /metrics\n", "text/plain"
+    elif parts[1].split(b"?", 1)[0] != METRICS_PATH:
+        status, body, content_type = b"404 Not Found", b"Not Found\n", "text/plain"
+    else:
+        status, body, content_type = b"200 OK", render(), CONTENT_TYPE_LATEST
+    head_out = (
+        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % (
+            status,
+            content_type.encode("latin-1"),
+            len(body),
+        )
+    )
+    return head_out if parts[0] == b"HEAD" else head_out + body
+
+
+def head_end(data: bytes) -> int:
+    """Where a request head ends in `data`, or -1."""
+    end = data.find(b"\r\n\r\n")
+    return -1 if end < 0 else end + 4
+
+
+# -- single process: an endpoint on the server's own loop --------------------------
+
+
+class EndpointProtocol(asyncio.Protocol):
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self.render = render
+        self.buffer = b""
+        self.transport = None
+        self.timer = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, transport.close)
+
+    def connection_lost(self, exc) -> None:
+        self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if head_end(self.buffer) >= 0:
+            self.transport.write(render_response(self.buffer, self.render))
+            self.transport.close()
+        elif len(self.buffer) > MAX_REQUEST_HEAD:
+            self.transport.close()
+
+
+async def serve_endpoint(
+    host: str, port: int, take_view: Callable[[], View]
+) -> asyncio.AbstractServer:
+    render = exposition(take_view)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: EndpointProtocol(render), host=host, port=port, reuse_address=True
+    )
+    log_endpoint(server.sockets[0])
+    return server
+
+
+def log_endpoint(sock: socket.socket) -> None:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    logger.info("Metrics on http://%s:%d%s", host, port, METRICS_PATH.decode())
+
+
+# -- the master: an endpoint served from its select loop ---------------------------
+
+
+class MasterEndpoint:
+    """`/metrics` in the supervisor, which has no event loop and must not start
+    threads (it forks): a non-blocking listener and its scrapes, which the master's
+    `select` watches (`fds()`), handled by `ready(fd)`."""
+
+    def __init__(self, host: str, port: int, take_view: Callable[[], View]) -> None:
+        self.render = exposition(take_view)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.listen(MAX_MASTER_CONNECTIONS)
+        self.listener.setblocking(False)
+        # fd -> (socket, bytes read, deadline)
+        self.scrapes: dict[int, tuple[socket.socket, bytes, float]] = {}
+        log_endpoint(self.listener)
+
+    def fds(self) -> list[int]:
+        return [self.listener.fileno(), *self.scrapes]
+
+    def owns(self, fd: int) -> bool:
+        return fd == self.listener.fileno() or fd in self.scrapes
+
+    def ready(self, fd: int) -> None:
+        if fd == self.listener.fileno():
+            self._accept()
+            return
+        sock, data, deadline = self.scrapes[fd]
+        try:
+            chunk = sock.recv(MAX_REQUEST_HEAD)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        data += chunk
+        if not chunk or len(data) > MAX_REQUEST_HEAD:
+            self._drop(fd)
+        elif head_end(data) >= 0:
+            self._answer(fd, render_response(data, self.render))
+        else:
+            self.scrapes[fd] = (sock, data, deadline)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for fd, (_, _, deadline) in list(self.scrapes.items()):
+            if now >= deadline:
+                self._drop(fd)
+
+    def close(self) -> None:
+        for fd in list(self.scrapes):
+            self._drop(fd)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        if len(self.scrapes) >= MAX_MASTER_CONNECTIONS:
+            self._drop(min(self.scrapes, key=lambda fd: self.scrapes[fd][2]))
+        self.scrapes[sock.fileno()] = (sock, b"", time.monotonic() + REQUEST_TIMEOUT)
+
+    def _answer(self, fd: int, response: bytes) -> None:
+        sock = self.scrapes[fd][0]
+        # A scrape is a few KiB: the socket's send buffer takes it at once, or soon.
+        sock.settimeout(ANSWER_TIMEOUT)
+        with contextlib.suppress(OSError):
+            sock.sendall(response)
+        self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        sock = self.scrapes.pop(fd)[0]
+        sock.close()

@@ -1,0 +1,50 @@
+"""--max-worker-memory: the master replaces a worker whose RSS passes the limit."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.process_util import free_port, get, wait_until
+
+APP = "tests.apps_metrics:app"
+LIMIT_MIB = 120
+ALLOCATE_MIB = 150
+
+
+def test_worker_over_memory_is_replaced(start_server):
+    port = free_port()
+    server = start_server(
+        APP,
+        "c",
+        "--workers",
+        "2",
+        "--max-worker-memory",
+        str(LIMIT_MIB),
+        "--metrics-port",
+        str(port),
+    )
+    server.wait_for_log(r"is ready", count=2)
+    before = server.workers()
+    response = get(server.url(f"/allocate?mib={ALLOCATE_MIB}"))
+    assert response.status_code == 200
+    lines = server.wait_for_log(
+        rf"Stopping worker \[(\d+)\] gracefully \(its memory \(RSS\) is [\d.]+ MiB, "
+        rf"over --max-worker-memory {LIMIT_MIB} MiB; replacing it\)"
+    )
+    fat = int(lines[0])
+    assert fat in before
+    server.wait_workers(2, exclude=frozenset({fat}))
+    assert len(server.workers() - before) == 1
+
+    def counted():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return 'fastserve_worker_restarts_total{reason="memory"} 1.0' in text
+
+    wait_until(counted, 30, message="a memory restart counted")
+    assert server.stop() == 0
+
+
+def test_needs_workers(spawn):
+    server = spawn(APP, "--max-worker-memory", "100", ready=False)
+    assert server.wait() != 0
+    assert "--max-worker-memory needs --workers 2 or more" in server.output()
