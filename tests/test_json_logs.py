@@ -187,3 +187,34 @@ def test_log_config_and_access_log_format(spawn, tmp_path, token):
     [access] = [r for r in all_records if r.get("query") == f"token={token}"]
     assert access["message"] == "GET /_/hello 200 13"
     assert (access["status"], access["bytes"], access["user_agent"]) == (200, 13, token)
+
+
+def test_log_config_formatter_reads_the_access_fields(spawn, tmp_path, token):
+    """In text mode too, a --log-config formatter of the user's can name the access
+    record's structured fields (the built-in line alone goes without them)."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(message)s"},
+            "fields": {"format": "FIELDS %(method)s %(status)s %(bytes)s %(query)s"},
+        },
+        "handlers": {
+            "err": {"class": "logging.StreamHandler", "formatter": "plain"},
+            "out": {
+                "class": "logging.StreamHandler",
+                "formatter": "fields",
+                "stream": "ext://sys.stdout",
+            },
+        },
+        "loggers": {
+            "fastserve": {"handlers": ["err"], "level": "INFO", "propagate": False},
+            "fastserve.access": {"handlers": ["out"], "level": "INFO", "propagate": False},
+        },
+    }
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(config))
+    server = spawn(APP, "--port", "0", "--log-config", str(path))
+    assert get(server.url(f"/_/hello?token={token}")).status_code == 200
+    server.wait_for_log(f"FIELDS GET 200 13 token={token}")
+    assert server.stop() == 0

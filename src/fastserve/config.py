@@ -7,6 +7,7 @@ Names follow uvicorn's where the concept is the same, so `uvicorn.Config(...)` b
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import json
 import logging
@@ -454,10 +455,13 @@ class Config:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
         if self.log_config is not None:
             if isinstance(self.log_config, dict):
+                log_config = self.log_config
                 if self.use_colors in (True, False):
+                    # a copy: the dict may be the module's LOGGING_CONFIG, or the caller's
+                    log_config = copy.deepcopy(log_config)
                     for formatter in ("default", "access"):
-                        self.log_config["formatters"][formatter]["use_colors"] = self.use_colors
-                logging.config.dictConfig(self.log_config)
+                        log_config["formatters"][formatter]["use_colors"] = self.use_colors
+                logging.config.dictConfig(log_config)
             else:
                 self.load_log_config_file(self.log_config)
         if self.log_level is not None:
@@ -469,7 +473,12 @@ class Config:
         if not self.access_log:
             logging.getLogger("fastserve.access").handlers = []
             logging.getLogger("fastserve.access").propagate = False
-        configure_access_log(self.access_log_format)
+        # the built-in text line of the built-in config needs no structured fields;
+        # JSON, a custom format and a formatter of the user's may use them
+        configure_access_log(
+            self.access_log_format,
+            fields=self.log_format == "json" or self.log_config is not LOGGING_CONFIG,
+        )
         if self.log_format == "json":
             # whatever config made the handlers of fastserve's loggers (the built-in
             # one, --log-config, the Gunicorn worker's), they write JSON

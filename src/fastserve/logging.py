@@ -316,12 +316,18 @@ class AccessLogFormat:
 
 # The custom access-log format, None for the default line (Config sets it).
 access_log_format: Optional[str] = None
+# Whether access records carry the structured fields (ACCESS_FIELDS). Only the
+# built-in text line needs none of them, and it is the common case: it skips
+# their cost (a header scan and a dict per response).
+access_fields: bool = True
 
 
-def configure_access_log(fmt: Optional[str]) -> None:
-    """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None)."""
-    global access_log_format
+def configure_access_log(fmt: Optional[str], fields: bool) -> None:
+    """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None);
+    `fields`: whether records carry the structured fields, for a formatter to use."""
+    global access_log_format, access_fields
     access_log_format = None if fmt is None else AccessLogFormat(fmt).format
+    access_fields = fields or access_log_format is not None
 
 
 def _access_fields(scope: dict, method: str, status: int, duration: float, body_bytes: int) -> dict:
@@ -352,6 +358,16 @@ def log_access(
     """The access record of one finished response (both HTTP modes call this):
     `started` is when its head was complete (time.monotonic()), `body_bytes` the
     body bytes written, `response_headers` the app's."""
+    if not access_fields:
+        access_logger.info(
+            ACCESS_LOG_FORMAT,
+            format_client(scope),
+            scope["method"],
+            _path_with_query(scope),
+            scope["http_version"],
+            status,
+        )
+        return
     duration = time.monotonic() - started
     fields = _access_fields(scope, scope["method"], status, duration, body_bytes)
     if access_log_format is None:
@@ -373,6 +389,11 @@ def log_websocket_access(scope: dict, status: int, started: float, response_head
     """The access record of one WebSocket, once the app answered its handshake: 101
     when it accepted, else the status it refused with (403, its own, or 500). Its
     duration is from the handshake request to that answer; its bytes are 0."""
+    if not access_fields:
+        access_logger.info(
+            WEBSOCKET_ACCESS_LOG_FORMAT, format_client(scope), _path_with_query(scope), status
+        )
+        return
     duration = time.monotonic() - started
     # a WebSocket scope has no method: the handshake's is GET
     fields = _access_fields(scope, "GET", status, duration, 0)
