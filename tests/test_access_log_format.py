@@ -91,6 +91,16 @@ def test_default_line_is_unchanged(start_server, mode):
     assert server.stop() == 0
 
 
+def test_the_servers_own_answer_to_a_failed_app_is_logged(start_server, mode, token):
+    """An app that raises before its response gets the server's 500: one access line,
+    its bytes the 500's body (as uvicorn, which logs the 500 it sends)."""
+    server = start_server(APP, mode, "--access-log-format", "FAILED %(U)s %(q)s %(s)s %(B)s")
+    assert get(server.url(f"/_/raise-before?token={token}")).status_code == 500
+    body = b"500 Internal Server Error\n"
+    server.wait_for_log(rf"FAILED /_/raise-before token={token} 500 {len(body)}\n")
+    assert server.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("fmt", "reason"),
     [

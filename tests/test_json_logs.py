@@ -53,7 +53,8 @@ def exercise(server: ServerProcess, token: str) -> None:
 
 
 def check(all_records: list, token: str, pids: set) -> None:
-    [access] = [r for r in all_records if r.get("query") == f"token={token}"]
+    [access, failed] = [r for r in all_records if r.get("query") == f"token={token}"]
+    assert (failed["path"], failed["status"]) == ("/_/raise-before", 500)
     assert access["logger"] == "fastserve.access"
     for name, kind in ACCESS_TYPES.items():
         assert isinstance(access[name], kind), (name, access)
@@ -150,7 +151,9 @@ def test_gunicorn(token):
     assert any("Booting worker" in line for line in theirs)
     all_records = records("\n".join(ours))
     assert all(r["logger"].startswith("fastserve") for r in all_records)
-    [access] = [r for r in all_records if r.get("query") == f"token={token}"]
+    [access] = [
+        r for r in all_records if (r.get("query"), r.get("path")) == (f"token={token}", "/_/hello")
+    ]
     # the message is gunicorn's default access format; the fields are the same
     assert f'"GET /_/hello?token={token} HTTP/1.1" 200 13' in access["message"]
     assert (access["status"], access["bytes"]) == (200, 13)
@@ -184,7 +187,9 @@ def test_log_config_and_access_log_format(spawn, tmp_path, token):
     assert server.stop() == 0
     assert "PLAIN" not in server.output()
     all_records = records(server.output())
-    [access] = [r for r in all_records if r.get("query") == f"token={token}"]
+    [access] = [
+        r for r in all_records if (r.get("query"), r.get("path")) == (f"token={token}", "/_/hello")
+    ]
     assert access["message"] == "GET /_/hello 200 13"
     assert (access["status"], access["bytes"], access["user_agent"]) == (200, 13, token)
 

@@ -79,7 +79,11 @@ def test_single_process(start_server, mode):
     assert 0 < samples["fastserve_request_duration_seconds_sum"][()] < served * 10
     # "ok" for 5 /status/200, "not found" for 3 misses; no body for 500 (the
     # server's own answer), 204 and HEAD
-    assert samples["fastserve_response_bytes_total"][()] == 5 * 2 + 3 * len(b"not found")
+    # the app's bodies, and the server's own 500s to the apps that raised
+    server_500 = len(b"500 Internal Server Error\n")
+    assert samples["fastserve_response_bytes_total"][()] == (
+        5 * 2 + 3 * len(b"not found") + 2 * server_500
+    )
     assert samples["fastserve_workers"][()] == 1
     assert samples["fastserve_requests_in_flight"][()] == 0
     assert samples["fastserve_websocket_connections_open"][()] == 0

@@ -70,6 +70,7 @@ from fastserve.protocols.http.errors import (
     CONTENT_SHORTER,
     PROTOCOL_INTERNAL_ERROR,
     REQUEST_TIMEOUT,
+    error_body,
     error_logger,
     error_response,
     log_invalid_request,
@@ -1382,6 +1383,10 @@ cdef class RequestCycle:
             self.head_pending = False
             self.status = status
             protocol._out(_error_response(status))
+            self.body_bytes = len(error_body(status))
+            # the app's request got an answer: logged and counted as one
+            if protocol.access_log:
+                _log_access(self.scope, status, self.started, self.body_bytes, None)
             if protocol.metrics is not None:
                 protocol._count_response(self)
         self.response_complete = True

@@ -29,6 +29,11 @@ REQUEST_TIMEOUT = 504
 _canned: dict[int, bytes] = {}
 
 
+def error_body(status: int) -> bytes:
+    """The body of the server's own answer with `status`: `500 Internal Server Error`."""
+    return b"%d %s\n" % (status, status_phrase(status).encode("ascii"))
+
+
 def error_response(status: int) -> bytes:
     """A complete plain-text response that closes the connection.
 
@@ -36,7 +41,7 @@ def error_response(status: int) -> bytes:
     """
     response = _canned.get(status)
     if response is None:
-        body = b"%d %s\n" % (status, status_phrase(status).encode("ascii"))
+        body = error_body(status)
         response = (
             STATUS_LINES[status]
             + b"content-type: text/plain; charset=utf-8\r\n"

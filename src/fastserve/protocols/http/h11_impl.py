@@ -74,6 +74,7 @@ from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
     REQUEST_TIMEOUT,
+    error_body,
     error_logger,
     error_response,
     log_invalid_request,
@@ -811,6 +812,10 @@ class RequestCycle:
             self.head_pending = False
             self.status = status
             self.transport.write(error_response(status))
+            self.body_bytes = len(error_body(status))
+            # the app's request got an answer: logged and counted as one
+            if protocol.access_log:
+                log_access(self.scope, status, self.started, self.body_bytes, None)
             if protocol.server_state.metrics is not None:
                 protocol._count_response(self)
         self.response_complete = True
