@@ -80,7 +80,12 @@ from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.http.target import (
+    decode_path,
+    host_error,
+    is_valid_target,
+    split_target,
+)
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
@@ -349,7 +354,7 @@ class H11Protocol(asyncio.Protocol):
 
         http_version = _VERSIONS.get(event.http_version)
         method = _METHODS.get(event.method)
-        if http_version is None or method is None:
+        if http_version is None or method is None or not is_valid_target(method, event.target):
             self._fail(400)
             return
         http10 = http_version == "1.0"
