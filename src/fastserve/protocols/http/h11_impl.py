@@ -77,7 +77,7 @@ from fastserve.protocols.http.errors import (
     log_invalid_request,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
-from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
+from fastserve.protocols.http.headers import STATUS_LINES, encode_response_headers
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import (
@@ -114,9 +114,17 @@ _METHODS = {
         "UNLINK", "SOURCE", "QUERY",
     )
 }  # fmt: skip
-# A request's first bytes that are longer than any method, or not a token, cannot
-# start a request (TLS on the plain port, binary garbage): 400 at once, as llhttp.
-_METHOD_MAX = max(len(m) for m in _METHODS)
+# llhttp's method table also holds these (RTSP, ICE, the HTTP/2 preface); it
+# matches them byte by byte and rejects them later in the request.
+_OTHER_PARSER_METHODS = (
+    b"ANNOUNCE", b"DESCRIBE", b"FLUSH", b"GET_PARAMETER", b"PAUSE", b"PLAY", b"PRI",
+    b"RECORD", b"REDIRECT", b"SETUP", b"SET_PARAMETER", b"TEARDOWN",
+)  # fmt: skip
+# A request's first bytes that llhttp cannot match to a method cannot start a
+# request (TLS on the plain port, binary garbage, `get`): 400 at once, as llhttp.
+_PARSER_METHODS = (*_METHODS, *_OTHER_PARSER_METHODS)
+_METHOD_MAX = max(len(m) for m in _PARSER_METHODS)
+_METHOD_PREFIXES = {m[:i] for m in _PARSER_METHODS for i in range(1, len(m) + 1)}
 # Bytes a request head may hold: HTAB, CR, LF, SP..~ and obs-text. Control bytes
 # and DEL are a 400 in llhttp; h11 lets them through in field values.
 _HEAD_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
@@ -287,7 +295,7 @@ class H11Protocol(asyncio.Protocol):
                 self._fail(431)
             elif buf.find(b"\n\n", scan_from) >= 0 or buf.find(b"\n\r\n", scan_from) >= 0:
                 self._fail(400)  # the head ended with a bare LF
-            elif scan_from == 0 and not _may_start_request(buf):
+            elif not _may_start_request(buf):
                 log_invalid_request(bytes(buf))
                 self._fail(400)
             else:
@@ -683,12 +691,11 @@ class H11Protocol(asyncio.Protocol):
 
 def _may_start_request(buf) -> bool:
     """Whether the first bytes of an unfinished head can begin a request line: a
-    method name (or the start of one) made of token bytes, then a space."""
+    method name (or the start of one), then a space."""
     space = buf.find(b" ", 0, _METHOD_MAX + 1)
     if space < 0:
-        start = bytes(buf[: _METHOD_MAX + 1])
-        return len(start) <= _METHOD_MAX and not start.translate(None, TCHARS)
-    return bytes(buf[:space]) in _METHODS
+        return bytes(buf[: _METHOD_MAX + 1]) in _METHOD_PREFIXES
+    return bytes(buf[:space]) in _PARSER_METHODS
 
 
 class RequestCycle:
