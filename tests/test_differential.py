@@ -440,6 +440,8 @@ REGRESSIONS = {
     "lowercase-method": (b"get", True, 400, False),
     "unknown-method": (b"GEX", True, 400, False),
     "rtsp-method-prefix": (b"FLUSH / HT", True, None, False),
+    # a lone CR: the pure mode waited for a CRLF CRLF that never comes
+    "lone-cr-ends-head": (b"GET / HTTP/1.1\r\nHost: x\r\r\n", False, 400, False),
 }
 
 

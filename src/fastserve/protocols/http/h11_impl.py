@@ -129,6 +129,9 @@ _METHOD_PREFIXES = {m[:i] for m in _PARSER_METHODS for i in range(1, len(m) + 1)
 # and DEL are a 400 in llhttp; h11 lets them through in field values.
 _HEAD_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+# A CR not followed by LF: llhttp answers it at once, so a head that will never end
+# in CRLF CRLF (`Host: x\r\r\n`) does not wait for the header timeout.
+_LONE_CR_RE = re.compile(rb"\r[^\n]")
 
 # Chunked request bodies, as strict as llhttp (see the module doc). A size line
 # (without its CRLF); it must not end in ";" either (llhttp rejects "5;" and "5;a;").
@@ -293,8 +296,12 @@ class H11Protocol(asyncio.Protocol):
         if end < 0 or end + 4 > limit_head:
             if len(buf) > limit_head:
                 self._fail(431)
-            elif buf.find(b"\n\n", scan_from) >= 0 or buf.find(b"\n\r\n", scan_from) >= 0:
-                self._fail(400)  # the head ended with a bare LF
+            elif (
+                buf.find(b"\n\n", scan_from) >= 0
+                or buf.find(b"\n\r\n", scan_from) >= 0
+                or _LONE_CR_RE.search(buf, scan_from) is not None
+            ):
+                self._fail(400)  # the head ended with a bare LF, or a CR without LF
             elif not _may_start_request(buf):
                 log_invalid_request(bytes(buf))
                 self._fail(400)
