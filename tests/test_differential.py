@@ -442,6 +442,13 @@ REGRESSIONS = {
     "rtsp-method-prefix": (b"FLUSH / HT", True, None, False),
     # a lone CR: the pure mode waited for a CRLF CRLF that never comes
     "lone-cr-ends-head": (b"GET / HTTP/1.1\r\nHost: x\r\r\n", False, 400, False),
+    # a bad body right behind the head: the C mode starts the app with the head
+    "chunked-error-after-head": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        False,
+        400,
+        True,
+    ),
 }
 
 

@@ -444,11 +444,16 @@ class H11Protocol(asyncio.Protocol):
         cycle.expect_100 = expect_100
         self.cycle = cycle
         self.header_deadline = 0.0
+        # The app starts with the head, before any body byte is read (as in the C
+        # mode): a body that then breaks a rule (400 / 413) is a disconnect to it.
+        self.server_state.total_requests += 1
+        task = self.context.run(self.loop.create_task, cycle.run())
+        tasks = self.server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         if chunked:
             self.chunk_left = _CHUNK_SIZE
             self._read_chunked(rest)
-            if self.closed:  # the body already broke a rule (400 / 413): no app
-                return
         elif content_length > 0:
             self.body_left = content_length
             if rest:
@@ -456,12 +461,6 @@ class H11Protocol(asyncio.Protocol):
         else:
             cycle.message_complete = True
             self.pending = rest
-
-        self.server_state.total_requests += 1
-        task = self.context.run(self.loop.create_task, cycle.run())
-        tasks = self.server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
     def _upgrade(self, scope: dict, has_body: bool, rest: bytes) -> None:
         """A WebSocket handshake: refuse it (400 / 426), or give the connection to
