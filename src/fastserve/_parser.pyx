@@ -967,7 +967,11 @@ cdef class HttpProtocol(_ParserCore):
         cycle = RequestCycle.__new__(RequestCycle)
         cycle.protocol = self
         cycle.scope = scope
-        cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down
+        # CONNECT has no body (llhttp reads none); what follows its head would be a
+        # tunnel, which we do not offer: the connection closes after the response,
+        # and those bytes are never read as requests (the pure mode does the same).
+        cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down and \
+            p.method != ll.HTTP_CONNECT
         cycle.http10 = http10
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100

@@ -398,6 +398,12 @@ class H11Protocol(asyncio.Protocol):
         if chunked and content_length >= 0:
             self._fail(400)
             return
+        if method == "CONNECT":
+            # No body, and no tunnel: close after the response (as the C mode does,
+            # where llhttp reads no body for CONNECT).
+            chunked = False
+            content_length = -1
+            keep_alive = False
         if host_error(http_version, headers) is not None:
             self._fail(400)
             return
