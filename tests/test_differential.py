@@ -452,6 +452,22 @@ REGRESSIONS = {
         1,
         True,
     ),
+    # a Content-Length over 2**64 - 1: llhttp's overflow error, a wait for the body in
+    # the pure mode
+    "content-length-overflow": (
+        b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\nabc",
+        False,
+        400,
+        0,
+        True,
+    ),
+    "content-length-max": (
+        b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc",
+        False,
+        None,
+        1,
+        False,
+    ),
     # CONNECT: the C mode read no body and parsed what followed as the next request,
     # the pure mode read the body; now neither reads a body, and both close
     "connect-content-length": (

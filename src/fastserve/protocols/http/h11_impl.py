@@ -147,6 +147,7 @@ _CHUNK_LINE_RE = re.compile(
 _TRAILER_RE = re.compile(_TOKEN + rb"+:[^\r\n]*\r\n")
 _TRAILER_FORBIDDEN_RE = re.compile(rb"(?:content-length|transfer-encoding):", re.IGNORECASE)
 _MAX_CHUNK_DIGITS = 16  # a size over 2**64 - 1 is llhttp's overflow error
+_MAX_CONTENT_LENGTH = 2**64 - 1  # and so is a Content-Length over it
 _SEMICOLON = ord(";")
 _CR = ord("\r")
 _LF = ord("\n")
@@ -347,6 +348,9 @@ class H11Protocol(asyncio.Protocol):
                 self._fail(400)
                 return
             content_length = int(value)
+            if content_length > _MAX_CONTENT_LENGTH:
+                self._fail(400)
+                return
 
         # --- h11 parses the head (fresh Connection per request, see module doc) ---
         parser = h11.Connection(_H11_SERVER, max_incomplete_event_size=limit_head + 4)
