@@ -11,7 +11,7 @@ give the same record: every request the app saw (its scope and its whole body),
 every byte written back (so the same statuses, the same error answers), and
 whether the connection was closed.
 
-FASTSERVE_HYPOTHESIS_EXAMPLES (default 150) sets the examples per generated test;
+FASTSERVE_HYPOTHESIS_EXAMPLES (default 1000) sets the examples per generated test;
 raise it for a long run, e.g. `FASTSERVE_HYPOTHESIS_EXAMPLES=20000 pytest
 tests/test_differential.py`. Files under tests/fuzz/corpus/ (raw connection
 bytes, one file per input) are replayed through both modes too.
@@ -25,17 +25,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, FakeTransport, make_settings
 
-hypothesis = pytest.importorskip("hypothesis")
 _parser = pytest.importorskip("fastserve._parser")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-EXAMPLES = int(os.environ.get("FASTSERVE_HYPOTHESIS_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FASTSERVE_HYPOTHESIS_EXAMPLES", "1000"))
 CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
 
 # The scope keys both modes set from the request (and from the fake transport).
@@ -91,14 +89,15 @@ async def recording_app(scope, receive, send):
 SETTINGS = make_settings(recording_app, ws="none")
 
 
-async def _settle(state: FakeServerState) -> None:
+async def _settle() -> None:
     for _ in range(SETTLE_ROUNDS):
         await asyncio.sleep(0)
 
 
-async def _connection(protocol_class, pieces) -> dict:
+async def _connection(protocol_class, pieces) -> tuple[dict, bool]:
     """What one connection fed `pieces` gives: the requests the app saw, the bytes
-    written back, whether it was closed, and whether it stopped reading."""
+    written back, whether it was closed, and whether it stopped reading; and
+    whether (pure mode) an unfinished head is still waiting."""
     _seen.clear()
     state = FakeServerState()
     protocol = protocol_class(SETTINGS, state, {}, _loop=asyncio.get_running_loop())
@@ -108,7 +107,7 @@ async def _connection(protocol_class, pieces) -> dict:
         if transport.closed or not transport.reading:
             break  # asyncio delivers nothing to a closed or paused transport
         protocol.data_received(piece)
-        await _settle(state)
+        await _settle()
     closed = transport.closed
     record = {
         "requests": _seen,
@@ -116,7 +115,7 @@ async def _connection(protocol_class, pieces) -> dict:
         "closed": closed,
         "paused": not transport.reading and not closed,
     }
-    # (pure mode only: an unfinished head is still waiting in its buffer)
+    # (pure mode only: an unfinished head waits in its buffer)
     waiting = bool(getattr(protocol, "pending", None)) and getattr(protocol, "cycle", 1) is None
     protocol.connection_lost(None)
     if state.tasks:
@@ -127,7 +126,7 @@ async def _connection(protocol_class, pieces) -> dict:
     return record, waiting
 
 
-_loop = None
+_loop = None  # one event loop for every connection of this module
 
 
 def _run(coroutine):
@@ -135,6 +134,15 @@ def _run(coroutine):
     if _loop is None:
         _loop = asyncio.new_event_loop()
     return _loop.run_until_complete(coroutine)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_loop():
+    global _loop
+    yield
+    if _loop is not None:
+        _loop.close()
+        _loop = None
 
 
 # The end of a head, given to the pure mode when it still waits for one that the
@@ -382,6 +390,13 @@ HYPOTHESIS_SETTINGS = settings(
 
 
 # -- tests -----------------------------------------------------------------------------
+
+
+@HYPOTHESIS_SETTINGS
+@given(connection_and_cuts())
+def test_both_modes_read_generated_requests_alike(case):
+    data, cuts = case
+    assert_same(data, cuts)
 
 
 VALID = {
