@@ -37,7 +37,10 @@ What we check ourselves, because h11 is lenient where llhttp is not:
   that is not a plain number (h11 accepts ``5, 5``), Content-Length together with
   Transfer-Encoding (h11 lets chunked win),
 - HTTP versions other than 1.0/1.1, header count/size limits (431), request-target
-  limit (414), head size (431), body size (413).
+  limit (414), head size (431), body size (413), a Content-Length over 2**64 - 1,
+- the request-target grammar (``target.is_valid_target``; h11 takes any visible ASCII),
+- a method llhttp does not know, as soon as the first bytes cannot start one.
+CONNECT reads no body and closes after its response, as llhttp has it.
 h11 itself rejects space before the colon, unknown transfer codings and a
 missing Host in HTTP/1.1; all its errors become a 400.
 """
