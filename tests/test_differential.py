@@ -515,6 +515,14 @@ REGRESSIONS = {
         0,
         True,
     ),
+    # h11 lowercases the Transfer-Encoding value; the app sees it as sent
+    "te-value-as-sent": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n0\r\n\r\n",
+        False,
+        200,
+        1,
+        False,
+    ),
     # CONNECT: the C mode read no body and parsed what followed as the next request,
     # the pure mode read the body; now neither reads a body, and both close
     "connect-content-length": (

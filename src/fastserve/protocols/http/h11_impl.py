@@ -104,6 +104,9 @@ _H11_SERVER = h11.SERVER
 
 # "\ncontent-length:" anywhere in a head (names cannot contain spaces in h11).
 _CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# The Transfer-Encoding value as sent (h11 hands it over lowercased).
+_TRANSFER_ENCODING_RE = re.compile(rb"\ntransfer-encoding:[ \t]*([^\r\n]*?)[ \t]*\r", re.IGNORECASE)
+_CHUNKED_HEADER = (b"transfer-encoding", b"chunked")
 
 # The methods llhttp knows in HTTP_REQUEST mode (llhttp.h HTTP_METHOD_MAP): the C
 # mode answers any other method (h11 takes every token) with a 400, so we do too.
@@ -402,9 +405,13 @@ class H11Protocol(asyncio.Protocol):
             elif name == b"expect":
                 if value.lower() == b"100-continue" and not http10:
                     expect_100 = True
-        if chunked and content_length >= 0:
-            self._fail(400)
-            return
+        if chunked:
+            if content_length >= 0:
+                self._fail(400)
+                return
+            sent = _TRANSFER_ENCODING_RE.search(head).group(1)
+            if sent != b"chunked":  # the app sees the header as sent, as in C mode
+                headers[headers.index(_CHUNKED_HEADER)] = (b"transfer-encoding", sent)
         if method == "CONNECT":
             # No body, and no tunnel: close after the response (as the C mode does,
             # where llhttp reads no body for CONNECT).
