@@ -13,8 +13,9 @@ whether the connection was closed.
 
 FASTSERVE_HYPOTHESIS_EXAMPLES (default 1000) sets the examples per generated test;
 raise it for a long run, e.g. `FASTSERVE_HYPOTHESIS_EXAMPLES=20000 pytest
-tests/test_differential.py`. Files under tests/fuzz/corpus/ (raw connection
-bytes, one file per input) are replayed through both modes too.
+tests/test_differential.py`. The fuzz corpus of the HTTP harnesses
+(tests/fuzz/corpus/http/ and llhttp/, raw connection bytes, one file per input) is
+replayed through both modes too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _parser = pytest.importorskip("fastserve._parser")
 
 EXAMPLES = int(os.environ.get("FASTSERVE_HYPOTHESIS_EXAMPLES", "1000"))
 CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
+# Its directories (one per fuzz harness) that hold raw HTTP connections.
+CORPUS_HARNESSES = ("http", "llhttp")
 
 # The scope keys both modes set from the request (and from the fake transport).
 SCOPE_KEYS = (
@@ -619,14 +622,21 @@ def test_regressions(name):
 
 
 def corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        return []
-    return sorted(path for path in CORPUS.rglob("*") if path.is_file())
+    """The fuzz corpus of the HTTP harnesses (raw request bytes, one file each)."""
+    return sorted(
+        path
+        for harness in CORPUS_HARNESSES
+        if (CORPUS / harness).is_dir()
+        for path in (CORPUS / harness).rglob("*")
+        if path.is_file()
+    )
 
 
 @pytest.mark.skipif(not corpus_files(), reason="no fuzz corpus under tests/fuzz/corpus/")
-def test_fuzz_corpus_is_read_alike():
+@pytest.mark.parametrize("settings", [SETTINGS, LIMITED], ids=["default-limits", "small-limits"])
+def test_fuzz_corpus_is_read_alike(settings):
     for path in corpus_files():
-        data = path.read_bytes()
-        c_mode, pure = both_modes([data])
+        c_mode, pure = both_modes([path.read_bytes()], settings=settings)
+        if settings is LIMITED:
+            c_mode, pure = without_head_error_status(c_mode), without_head_error_status(pure)
         assert c_mode == pure, path
