@@ -280,10 +280,10 @@ def test_fastserve_sees_only_what_nginx_forwarded(stack, shape, location):
     # (a GET /smuggled that Nginx itself read as a pipelined request is forwarded,
     # and logged, as one; a hidden one would be seen here without being sent)
     assert collections.Counter(got_requests) == collections.Counter(sent), (sent, got)
-    # the follow-ups came through, after whatever the shape did
-    assert got_requests[-FOLLOW_UPS:] == [
-        ("GET", (path + b"-next-%d" % index).decode()) for index in range(FOLLOW_UPS)
-    ]
+    # the follow-ups came through, whatever the shape did (a request Nginx gave up
+    # may be recorded after them: fastserve sees that disconnect when it sees it)
+    for index in range(FOLLOW_UPS):
+        assert ("GET", (path + b"-next-%d" % index).decode()) in got_requests, got
 
 
 @pytest.mark.parametrize("location", [b"/buffered/", b"/streamed/"], ids=["buffered", "streamed"])
