@@ -444,6 +444,10 @@ LIMIT_CASES = {
     "target": (b"GET /0123456789abc HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     "fields": (b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
     "field-size": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 0123456789012345678901234567\r\n\r\n", 431),
+    "field-size-blanks": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A:01234567890123456789012345\t\t\r\n\r\n",
+        431,
+    ),
     "head": (
         b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: 0123456789\r\n" * 2 + b"X: " + b"a" * 100,
         431,
@@ -454,6 +458,20 @@ LIMIT_CASES = {
         413,
     ),
 }
+
+
+# Under the limits: a field counted as name + value + 2 (blanks before the value
+# are free, the pure mode counted the whole line).
+WITHIN_LIMITS = {
+    "field-size-leading-blanks": b"GET / HTTP/1.1\r\nHost: x\r\nX-A:    0123456789012345678901234\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", WITHIN_LIMITS)
+def test_within_limits_is_served_alike(name):
+    data = WITHIN_LIMITS[name]
+    record = assert_same(data, settings=LIMITED)
+    assert record["written"].startswith(b"HTTP/1.1 200 ") and not record["closed"], record
 
 
 @pytest.mark.parametrize("name", LIMIT_CASES)

@@ -338,13 +338,18 @@ class H11Protocol(asyncio.Protocol):
             self._fail(431)
             return
         if settings.limit_request_field_size:
-            limit = settings.limit_request_field_size + 2
+            # A field's size is counted as the C mode counts it: name and value
+            # (from its first non-blank byte) plus 2, as if written `name: value`.
+            limit = settings.limit_request_field_size - 1
             start = head.find(b"\r\n") + 2
             while start < end:
                 stop = head.find(b"\r\n", start)
-                if stop - start + 2 > limit:
-                    self._fail(431)
-                    return
+                if stop - start > limit:  # (the whole line is longer than that count)
+                    value = head.find(b":", start, stop) + 1
+                    blank = len(head[value:stop]) - len(head[value:stop].lstrip(b" \t"))
+                    if stop - start - blank > limit:
+                        self._fail(431)
+                        return
                 start = stop + 2
         content_length = -1
         found = _CONTENT_LENGTH_RE.findall(head)
