@@ -78,9 +78,6 @@ REJECTED = {
     "http-0.9": b"GET / HTTP/0.9\r\n\r\n",
     "no-host": b"GET / HTTP/1.1\r\n\r\n",
     "two-hosts": b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
-    "chunk-overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"10000000000000001\r\nhello\r\n0\r\n\r\n",
-    "chunk-bad-size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     "control-byte-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
     "del-in-value": b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n",
     "unknown-method": b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -102,6 +99,33 @@ def test_rejected_with_400_and_app_not_called(data):
         assert h.transport.closed
         assert not called
         assert h.state.total_requests == 0
+
+    run(main())
+
+
+BODY_REJECTED = {
+    "chunk-overflow": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"10000000000000001\r\nhello\r\n0\r\n\r\n",
+    "chunk-bad-size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("data", BODY_REJECTED.values(), ids=BODY_REJECTED.keys())
+def test_body_rejected_with_400_after_the_app_started(data):
+    """As in the C mode, the app starts with the head; a body that then breaks a
+    rule is a 400 and, for the app, a disconnect -- also when both came in one read."""
+    received = []
+
+    async def app(scope, receive, send):
+        received.append(await receive())
+
+    async def main():
+        h = Harness(app)
+        out = await h.feed(data)
+        assert out == error_response(400)
+        assert h.transport.closed
+        assert received == [{"type": "http.disconnect"}]
+        assert h.state.total_requests == 1
 
     run(main())
 
@@ -141,7 +165,7 @@ def test_limits():
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
         assert out == error_response(413)
-        assert h.state.total_requests == 0
+        assert h.state.total_requests == 1  # (the app started with the head, as in C mode)
 
     run(main())
 

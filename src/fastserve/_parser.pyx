@@ -131,6 +131,7 @@ cdef object _send_file = send_file
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
 cdef object _choose_framing = fr.choose_framing
+cdef object _is_chunked_only = fr.is_chunked_only
 cdef object _error_response = error_response
 cdef object _split_target = split_target
 cdef object _decode_path = decode_path
@@ -999,6 +1000,9 @@ cdef class HttpProtocol(_ParserCore):
         if info.host_count != 1 and _host_error(http_version, headers) is not None:
             self.error_status = 400
             return -1
+        if (p.flags & ll.F_TRANSFER_ENCODING) and not _is_chunked_only(headers):
+            self.error_status = 400  # (the pure mode: h11 has this rule)
+            return -1
         if self.settings.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
                 p.content_length > <uint64_t>self.settings.limit_body:
             self.error_status = 413
@@ -1034,7 +1038,11 @@ cdef class HttpProtocol(_ParserCore):
         cycle = RequestCycle.__new__(RequestCycle)
         cycle.protocol = self
         cycle.scope = scope
-        cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down
+        # CONNECT has no body (llhttp reads none); what follows its head would be a
+        # tunnel, which we do not offer: the connection closes after the response,
+        # and those bytes are never read as requests (the pure mode does the same).
+        cycle.keep_alive = ll.llhttp_should_keep_alive(p) and not self.shutting_down and \
+            p.method != ll.HTTP_CONNECT
         cycle.http10 = http10
         cycle.head_request = p.method == ll.HTTP_HEAD
         cycle.expect_100 = info.expect_100

@@ -1,5 +1,6 @@
 """How a response body is framed on the wire, decided once per response by the
-same function in both modes, and the bytes each framing adds."""
+same function in both modes, and the bytes each framing adds; the one request
+transfer coding taken."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ LAST_CHUNK = b"0\r\n\r\n"
 # Head and body up to this size are joined into one write; a bigger body is
 # written after its head, not copied into one buffer with it.
 SINGLE_WRITE_MAX = 262144
+
+
+def is_chunked_only(headers) -> bool:
+    """RFC 9112 6.1, 6.3: the one transfer coding a request may have is `chunked`,
+    in one Transfer-Encoding header. Any other (a coding we cannot decode, a list, a
+    second header) is a 400: llhttp would pass `gzip, chunked` or an unknown coding
+    on an Upgrade or CONNECT request, h11 does not (this is its rule)."""
+    values = [value for name, value in headers if name == b"transfer-encoding"]
+    return len(values) == 1 and values[0].strip(b" \t").lower() == b"chunked"
 
 
 def status_has_no_body(status: int) -> bool:

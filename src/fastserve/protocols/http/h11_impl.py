@@ -37,7 +37,10 @@ What we check ourselves, because h11 is lenient where llhttp is not:
   that is not a plain number (h11 accepts ``5, 5``), Content-Length together with
   Transfer-Encoding (h11 lets chunked win),
 - HTTP versions other than 1.0/1.1, header count/size limits (431), request-target
-  limit (414), head size (431), body size (413).
+  limit (414), head size (431), body size (413), a Content-Length over 2**64 - 1,
+- the request-target grammar (``target.is_valid_target``; h11 takes any visible ASCII),
+- a method llhttp does not know, as soon as the first bytes cannot start one.
+CONNECT reads no body and closes after its response, as llhttp has it.
 h11 itself rejects space before the colon, unknown transfer codings and a
 missing Host in HTTP/1.1; all its errors become a 400.
 """
@@ -81,10 +84,15 @@ from fastserve.protocols.http.errors import (
     log_request_timeout,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
-from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
+from fastserve.protocols.http.headers import STATUS_LINES, encode_response_headers
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.http.target import (
+    decode_path,
+    host_error,
+    is_valid_target,
+    split_target,
+)
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
@@ -100,6 +108,9 @@ _H11_SERVER = h11.SERVER
 
 # "\ncontent-length:" anywhere in a head (names cannot contain spaces in h11).
 _CONTENT_LENGTH_RE = re.compile(rb"\ncontent-length:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# The Transfer-Encoding value as sent (h11 hands it over lowercased).
+_TRANSFER_ENCODING_RE = re.compile(rb"\ntransfer-encoding:[ \t]*([^\r\n]*?)[ \t]*\r", re.IGNORECASE)
+_CHUNKED_HEADER = (b"transfer-encoding", b"chunked")
 
 # The methods llhttp knows in HTTP_REQUEST mode (llhttp.h HTTP_METHOD_MAP): the C
 # mode answers any other method (h11 takes every token) with a 400, so we do too.
@@ -113,13 +124,24 @@ _METHODS = {
         "UNLINK", "SOURCE", "QUERY",
     )
 }  # fmt: skip
-# A request's first bytes that are longer than any method, or not a token, cannot
-# start a request (TLS on the plain port, binary garbage): 400 at once, as llhttp.
-_METHOD_MAX = max(len(m) for m in _METHODS)
+# llhttp's method table also holds these (RTSP, ICE, the HTTP/2 preface); it
+# matches them byte by byte and rejects them later in the request.
+_OTHER_PARSER_METHODS = (
+    b"ANNOUNCE", b"DESCRIBE", b"FLUSH", b"GET_PARAMETER", b"PAUSE", b"PLAY", b"PRI",
+    b"RECORD", b"REDIRECT", b"SETUP", b"SET_PARAMETER", b"TEARDOWN",
+)  # fmt: skip
+# A request's first bytes that llhttp cannot match to a method cannot start a
+# request (TLS on the plain port, binary garbage, `get`): 400 at once, as llhttp.
+_PARSER_METHODS = (*_METHODS, *_OTHER_PARSER_METHODS)
+_METHOD_MAX = max(len(m) for m in _PARSER_METHODS)
+_METHOD_PREFIXES = {m[:i] for m in _PARSER_METHODS for i in range(1, len(m) + 1)}
 # Bytes a request head may hold: HTAB, CR, LF, SP..~ and obs-text. Control bytes
 # and DEL are a 400 in llhttp; h11 lets them through in field values.
 _HEAD_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+# A CR not followed by LF: llhttp answers it at once, so a head that will never end
+# in CRLF CRLF (`Host: x\r\r\n`) does not wait for the header timeout.
+_LONE_CR_RE = re.compile(rb"\r[^\n]")
 
 # Chunked request bodies, as strict as llhttp (see the module doc). A size line
 # (without its CRLF); it must not end in ";" either (llhttp rejects "5;" and "5;a;").
@@ -135,6 +157,7 @@ _CHUNK_LINE_RE = re.compile(
 _TRAILER_RE = re.compile(_TOKEN + rb"+:[^\r\n]*\r\n")
 _TRAILER_FORBIDDEN_RE = re.compile(rb"(?:content-length|transfer-encoding):", re.IGNORECASE)
 _MAX_CHUNK_DIGITS = 16  # a size over 2**64 - 1 is llhttp's overflow error
+_MAX_CONTENT_LENGTH = 2**64 - 1  # and so is a Content-Length over it
 _SEMICOLON = ord(";")
 _CR = ord("\r")
 _LF = ord("\n")
@@ -284,9 +307,13 @@ class H11Protocol(asyncio.Protocol):
         if end < 0 or end + 4 > limit_head:
             if len(buf) > limit_head:
                 self._fail(431)
-            elif buf.find(b"\n\n", scan_from) >= 0 or buf.find(b"\n\r\n", scan_from) >= 0:
-                self._fail(400)  # the head ended with a bare LF
-            elif scan_from == 0 and not _may_start_request(buf):
+            elif (
+                buf.find(b"\n\n", scan_from) >= 0
+                or buf.find(b"\n\r\n", scan_from) >= 0
+                or _LONE_CR_RE.search(buf, scan_from) is not None
+            ):
+                self._fail(400)  # the head ended with a bare LF, or a CR without LF
+            elif not _may_start_request(buf):
                 log_invalid_request(bytes(buf))
                 self._fail(400)
             else:
@@ -315,13 +342,18 @@ class H11Protocol(asyncio.Protocol):
             self._fail(431)
             return
         if settings.limit_request_field_size:
-            limit = settings.limit_request_field_size + 2
+            # A field's size is counted as the C mode counts it: name and value
+            # (from its first non-blank byte) plus 2, as if written `name: value`.
+            limit = settings.limit_request_field_size - 1
             start = head.find(b"\r\n") + 2
             while start < end:
                 stop = head.find(b"\r\n", start)
-                if stop - start + 2 > limit:
-                    self._fail(431)
-                    return
+                if stop - start > limit:  # (the whole line is longer than that count)
+                    value = head.find(b":", start, stop) + 1
+                    blank = len(head[value:stop]) - len(head[value:stop].lstrip(b" \t"))
+                    if stop - start - blank > limit:
+                        self._fail(431)
+                        return
                 start = stop + 2
         content_length = -1
         found = _CONTENT_LENGTH_RE.findall(head)
@@ -331,6 +363,9 @@ class H11Protocol(asyncio.Protocol):
                 self._fail(400)
                 return
             content_length = int(value)
+            if content_length > _MAX_CONTENT_LENGTH:
+                self._fail(400)
+                return
 
         # --- h11 parses the head (fresh Connection per request, see module doc) ---
         parser = h11.Connection(_H11_SERVER, max_incomplete_event_size=limit_head + 4)
@@ -353,7 +388,7 @@ class H11Protocol(asyncio.Protocol):
 
         http_version = _VERSIONS.get(event.http_version)
         method = _METHODS.get(event.method)
-        if http_version is None or method is None:
+        if http_version is None or method is None or not is_valid_target(method, event.target):
             self._fail(400)
             return
         http10 = http_version == "1.0"
@@ -379,9 +414,19 @@ class H11Protocol(asyncio.Protocol):
             elif name == b"expect":
                 if value.lower() == b"100-continue" and not http10:
                     expect_100 = True
-        if chunked and content_length >= 0:
-            self._fail(400)
-            return
+        if chunked:
+            if content_length >= 0:
+                self._fail(400)
+                return
+            sent = _TRANSFER_ENCODING_RE.search(head).group(1)
+            if sent != b"chunked":  # the app sees the header as sent, as in C mode
+                headers[headers.index(_CHUNKED_HEADER)] = (b"transfer-encoding", sent)
+        if method == "CONNECT":
+            # No body, and no tunnel: close after the response (as the C mode does,
+            # where llhttp reads no body for CONNECT).
+            chunked = False
+            content_length = -1
+            keep_alive = False
         if host_error(http_version, headers) is not None:
             self._fail(400)
             return
@@ -428,11 +473,16 @@ class H11Protocol(asyncio.Protocol):
         cycle.expect_100 = expect_100
         self.cycle = cycle
         self.header_deadline = 0.0
+        # The app starts with the head, before any body byte is read (as in the C
+        # mode): a body that then breaks a rule (400 / 413) is a disconnect to it.
+        self.server_state.total_requests += 1
+        task = self.context.run(self.loop.create_task, cycle.run())
+        tasks = self.server_state.tasks
+        tasks[task] = scope
+        task.add_done_callback(tasks.pop)
         if chunked:
             self.chunk_left = _CHUNK_SIZE
             self._read_chunked(rest)
-            if self.closed:  # the body already broke a rule (400 / 413): no app
-                return
         elif content_length > 0:
             self.body_left = content_length
             if rest:
@@ -440,12 +490,6 @@ class H11Protocol(asyncio.Protocol):
         else:
             cycle.message_complete = True
             self.pending = rest
-
-        self.server_state.total_requests += 1
-        task = self.context.run(self.loop.create_task, cycle.run())
-        tasks = self.server_state.tasks
-        tasks[task] = scope
-        task.add_done_callback(tasks.pop)
 
     def _upgrade(self, scope: dict, has_body: bool, rest: bytes) -> None:
         """A WebSocket handshake: refuse it (400 / 426), or give the connection to
@@ -699,12 +743,11 @@ class H11Protocol(asyncio.Protocol):
 
 def _may_start_request(buf) -> bool:
     """Whether the first bytes of an unfinished head can begin a request line: a
-    method name (or the start of one) made of token bytes, then a space."""
+    method name (or the start of one), then a space."""
     space = buf.find(b" ", 0, _METHOD_MAX + 1)
     if space < 0:
-        start = bytes(buf[: _METHOD_MAX + 1])
-        return len(start) <= _METHOD_MAX and not start.translate(None, TCHARS)
-    return bytes(buf[:space]) in _METHODS
+        return bytes(buf[: _METHOD_MAX + 1]) in _METHOD_PREFIXES
+    return bytes(buf[:space]) in _PARSER_METHODS
 
 
 class RequestCycle:

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Sequence
 from typing import Optional
+
+# The request-target grammar llhttp enforces in the C mode, for the pure mode (h11
+# takes any run of visible ASCII): the origin and asterisk forms start with "/" or
+# "*"; the absolute form is scheme "://" authority, then "/" or "?" and the rest;
+# CONNECT takes an authority (RFC 9112 3.2). An authority excludes these bytes:
+# " # < > \ ^ ` { | } (and SP); the rest of a target is any visible ASCII.
+_AUTHORITY = rb"[!$-;=?-\[\]_a-z~]*"
+_REST = rb"(?:[/?][!-~]*)?"
+_TARGET_RE = re.compile(rb"[/*][!-~]*|[A-Za-z]+://" + _AUTHORITY + _REST)
+_CONNECT_TARGET_RE = re.compile(_AUTHORITY + _REST)
+
+
+def is_valid_target(method: str, target: bytes) -> bool:
+    """Whether the C mode's parser (llhttp) accepts `target` for `method`."""
+    pattern = _CONNECT_TARGET_RE if method == "CONNECT" else _TARGET_RE
+    return bool(target) and pattern.fullmatch(target) is not None
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
