@@ -386,6 +386,13 @@ cdef class _ParserCore:
     cdef int _message_complete(self) except -2:
         return 0
 
+    cdef bint _carry_head(self, Py_ssize_t left) noexcept:
+        """llhttp took a whole read and the head goes on: count the read's head bytes
+        (offsets in the next read start at 0). True when the head is over the limit."""
+        self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
+        self.msg_start = 0
+        return self.head_carried > self.settings.limit_head
+
 
 cdef struct HeadInfo:
     int host_count
@@ -642,9 +649,46 @@ cdef class _Collector(_ParserCore):
         self.body.len = 0
         return 0
 
+    cdef _feed(self, bytes data):
+        """One read, as HttpProtocol._execute parses it (Upgrade requests are parsed
+        as plain ones); raises ValueError on a malformed request or one over a limit."""
+        cdef const char* ptr = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t left = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t consumed
+        cdef ll.llhttp_errno_t err
+        cdef const char* reason = NULL
+        while True:
+            self.chunk_ptr = ptr
+            err = ll.llhttp_execute(&self.parser, ptr, left)
+            if err == ll.HPE_OK:
+                if self.in_head and self._carry_head(left):
+                    self.error_status = 431
+                    break
+                return
+            if err == ll.HPE_PAUSED_UPGRADE:
+                consumed = self.parser.error_pos - ptr
+                ll.llhttp_resume_after_upgrade(&self.parser)
+                ptr += consumed
+                left -= consumed
+                continue
+            break
+        exc = self.cb_exc
+        if exc is not None:
+            raise exc
+        if err != ll.HPE_OK:
+            reason = self.parser.reason
+        raise ValueError(
+            "malformed request: %s (%s)%s" % (
+                (<bytes>reason).decode("latin-1") if reason != NULL else "error",
+                (<bytes>ll.llhttp_errno_name(err)).decode("ascii"),
+                " -> %d" % self.error_status if self.error_status else "",
+            )
+        )
+
 
 def parse_requests(data, settings):
-    """Parse `data` (what one connection delivered) with the llhttp settings,
+    """Parse what one connection delivered -- `data`: bytes, or a list of the reads
+    it came in, parsed one by one as HttpProtocol does -- with the llhttp settings,
     callbacks and header building of HttpProtocol, and the limits of `settings`
     (a `fastserve.config.ProtocolSettings`).
 
@@ -652,39 +696,11 @@ def parse_requests(data, settings):
     body: bytes)]``, one per complete request (an incomplete one at the end is left
     out). Raises ValueError on a malformed request or one over a limit."""
     cdef _Collector c = _Collector.__new__(_Collector)
-    cdef const char* ptr
-    cdef Py_ssize_t left, consumed
-    cdef ll.llhttp_errno_t err
-    if type(data) is not bytes:
-        data = bytes(data)
     c.settings = _c_settings(settings)
     c.out = []
-    ptr = PyBytes_AS_STRING(data)
-    left = PyBytes_GET_SIZE(data)
-    while True:
-        c.chunk_ptr = ptr
-        err = ll.llhttp_execute(&c.parser, ptr, left)
-        if err == ll.HPE_OK:
-            return c.out
-        if err == ll.HPE_PAUSED_UPGRADE:
-            # (an Upgrade request is parsed as a plain one, as HttpProtocol does)
-            consumed = c.parser.error_pos - ptr
-            ll.llhttp_resume_after_upgrade(&c.parser)
-            ptr += consumed
-            left -= consumed
-            continue
-        break
-    exc = c.cb_exc
-    if exc is not None:
-        raise exc
-    reason = c.parser.reason
-    raise ValueError(
-        "malformed request: %s (%s)%s" % (
-            (<bytes>reason).decode("latin-1") if reason != NULL else "error",
-            (<bytes>ll.llhttp_errno_name(err)).decode("ascii"),
-            " -> %d" % c.error_status if c.error_status else "",
-        )
-    )
+    for read in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+        c._feed(read if type(read) is bytes else bytes(read))
+    return c.out
 
 
 # -- the protocol ----------------------------------------------------------------------
@@ -852,11 +868,8 @@ cdef class HttpProtocol(_ParserCore):
             if self.body.len:
                 self._flush_body()
             if err == ll.HPE_OK:
-                if self.in_head:
-                    self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
-                    self.msg_start = 0
-                    if self.head_carried > self.settings.limit_head:
-                        self._fail(431)
+                if self.in_head and self._carry_head(left):
+                    self._fail(431)
                 return
             if self.upgrade_scope is not None and (err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE):
                 consumed = self.parser.error_pos - ptr
