@@ -10,10 +10,10 @@ Invariants, for any bytes:
 
 from __future__ import annotations
 
-from common import InvariantError, reads_of
-from protocol_fakes import make_settings
+from fuzz_common import InvariantError, reads_of
 
 from fastserve import _parser
+from protocol_fakes import make_settings
 
 # Small limits, so that short inputs reach every limit's path.
 LIMITS = {
