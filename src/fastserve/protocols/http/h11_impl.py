@@ -282,7 +282,7 @@ class H11Protocol(asyncio.Protocol):
                 self._fail(431)
             elif buf.find(b"\n\n", scan_from) >= 0 or buf.find(b"\n\r\n", scan_from) >= 0:
                 self._fail(400)  # the head ended with a bare LF
-            elif scan_from == 0 and not _may_start_request(buf):
+            elif not _may_start_request(buf):
                 log_invalid_request(bytes(buf))
                 self._fail(400)
             else:
