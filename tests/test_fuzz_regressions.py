@@ -35,3 +35,22 @@ def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode)
     for reads in ([b"GZET / HTTP/1.1\r\n"], [b"G", b"Z", b"E", b"T", b" / HTTP/1.1\r\n"]):
         written, closed, calls = exchange(mode, reads)
         assert (written, closed, calls) == (BAD_REQUEST, True, []), reads
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, target):
+    # h11 takes any target bytes: the pure mode served `GET x HTTP/1.1` (path "x").
+    written, closed, calls = exchange(mode, [b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+@pytest.mark.parametrize("target", [b"/a", b"*", b"http://a/b?c", b"//a"])
+@pytest.mark.parametrize("mode", MODES)
+def test_request_target_forms_both_modes_serve(mode, target):
+    written, closed, calls = exchange(mode, [b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and not closed
+    assert [method for method, _, _ in calls] == ["OPTIONS"]

@@ -80,7 +80,12 @@ from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, TCHARS, encode_response_headers
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.http.target import (
+    decode_path,
+    host_error,
+    is_request_target,
+    split_target,
+)
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
@@ -354,6 +359,9 @@ class H11Protocol(asyncio.Protocol):
             return
         http10 = http_version == "1.0"
         target = event.target
+        if not is_request_target(method, target):
+            self._fail(400)
+            return
         if settings.limit_request_line and len(target) > settings.limit_request_line:
             self._fail(414)
             return

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Sequence
 from typing import Optional
+
+# The absolute-form start llhttp accepts: a scheme of letters, then "://".
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://")
+
+
+def is_request_target(method: str, target: bytes) -> bool:
+    """Whether `target` has a form llhttp accepts (RFC 9112 3.2): origin-form
+    (`/path`), asterisk-form (`*`) or absolute-form (`http://host/path`); CONNECT's
+    authority-form is any target. The C mode has llhttp check it; the pure mode
+    calls this, since h11 takes any bytes (`GET x HTTP/1.1`)."""
+    first = target[:1]
+    return (
+        first == b"/"
+        or first == b"*"
+        or method == "CONNECT"
+        or _ABSOLUTE_FORM.match(target) is not None
+    )
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
