@@ -76,3 +76,12 @@ def test_ping_between_fragments_of_a_compressed_message(library):
     assert [opcode for opcode, _ in sent] == [PONG, TEXT]
     inflated = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(sent[1][1] + DEFLATE_TAIL)
     assert inflated == b"hello"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mode):
+    # The pure mode answered 431 when the garbage came in one read longer than the
+    # head limit, 400 when in smaller ones; the C mode always 400.
+    garbage = b"\x82" * (fuzz_http.LIMITS["limit_request_head"] + 1)
+    written, closed, calls = exchange(mode, [garbage])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])

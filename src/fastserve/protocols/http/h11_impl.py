@@ -283,13 +283,13 @@ class H11Protocol(asyncio.Protocol):
         limit_head = settings.limit_request_head
         end = buf.find(b"\r\n\r\n", scan_from)
         if end < 0 or end + 4 > limit_head:
-            if len(buf) > limit_head:
+            if not _may_start_request(buf):  # first: llhttp refuses these at byte one
+                log_invalid_request(bytes(buf))
+                self._fail(400)
+            elif len(buf) > limit_head:
                 self._fail(431)
             elif buf.find(b"\n\n", scan_from) >= 0 or buf.find(b"\n\r\n", scan_from) >= 0:
                 self._fail(400)  # the head ended with a bare LF
-            elif not _may_start_request(buf):
-                log_invalid_request(bytes(buf))
-                self._fail(400)
             else:
                 # search only the new bytes next time (a trickled head stays O(n))
                 self.scan_from = max(0, len(buf) - 3)
