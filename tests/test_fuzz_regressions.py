@@ -85,3 +85,13 @@ def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mo
     garbage = b"\x82" * (fuzz_http.LIMITS["limit_request_head"] + 1)
     written, closed, calls = exchange(mode, [garbage])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, chunked", b"identity"])
+@pytest.mark.parametrize("mode", MODES)
+def test_transfer_codings_other_than_chunked_are_a_400(mode, coding):
+    # The C mode served "gzip, chunked" (llhttp takes it; the app got the body still
+    # gzipped), the pure mode refused it (h11 takes only "chunked").
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: %s\r\n\r\n1\r\na\r\n0\r\n\r\n"
+    written, closed, calls = exchange(mode, [request % coding])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])

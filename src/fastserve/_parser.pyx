@@ -399,6 +399,8 @@ cdef struct HeadInfo:
     bint expect_100
     bint forwarded
     bint upgrade
+    int transfer_encodings      # Transfer-Encoding headers
+    bint other_coding           # one of them is not just "chunked"
 
 
 cdef inline bint _version_ok(ll.llhttp_t* p) noexcept:
@@ -418,6 +420,8 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
     info.expect_100 = False
     info.forwarded = False
     info.upgrade = False
+    info.transfer_encodings = 0
+    info.other_coding = False
     for i in range(self.nhdrs):
         h = &self.hdrs[i]
         v = data + h.value_off
@@ -437,6 +441,10 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
             info.forwarded = True
         elif h.name_len == 7 and memcmp(data + h.name_off, b"upgrade", 7) == 0:
             info.upgrade = True
+        elif h.name_len == 17 and memcmp(data + h.name_off, b"transfer-encoding", 17) == 0:
+            info.transfer_encodings += 1
+            if not _lower_eq(v, vlen, b"chunked", 7):
+                info.other_coding = True
     return headers
 
 
@@ -943,6 +951,11 @@ cdef class HttpProtocol(_ParserCore):
 
         # shared rules
         if info.host_count != 1 and _host_error(http_version, headers) is not None:
+            self.error_status = 400
+            return -1
+        if info.transfer_encodings > 1 or info.other_coding:
+            # Transfer-Encoding "chunked" only, once, as h11 takes it (the pure mode):
+            # llhttp also takes "gzip, chunked", leaving the app a body still gzipped.
             self.error_status = 400
             return -1
         if self.settings.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
