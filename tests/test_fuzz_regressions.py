@@ -8,6 +8,7 @@ Each regression runs both HTTP modes over the harness's client transport
 
 from __future__ import annotations
 
+import importlib
 import sys
 import zlib
 from pathlib import Path
@@ -18,7 +19,9 @@ FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
 sys.path.insert(0, str(FUZZ_DIR))
 
 import fuzz_http  # noqa: E402
+import fuzz_runner  # noqa: E402
 import fuzz_websocket  # noqa: E402
+import seeds  # noqa: E402
 
 from fastserve.protocols.http.errors import error_response  # noqa: E402
 
@@ -26,6 +29,28 @@ MODES = list(fuzz_http.MODES)
 BAD_REQUEST = error_response(400)
 CONTINUATION, TEXT, PING, PONG = 0x0, 0x1, 0x9, 0xA
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # what permessage-deflate strips from a message
+
+
+@pytest.mark.parametrize("harness", list(fuzz_runner.HARNESSES))
+@pytest.mark.parametrize(
+    "path",
+    fuzz_runner.corpus_files(),
+    ids=lambda path: "%s/%s" % (path.parent.name, path.name),
+)
+def test_corpus_holds_every_invariant(harness, path):
+    importlib.import_module(fuzz_runner.HARNESSES[harness]).check(path.read_bytes())
+
+
+def test_corpus_is_the_seeds():
+    on_disk = {
+        (path.parent.name, path.name): path.read_bytes() for path in fuzz_runner.corpus_files()
+    }
+    expected = {
+        (harness, name): data
+        for harness, named in seeds.SEEDS.items()
+        for name, data in named.items()
+    }
+    assert on_disk == expected, "run 'python tests/fuzz/seeds.py' and commit the corpus"
 
 
 def exchange(mode: str, reads: list[bytes]) -> tuple[bytes, bool, list]:
@@ -95,3 +120,14 @@ def test_transfer_codings_other_than_chunked_are_a_400(mode, coding):
     request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: %s\r\n\r\n1\r\na\r\n0\r\n\r\n"
     written, closed, calls = exchange(mode, [request % coding])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives():
+    # The C mode answered 431 (head limit) when the whole target came in one read,
+    # 414 (line limit, crossed first) when in pieces.
+    target = b"/" + b"a" * fuzz_http.LIMITS["limit_request_head"]
+    request = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
+    pieces = [request[i : i + 100] for i in range(0, len(request), 100)]
+    for reads in ([request], pieces):
+        written, closed, calls = exchange("c", reads)
+        assert (written, closed, calls) == (error_response(414), True, []), len(reads)

@@ -493,14 +493,19 @@ cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
 
 cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
     cdef _ParserCore self = <_ParserCore>p.data
+    cdef Py_ssize_t within_line
+    if self.settings.limit_line and self.url_len + <Py_ssize_t>length > self.settings.limit_line:
+        # Over the line limit in this span: answer for whichever limit the bytes
+        # cross first (the span's length depends on where the reads were cut).
+        within_line = self.settings.limit_line + 1 - self.url_len
+        if _count_head(self, at, within_line) == 0:
+            self.error_status = 414
+        return -1
     if _count_head(self, at, length) < 0:
         return -1
     if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
         return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
-    if self.settings.limit_line and self.url_len > self.settings.limit_line:
-        self.error_status = 414
-        return -1
     if buf_add(&self.head, at, length) < 0:
         return _out_of_memory(self)
     return 0
