@@ -21,29 +21,32 @@ from protocol_fakes import FakeTransport
 # Loop passes given to the tasks after each read, and the most a run may take to
 # settle (answer what came in, or finish once the client is gone). The harness apps
 # wait on nothing but the connection, so a run that needs more is a hang.
-SETTLE_ROUNDS = 5
+SETTLE_ROUNDS = 3
 SETTLE_MAX_ROUNDS = 500
+QUIET_ROUNDS = 10
 # How an input is cut into reads: at most this many cuts; inputs up to
-# BYTEWISE_MAX bytes are also fed one byte per read.
+# `bytewise_max` bytes are also fed one byte per read.
 MAX_CUTS = 16
-BYTEWISE_MAX = 256
 
 
 class InvariantError(AssertionError):
     """A harness invariant does not hold (the fuzzer reports it as a crash)."""
 
 
-def reads_of(data: bytes) -> list[list[bytes]]:
+def reads_of(data: bytes, bytewise_max: int = 0) -> list[list[bytes]]:
     """The ways `data` is delivered: at once, cut at points drawn from a generator
     seeded with the input's CRC-32 (so a crash file replays identically, and the
-    fuzzer moves the cuts by mutating the input), and byte by byte when short."""
+    fuzzer moves the cuts by mutating the input), and byte by byte when at most
+    `bytewise_max` bytes."""
+    if not data:
+        return [[]]  # (a transport never delivers an empty read)
     ways = [[data]]
     if len(data) > 1:
         rng = random.Random(zlib.crc32(data))
         cuts = sorted(rng.sample(range(1, len(data)), min(MAX_CUTS, len(data) - 1)))
         cuts = cuts[: rng.randint(1, len(cuts))]
         ways.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])])
-        if len(data) <= BYTEWISE_MAX:
+        if len(data) <= bytewise_max:
             ways.append([data[i : i + 1] for i in range(len(data))])
     return ways
 
@@ -136,6 +139,23 @@ class Run:
             return done is None or done()
 
         return self.loop.run_until_complete(passes())
+
+    def settle_until_quiet(self, progress) -> None:
+        """Run the loop until `progress()` (what the connection wrote and did) has
+        not changed for QUIET_ROUNDS passes, at most SETTLE_MAX_ROUNDS passes: an
+        app may wait for more bytes for ever, and it is not a hang."""
+
+        async def passes() -> None:
+            last, quiet = progress(), 0
+            for _ in range(SETTLE_MAX_ROUNDS):
+                await asyncio.sleep(0)
+                now = progress()
+                quiet = quiet + 1 if now == last else 0
+                if quiet >= QUIET_ROUNDS:
+                    return
+                last = now
+
+        self.loop.run_until_complete(passes())
 
     def check_errors(self) -> None:
         if self.errors:

@@ -82,7 +82,7 @@ def exchange(library: str, reads: list[bytes]) -> bytes:
         protocol = _parser.HttpProtocol(SETTINGS[library], state, {}, _loop=run.loop)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
-        protocol.data_received(HANDSHAKE + reads[0])
+        protocol.data_received(HANDSHAKE + (reads[0] if reads else b""))
         if not run.settle(lambda: transport.data.startswith(SWITCHING) or transport.closed):
             raise InvariantError("no answer to the handshake: %r" % transport.data)
         if not transport.data.startswith(SWITCHING):
@@ -94,7 +94,7 @@ def exchange(library: str, reads: list[bytes]) -> bytes:
                 break
             transport.protocol.data_received(data)
             run.settle()
-        run.settle(lambda: not state.tasks or transport.closed)
+        run.settle_until_quiet(lambda: (len(transport.data), transport.closed))
         transport.lose()  # the client goes
         if not run.settle(lambda: not state.tasks):
             raise InvariantError("the app still runs after the client has gone")
