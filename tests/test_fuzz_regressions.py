@@ -68,7 +68,7 @@ def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode)
 
 @pytest.mark.parametrize(
     "target",
-    [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b"],
+    [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b", b"http://exa#mple.com/p"],
 )
 @pytest.mark.parametrize("mode", MODES)
 def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, target):
@@ -77,7 +77,9 @@ def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, tar
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
 
 
-@pytest.mark.parametrize("target", [b"/a", b"*", b"http://a/b?c", b"//a"])
+@pytest.mark.parametrize(
+    "target", [b"/a", b"*", b"http://a/b?c", b"//a", b"http://u:p@[::1]:80", b"http://a?q"]
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_request_target_forms_both_modes_serve(mode, target):
     written, closed, calls = exchange(mode, [b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])

@@ -7,8 +7,9 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Optional
 
-# The absolute-form start llhttp accepts: a scheme of letters, then "://".
-_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://")
+# The absolute-form start llhttp accepts: a scheme of letters, "://", an authority
+# of these bytes, then the path, the query or the end.
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://[-!$%&'()*+,.0-9:;=@A-Z\[\]_a-z~]*(?:[/?]|\Z)")
 
 
 def is_request_target(method: str, target: bytes) -> bool:
