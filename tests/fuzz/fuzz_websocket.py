@@ -14,7 +14,7 @@ Invariants, for each library and each way of cutting the input:
   and whose reason is UTF-8;
 - the run settles: every task ends once the client has gone (no hang);
 - whether the server sent a close frame is the same however the input was cut,
-  and with both libraries for whole uncompressed frames (see `_closed_by_server`
+  and with both libraries for whole uncompressed messages (see `_closed_by_server`
   for why not the code, `_comparable_across_libraries` for why only then).
 """
 
@@ -153,15 +153,19 @@ def _closed_by_server(frames: list[tuple[int, bytes]]) -> bool:
 
 
 def _comparable_across_libraries(data: bytes) -> bool:
-    """Whether `data` is whole frames, none compressed. The libraries may differ
-    otherwise: wsproto checks a frame's payload as it comes (UTF-8, inflating), the
-    websockets package once the frame is whole; and the websockets package inflates
-    the data after a deflate stream's final block to nothing, where wsproto fails
-    the connection (1007)."""
+    """Whether `data` is whole frames, none compressed, ending no message halfway.
+    The libraries may differ otherwise: wsproto checks a message's payload as it
+    comes (UTF-8, inflating), the websockets package once the frame or the message
+    is whole; and the websockets package inflates the data after a deflate stream's
+    final block to nothing, where wsproto fails the connection (1007)."""
     pos = 0
+    in_message = False
     while pos < len(data):
         if len(data) - pos < 2 or data[pos] & RSV1:
             return False
+        fin, opcode = data[pos] & 0x80, data[pos] & 0x0F
+        if opcode < CLOSE:  # a data frame: the message ends with its FIN
+            in_message = not fin
         length = data[pos + 1] & 0x7F
         header = 2 + (4 if data[pos + 1] & 0x80 else 0)
         if length == 126:
@@ -171,7 +175,7 @@ def _comparable_across_libraries(data: bytes) -> bool:
             length = int.from_bytes(data[pos + 2 : pos + 10], "big")
             header += 8
         pos += header + length
-    return pos == len(data)
+    return pos == len(data) and not in_message
 
 
 def check(data: bytes) -> None:
