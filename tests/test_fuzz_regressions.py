@@ -133,3 +133,14 @@ def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives():
     for reads in ([request], pieces):
         written, closed, calls = exchange("c", reads)
         assert (written, closed, calls) == (error_response(414), True, []), len(reads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
+    # llhttp takes `a=b"c"`; the pure mode's chunk decoder refused it with a 400.
+    request = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'1;a=b"c"\r\nx\r\n0\r\n\r\n'
+    )
+    written, closed, calls = exchange(mode, [request])
+    assert written.endswith(b"\r\n\r\nPOST / 1") and not closed

@@ -124,13 +124,15 @@ _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 
 # Chunked request bodies, as strict as llhttp (see the module doc). A size line
 # (without its CRLF); it must not end in ";" either (llhttp rejects "5;" and "5;a;").
+# An extension value is a token, a quoted-string, or, as llhttp takes it, a token
+# with a quoted-string right after it (`a=b"c"`).
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _CHUNK_LINE_RE = re.compile(
     rb"([0-9A-Fa-f]+)(?:;"
     + _TOKEN
-    + rb"*(?:=(?:"
+    + rb"*(?:="
     + _TOKEN
-    + rb'*|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"))?)*'
+    + rb'*(?:"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*")?)?)*'
 )
 # A trailer line with its CRLF (control bytes are checked with _HEAD_BYTES).
 _TRAILER_RE = re.compile(_TOKEN + rb"+:[^\r\n]*\r\n")
