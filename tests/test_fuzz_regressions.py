@@ -144,3 +144,12 @@ def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
     )
     written, closed, calls = exchange(mode, [request])
     assert written.endswith(b"\r\n\r\nPOST / 1") and not closed
+
+
+@pytest.mark.parametrize("target", [b"example.com>443", b"a#b"])
+@pytest.mark.parametrize("mode", MODES)
+def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(mode, target):
+    # The pure mode took any CONNECT target.
+    request = b"CONNECT %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
+    written, closed, calls = exchange(mode, [request])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])

@@ -7,23 +7,22 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Optional
 
-# The absolute-form start llhttp accepts: a scheme of letters, "://", an authority
-# of these bytes, then the path, the query or the end.
-_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://[-!$%&'()*+,.0-9:;=@A-Z\[\]_a-z~]*(?:[/?]|\Z)")
+# The authority llhttp accepts (CONNECT's target, or after an absolute-form's
+# scheme): these bytes, then the path, the query or the end.
+_AUTHORITY = rb"[-!$%&'()*+,.0-9:;=@A-Z\[\]_a-z~]*(?:[/?]|\Z)"
+_AUTHORITY_FORM = re.compile(_AUTHORITY)
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://" + _AUTHORITY)
 
 
 def is_request_target(method: str, target: bytes) -> bool:
     """Whether `target` has a form llhttp accepts (RFC 9112 3.2): origin-form
-    (`/path`), asterisk-form (`*`) or absolute-form (`http://host/path`); CONNECT's
-    authority-form is any target. The C mode has llhttp check it; the pure mode
-    calls this, since h11 takes any bytes (`GET x HTTP/1.1`)."""
+    (`/path`), asterisk-form (`*`) or absolute-form (`http://host/path`); for
+    CONNECT, authority-form (`host:port`). The C mode has llhttp check it; the pure
+    mode calls this, since h11 takes any bytes (`GET x HTTP/1.1`)."""
+    if method == "CONNECT":
+        return _AUTHORITY_FORM.match(target) is not None
     first = target[:1]
-    return (
-        first == b"/"
-        or first == b"*"
-        or method == "CONNECT"
-        or _ABSOLUTE_FORM.match(target) is not None
-    )
+    return first == b"/" or first == b"*" or _ABSOLUTE_FORM.match(target) is not None
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
