@@ -153,11 +153,13 @@ def _closed_by_server(frames: list[tuple[int, bytes]]) -> bool:
 
 
 def _comparable_across_libraries(data: bytes) -> bool:
-    """Whether `data` is whole frames, none compressed, ending no message halfway.
-    The libraries may differ otherwise: wsproto checks a message's payload as it
-    comes (UTF-8, inflating), the websockets package once the frame or the message
-    is whole; and the websockets package inflates the data after a deflate stream's
-    final block to nothing, where wsproto fails the connection (1007)."""
+    """Whether `data` is whole frames, none compressed, each length in the fewest
+    bytes, ending no message halfway. The libraries may differ otherwise: wsproto
+    checks a message's payload as it comes (UTF-8, inflating), the websockets
+    package once the frame or the message is whole; the websockets package inflates
+    the data after a deflate stream's final block to nothing, where wsproto fails
+    the connection (1007); wsproto refuses a length in more bytes than it needs
+    (1002), the websockets package takes it."""
     pos = 0
     in_message = False
     while pos < len(data):
@@ -171,9 +173,13 @@ def _comparable_across_libraries(data: bytes) -> bool:
         if length == 126:
             length = int.from_bytes(data[pos + 2 : pos + 4], "big")
             header += 2
+            if length < 126:
+                return False
         elif length == 127:
             length = int.from_bytes(data[pos + 2 : pos + 10], "big")
             header += 8
+            if length < 65536:
+                return False
         pos += header + length
     return pos == len(data) and not in_message
 
