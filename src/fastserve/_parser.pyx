@@ -27,7 +27,8 @@ One request, as the code runs it:
 
 The llhttp state, callbacks and header building live in ``_ParserCore``, which
 HttpProtocol extends; ``parse_requests(data)`` runs the same core with no protocol
-(parse only, for the parser micro-benchmarks in bench/).
+(parse only: the parser micro-benchmarks in bench/, the llhttp fuzz harness in
+tests/fuzz/, which feeds it a connection's reads).
 
 Behaviour is identical to the pure-Python protocol
 (``protocols/http/h11_impl.py``), and the two read side by side: the same class,
