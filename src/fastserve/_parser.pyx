@@ -27,7 +27,8 @@ One request, as the code runs it:
 
 The llhttp state, callbacks and header building live in ``_ParserCore``, which
 HttpProtocol extends; ``parse_requests(data)`` runs the same core with no protocol
-(parse only, for the parser micro-benchmarks in bench/).
+(parse only: the parser micro-benchmarks in bench/, the llhttp fuzz harness in
+tests/fuzz/, which feeds it a connection's reads).
 
 Behaviour is identical to the pure-Python protocol
 (``protocols/http/h11_impl.py``), and the two read side by side: the same class,
@@ -451,6 +452,13 @@ cdef class _ParserCore:
     cdef int _message_complete(self) except -2:
         return 0
 
+    cdef bint _carry_head(self, Py_ssize_t left) noexcept:
+        """llhttp took a whole read and the head goes on: count the read's head bytes
+        (offsets in the next read start at 0). True when the head is over the limit."""
+        self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
+        self.msg_start = 0
+        return self.head_carried > self.settings.limit_head
+
 
 cdef struct HeadInfo:
     int host_count
@@ -543,14 +551,19 @@ cdef int cb_method(ll.llhttp_t* p, const char* at, size_t length) noexcept:
 
 cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
     cdef _ParserCore self = <_ParserCore>p.data
+    cdef Py_ssize_t within_line
+    if self.settings.limit_line and self.url_len + <Py_ssize_t>length > self.settings.limit_line:
+        # Over the line limit in this span: answer for whichever limit the bytes
+        # cross first (the span's length depends on where the reads were cut).
+        within_line = self.settings.limit_line + 1 - self.url_len
+        if _count_head(self, at, within_line) == 0:
+            self.error_status = 414
+        return -1
     if _count_head(self, at, length) < 0:
         return -1
     if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
         return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
-    if self.settings.limit_line and self.url_len > self.settings.limit_line:
-        self.error_status = 414
-        return -1
     if buf_add(&self.head, at, length) < 0:
         return _out_of_memory(self)
     return 0
@@ -707,9 +720,46 @@ cdef class _Collector(_ParserCore):
         self.body.len = 0
         return 0
 
+    cdef _feed(self, bytes data):
+        """One read, as HttpProtocol._execute parses it (Upgrade requests are parsed
+        as plain ones); raises ValueError on a malformed request or one over a limit."""
+        cdef const char* ptr = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t left = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t consumed
+        cdef ll.llhttp_errno_t err
+        cdef const char* reason = NULL
+        while True:
+            self.chunk_ptr = ptr
+            err = ll.llhttp_execute(&self.parser, ptr, left)
+            if err == ll.HPE_OK:
+                if self.in_head and self._carry_head(left):
+                    self.error_status = 431
+                    break
+                return
+            if err == ll.HPE_PAUSED_UPGRADE:
+                consumed = self.parser.error_pos - ptr
+                ll.llhttp_resume_after_upgrade(&self.parser)
+                ptr += consumed
+                left -= consumed
+                continue
+            break
+        exc = self.cb_exc
+        if exc is not None:
+            raise exc
+        if err != ll.HPE_OK:
+            reason = self.parser.reason
+        raise ValueError(
+            "malformed request: %s (%s)%s" % (
+                (<bytes>reason).decode("latin-1") if reason != NULL else "error",
+                (<bytes>ll.llhttp_errno_name(err)).decode("ascii"),
+                " -> %d" % self.error_status if self.error_status else "",
+            )
+        )
+
 
 def parse_requests(data, settings):
-    """Parse `data` (what one connection delivered) with the llhttp settings,
+    """Parse what one connection delivered -- `data`: bytes, or a list of the reads
+    it came in, parsed one by one as HttpProtocol does -- with the llhttp settings,
     callbacks and header building of HttpProtocol, and the limits of `settings`
     (a `fastserve.config.ProtocolSettings`).
 
@@ -717,39 +767,11 @@ def parse_requests(data, settings):
     body: bytes)]``, one per complete request (an incomplete one at the end is left
     out). Raises ValueError on a malformed request or one over a limit."""
     cdef _Collector c = _Collector.__new__(_Collector)
-    cdef const char* ptr
-    cdef Py_ssize_t left, consumed
-    cdef ll.llhttp_errno_t err
-    if type(data) is not bytes:
-        data = bytes(data)
     c.settings = _c_settings(settings)
     c.out = []
-    ptr = PyBytes_AS_STRING(data)
-    left = PyBytes_GET_SIZE(data)
-    while True:
-        c.chunk_ptr = ptr
-        err = ll.llhttp_execute(&c.parser, ptr, left)
-        if err == ll.HPE_OK:
-            return c.out
-        if err == ll.HPE_PAUSED_UPGRADE:
-            # (an Upgrade request is parsed as a plain one, as HttpProtocol does)
-            consumed = c.parser.error_pos - ptr
-            ll.llhttp_resume_after_upgrade(&c.parser)
-            ptr += consumed
-            left -= consumed
-            continue
-        break
-    exc = c.cb_exc
-    if exc is not None:
-        raise exc
-    reason = c.parser.reason
-    raise ValueError(
-        "malformed request: %s (%s)%s" % (
-            (<bytes>reason).decode("latin-1") if reason != NULL else "error",
-            (<bytes>ll.llhttp_errno_name(err)).decode("ascii"),
-            " -> %d" % c.error_status if c.error_status else "",
-        )
-    )
+    for read in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+        c._feed(read if type(read) is bytes else bytes(read))
+    return c.out
 
 
 # -- the protocol ----------------------------------------------------------------------
@@ -920,11 +942,8 @@ cdef class HttpProtocol(_ParserCore):
             if self.body.len:
                 self._flush_body()
             if err == ll.HPE_OK:
-                if self.in_head:
-                    self.head_carried += left - (self.msg_start if self.msg_start > 0 else 0)
-                    self.msg_start = 0
-                    if self.head_carried > self.settings.limit_head:
-                        self._fail(431)
+                if self.in_head and self._carry_head(left):
+                    self._fail(431)
                 return
             if self.upgrade_scope is not None and (err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE):
                 consumed = self.parser.error_pos - ptr

@@ -145,13 +145,15 @@ _LONE_CR_RE = re.compile(rb"\r[^\n]")
 
 # Chunked request bodies, as strict as llhttp (see the module doc). A size line
 # (without its CRLF); it must not end in ";" either (llhttp rejects "5;" and "5;a;").
+# An extension value is a token, a quoted-string, or, as llhttp takes it, a token
+# with a quoted-string right after it (`a=b"c"`).
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _CHUNK_LINE_RE = re.compile(
     rb"([0-9A-Fa-f]+)(?:;"
     + _TOKEN
-    + rb"*(?:=(?:"
+    + rb"*(?:="
     + _TOKEN
-    + rb'*|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"))?)*'
+    + rb'*(?:"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*")?)?)*'
 )
 # A trailer line with its CRLF (control bytes are checked with _HEAD_BYTES).
 _TRAILER_RE = re.compile(_TOKEN + rb"+:[^\r\n]*\r\n")
@@ -305,7 +307,10 @@ class H11Protocol(asyncio.Protocol):
         limit_head = settings.limit_request_head
         end = buf.find(b"\r\n\r\n", scan_from)
         if end < 0 or end + 4 > limit_head:
-            if len(buf) > limit_head:
+            if not _may_start_request(buf):  # first: llhttp refuses these at byte one
+                log_invalid_request(bytes(buf))
+                self._fail(400)
+            elif len(buf) > limit_head:
                 self._fail(431)
             elif (
                 buf.find(b"\n\n", scan_from) >= 0
@@ -313,9 +318,6 @@ class H11Protocol(asyncio.Protocol):
                 or _LONE_CR_RE.search(buf, scan_from) is not None
             ):
                 self._fail(400)  # the head ended with a bare LF, or a CR without LF
-            elif not _may_start_request(buf):
-                log_invalid_request(bytes(buf))
-                self._fail(400)
             else:
                 # search only the new bytes next time (a trickled head stays O(n))
                 self.scan_from = max(0, len(buf) - 3)

@@ -45,7 +45,8 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     """wsproto's permessage-deflate inflates all the compressed bytes at hand in one
     call, so a few hundred KiB of deflated zeros would become hundreds of MiB before
     any size check. Here one call inflates at most ws_max_size bytes; more is 1009
-    (the base class counts the whole message)."""
+    (the base class counts the whole message). A control frame between the
+    fragments of a compressed message leaves it compressed."""
 
     def __init__(self, max_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -61,6 +62,14 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         if len(inflated) > self.max_size:
             return CloseReason.MESSAGE_TOO_BIG
         return inflated
+
+    def frame_inbound_complete(self, proto, fin: bool):
+        # wsproto forgets that a message is compressed at the end of any frame that
+        # cannot be, so a ping between two fragments of a compressed message made
+        # it take the next fragments as plain bytes.
+        if not self._inbound_is_compressible:
+            return None  # a control frame: the message it came within goes on
+        return super().frame_inbound_complete(proto, fin)
 
 
 class WSProtoProtocol(WebSocketProtocol):

@@ -1,0 +1,155 @@
+"""What the fuzz harnesses (tests/fuzz/) found, kept as tests, and every seed of their
+corpus replayed through every harness's `check` (no atheris needed): the normal suite
+holds every invariant the fuzzers check, on every input they start from.
+
+Each regression runs both HTTP modes over the harness's client transport
+(`fuzz_http.exchange`: the input fed in the given reads, then the client goes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
+sys.path.insert(0, str(FUZZ_DIR))
+
+import fuzz_http  # noqa: E402
+import fuzz_runner  # noqa: E402
+import fuzz_websocket  # noqa: E402
+import seeds  # noqa: E402
+
+from fastserve.protocols.http.errors import error_response  # noqa: E402
+
+MODES = list(fuzz_http.MODES)
+BAD_REQUEST = error_response(400)
+CONTINUATION, TEXT, PING, PONG = 0x0, 0x1, 0x9, 0xA
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # what permessage-deflate strips from a message
+
+
+@pytest.mark.parametrize("harness", list(fuzz_runner.HARNESSES))
+@pytest.mark.parametrize(
+    "path",
+    fuzz_runner.corpus_files(),
+    ids=lambda path: "%s/%s" % (path.parent.name, path.name),
+)
+def test_corpus_holds_every_invariant(harness, path):
+    importlib.import_module(fuzz_runner.HARNESSES[harness]).check(path.read_bytes())
+
+
+def test_corpus_is_the_seeds():
+    on_disk = {
+        (path.parent.name, path.name): path.read_bytes() for path in fuzz_runner.corpus_files()
+    }
+    expected = {
+        (harness, name): data
+        for harness, named in seeds.SEEDS.items()
+        for name, data in named.items()
+    }
+    assert on_disk == expected, "run 'python tests/fuzz/seeds.py' and commit the corpus"
+
+
+def exchange(mode: str, reads: list[bytes]) -> tuple[bytes, bool, list]:
+    return fuzz_http.exchange(fuzz_http.MODES[mode], reads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode):
+    # The pure mode refused "GZET " at once only when it came in one read: in pieces
+    # it waited for the whole head (or the header timeout).
+    for reads in ([b"GZET / HTTP/1.1\r\n"], [b"G", b"Z", b"E", b"T", b" / HTTP/1.1\r\n"]):
+        written, closed, calls = exchange(mode, reads)
+        assert (written, closed, calls) == (BAD_REQUEST, True, []), reads
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b", b"http://exa#mple.com/p"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, target):
+    # h11 takes any target bytes: the pure mode served `GET x HTTP/1.1` (path "x").
+    written, closed, calls = exchange(mode, [b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+@pytest.mark.parametrize(
+    "target", [b"/a", b"*", b"http://a/b?c", b"//a", b"http://u:p@[::1]:80", b"http://a?q"]
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_request_target_forms_both_modes_serve(mode, target):
+    written, closed, calls = exchange(mode, [b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and not closed
+    assert [method for method, _, _ in calls] == ["OPTIONS"]
+
+
+@pytest.mark.parametrize("library", fuzz_websocket.LIBRARIES)
+def test_ping_between_fragments_of_a_compressed_message(library):
+    # wsproto took the fragments after the ping as plain bytes: the app got "llo".
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    deflated = compressor.compress(b"hello") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    deflated = deflated[: -len(DEFLATE_TAIL)]
+    frames = (
+        fuzz_websocket.client_frame(TEXT, deflated[:2], fin=False, rsv=fuzz_websocket.RSV1)
+        + fuzz_websocket.client_frame(PING, b"p")
+        + fuzz_websocket.client_frame(CONTINUATION, deflated[2:])
+    )
+    written = fuzz_websocket.exchange(library, [frames])
+    sent = fuzz_websocket.frames_of(written)
+    assert [opcode for opcode, _ in sent] == [PONG, TEXT]
+    inflated = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(sent[1][1] + DEFLATE_TAIL)
+    assert inflated == b"hello"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mode):
+    # The pure mode answered 431 when the garbage came in one read longer than the
+    # head limit, 400 when in smaller ones; the C mode always 400.
+    garbage = b"\x82" * (fuzz_http.LIMITS["limit_request_head"] + 1)
+    written, closed, calls = exchange(mode, [garbage])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, chunked", b"identity"])
+@pytest.mark.parametrize("mode", MODES)
+def test_transfer_codings_other_than_chunked_are_a_400(mode, coding):
+    # The C mode served "gzip, chunked" (llhttp takes it; the app got the body still
+    # gzipped), the pure mode refused it (h11 takes only "chunked").
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: %s\r\n\r\n1\r\na\r\n0\r\n\r\n"
+    written, closed, calls = exchange(mode, [request % coding])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives():
+    # The C mode answered 431 (head limit) when the whole target came in one read,
+    # 414 (line limit, crossed first) when in pieces.
+    target = b"/" + b"a" * fuzz_http.LIMITS["limit_request_head"]
+    request = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
+    pieces = [request[i : i + 100] for i in range(0, len(request), 100)]
+    for reads in ([request], pieces):
+        written, closed, calls = exchange("c", reads)
+        assert (written, closed, calls) == (error_response(414), True, []), len(reads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
+    # llhttp takes `a=b"c"`; the pure mode's chunk decoder refused it with a 400.
+    request = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'1;a=b"c"\r\nx\r\n0\r\n\r\n'
+    )
+    written, closed, calls = exchange(mode, [request])
+    assert written.endswith(b"\r\n\r\nPOST / 1") and not closed
+
+
+@pytest.mark.parametrize("target", [b"example.com>443", b"a#b"])
+@pytest.mark.parametrize("mode", MODES)
+def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(mode, target):
+    # The pure mode took any CONNECT target.
+    request = b"CONNECT %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
+    written, closed, calls = exchange(mode, [request])
+    assert (written, closed, calls) == (BAD_REQUEST, True, [])
