@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 FUZZ_DIR = Path(__file__).resolve().parent
 TESTS_DIR = FUZZ_DIR.parent
@@ -81,7 +82,7 @@ def fuzz_one(name: str) -> None:
     atheris.Fuzz()
 
 
-def fuzz(names: list[str], seconds: int) -> int:
+def fuzz(names: list[str], seconds: int, seed: Optional[int]) -> int:
     CRASH_DIR.mkdir(exist_ok=True)
     failed = []
     for name in names:
@@ -101,6 +102,8 @@ def fuzz(names: list[str], seconds: int) -> int:
                 "-artifact_prefix=%s/%s-" % (CRASH_DIR, name),
                 "-print_final_stats=1",
             ]
+            if seed is not None:
+                command.append("-seed=%d" % seed)
             with log.open("w") as out:
                 code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
             text = log.read_text(errors="replace")
@@ -142,6 +145,12 @@ def main() -> int:
     mode.add_argument("--seconds", type=int, help="fuzz each harness this long")
     mode.add_argument("--crash", metavar="FILE", help="run one input through one harness")
     parser.add_argument(
+        "--seed",
+        type=int,
+        help="libFuzzer's random seed, for a run that tries the same inputs each time "
+        "(CI); default: a new one per run",
+    )
+    parser.add_argument(
         "harness", nargs="*", help="one of %s (default: all)" % ", ".join(HARNESSES)
     )
     args = parser.parse_args()
@@ -157,7 +166,7 @@ def main() -> int:
         return replay(names)
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
-    return fuzz(names, args.seconds)
+    return fuzz(names, args.seconds, args.seed)
 
 
 if __name__ == "__main__":
