@@ -293,3 +293,19 @@ def test_gunicorn_reload_restarts_the_worker_every_time(spawn, tmp_path):
         pids.add(answer()[1])
     assert len(pids) == 3, pids
     assert server.stop() == 0
+
+
+def test_gunicorn_proxy_protocol_setting(spawn):
+    """gunicorn's --proxy-protocol (a flag: auto, or v1 before gunicorn 27) and
+    --proxy-allow-from: a trusted peer's PROXY header gives the scope's client."""
+    server = spawn("--proxy-protocol", "--proxy-allow-from", "127.0.0.1", workers=1)
+    with server.client() as client:
+        client.send(b"PROXY TCP4 203.0.113.7 198.51.100.1 51234 443\r\n")
+        response = client.request("GET", "/scope")
+        assert response.status == 200, response
+        assert response.json()["client"] == ["203.0.113.7", 51234]
+    # without the header, the connection from a peer that must send one is closed
+    with server.client() as client:
+        client.send(b"GET /scope HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert client.wait_closed(timeout=15) == b""
+    assert server.stop() == 0

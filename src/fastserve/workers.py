@@ -13,6 +13,9 @@ fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
     limit_request_fields          --limit-request-fields (431)
     limit_request_field_size      --limit-request-field-size (431)
     forwarded_allow_ips           --forwarded-allow-ips
+    proxy_protocol (off|v1|v2|auto, or gunicorn < 27's true: v1)   --proxy-protocol;
+    proxy_allow_ips               added to --forwarded-allow-ips (fastserve has one
+                                  list of trusted peers for both)
     accesslog / errorlog / loglevel   the fastserve.access / fastserve.error loggers
     access_log_format             --access-log-format (gunicorn's default included)
 
@@ -46,6 +49,19 @@ MAX_REQUEST_FIELDS = 32768
 # gunicorn has no log-format setting: the one the fastserve command reads from the
 # environment (click's FASTSERVE_ prefix) selects it here too.
 LOG_FORMAT_ENV = "FASTSERVE_LOG_FORMAT"
+
+
+def trusted_peers(*lists) -> list:
+    """gunicorn's lists of trusted peers (strings or lists of addresses), as one."""
+    peers: list = []
+    for entries in lists:
+        if isinstance(entries, str):
+            entries = entries.split(",")
+        for entry in entries:
+            entry = str(entry).strip()
+            if entry and entry not in peers:
+                peers.append(entry)
+    return peers
 
 
 class SameStreamHandler(logging.Handler):
@@ -114,6 +130,14 @@ class FastserveWorker(Worker):
             "limit_request_field_size": max(0, cfg.limit_request_field_size),
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
         }
+        proxy_protocol = getattr(cfg, "proxy_protocol", "off")
+        if proxy_protocol is True:  # gunicorn < 27: a flag, PROXY v1 only
+            proxy_protocol = "v1"
+        if proxy_protocol not in (False, None, "off"):
+            config_kwargs["proxy_protocol"] = proxy_protocol
+            config_kwargs["forwarded_allow_ips"] = trusted_peers(
+                cfg.forwarded_allow_ips, cfg.proxy_allow_ips
+            )
         if cfg.backlog:
             config_kwargs["backlog"] = cfg.backlog
         if cfg.is_ssl:
