@@ -15,7 +15,7 @@ of one object per request, or per connection, would show in the thousands, so ea
 measure may grow by a small fixed amount only (caches and free lists settling).
 
 FASTSERVE_LEAK_REQUESTS sets the number of requests per mode: 20000 by default (20 to
-40 s for both modes), 100000 for a thorough run.
+40 s for both modes), 100000 for a thorough run (as .ci/run does).
 """
 
 from __future__ import annotations
