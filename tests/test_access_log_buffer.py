@@ -8,6 +8,8 @@ flush can bring the lines."""
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import signal
 import sys
@@ -15,7 +17,15 @@ import sys
 import httpx
 import pytest
 
-from process_util import ServerProcess, wait_until
+from fastserve.config import Config
+from fastserve.logging import (
+    ACCESS_BUFFER_SIZE,
+    ACCESS_LOG_FORMAT,
+    AccessLogBuffer,
+    access_logger,
+    format_client,
+)
+from process_util import ServerProcess, get, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -112,8 +122,6 @@ def test_workers_write_every_buffered_line_on_stop(mode, servers_to_clean):
 
 
 def test_a_burst_bigger_than_the_buffer_is_written_in_order(mode, servers_to_clean):
-    from fastserve.logging import ACCESS_BUFFER_SIZE
-
     server = held_server(mode)
     servers_to_clean.append(server)
     pad = 1000
@@ -124,3 +132,38 @@ def test_a_burst_bigger_than_the_buffer_is_written_in_order(mode, servers_to_cle
     assert logged(server) == list(range(len(logged(server))))
     assert server.stop() == 0
     assert logged(server) == list(range(count))
+
+
+def test_colours_keep_the_logging_path(start_server, mode):
+    """Coloured lines are the formatter's work: no buffer, the status in colour."""
+    server = start_server(APP, mode, "--use-colors")
+    assert get(server.url("/_/hello?n=0")).status_code == 200
+    server.wait_for_log(re.escape('"GET /_/hello?n=0 HTTP/1.1" \x1b[32m200 OK\x1b[0m\n'))
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("client", "target"),
+    [(("127.0.0.1", 5000), "/path?q=1"), (None, "/caf\xe9"), (("::1", 80), "/%22?a=%")],
+)
+def test_the_buffered_line_is_the_formatters_line(client, target):
+    """In this process: the buffer's bytes are those the built-in handler writes for
+    the same record."""
+    Config("tests.apps:app", use_colors=False)
+    handler = access_logger.handlers[0]
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        buffer = AccessLogBuffer.for_access_logger()
+        assert buffer is not None
+        args = (format_client({"client": client}), "GET", target, "1.1", 200)
+        record = access_logger.makeRecord(
+            access_logger.name, logging.INFO, __file__, 0, ACCESS_LOG_FORMAT, args, None
+        )
+        handler.handle(record)
+        buffer.add(ACCESS_LOG_FORMAT % args)
+        buffer.flush()
+    finally:
+        handler.setStream(previous)
+    first, second = stream.getvalue().splitlines(keepends=True)
+    assert first == second
