@@ -3,6 +3,8 @@ access-log atoms (--access-log-format); one JSON object per record (--log-format
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import base64
 import binascii
 import http
@@ -31,6 +33,8 @@ ACCESS_FIELDS = (
     "duration_ms", "user_agent", "referer", "pid",
 )  # fmt: skip
 LOG_FORMATS = ("text", "json")
+# The built-in formatters' format (LOGGING_CONFIG): `INFO:     message`.
+LEVEL_PREFIX_FORMAT = "%(levelprefix)s %(message)s"
 
 error_logger = logging.getLogger("fastserve.error")
 access_logger = logging.getLogger("fastserve.access")
@@ -50,12 +54,12 @@ LOGGING_CONFIG: dict = {
     "formatters": {
         "default": {
             "()": "fastserve.logging.DefaultFormatter",
-            "fmt": "%(levelprefix)s %(message)s",
+            "fmt": LEVEL_PREFIX_FORMAT,
             "use_colors": None,
         },
         "access": {
             "()": "fastserve.logging.AccessFormatter",
-            "fmt": "%(levelprefix)s %(message)s",
+            "fmt": LEVEL_PREFIX_FORMAT,
             "use_colors": None,
         },
     },
@@ -197,12 +201,15 @@ def _header(headers: Any, name: bytes) -> Optional[str]:
 _pid = os.getpid()
 
 
-def _take_pid() -> None:
+def _after_fork_in_child() -> None:
     global _pid
     _pid = os.getpid()
+    if _access_buffer is not None:
+        # the parent writes the lines it buffered; the child starts empty
+        _access_buffer.forget()
 
 
-os.register_at_fork(after_in_child=_take_pid)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 MICROSECONDS = 1_000_000
 # A Gunicorn atom in a format: %(name)... with the name in parentheses.
@@ -324,10 +331,141 @@ access_fields: bool = True
 
 def configure_access_log(fmt: Optional[str], fields: bool) -> None:
     """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None);
-    `fields`: whether records carry the structured fields, for a formatter to use."""
-    global access_log_format, access_fields
+    `fields`: whether records carry the structured fields, for a formatter to use.
+    Call it once the access logger's handlers are set up: it decides whether the
+    lines go through the buffer (AccessLogBuffer)."""
+    global access_log_format, access_fields, _access_buffer
     access_log_format = None if fmt is None else AccessLogFormat(fmt).format
     access_fields = fields or access_log_format is not None
+    flush_access_log()
+    _access_buffer = None if access_fields else AccessLogBuffer.for_access_logger()
+
+
+# The buffered access log, as Nginx's `access_log ... buffer= flush=`: lines wait
+# in memory and go to the stream in one write per batch.
+ACCESS_BUFFER_SIZE = 64 * 1024  # characters: a batch this big is written at once
+ACCESS_FLUSH_SECONDS = 1.0  # the longest a line waits in the buffer
+
+
+class AccessLogBuffer:
+    """The default access lines of the built-in config (one StreamHandler with the
+    built-in AccessFormatter, no colours, no filters), formatted here byte for byte
+    as that handler would, and written to its stream in batches: when the buffer
+    passes ACCESS_BUFFER_SIZE, at most ACCESS_FLUSH_SECONDS after a line came (one
+    timer on the event loop, armed by the first line of a batch), and on every exit
+    path (flush_access_log). Any other logging set-up keeps the logging module's
+    path; one that changes at run time is seen at the next timed flush."""
+
+    def __init__(self, handler: logging.StreamHandler, prefix: str) -> None:
+        self.handler = handler
+        self.formatter = handler.formatter
+        self.prefix = prefix
+        self.lines: list[str] = []
+        self.size = 0
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    @classmethod
+    def for_access_logger(cls) -> Optional[AccessLogBuffer]:
+        """A buffer for the access logger when its set-up is the built-in one, else
+        None."""
+        logger = access_logger
+        if logger.propagate or logger.filters or not logger.isEnabledFor(logging.INFO):
+            return None
+        if len(logger.handlers) != 1:
+            return None
+        handler = logger.handlers[0]
+        formatter = handler.formatter
+        if (
+            type(handler) is not logging.StreamHandler
+            or handler.filters
+            or handler.level > logging.INFO
+            or type(formatter) is not AccessFormatter
+            or formatter.use_colors
+            or type(formatter._style) is not logging.PercentStyle
+            or formatter._fmt != LEVEL_PREFIX_FORMAT
+        ):
+            return None
+        # what the formatter puts before a message, by its own hand
+        empty = logging.makeLogRecord(
+            {
+                "name": logger.name,
+                "levelno": logging.INFO,
+                "levelname": logging.getLevelName(logging.INFO),
+                "msg": "",
+            }
+        )
+        return cls(handler, formatter.format(empty))
+
+    def still_in_charge(self) -> bool:
+        """Whether the access logger's set-up is still the one this buffer stands for."""
+        logger = access_logger
+        handler = self.handler
+        return (
+            logger.handlers == [handler]
+            and not logger.filters
+            and not handler.filters
+            and handler.formatter is self.formatter
+            and logger.isEnabledFor(logging.INFO)
+        )
+
+    def add(self, message: str) -> None:
+        self.lines.append(message)
+        self.size += len(message)
+        if self.size >= ACCESS_BUFFER_SIZE:
+            self.flush()
+        elif self.timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a line from outside an event loop
+                self.flush()
+                return
+            self.timer = loop.call_later(ACCESS_FLUSH_SECONDS, self.timed_flush)
+
+    def timed_flush(self) -> None:
+        global _access_buffer
+        self.timer = None
+        self.flush()
+        if not self.still_in_charge():
+            _access_buffer = None
+
+    def flush(self) -> None:
+        """Write the buffered lines to the handler's stream, in one write."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.lines:
+            return
+        separator = self.handler.terminator + self.prefix
+        text = self.prefix + separator.join(self.lines) + self.handler.terminator
+        self.forget()
+        handler = self.handler
+        with handler.lock:
+            try:
+                handler.stream.write(text)
+                handler.stream.flush()
+            except Exception:
+                handler.handleError(
+                    logging.makeLogRecord({"name": access_logger.name, "msg": text})
+                )
+
+    def forget(self) -> None:
+        self.lines = []
+        self.size = 0
+        self.timer = None
+
+
+# The buffer of the access lines, when the set-up allows one (configure_access_log).
+_access_buffer: Optional[AccessLogBuffer] = None
+
+
+def flush_access_log() -> None:
+    """Write the buffered access lines now: every exit path calls this (a server's
+    end, a worker's os._exit, the interpreter's exit)."""
+    if _access_buffer is not None:
+        _access_buffer.flush()
+
+
+atexit.register(flush_access_log)
 
 
 def _access_fields(scope: dict, method: str, status: int, duration: float, body_bytes: int) -> dict:
@@ -359,14 +497,17 @@ def log_access(
     `started` is when its head was complete (time.monotonic()), `body_bytes` the
     body bytes written, `response_headers` the app's."""
     if not access_fields:
-        access_logger.info(
-            ACCESS_LOG_FORMAT,
+        args = (
             format_client(scope),
             scope["method"],
             _path_with_query(scope),
             scope["http_version"],
             status,
         )
+        if _access_buffer is not None:
+            _access_buffer.add(ACCESS_LOG_FORMAT % args)
+        else:
+            access_logger.info(ACCESS_LOG_FORMAT, *args)
         return
     duration = time.monotonic() - started
     fields = _access_fields(scope, scope["method"], status, duration, body_bytes)
@@ -390,9 +531,11 @@ def log_websocket_access(scope: dict, status: int, started: float, response_head
     when it accepted, else the status it refused with (403, its own, or 500). Its
     duration is from the handshake request to that answer; its bytes are 0."""
     if not access_fields:
-        access_logger.info(
-            WEBSOCKET_ACCESS_LOG_FORMAT, format_client(scope), _path_with_query(scope), status
-        )
+        args = (format_client(scope), _path_with_query(scope), status)
+        if _access_buffer is not None:
+            _access_buffer.add(WEBSOCKET_ACCESS_LOG_FORMAT % args)
+        else:
+            access_logger.info(WEBSOCKET_ACCESS_LOG_FORMAT, *args)
         return
     duration = time.monotonic() - started
     # a WebSocket scope has no method: the handshake's is GET

@@ -23,7 +23,7 @@ from typing import Optional
 
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
-from fastserve.logging import log_running
+from fastserve.logging import flush_access_log, log_running
 from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.protocols import proxy_protocol
 from fastserve.watchdog import LoopWatchdog
@@ -133,6 +133,7 @@ class Server:
             await self.shutdown()
             logger.info("Finished server process [%d]", os.getpid())
         finally:
+            flush_access_log()
             if self.watchdog is not None:
                 self.watchdog.stop()
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Callable, Optional
 
 from fastserve.config import STARTUP_FAILURE, Config
+from fastserve.logging import flush_access_log
 from fastserve.metrics import frame
 from fastserve.server import Server
 from fastserve.watchdog import current_task, describe_stack
@@ -162,6 +163,7 @@ class WorkerServer(Server):
 
 
 def flush_logs() -> None:
+    flush_access_log()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
