@@ -5,10 +5,15 @@
                         [--only NAME ...] [--workload NAME ...] [--json out.json]
 
 Each server runs alone, pinned to one core (`taskset -c 0`); wrk runs pinned to
-another (`taskset -c 1 wrk -t1 -cN -dDs --latency`). For every workload each server is
-started fresh, warmed up, measured `--repeat` times (the median is reported), checked
-for peak RSS (VmHWM) and stopped; the server's CPU time (/proc/PID/stat) around the
-measured run gives CPU µs per request. Ratios are to uvicorn measured in the same run.
+another (`taskset -c 1 wrk -t1 -cN -dDs --latency`). For every workload the runs go
+in rounds: each round starts every server in turn fresh, warms it up, measures one
+wrk run, checks its peak RSS (VmHWM) and stops it; the median over `--repeat` rounds
+is reported. The server's CPU time (/proc/PID/stat) around the measured run gives CPU
+µs per request. Ratios are to uvicorn measured in the same run; `ceiling`, a raw
+uvloop protocol (bench/ceiling.py), gives the event loop's limit on hello workloads.
+
+The idle-5000 workload measures memory, not speed: RSS idle, then with 5,000 idle
+keep-alive connections opened by this process itself (no wrk).
 
 Plain Python, stdlib only. Never part of the test run. See bench/README.md.
 """
@@ -21,6 +26,8 @@ import json
 import os
 import platform
 import re
+import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -43,7 +50,8 @@ COMMON_FLAGS = ["--host", HOST, "--no-access-log", "--log-level", "warning"]
 # logged at info level and go to the server's stdout/stderr, a temporary file.
 ACCESS_LOG_FLAGS = ["--host", HOST, "--access-log", "--log-level", "info"]
 
-# name → (module run with `python -m`, its flags)
+# name → (module run with `python -m`, or a script's path from the repo root; its flags).
+# A script gets only its flags, --host and --port: no app, no COMMON_FLAGS.
 SERVERS = {
     "fastserve-c": ("fastserve", ["--http", "c", "--loop", "uvloop"]),
     "fastserve-python": ("fastserve", ["--http", "python", "--loop", "uvloop"]),
@@ -59,6 +67,17 @@ SERVERS = {
     "granian": (
         "granian",
         ["--interface", "asgi", "--http", "1", "--runtime-mode", "st", "--loop", "uvloop"],
+    ),
+    # The event loop's limit: a raw uvloop protocol that answers every request head
+    # with a fixed hello answer, no ASGI, no HTTP parsing.
+    "ceiling": ("bench/ceiling.py", []),
+}
+CEILING = "ceiling"  # the "% ceiling" column
+# Servers that answer only some workloads: name → (those workloads, why).
+SERVES_ONLY = {
+    CEILING: (
+        ("hello", "hello-1conn", "pipeline", "idle-5000"),
+        "a raw protocol with one fixed hello answer, no app",
     ),
 }
 BASELINE = "uvicorn-httptools"  # the "× uvicorn" column
@@ -91,6 +110,8 @@ class Workload(NamedTuple):
     path: str = "/"
     connections: Optional[int] = None  # None: --connections
     access_log: bool = False  # the servers log every request (ACCESS_LOG_FLAGS)
+    # A memory workload: no wrk, RSS idle and then with this many idle connections.
+    idle_connections: Optional[int] = None
 
 
 WORKLOADS = {
@@ -127,7 +148,20 @@ WORKLOADS = {
         "Starlette FileResponse, 1 MiB file (http.response.pathsend where offered)",
         path=apps.FILE_PATH,
     ),
+    "idle-5000": Workload(
+        "bench.apps:hello",
+        None,
+        "memory: RSS idle, then with 5,000 idle keep-alive connections (one GET each)",
+        idle_connections=5000,
+    ),
 }
+
+IDLE_WARMUP_REQUESTS = 20  # on one connection, before the idle RSS is read
+IDLE_BATCH = 100  # connections opened at once: well under every server's listen backlog
+IDLE_BATCH_TIMEOUT_S = 10.0  # for one batch to connect and get its answers (loopback: ms)
+IDLE_SETTLE_S = 0.5  # before each RSS reading: let the server finish what it started
+IDLE_KEEP_ALIVE_S = 600  # keep-alive timeout for the idle workload: longer than any run
+FD_MARGIN = 256  # file descriptors beyond the idle connections (server sockets, pipes, ...)
 
 
 # -- small helpers ------------------------------------------------------------------
@@ -156,7 +190,11 @@ def python_check(code: str) -> Optional[str]:
 
 def skip_reason(name: str) -> Optional[str]:
     module, flags = SERVERS[name]
-    if module == "fastserve":
+    if module.endswith(".py"):
+        err = python_check("import uvloop")
+        if err:
+            return f"uvloop missing ({err})"
+    elif module == "fastserve":
         err = python_check("import fastserve")
         if err:
             return f"fastserve does not import ({err})"
@@ -217,18 +255,47 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def peak_rss_kib(pid: int) -> Optional[int]:
-    """VmHWM of pid plus its descendants."""
+def status_kib(pid: int, field: str) -> Optional[int]:
+    """A kB field of /proc/PID/status (VmHWM, VmRSS), summed over pid and its descendants."""
     total = 0
     for p in process_tree(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:
             continue
-        m = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.M)
+        m = re.search(rf"^{field}:\s+(\d+)\s+kB", status, re.M)
         if m:
             total += int(m.group(1))
     return total or None
+
+
+def peak_rss_kib(pid: int) -> Optional[int]:
+    """VmHWM of pid plus its descendants."""
+    return status_kib(pid, "VmHWM")
+
+
+def open_files_limit(pid: int) -> Optional[int]:
+    """The soft "Max open files" of a running process, None if unlimited or unknown."""
+    try:
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^Max open files\s+(\d+)", limits, re.M)
+    return int(m.group(1)) if m else None
+
+
+def raise_open_files_limit(needed: int) -> None:
+    """Raise this process's RLIMIT_NOFILE soft limit to `needed` (servers started later
+    inherit it); SystemExit with the reason if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise SystemExit(
+            f"the idle workload needs {needed} open files, the hard limit is {hard}: "
+            f"raise it (`ulimit -Hn {needed}` as root) or leave out that workload"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -258,7 +325,9 @@ class StartError(ServerError):
 
 
 class Server:
-    """One server process: `command` is (module run with `python -m`, its flags)."""
+    """One server process: `command` is (module run with `python -m`, its flags), or
+    (a script's path from the repo root, its flags): a script gets no app and no
+    `common_flags`, only --host and --port."""
 
     def __init__(
         self,
@@ -271,8 +340,12 @@ class Server:
         module, flags = command
         self.name = name
         self.port = free_port()
-        self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
-        self.cmd += common_flags
+        if module.endswith(".py"):
+            self.cmd = pin + [sys.executable, str(REPO / module), *flags]
+            self.cmd += ["--host", HOST, "--port", str(self.port)]
+        else:
+            self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
+            self.cmd += common_flags
         self.proc: Optional[subprocess.Popen] = None
         self.stderr = tempfile.TemporaryFile()
 
@@ -308,6 +381,10 @@ class Server:
     def peak_rss(self) -> Optional[int]:
         return peak_rss_kib(self.proc.pid) if self.proc and self.proc.poll() is None else None
 
+    def rss(self) -> Optional[int]:
+        """VmRSS now, KiB, summed over the server's process tree."""
+        return status_kib(self.proc.pid, "VmRSS")
+
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
 
@@ -341,6 +418,7 @@ EXPECTED_BODIES = {
     "1m": b"x" * apps.BYTES_1M_SIZE,
     "stream": apps.STREAM_CHUNK * apps.STREAM_CHUNKS,
     "file": apps.FILE_CONTENT,
+    "idle-5000": HELLO_BODY,
 }
 
 
@@ -488,6 +566,152 @@ def measure_once(name: str, workload: str, rep: int, args, server_pin, client_pi
         server.stop()
 
 
+# -- the idle (memory) workload ----------------------------------------------------------
+
+IDLE_MEDIANS = ("idle_rss_kib", "loaded_rss_kib", "kib_per_conn")
+
+
+def idle_flags(module: str, connections: int) -> list[str]:
+    """Server flags that keep `connections` idle keep-alive connections open for the
+    whole measurement (the default keep-alive timeouts are a few seconds)."""
+    if module in ("fastserve", "uvicorn"):
+        return ["--timeout-keep-alive", str(IDLE_KEEP_ALIVE_S)]
+    if module == "granian":  # at most --backpressure connections served at once
+        return ["--backpressure", str(connections)]
+    return []
+
+
+def warm_up(port: int, requests: int) -> None:
+    """`requests` GETs on one keep-alive connection."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        for _ in range(requests):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200 or body != HELLO_BODY:
+                raise ServerError(f"warm-up: status {resp.status}, body {body[:100]!r}")
+    finally:
+        conn.close()
+
+
+def answered(received: bytes) -> bool:
+    """Whether `received` holds the whole hello answer; ServerError if it is another."""
+    if not (b"\r\n\r\n" in received and received.endswith(HELLO_BODY)):
+        return False
+    if not received.startswith(b"HTTP/1.1 200 "):
+        raise ServerError(f"idle connection: answer {received[:200]!r}")
+    return True
+
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that each completed one GET and stay open, opened
+    IDLE_BATCH at a time with non-blocking sockets. ServerError if one fails."""
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    opened: list[socket.socket] = []
+    selector = selectors.DefaultSelector()
+    try:
+        while len(opened) < count:
+            first = len(opened) + 1  # of this batch, counting from 1
+            pending = min(IDLE_BATCH, count - len(opened))
+            for _ in range(pending):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                opened.append(sock)
+                sock.setblocking(False)
+                sock.connect_ex((HOST, port))  # EINPROGRESS: writable once connected
+                selector.register(sock, selectors.EVENT_WRITE, bytearray())
+            deadline = time.monotonic() + IDLE_BATCH_TIMEOUT_S
+            while pending:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise ServerError(
+                        f"{pending} of connections {first}–{len(opened)} "
+                        f"not answered within {IDLE_BATCH_TIMEOUT_S:.0f}s"
+                    )
+                for key, _ in selector.select(timeout):
+                    sock, received = key.fileobj, key.data
+                    if key.events == selectors.EVENT_WRITE:
+                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if err:
+                            raise ServerError(f"connection {len(opened)}: {os.strerror(err)}")
+                        sock.send(request)  # a few bytes into an empty send buffer
+                        selector.modify(sock, selectors.EVENT_READ, received)
+                        continue
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ServerError(f"idle connection closed before its answer: {received!r}")
+                    received += chunk
+                    if answered(bytes(received)):
+                        selector.unregister(sock)
+                        pending -= 1
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    finally:
+        selector.close()
+    return opened
+
+
+def closed_connections(socks: list[socket.socket]) -> int:
+    """How many of the idle connections the server closed (or sent anything on)."""
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        return len(selector.select(0))
+
+
+def measure_idle_once(name: str, workload: str, rep: int, args, server_pin, client_pin) -> dict:
+    """Start the server, check it, warm it up with a few requests, read its RSS, open
+    the idle connections, read its RSS again, check they are all still open, stop."""
+    w = WORKLOADS[workload]
+    count = w.idle_connections
+    module = SERVERS[name][0]
+    server = Server(
+        name, SERVERS[name], w.app, server_pin, [*COMMON_FLAGS, *idle_flags(module, count)]
+    )
+    socks: list[socket.socket] = []
+    try:
+        server.start()
+        limit = open_files_limit(server.proc.pid)
+        if limit is not None and limit < count:
+            raise ServerError(f"the server may open {limit} files, fewer than {count}")
+        check_answer(workload, server.port)
+        warm_up(server.port, IDLE_WARMUP_REQUESTS)
+        time.sleep(IDLE_SETTLE_S)
+        idle = server.rss()
+        started = time.monotonic()
+        socks = open_idle_connections(server.port, count)
+        open_s = time.monotonic() - started
+        time.sleep(IDLE_SETTLE_S)
+        loaded = server.rss()
+        errors = closed_connections(socks)
+        if server.proc.poll() is not None:
+            raise ServerError(f"died during the run:\n{server.output()}")
+        r = {
+            "idle_rss_kib": idle,
+            "loaded_rss_kib": loaded,
+            "kib_per_conn": (loaded - idle) / count if idle and loaded else None,
+            "connections": count,
+            "open_s": open_s,
+            "peak_rss_kib": server.peak_rss(),
+            "errors": errors,
+        }
+        log(
+            f"  {name:18} {workload:11} run {rep + 1}/{args.repeat}: idle {fmt_mib(idle)}, "
+            f"{count} connections {fmt_mib(loaded)} (opened in {open_s:.1f}s), "
+            f"{fmt_kib(r['kib_per_conn'])} KiB/conn" + (f"  CLOSED {errors}" if errors else "")
+        )
+        return r
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
+
+
+# -- rounds -------------------------------------------------------------------------------
+
+
 def measure(
     workload: str,
     servers: list[str],
@@ -551,6 +775,18 @@ def fmt_ratio(a: Optional[float], b: Optional[float]) -> str:
     return f"{a / b:.2f}×" if a and b else "-"
 
 
+def fmt_percent(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.0%}" if a and b else "-"
+
+
+def fmt_mib(kib: Optional[float]) -> str:
+    return "-" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def fmt_kib(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
 def failure_reason(error: str) -> str:
     """One table cell for a failed row: the last line of the server's output says most
     (an exception), else the first."""
@@ -559,33 +795,70 @@ def failure_reason(error: str) -> str:
     return reason[:80].replace("|", "/")
 
 
-def table(rows: list[dict], skipped: dict) -> str:
-    head = (
-        "| workload | server | req/s | × uvicorn | × uv-h11 | CPU µs/req | p50 | p99 "
-        "| peak RSS | errors |"
-    )
-    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+def table(rows: list[dict]) -> str:
+    """The wrk workloads' table; a "% ceiling" column when the ceiling was measured."""
     by_key = {(r["workload"], r["server"]): r for r in rows}
+    ceilings = {w: r.get("rps") for (w, name), r in by_key.items() if name == CEILING}
+    with_ceiling = any(ceilings.values())
+    head = (
+        "| workload | server | req/s | × uvicorn | × uv-h11 |"
+        + (" % ceiling |" if with_ceiling else "")
+        + " CPU µs/req | p50 | p99 | peak RSS | errors |"
+    )
+    columns = 11 if with_ceiling else 10
+    lines = [head, "|---|---|" + "--:|" * (columns - 2)]
     for workload in dict.fromkeys(r["workload"] for r in rows):
         base = by_key.get((workload, BASELINE), {}).get("rps")
         base_h11 = by_key.get((workload, BASELINE_H11), {}).get("rps")
         for r in (r for r in rows if r["workload"] == workload):
             if "error" in r:
+                reason = failure_reason(r["error"])
                 lines.append(
-                    f"| {workload} | {r['server']} | failed: {failure_reason(r['error'])} | | | | | | | |"
+                    f"| {workload} | {r['server']} | failed: {reason} |" + " |" * (columns - 3)
                 )
                 continue
-            rss = f"{r['peak_rss_kib'] / 1024:.1f} MiB" if r.get("peak_rss_kib") else "-"
+            ceiling = f" {fmt_percent(r['rps'], ceilings.get(workload))} |" if with_ceiling else ""
             lines.append(
                 f"| {workload} | {r['server']} | {r['rps']:,.0f} | {fmt_ratio(r['rps'], base)} | "
-                f"{fmt_ratio(r['rps'], base_h11)} | {fmt_us(r['cpu_us_per_req'])} | "
+                f"{fmt_ratio(r['rps'], base_h11)} |{ceiling} {fmt_us(r['cpu_us_per_req'])} | "
                 f"{fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
-                f"{rss} | {r['errors']} |"
+                f"{fmt_mib(r.get('peak_rss_kib'))} | {r['errors']} |"
             )
-    out = "\n".join(lines)
-    for name, reason in skipped.items():
-        out += f"\n(skipped {name}: {reason})"
-    return out
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict]) -> str:
+    """The idle workloads' table: RSS idle and with the connections, KiB per connection."""
+    counts = {WORKLOADS[r["workload"]].idle_connections for r in rows}
+    loaded = f"RSS with {counts.pop():,}" if len(counts) == 1 else "RSS with connections"
+    lines = [
+        f"| workload | server | idle RSS | {loaded} | KiB/conn | × uvicorn | closed |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    by_key = {(r["workload"], r["server"]): r for r in rows}
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        base = by_key.get((workload, BASELINE), {}).get("kib_per_conn")
+        for r in (r for r in rows if r["workload"] == workload):
+            if "error" in r:
+                reason = failure_reason(r["error"])
+                lines.append(f"| {workload} | {r['server']} | failed: {reason} | | | | |")
+                continue
+            lines.append(
+                f"| {workload} | {r['server']} | {fmt_mib(r['idle_rss_kib'])} | "
+                f"{fmt_mib(r['loaded_rss_kib'])} | {fmt_kib(r['kib_per_conn'])} | "
+                f"{fmt_ratio(r['kib_per_conn'], base)} | {r['errors']} |"
+            )
+    return "\n".join(lines)
+
+
+def notes(skipped: dict, not_served: dict) -> str:
+    """The lines under the tables: servers skipped, and servers left out of workloads."""
+    out = [f"(skipped {name}: {reason})" for name, reason in skipped.items()]
+    out += [
+        f"(not measured: {name} on {', '.join(workloads)}: {SERVES_ONLY[name][1]})"
+        for name, workloads in not_served.items()
+    ]
+    return "\n".join(out)
 
 
 def versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict:
@@ -787,26 +1060,56 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.repeat < 1 or args.duration <= 0 or args.connections < 1:
         p.error("--repeat, --duration and --connections must be positive")
 
-    if not shutil.which("wrk"):
+    sel = select(args, SERVERS, WORKLOADS, skip_reason)
+    idle = [w for w in sel.workloads if WORKLOADS[w].idle_connections]
+    if len(idle) < len(sel.workloads) and not shutil.which("wrk"):
         print(
             "wrk not found: install it with `apt-get install -y wrk` (or your OS's package)",
             file=sys.stderr,
         )
         return 2
-
-    sel = select(args, SERVERS, WORKLOADS, skip_reason)
+    if idle:
+        raise_open_files_limit(max(WORKLOADS[w].idle_connections for w in idle) + FD_MARGIN)
     if not sel.servers:
         return 1
     log_plan(sel, args, client="wrk", load=f"{args.connections} connections, ")
-    rows = measure_all(sel, args)
+    rows = []
+    not_served: dict[str, list[str]] = {}
+    for workload in sel.workloads:
+        servers = []
+        for name in sel.servers:
+            if name in SERVES_ONLY and workload not in SERVES_ONLY[name][0]:
+                not_served.setdefault(name, []).append(workload)
+            else:
+                servers.append(name)
+        measured = dict(once=measure_idle_once, medians=IDLE_MEDIANS) if workload in idle else {}
+        rows += measure(
+            workload, servers, sel.skipped, args, sel.server_pin, sel.client_pin, **measured
+        )
+    wrk_rows = [r for r in rows if r["workload"] not in idle]
+    idle_rows = [r for r in rows if r["workload"] in idle]
 
     print()
-    print(
-        f"Python {platform.python_version()}, {cpu_model() or platform.machine()}, "
-        f"wrk -t1 -c{args.connections} -d{args.duration:g}s, median of {args.repeat}; "
-        f"× = req/s ratio to uvicorn (httptools / h11, uvloop) in this run"
-    )
-    print(table(rows, sel.skipped))
+    machine = f"Python {platform.python_version()}, {cpu_model() or platform.machine()}"
+    if wrk_rows:
+        print(
+            f"{machine}, wrk -t1 -c{args.connections} -d{args.duration:g}s, median of "
+            f"{args.repeat}; × = req/s ratio to uvicorn (httptools / h11, uvloop) in this run"
+        )
+        print(table(wrk_rows))
+    else:
+        print(f"{machine}, median of {args.repeat}")
+    if idle_rows:
+        print()
+        print(
+            "Memory: VmRSS of the server's process tree, idle after a few requests, then "
+            "with the idle keep-alive connections open; KiB/conn = the difference ÷ the "
+            "connections; × = ratio to uvicorn's KiB/conn (lower is better)"
+        )
+        print(memory_table(idle_rows))
+    footer = notes(sel.skipped, not_served)
+    if footer:
+        print(footer)
 
     if args.json:
         write_json(
