@@ -1195,7 +1195,10 @@ cdef class HttpProtocol(_ParserCore):
         self._cycle_done()
         started = self.started
         self._resume_parsing()
-        if self.started != started and self.cycle is not None and not self.closed:
+        if self.cycle is None and self.pending is None and not self.in_head \
+                and self.corked is None and not self.closed:
+            self._release_buffers()
+        elif self.started != started and self.cycle is not None and not self.closed:
             # The client had pipelined the next request already: hold its
             # response (and those after it) back, and write the batch at once
             # when no request is left or an app has to wait.
@@ -1208,6 +1211,19 @@ cdef class HttpProtocol(_ParserCore):
                 self.loop.call_soon(self._flush_soon)
         elif self.corked is not None:
             self._flush()
+
+    cdef inline void _release_buffers(self) noexcept:
+        """The connection is idle (keep-alive, nothing read of a next request): give
+        its buffers back. An idle connection then holds no buffer of its own (a few
+        KiB each, many thousands of connections), and the next request allocates
+        them again -- one malloc each, against the microseconds a request costs."""
+        buf_free(&self.head)
+        buf_free(&self.body)
+        buf_free(&self.out)
+        if self.hdrs != NULL:
+            free(self.hdrs)
+            self.hdrs = NULL
+            self.hdrs_cap = 0
 
     cdef inline void _count_response(self, RequestCycle cycle) noexcept:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
