@@ -576,3 +576,24 @@ class Load:
     def wait_requests(self, n: int, timeout: float = 30) -> None:
         start = self.count()
         wait_until(lambda: self.count() >= start + n, timeout, message=f"{n} more requests")
+
+
+def start_listener(
+    args: list, port: int, what: str, log_file: Optional[Path] = None, timeout: float = 15
+) -> ServerProcess:
+    """Start a process that listens on 127.0.0.1:`port` (nginx, haproxy) and wait until
+    it accepts connections; if it exits first, fail with its output (and `log_file`)."""
+    process = ServerProcess(args)
+
+    def listening() -> bool:
+        if not process.running:
+            extra = log_file.read_text() if log_file is not None and log_file.exists() else ""
+            raise AssertionError(f"{what} exited:\n{process.describe()}\n{extra}")
+        return port_accepts(port)
+
+    try:
+        wait_until(listening, timeout, message=f"{what} listening on port {port}")
+    except BaseException:
+        process.cleanup()
+        raise
+    return process

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import ssl
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from apps_process import download_chunk
-from process_util import ServerProcess, free_port, wait_until
+from process_util import ServerProcess, free_port, start_listener
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -86,22 +85,12 @@ def stack(tmp_path_factory):
         site.write_text(site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem"))
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
-        nginx = ServerProcess(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        nginx = start_listener(
+            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+            port,
+            "nginx",
+            log_file=prefix / "error.log",
         )
-
-        def listening():
-            if nginx.proc.poll() is not None:
-                raise AssertionError(
-                    f"nginx exited: {nginx.log()}\n{(prefix / 'error.log').read_text()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(listening, 15, message="nginx")
         yield {
             "url": f"http://127.0.0.1:{port}",
             "tls_url": f"https://127.0.0.1:{tls_port}",

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from fastserve.config import Config, ConfigError
 from fastserve.protocols.proxy_protocol import parse_proxy_header, safe_read_size
-from process_util import ServerProcess, free_port, wait_until
+from process_util import free_port, start_listener
 from raw_http import RawClient
 
 APP = "tests.apps:app"
@@ -381,19 +381,7 @@ def haproxy(tmp_path):
         conf.write_text(
             HAPROXY_CONF.format(mode=mode, port=port, upstream=upstream, send_proxy=send_proxy)
         )
-        process = ServerProcess([HAPROXY, "-db", "-f", str(conf)])
-        started.append(process)
-
-        def listening():
-            if not process.running:
-                raise AssertionError(f"haproxy exited:\n{process.describe()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(listening, 15, message="haproxy listening")
+        started.append(start_listener([HAPROXY, "-db", "-f", str(conf)], port, "haproxy"))
         return port
 
     yield start

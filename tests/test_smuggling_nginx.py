@@ -20,7 +20,7 @@ import socket
 
 import pytest
 
-from process_util import ServerProcess, free_port, wait_until
+from process_util import ServerProcess, free_port, start_listener, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -192,22 +192,12 @@ def stack(request, tmp_path_factory):
         port = free_port()
         conf = prefix / "nginx.conf"
         conf.write_text(nginx_conf(prefix, sock, port))
-        nginx = ServerProcess(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        nginx = start_listener(
+            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+            port,
+            "nginx",
+            log_file=prefix / "error.log",
         )
-
-        def listening():
-            if nginx.proc.poll() is not None:
-                raise AssertionError(
-                    f"nginx exited: {nginx.log()}\n{(prefix / 'error.log').read_text()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(listening, 15, message="nginx")
         yield {"port": port, "record": record, "access_log": prefix / "access.log"}
     finally:
         if nginx is not None:
