@@ -597,3 +597,42 @@ def start_listener(
         process.cleanup()
         raise
     return process
+
+
+# -- gunicorn ------------------------------------------------------------------------
+
+GUNICORN_WORKER = "fastserve.workers.FastserveWorker"
+GUNICORN_READY = re.compile(r"Listening at: (https?)://(\S+?):(\d+)")
+
+
+def gunicorn_command(
+    app: str, *args: str, workers: int = 1, worker_class: str = GUNICORN_WORKER
+) -> list:
+    """`python -m gunicorn -k WORKER_CLASS -w WORKERS -b 127.0.0.1:0 ARGS APP`."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    # gunicorn >= 24 opens a control socket in ~/.gunicorn by default; not in tests.
+    if any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS):
+        args = ("--no-control-socket", *args)
+    return [
+        sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+        "-b", "127.0.0.1:0", *args, app,
+    ]  # fmt: skip
+
+
+def start_gunicorn(app: str, *args: str, workers: int = 1, **kwargs) -> ServerProcess:
+    """Gunicorn with fastserve's worker (`gunicorn_command`), once it serves: its
+    arbiter listens and every worker's app has started. `kwargs`: worker_class, and
+    ServerProcess's (cwd, env). The caller cleans it up."""
+    worker_class = kwargs.pop("worker_class", GUNICORN_WORKER)
+    server = ServerProcess(
+        gunicorn_command(app, *args, workers=workers, worker_class=worker_class), **kwargs
+    )
+    try:
+        server.wait_ready(pattern=GUNICORN_READY)
+        server.wait_workers(workers)
+        server.wait_for_log("Application startup complete", count=workers)
+    except BaseException:
+        server.cleanup()
+        raise
+    return server

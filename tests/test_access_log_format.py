@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 
 import httpx
 import pytest
 
-from process_util import ServerProcess, get
+from process_util import get, start_gunicorn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,31 +120,10 @@ def test_a_bad_format_is_one_error_line(spawn, fmt, reason):
 
 def test_gunicorn_access_logformat(token):
     pytest.importorskip("gunicorn")
-    from test_gunicorn import LISTENING, gunicorn_flags
 
     gunicorn_format = f'{token} %(h)s "%(r)s" %(s)s %(B)s %(M)s "%({{user-agent}}i)s" %(p)s'
-    server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "fastserve.workers.FastserveWorker",
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            *gunicorn_flags(),
-            "--access-logfile",
-            "-",
-            "--access-logformat",
-            gunicorn_format,
-            APP,
-        ]  # fmt: skip
-    )
+    server = start_gunicorn(APP, "--access-logfile", "-", "--access-logformat", gunicorn_format)
     try:
-        server.wait_ready(pattern=LISTENING)
-        server.wait_for_log("Application startup complete")
         response = get(server.url("/_/hello?q=1"), headers={"user-agent": "probe/1"})
         [line] = server.wait_for_log(rf"{token} .*")
         worker = server.workers().pop()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import ssl
-import sys
 import time
 
 import httpx
@@ -18,6 +16,7 @@ from process_util import (
     get,
     open_paths,
     pid_alive,
+    start_gunicorn,
     start_thread,
     wait_until,
     worker_pid,
@@ -28,46 +27,15 @@ gunicorn = pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.timeout(90)
 
 APP = "tests.apps_process:app"
-WORKER = "fastserve.workers.FastserveWorker"
-LISTENING = re.compile(r"Listening at: (https?)://(\S+?):(\d+)")
-
-
-def gunicorn_flags() -> list:
-    from gunicorn.config import KNOWN_SETTINGS
-
-    names = {setting.name for setting in KNOWN_SETTINGS}
-    # gunicorn >= 24 opens a control socket in ~/.gunicorn by default; not in tests.
-    return ["--no-control-socket"] if "control_socket_disable" in names else []
 
 
 @pytest.fixture
 def spawn():
     started: list[ServerProcess] = []
 
-    def start(
-        *args: str, workers: int = 2, app: str = APP, worker_class: str = WORKER, cwd=None
-    ) -> ServerProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            worker_class,
-            "-w",
-            str(workers),
-            "-b",
-            "127.0.0.1:0",
-            "--graceful-timeout",
-            "10",
-            *gunicorn_flags(),
-            *args,
-            app,
-        ]
-        server = ServerProcess(argv, **({"cwd": cwd} if cwd else {}))
+    def start(*args: str, workers: int = 2, app: str = APP, **kwargs) -> ServerProcess:
+        server = start_gunicorn(app, "--graceful-timeout", "10", *args, workers=workers, **kwargs)
         started.append(server)
-        server.wait_ready(pattern=LISTENING)
-        server.wait_workers(workers)
-        server.wait_for_log("Application startup complete", count=workers)
         return server
 
     yield start

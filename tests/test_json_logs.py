@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 
-from process_util import ServerProcess, get
+from process_util import ServerProcess, get, start_gunicorn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,29 +117,9 @@ def test_reload(spawn, tmp_path, token):
 
 def test_gunicorn(token):
     pytest.importorskip("gunicorn")
-    from test_gunicorn import LISTENING, gunicorn_flags
 
-    server = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "fastserve.workers.FastserveWorker",
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            *gunicorn_flags(),
-            "--access-logfile",
-            "-",
-            APP,
-        ],  # fmt: skip
-        env={"FASTSERVE_LOG_FORMAT": "json"},
-    )
+    server = start_gunicorn(APP, "--access-logfile", "-", env={"FASTSERVE_LOG_FORMAT": "json"})
     try:
-        server.wait_ready(pattern=LISTENING)
-        server.wait_for_log("Application startup complete")
         exercise(server, token)
         assert server.stop() == 0
     finally:

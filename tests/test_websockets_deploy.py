@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
-import sys
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+import process_util
 from process_util import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,8 +33,6 @@ WORKERS = 2
 MAX_CONNECTIONS = 64
 TIMEOUT = 15  # seconds for a handshake, an answer, a close or a process exit
 ECHOES = ("hello", "héllo ✓ wörld", b"\x00\x01binary\xff", bytes(range(256)) * 1024)
-GUNICORN_WORKER = "fastserve.workers.FastserveWorker"
-GUNICORN_LISTENING = re.compile(r"Listening at: (https?)://(\S+?):(\d+)")
 
 
 # -- the client ------------------------------------------------------------------------
@@ -118,25 +115,13 @@ def start_gunicorn():
     """Start `gunicorn -k FastserveWorker -w 2 APP`, ready and its workers booted;
     killed at teardown if still running."""
     pytest.importorskip("gunicorn")
-    from gunicorn.config import KNOWN_SETTINGS
-
-    # gunicorn >= 24 opens a control socket in ~/.gunicorn by default; not in tests.
-    no_control_socket = (
-        ["--no-control-socket"]
-        if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
-        else []
-    )
     started: list[ServerProcess] = []
 
     def start() -> ServerProcess:
-        server = ServerProcess(
-            [sys.executable, "-m", "gunicorn", "-k", GUNICORN_WORKER, "-w", str(WORKERS),
-             "-b", "127.0.0.1:0", "--graceful-timeout", str(TIMEOUT), *no_control_socket, APP]
-        )  # fmt: skip
+        server = process_util.start_gunicorn(
+            APP, "--graceful-timeout", str(TIMEOUT), workers=WORKERS
+        )
         started.append(server)
-        server.wait_ready(pattern=GUNICORN_LISTENING)
-        server.wait_workers(WORKERS)
-        server.wait_for_log("Application startup complete", count=WORKERS)
         return server
 
     yield start
