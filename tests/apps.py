@@ -161,11 +161,14 @@ async def route_nocl(scope, receive, send, query):
 
 async def route_stream(scope, receive, send, query):
     """Body in several messages (`parts`, comma-separated, may be empty), then an
-    empty final message. `cl=1` declares the content-length up front."""
+    empty final message. `cl=1` declares the content-length up front, `te=1` sends
+    the app's own `transfer-encoding: chunked` header."""
     parts = [part.encode() for part in query.get("parts", "one,two,three").split(",")]
     headers = [(b"content-type", b"text/plain")]
     if query.get("cl"):
         headers.append((b"content-length", str(sum(map(len, parts))).encode()))
+    if query.get("te"):
+        headers.append((b"transfer-encoding", b"chunked"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     for part in parts:
         await send({"type": "http.response.body", "body": part, "more_body": True})

@@ -269,6 +269,24 @@ def test_http10_streaming_response_is_close_delimited(server):
         assert client.wait_closed() == b""
 
 
+@pytest.mark.parametrize("app_length", ["", "&cl=1"], ids=["no-length", "app-length"])
+def test_http10_gets_no_transfer_encoding_the_app_set(server, app_length):
+    """RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client, not even the app's own:
+    the header is dropped, the body framed by its length or by the close."""
+    with server.client() as client:
+        response = client.request(
+            "GET", f"/_/stream?parts=a,b,c&te=1{app_length}", version="HTTP/1.0", host=None
+        )
+        assert response.status == 200
+        assert response.header("transfer-encoding") is None
+        assert response.body == b"abc"
+        assert response.close_delimited or response.header("content-length") == "3"
+    with server.client() as client:  # HTTP/1.1 still gets the app's header, and chunks
+        response = client.request("GET", "/_/stream?parts=a,b,c&te=1")
+        assert response.header("transfer-encoding") == "chunked"
+        assert response.body == b"abc"
+
+
 def test_http10_keep_alive_streaming_response_not_chunked(server):
     """An HTTP/1.0 client cannot read chunked: the server ends the body by closing."""
     with server.client() as client:

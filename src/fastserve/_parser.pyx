@@ -1574,6 +1574,8 @@ cdef class RequestCycle:
                     for i in range(a, b):
                         cl = cl * 10 + (vs[i] - 48)
             elif n == 17 and _lower_eq(<const char*>s, n, b"transfer-encoding", 17):
+                if self.http10:
+                    continue  # not to an HTTP/1.0 client (headers.encode_response_headers)
                 te = True
             elif n == 10 and _lower_eq(<const char*>s, n, b"connection", 10):
                 a = 0

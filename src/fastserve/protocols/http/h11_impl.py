@@ -926,7 +926,7 @@ class RequestCycle:
 
     def _start(self, message) -> None:
         status, headers = response_start(message)
-        lines, content_length, app_chunked, close = encode_response_headers(headers)
+        lines, content_length, app_chunked, close = encode_response_headers(headers, self.http10)
         self.response_started = True
         self.head_pending = True
         self.status = status

@@ -43,11 +43,16 @@ def is_field_value(value: bytes) -> bool:
     return len(value.translate(None, FIELD_VALUE_FORBIDDEN)) == len(value)
 
 
-def encode_response_headers(headers: Iterable) -> tuple[bytes, int, bool, bool]:
+def encode_response_headers(
+    headers: Iterable, http10: bool = False
+) -> tuple[bytes, int, bool, bool]:
     """Check the app's response headers and encode them as head lines.
 
     Returns (lines, content_length or -1, has_transfer_encoding, wants_close).
-    The C protocol runs the same checks in C over TOKEN_TABLE / FIELD_VALUE_TABLE.
+    To an HTTP/1.0 client the app's Transfer-Encoding is not sent (RFC 9112 6.1: it
+    cannot read one): the header is dropped, and the body is framed by its length or
+    by closing the connection. The C protocol runs the same checks in C over
+    TOKEN_TABLE / FIELD_VALUE_TABLE.
     """
     lines = []
     content_length = -1
@@ -68,6 +73,8 @@ def encode_response_headers(headers: Iterable) -> tuple[bytes, int, bool, bool]:
                 raise bad_header(name, value)
             content_length = int(value)
         elif lowered == b"transfer-encoding":
+            if http10:
+                continue
             transfer_encoding = True
         elif lowered == b"connection" and value.strip().lower() == b"close":
             close = True
