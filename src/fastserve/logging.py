@@ -496,58 +496,53 @@ def log_access(
     """The access record of one finished response (both HTTP modes call this):
     `started` is when its head was complete (time.monotonic()), `body_bytes` the
     body bytes written, `response_headers` the app's."""
-    if not access_fields:
-        args = (
-            format_client(scope),
-            scope["method"],
-            _path_with_query(scope),
-            scope["http_version"],
-            status,
-        )
-        if _access_buffer is not None:
-            _access_buffer.add(ACCESS_LOG_FORMAT % args)
-        else:
-            access_logger.info(ACCESS_LOG_FORMAT, *args)
-        return
-    duration = time.monotonic() - started
-    fields = _access_fields(scope, scope["method"], status, duration, body_bytes)
-    if access_log_format is None:
-        access_logger.info(
-            ACCESS_LOG_FORMAT,
-            fields["client"],
-            fields["method"],
-            _path_with_query(scope),
-            fields["http_version"],
-            status,
-            extra=fields,
-        )
-    else:
-        atoms = access_atoms(fields, scope, duration, response_headers)
-        access_logger.info(access_log_format, atoms, extra=fields)
+    args = (
+        format_client(scope),
+        scope["method"],
+        _path_with_query(scope),
+        scope["http_version"],
+        status,
+    )
+    _write_access(
+        ACCESS_LOG_FORMAT, args, scope, scope["method"], status, started, body_bytes,
+        response_headers,
+    )  # fmt: skip
 
 
 def log_websocket_access(scope: dict, status: int, started: float, response_headers: Any) -> None:
     """The access record of one WebSocket, once the app answered its handshake: 101
     when it accepted, else the status it refused with (403, its own, or 500). Its
     duration is from the handshake request to that answer; its bytes are 0."""
+    args = (format_client(scope), _path_with_query(scope), status)
+    # a WebSocket scope has no method: the handshake's is GET
+    _write_access(
+        WEBSOCKET_ACCESS_LOG_FORMAT, args, scope, "GET", status, started, 0, response_headers
+    )
+
+
+def _write_access(
+    line_format: str,
+    args: tuple,
+    scope: dict,
+    method: str,
+    status: int,
+    started: float,
+    body_bytes: int,
+    response_headers: Any,
+) -> None:
+    """One access record: the default line (`line_format % args`), buffered when
+    the set-up allows it, or the custom format's atoms; with the structured fields
+    when something may use them (access_fields)."""
     if not access_fields:
-        args = (format_client(scope), _path_with_query(scope), status)
         if _access_buffer is not None:
-            _access_buffer.add(WEBSOCKET_ACCESS_LOG_FORMAT % args)
+            _access_buffer.add(line_format % args)
         else:
-            access_logger.info(WEBSOCKET_ACCESS_LOG_FORMAT, *args)
+            access_logger.info(line_format, *args)
         return
     duration = time.monotonic() - started
-    # a WebSocket scope has no method: the handshake's is GET
-    fields = _access_fields(scope, "GET", status, duration, 0)
+    fields = _access_fields(scope, method, status, duration, body_bytes)
     if access_log_format is None:
-        access_logger.info(
-            WEBSOCKET_ACCESS_LOG_FORMAT,
-            fields["client"],
-            _path_with_query(scope),
-            status,
-            extra=fields,
-        )
+        access_logger.info(line_format, *args, extra=fields)
     else:
         atoms = access_atoms(fields, scope, duration, response_headers)
         access_logger.info(access_log_format, atoms, extra=fields)
