@@ -9,6 +9,7 @@ by then, from `EVENTS` through the `/_/events?token=...` route of `app`.
                      else echoes the request as JSON; lifespan with state.
 - `echo`             only the echo, for any path.
 - `hello`            "Hello, world!".
+- `task_factory`     `app`, with a task factory set on the loop at startup.
 - `failing_startup`  lifespan startup fails (the server must exit with code 3).
 - `starlette_app`    a Starlette app (streaming, background tasks, disconnects, anyio,
                      FileResponse).
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import weakref
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
@@ -307,6 +309,11 @@ async def route_ctxvar(scope, receive, send, query):
     await respond_json(send, {"before": before, "after": REQUEST_VALUE.get(None)})
 
 
+async def route_task(scope, receive, send, query):
+    task = asyncio.current_task()
+    await respond_json(send, {"name": task.get_name(), "factory": task in FACTORY_TASKS})
+
+
 async def route_wait_disconnect(scope, receive, send, query):
     """Reads the body, then waits for the next message (the client going away).
     `announce=1`: records "reading" first (the app runs: the server parsed the head)."""
@@ -471,6 +478,7 @@ ROUTES = {
     "noread": route_noread,
     "status": route_status,
     "ctxvar": route_ctxvar,
+    "task": route_task,
     "wait-disconnect": route_wait_disconnect,
     "receive-after-response": route_receive_after_response,
     "events": route_events,
@@ -497,6 +505,23 @@ async def app(scope, receive, send):
             query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
             return await route(scope, receive, send, query)
     return await echo(scope, receive, send)
+
+
+# The Tasks made by the factory `task_factory` sets: the server makes the Task of a
+# request through the loop's task factory when there is one.
+FACTORY_TASKS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _recording_task_factory(loop, coro, **kwargs):
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    FACTORY_TASKS.add(task)
+    return task
+
+
+async def task_factory(scope, receive, send):
+    if scope["type"] == "lifespan":
+        asyncio.get_running_loop().set_task_factory(_recording_task_factory)
+    return await app(scope, receive, send)
 
 
 async def failing_startup(scope, receive, send):

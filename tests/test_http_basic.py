@@ -395,6 +395,20 @@ def test_contextvars_isolated_between_sequential_requests(server):
             assert result == {"before": None, "after": f"s{i}"}
 
 
+def test_request_runs_in_a_named_task(server):
+    with server.client() as client:
+        result = client.request("GET", "/_/task").json()
+    assert result == {"name": "fastserve.request", "factory": False}
+
+
+def test_request_task_made_by_the_loops_task_factory(servers, mode):
+    server = servers.get("tests.apps:task_factory", mode)
+    with server.client() as client:
+        for _ in range(2):
+            result = client.request("GET", "/_/task").json()
+            assert result == {"name": "fastserve.request", "factory": True}
+
+
 # -- response framing ------------------------------------------------------------------
 
 

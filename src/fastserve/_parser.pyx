@@ -113,6 +113,10 @@ cdef Py_ssize_t BUFFER_SHRINK_ABOVE = 1048576
 cdef int METHOD_COUNT = ll.HTTP_QUERY + 1
 
 cdef object _CancelledError = asyncio.CancelledError
+cdef object _Task = asyncio.Task
+cdef bint _TASK_TAKES_CONTEXT = asgi.TASK_TAKES_CONTEXT
+cdef str _REQUEST_TASK_NAME = asgi.REQUEST_TASK_NAME
+cdef object _start_task = asgi.start_task
 cdef object _ASGIMessageError = asgi.ASGIMessageError
 cdef object _ClientDisconnected = asgi.ClientDisconnected
 cdef object _after_complete = asgi.after_complete
@@ -131,7 +135,6 @@ cdef object _chunk_frame = chunk_frame
 cdef object _send_file = send_file
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
-cdef object _choose_framing = fr.choose_framing
 cdef object _is_chunked_only = fr.is_chunked_only
 cdef object _error_response = error_response
 cdef object _split_target = split_target
@@ -170,6 +173,19 @@ for _i in range(256):
 
 # status line per code (index = status; ASGI checks that an app's status is in range)
 cdef list _STATUS_LINES = [STATUS_LINES.get(_i) for _i in range(STATUS_RANGE.stop)]
+
+# fr.choose_framing as a table: it reads the status only through whether the status
+# has a body, and the app's content-length only through whether there is one, so
+# its answer for every response is one of these 32, computed once from it.
+cdef unsigned char _NO_BODY[600]  # STATUS_RANGE.stop: statuses an app may send
+for _i in range(STATUS_RANGE.stop):
+    _NO_BODY[_i] = fr.status_has_no_body(_i)
+cdef unsigned char _FRAMING[2][2][2][2][2]  # [no body][has length][app chunked][more body][1.0]
+for _i in range(32):
+    _FRAMING[_i >> 4][(_i >> 3) & 1][(_i >> 2) & 1][(_i >> 1) & 1][_i & 1] = fr.choose_framing(
+        204 if _i >> 4 else 200, 0 if (_i >> 3) & 1 else -1, bool((_i >> 2) & 1),
+        bool((_i >> 1) & 1), bool(_i & 1),
+    )
 
 # method names per llhttp method number, interned
 cdef list _METHODS = []
@@ -789,7 +805,6 @@ cdef class HttpProtocol(_ParserCore):
     cdef object transport
     cdef object flow           # FlowControl: read pauses, write pauses and drain
     cdef object write          # transport.write
-    cdef object create_task    # loop.create_task
     cdef object context        # copy of the context at connection_made
     cdef object connections
     cdef object tasks
@@ -830,7 +845,6 @@ cdef class HttpProtocol(_ParserCore):
             except RuntimeError:
                 _loop = asyncio.get_event_loop()
         self.loop = _loop
-        self.create_task = _loop.create_task
         self.connections = server_state.connections
         self.tasks = server_state.tasks
         self.access_log = self.settings.access_log
@@ -1072,7 +1086,12 @@ cdef class HttpProtocol(_ParserCore):
         self.started += 1
 
         self.server_state.total_requests += 1
-        task = self.context.run(self.create_task, cycle.run())
+        if _TASK_TAKES_CONTEXT and self.loop.get_task_factory() is None:
+            # (asgi.start_task, inline)
+            task = _Task(cycle.run(), loop=self.loop, context=self.context.copy(),
+                         name=_REQUEST_TASK_NAME)
+        else:
+            task = _start_task(self.loop, self.context, cycle.run(), _REQUEST_TASK_NAME)
         cycle.task = task
         self.tasks[task] = scope
         return 0
@@ -1670,9 +1689,8 @@ cdef class RequestCycle:
         """Choose the framing at the first body message; end the head in protocol.out."""
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
-        cdef int framing = _choose_framing(
-            self.status, self.content_length, self.app_chunked, more_body, self.http10
-        )
+        cdef int framing = _FRAMING[_NO_BODY[self.status]][self.content_length >= 0][
+            self.app_chunked][more_body][self.http10]
         self.head_pending = False
         if framing == M_LENGTH and self.content_length < 0:
             self.content_length = n

@@ -1,5 +1,5 @@
-"""ASGI rules every protocol family shares: message checks (HTTP and WebSocket), how
-an app's call ended, and `ClientDisconnected` (re-exported as
+"""ASGI rules every protocol family shares: how an app's call starts (its Task) and
+ended, message checks (HTTP and WebSocket), and `ClientDisconnected` (re-exported as
 `fastserve.ClientDisconnected`).
 
 Everything here runs at most once per message or per app call, never per parser
@@ -8,15 +8,35 @@ callback.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import os
+import sys
 from typing import Optional, Union
 
 error_logger = logging.getLogger("fastserve.error")
 
 # A chain of exception causes is followed this deep, no further (a loop guard).
 CAUSE_DEPTH_LIMIT = 16
+
+
+# The names of the Tasks an app's calls run in, instead of asyncio's "Task-<n>": on
+# Python 3.11 and 3.12 formatting that name costs a twentieth of the C mode's own time per
+# request (bench/NOTES.md); 3.13 formats it only when asked.
+REQUEST_TASK_NAME = "fastserve.request"
+WEBSOCKET_TASK_NAME = "fastserve.websocket"
+# asyncio.Task takes the context to run in (3.11+); before, the Task is made inside it.
+TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
+
+
+def start_task(loop, context, coro, name: str) -> asyncio.Task:
+    """Run `coro` (an app call) in a new Task, in a copy of `context`: a contextvar one
+    call sets never shows in another. The loop's task factory, when one is set, makes
+    the Task. (The C mode makes its request Tasks the same way, inline.)"""
+    if TASK_TAKES_CONTEXT and loop.get_task_factory() is None:
+        return asyncio.Task(coro, loop=loop, context=context.copy(), name=name)
+    return context.run(loop.create_task, coro, name=name)
 
 
 class ClientDisconnected(OSError):

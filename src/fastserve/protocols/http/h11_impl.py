@@ -61,6 +61,7 @@ from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
     PATHSEND,
+    REQUEST_TASK_NAME,
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
@@ -71,6 +72,7 @@ from fastserve.protocols.asgi import (
     response_body,
     response_pathsend,
     response_start,
+    start_task,
 )
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
@@ -478,7 +480,7 @@ class H11Protocol(asyncio.Protocol):
         # The app starts with the head, before any body byte is read (as in the C
         # mode): a body that then breaks a rule (400 / 413) is a disconnect to it.
         self.server_state.total_requests += 1
-        task = self.context.run(self.loop.create_task, cycle.run())
+        task = start_task(self.loop, self.context, cycle.run(), REQUEST_TASK_NAME)
         tasks = self.server_state.tasks
         tasks[task] = scope
         task.add_done_callback(tasks.pop)

@@ -42,6 +42,7 @@ from typing import Optional, Union
 from fastserve.logging import access_logger, format_client, log_websocket_access
 from fastserve.protocols.asgi import (
     APP_FAIL,
+    WEBSOCKET_TASK_NAME,
     ASGIMessageError,
     ClientDisconnected,
     after_close,
@@ -52,6 +53,7 @@ from fastserve.protocols.asgi import (
     message_type_of,
     response_body,
     response_start,
+    start_task,
     unexpected_message,
     websocket_accept,
     websocket_close,
@@ -214,7 +216,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.access_log = False
         # In a copy of the context, as every request Task: a contextvar the app sets
         # never leaks into another connection.
-        task = contextvars.copy_context().run(self.loop.create_task, self._run())
+        task = start_task(self.loop, contextvars.copy_context(), self._run(), WEBSOCKET_TASK_NAME)
         tasks = self.server_state.tasks
         tasks[task] = self.scope
         task.add_done_callback(tasks.pop)
