@@ -1,6 +1,7 @@
 """Flow control of one connection, both ways: reading pauses while the app has
 not taken what was read, and the app's `send` waits while the transport's write
-buffer is above its high-water mark."""
+buffer is above its high-water mark (or, for a file sent by `os.sendfile` past the
+transport, while the socket takes no more bytes)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class FlowControl:
     def resume_writing(self) -> None:
         """The write buffer drained (or the connection is gone): wake `drain()`."""
         self.write_paused = False
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -45,6 +49,18 @@ class FlowControl:
     def drain(self) -> asyncio.Future:
         """A future done when writing may go on."""
         waiter = self.drain_waiter
-        if waiter is None:
+        # (a done one was cancelled with the task that awaited it)
+        if waiter is None or waiter.done():
             waiter = self.drain_waiter = self.loop.create_future()
         return waiter
+
+    async def writable(self, fd: int) -> None:
+        """Wait until the socket `fd` (a duplicate of the transport's, which the
+        loop does not let a reader or writer watch) takes more bytes, or the
+        connection is gone: `connection_lost` calls `resume_writing`."""
+        waiter = self.drain()
+        self.loop.add_writer(fd, self._wake)
+        try:
+            await waiter
+        finally:
+            self.loop.remove_writer(fd)

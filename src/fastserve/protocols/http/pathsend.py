@@ -10,14 +10,20 @@ of that size in one message), writes the head, and calls `send_file`:
 - asyncio's own loop, plain TCP or unix socket: `loop.sendfile`, which waits for
   the write buffer to be empty and then calls `os.sendfile` on the socket (if that
   syscall fails before the first byte, asyncio reads and writes instead);
-- TLS, uvloop (it has no `sendfile`) or any other transport: a read loop, reads in
-  the default executor (a slow disk never blocks the loop), writes with the
-  protocol's flow control.
+- uvloop (it has no `sendfile`) or another loop, plain TCP or unix socket: the
+  same here: once the transport's write buffer is empty, `os.sendfile` on a
+  duplicate of the socket's fd (the transport may close its own meanwhile),
+  waiting for the socket to be writable in between; a failure before the first
+  byte falls back to the read loop. The kernel reads the file on the loop's
+  thread, as asyncio's `loop.sendfile` does;
+- TLS, or no socket: a read loop, reads in the default executor (a slow disk never
+  blocks the loop), writes with the protocol's flow control.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from typing import Optional
@@ -30,6 +36,7 @@ from fastserve.protocols.utils import is_ssl
 
 # Bytes read from the file per write in the read loop.
 FILE_READ_SIZE = 262144
+DISCONNECTED = "the client disconnected"
 
 
 class OpenFile:
@@ -99,34 +106,89 @@ def chunk_frame(size: int) -> tuple[bytes, bytes]:
     return b"%x\r\n" % size, fr.CHUNK_END + fr.LAST_CHUNK
 
 
-def _native(loop, transport) -> bool:
-    """Whether asyncio's `loop.sendfile` can use `os.sendfile` on this transport."""
-    return (
-        isinstance(loop, asyncio.BaseEventLoop)
-        and transport.get_extra_info("socket") is not None
-        and not is_ssl(transport)
-    )
-
-
 async def send_file(transport, flow: FlowControl, opened: OpenFile) -> int:
     """Write the file's bytes (after the head, already written); return how many
     were written: fewer than its size when the file shrank meanwhile. Raises
     ClientDisconnected when the connection is gone (or closed) before the end."""
     loop = flow.loop
-    size = opened.size
     if transport.is_closing():
-        raise ClientDisconnected("the client disconnected")
-    if _native(loop, transport):
-        try:
-            return await loop.sendfile(transport, opened.file, 0, size)
-        except ConnectionError as exc:
-            raise ClientDisconnected("the client disconnected") from exc
+        raise ClientDisconnected(DISCONNECTED)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and not is_ssl(transport):
+        if isinstance(loop, asyncio.BaseEventLoop):
+            try:
+                return await loop.sendfile(transport, opened.file, 0, opened.size)
+            except ConnectionError as exc:
+                raise ClientDisconnected(DISCONNECTED) from exc
+        if hasattr(os, "sendfile"):
+            sent = await _send_by_syscall(transport, flow, opened, sock.fileno())
+            if sent is not None:
+                return sent
+    return await _read_loop(transport, flow, opened)
+
+
+async def _send_by_syscall(
+    transport, flow: FlowControl, opened: OpenFile, sock_fd: int
+) -> Optional[int]:
+    """`os.sendfile` to the socket; None when it cannot send this file on this
+    socket (it failed before the first byte)."""
+    size = opened.size
+    file_fd = opened.file.fileno()
+    try:
+        # A duplicate: should the transport close its socket meanwhile, the fd
+        # number written to is never another file's.
+        out_fd = os.dup(sock_fd)
+    except OSError:
+        return None
+    try:
+        # the head, and responses held back before it, leave through the transport first
+        while transport.get_write_buffer_size():
+            await _writable(transport, flow, out_fd)
+        sent = 0
+        while sent < size:
+            try:
+                sent_now = os.sendfile(out_fd, file_fd, sent, size - sent)
+            except BlockingIOError:
+                await _writable(transport, flow, out_fd)
+                continue
+            except ConnectionError as exc:
+                raise ClientDisconnected(DISCONNECTED) from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOTCONN:
+                    raise ClientDisconnected(DISCONNECTED) from exc
+                if sent:
+                    raise
+                return None
+            if not sent_now:  # the file shrank since it was opened
+                break
+            sent += sent_now
+            if sent < size:
+                # the socket is full: other connections' turn until it is not
+                await _writable(transport, flow, out_fd)
+        return sent
+    finally:
+        os.close(out_fd)
+
+
+async def _writable(transport, flow: FlowControl, fd: int) -> None:
+    """Wait until the socket takes more bytes; ClientDisconnected when the
+    connection is gone (or closing) before or meanwhile."""
+    if not transport.is_closing():
+        await flow.writable(fd)
+    if transport.is_closing():
+        raise ClientDisconnected(DISCONNECTED)
+
+
+async def _read_loop(transport, flow: FlowControl, opened: OpenFile) -> int:
+    """Read the file in the executor, write it through the transport."""
+    loop = flow.loop
+    size = opened.size
     sent = 0
     while sent < size:
         if flow.write_paused and not transport.is_closing():
             await flow.drain()
         if transport.is_closing():
-            raise ClientDisconnected("the client disconnected")
+            raise ClientDisconnected(DISCONNECTED)
         reading = opened.reading = loop.run_in_executor(
             None, opened.file.read, min(FILE_READ_SIZE, size - sent)
         )
@@ -136,7 +198,7 @@ async def send_file(transport, flow: FlowControl, opened: OpenFile) -> int:
         if not data:
             break
         if transport.is_closing():
-            raise ClientDisconnected("the client disconnected")
+            raise ClientDisconnected(DISCONNECTED)
         transport.write(data)
         sent += len(data)
     return sent
