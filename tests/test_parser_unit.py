@@ -115,6 +115,50 @@ def test_pipelined_batch_flushes_when_an_app_waits():
     run(main())
 
 
+def test_chunks_streamed_in_one_pass_leave_in_one_write():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(10):
+            await send({"type": "http.response.body", "body": b"%d" % index, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main():
+        protocol, transport, state = connect(app)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        assert len(transport.writes) == 1, transport.writes
+        assert transport.data.endswith(
+            b"transfer-encoding: chunked\r\n\r\n"
+            + b"".join(b"1\r\n%d\r\n" % index for index in range(10))
+            + b"0\r\n\r\n"
+        )
+
+    run(main())
+
+
+def test_streamed_chunk_leaves_before_the_app_waits():
+    gate = None
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await gate.wait()
+        await send({"type": "http.response.body", "body": b"last"})
+
+    async def main():
+        nonlocal gate
+        gate = asyncio.Event()
+        protocol, transport, state = connect(app)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+        assert transport.data.endswith(b"5\r\nfirst\r\n")
+        gate.set()
+        await settle()
+        assert transport.data.endswith(b"4\r\nlast\r\n0\r\n\r\n")
+
+    run(main())
+
+
 def test_head_bytes_counted_across_reads():
     async def main():
         protocol, transport, state = connect(hello, limit_request_head=1024)

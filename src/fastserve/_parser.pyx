@@ -23,7 +23,8 @@ One request, as the code runs it:
    is complete in the first body message, writes head and body with one
    ``transport.write``.
 6. Responses to a pipelined batch are held back while the next request of the
-   batch is already parsed, and written together (one write per batch).
+   batch is already parsed, and written together (one write per batch); so are
+   the chunks of a streamed body that the app sends in one loop pass.
 
 The llhttp state, callbacks and header building live in ``_ParserCore``, which
 HttpProtocol extends; ``parse_requests(data)`` runs the same core with no protocol
@@ -1221,13 +1222,7 @@ cdef class HttpProtocol(_ParserCore):
             # The client had pipelined the next request already: hold its
             # response (and those after it) back, and write the batch at once
             # when no request is left or an app has to wait.
-            if self.corked is None:
-                self.corked = []
-                self.corked_size = 0
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                self.flush_mark = self.started
-                self.loop.call_soon(self._flush_soon)
+            self._cork()
         elif self.corked is not None:
             self._flush()
 
@@ -1247,6 +1242,18 @@ cdef class HttpProtocol(_ParserCore):
     cdef inline void _count_response(self, RequestCycle cycle) noexcept:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
         self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
+
+    cdef _cork(self):
+        """Hold writes back until the end of this loop pass (or HIGH_WATER bytes):
+        the responses to a pipelined batch, or the chunks an app streams without
+        waiting in between, then leave in one write."""
+        if self.corked is None:
+            self.corked = []
+            self.corked_size = 0
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.flush_mark = self.started
+            self.loop.call_soon(self._flush_soon)
 
     cdef inline _out(self, data):
         if self.corked is None:
@@ -1641,6 +1648,9 @@ cdef class RequestCycle:
             body, more_body = _response_body(message)
             if type(body) is not bytes:
                 body = bytes(body)
+        if more_body:
+            # more to come, perhaps at once: one write for what the app sends in this pass
+            self.protocol._cork()
         if self.head_pending:
             self._first_body(<bytes>body, more_body)
         else:
