@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fastserve.metrics import ProcessMetrics
-from fastserve.protocols.http.framing import SINGLE_WRITE_MAX
+from fastserve.protocols.http.framing import JOIN_MAX
 from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, FakeTransport, make_settings
 
@@ -35,7 +35,7 @@ POST_CHUNKED = (
 EXPECT = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
 TLS_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
 
-BIG = b"b" * (SINGLE_WRITE_MAX + 1)
+BIG = b"b" * (JOIN_MAX + 1)
 
 # The fake transport has no socket: pathsend takes its read loop (executor reads,
 # transport.write), the path of TLS and uvloop.

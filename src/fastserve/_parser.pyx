@@ -101,8 +101,7 @@ LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTT
 
 # The shared constants, as C values (read once at import).
 cdef Py_ssize_t HIGH_WATER = HIGH_WATER_LIMIT
-cdef Py_ssize_t SINGLE_WRITE_MAX = fr.SINGLE_WRITE_MAX
-cdef Py_ssize_t CHUNK_JOIN_MAX = fr.CHUNK_JOIN_MAX
+cdef Py_ssize_t JOIN_MAX = fr.JOIN_MAX
 cdef int M_LENGTH = fr.LENGTH
 cdef int M_CHUNKED = fr.CHUNKED
 cdef int M_UNTIL_CLOSE = fr.UNTIL_CLOSE
@@ -1264,12 +1263,30 @@ cdef class HttpProtocol(_ParserCore):
             if self.corked_size > HIGH_WATER:
                 self._flush()
 
+    cdef _out_parts(self, bytes head, bytes body, bytes tail):
+        """A head (or size line), a body bigger than JOIN_MAX and its tail (None:
+        none): one `transport.writelines`, the body not copied."""
+        if self.corked is not None:
+            self._out(head)
+            self._out(body)
+            if tail is not None:
+                self._out(tail)
+        elif tail is None:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.writelines((head, body, tail))
+
     cdef _flush(self):
         corked = self.corked
         if corked is not None:
             self.corked = None
             if corked and not self.closed:
-                self.write(corked[0] if len(corked) == 1 else b"".join(corked))
+                if len(corked) == 1:
+                    self.write(corked[0])
+                elif self.corked_size <= JOIN_MAX:
+                    self.write(b"".join(corked))
+                else:
+                    self.transport.writelines(corked)
 
     def _flush_soon(self):
         self.flush_scheduled = False
@@ -1748,7 +1765,7 @@ cdef class RequestCycle:
             self.body_bytes = n
             if n:
                 buf_chunk_head(out, n)
-                if n <= SINGLE_WRITE_MAX:
+                if n <= JOIN_MAX:
                     buf_bytes(out, body)
                     buf_bytes(out, _CHUNK_END_LAST if not more_body else _CHUNK_END)
                 else:
@@ -1763,17 +1780,14 @@ cdef class RequestCycle:
         head_len = out.len
         if data is None or PyBytes_GET_SIZE(data) == 0:
             protocol._out(PyBytes_FromStringAndSize(out.data, head_len))
-        elif PyBytes_GET_SIZE(data) <= SINGLE_WRITE_MAX:
+        elif PyBytes_GET_SIZE(data) <= JOIN_MAX:
             n = PyBytes_GET_SIZE(data)
             joined = PyBytes_FromStringAndSize(NULL, head_len + n)
             memcpy(PyBytes_AS_STRING(joined), out.data, head_len)
             memcpy(PyBytes_AS_STRING(joined) + head_len, PyBytes_AS_STRING(data), n)
             protocol._out(joined)
         else:
-            protocol._out(PyBytes_FromStringAndSize(out.data, head_len))
-            protocol._out(data)
-            if tail is not None:
-                protocol._out(tail)
+            protocol._out_parts(PyBytes_FromStringAndSize(out.data, head_len), data, tail)
         if out.cap > BUFFER_SHRINK_ABOVE:
             buf_free(out)
         if error is not None:
@@ -1804,14 +1818,12 @@ cdef class RequestCycle:
                 out.len = 0
                 buf_chunk_head(out, n)
                 tail = _CHUNK_END_LAST if not more_body else _CHUNK_END
-                if n <= CHUNK_JOIN_MAX:
+                if n <= JOIN_MAX:
                     buf_bytes(out, body)
                     buf_bytes(out, tail)
                     protocol._out(PyBytes_FromStringAndSize(out.data, out.len))
                 else:
-                    protocol._out(PyBytes_FromStringAndSize(out.data, out.len))
-                    protocol._out(body)
-                    protocol._out(tail)
+                    protocol._out_parts(PyBytes_FromStringAndSize(out.data, out.len), body, tail)
             elif not more_body:
                 protocol._out(_LAST_CHUNK)
         elif framing == M_UNTIL_CLOSE:

@@ -17,9 +17,11 @@ CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
 CHUNK_END = b"\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 
-# Head and body up to this size are joined into one write; a bigger body is
-# written after its head, not copied into one buffer with it.
-SINGLE_WRITE_MAX = 262144
+# A body (or a chunk) up to this size is copied with its head (or size line) into one
+# bytes object and written; a bigger one is handed to `transport.writelines` with
+# them, not copied: one system call on uvloop (writev), where copying it would cost
+# more than that call.
+JOIN_MAX = 16384
 
 
 def is_chunked_only(headers) -> bool:
@@ -57,8 +59,3 @@ def choose_framing(
     if not http10:
         return CHUNKED
     return UNTIL_CLOSE
-
-
-# A later chunk up to this size is joined with its size line and CRLF into one
-# write; a bigger one is written as it is, after its size line.
-CHUNK_JOIN_MAX = 16384

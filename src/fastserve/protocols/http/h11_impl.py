@@ -1051,16 +1051,12 @@ class RequestCycle:
             data = body
             self.body_bytes = n
         # one write: head (+ body)
-        write = self.transport.write
         if not data:
-            write(head)
-        elif len(data) <= fr.SINGLE_WRITE_MAX:
-            write(b"".join((head, data, tail)))
+            self.transport.write(head)
+        elif len(data) <= fr.JOIN_MAX:
+            self.transport.write(b"".join((head, data, tail)))
         else:
-            write(head)
-            write(data)
-            if tail:
-                write(tail)
+            self.transport.writelines((head, data, tail) if tail else (head, data))
         if error is not None:
             self._length_error(error)
         elif not more_body:
@@ -1085,12 +1081,10 @@ class RequestCycle:
             self.body_bytes += n
             if n:
                 tail = fr.CHUNK_END if more_body else fr.CHUNK_END + fr.LAST_CHUNK
-                if n <= fr.CHUNK_JOIN_MAX:
+                if n <= fr.JOIN_MAX:
                     write(b"%x\r\n%b%b" % (n, body, tail))
                 else:
-                    write(b"%x\r\n" % n)
-                    write(body)
-                    write(tail)
+                    self.transport.writelines((b"%x\r\n" % n, body, tail))
             elif not more_body:
                 write(fr.LAST_CHUNK)
         elif framing == fr.UNTIL_CLOSE:
