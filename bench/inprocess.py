@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The server's own CPU per request, without the network: a protocol driven in-process.
 
-    python bench/inprocess.py [--http c|python] [--workload hello|post]
+    python bench/inprocess.py [--http c|python] [--workload hello|pipeline|post]
                               [--requests N] [--rounds R] [--connections C]
 
 Each round feeds every one of C connections a request (`data_received`), lets the
@@ -25,38 +25,36 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))  # apps.py and run.py, as run.py imports them
 
-from bench import apps  # noqa: E402
+import apps  # noqa: E402
 from fastserve.config import Config  # noqa: E402
 from fastserve.server import ServerState  # noqa: E402
+from run import PIPELINE_DEPTH  # noqa: E402
 
 POST_BODY = b"x" * 4096
+HELLO_GET = b"GET / HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+# workload → (app, the bytes of one read: one request, or a pipelined batch)
 REQUESTS = {
-    "hello": (
-        apps.hello,
-        b"GET / HTTP/1.1\r\nHost: localhost:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
-    ),
+    "hello": (apps.hello, HELLO_GET),
+    "pipeline": (apps.hello, HELLO_GET * PIPELINE_DEPTH),
     "post": (
         apps.echo,
         b"POST / HTTP/1.1\r\nHost: localhost:8000\r\nContent-Type: application/octet-stream"
         b"\r\nContent-Length: %d\r\n\r\n" % len(POST_BODY) + POST_BODY,
     ),
 }
-# Loop passes after each round of requests: enough for every request Task to finish.
-PASSES_PER_ROUND = 2
+# Loop passes after each read, per request in it: enough for every request Task to
+# finish (a pipelined request starts when the one before it is answered).
+PASSES_PER_REQUEST = 2
 
 
 class DroppingTransport(asyncio.Transport):
-    """Takes every write and forgets it; counts them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
+    """Takes every write and forgets it."""
 
     def write(self, data) -> None:
-        self.writes += 1
+        pass
 
     def get_extra_info(self, name, default=None):
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -91,6 +89,8 @@ def protocol_class(mode: str):
 
 async def measure(args) -> list[float]:
     app, request = REQUESTS[args.workload]
+    per_read = request.count(b" HTTP/1.1\r\n")
+    passes = PASSES_PER_REQUEST * per_read
     config = Config(app, log_config=None, access_log=False)
     config.load()
     loop = asyncio.get_running_loop()
@@ -99,23 +99,22 @@ async def measure(args) -> list[float]:
     connections = []
     for _ in range(args.connections):
         protocol = cls(config.protocol_settings, state, {}, _loop=loop)
-        transport = DroppingTransport()
-        protocol.connection_made(transport)
-        connections.append((protocol, transport))
-    per_round = args.requests // args.connections
+        protocol.connection_made(DroppingTransport())
+        connections.append(protocol)
+    reads = max(1, args.requests // (args.connections * per_read))
     results = []
     for _ in range(args.rounds):
         before = state.total_requests
         start = time.process_time()
-        for _ in range(per_round):
-            for protocol, _transport in connections:
+        for _ in range(reads):
+            for protocol in connections:
                 protocol.data_received(request)
-            for _ in range(PASSES_PER_ROUND):
+            for _ in range(passes):
                 await asyncio.sleep(0)
         elapsed = time.process_time() - start
         served = state.total_requests - before
-        if state.tasks or sum(t.writes for _p, t in connections) < served:
-            raise SystemExit("requests left unanswered: raise PASSES_PER_ROUND")
+        if state.tasks or served != reads * args.connections * per_read:
+            raise SystemExit("requests left unanswered: raise PASSES_PER_REQUEST")
         results.append(elapsed / served * 1e6)
     return results
 
