@@ -88,6 +88,22 @@ def test_pipelined_batch_is_written_in_few_writes_in_order():
     run(main())
 
 
+def test_pipelined_batches_of_many_connections_are_each_written_in_few_writes():
+    # One loop callback checks every connection holding responses back; it may run
+    # before a connection's next request has started, which must not flush early.
+    async def main():
+        batch = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16))
+        connections = [connect(hello) for _ in range(8)]
+        for protocol, _transport, _state in connections:
+            protocol.data_received(batch)
+        await settle()
+        for _protocol, transport, _state in connections:
+            assert transport.data.count(b"HTTP/1.1 200 OK") == 16
+            assert len(transport.writes) <= 3, len(transport.writes)
+
+    run(main())
+
+
 def test_pipelined_batch_flushes_when_an_app_waits():
     gate = None
 

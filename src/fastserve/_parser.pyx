@@ -793,6 +793,49 @@ def parse_requests(data, settings):
 # -- the protocol ----------------------------------------------------------------------
 
 cdef class RequestCycle
+cdef class HttpProtocol
+
+
+@cython.final
+cdef class _CorkedFlusher:
+    """The connections of one loop holding responses back (`HttpProtocol._cork`):
+    one loop callback a pass checks them all, rather than one callback each."""
+
+    cdef object loop
+    cdef list waiting
+    cdef bint scheduled
+
+    cdef add(self, HttpProtocol protocol):
+        self.waiting.append(protocol)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._run)
+
+    def _run(self):
+        cdef HttpProtocol protocol
+        waiting = self.waiting
+        self.waiting = []
+        self.scheduled = False
+        for protocol in waiting:
+            try:
+                protocol._flush_soon()
+            except Exception as exc:  # (one connection's failure holds no other's responses back)
+                self.loop.call_exception_handler(
+                    {"message": "flushing a connection's responses failed",
+                     "exception": exc, "protocol": protocol}
+                )
+
+
+cdef _CorkedFlusher _flusher = None  # of the last loop asked for (one per process, as a rule)
+
+
+cdef _CorkedFlusher _flusher_of(loop):
+    global _flusher
+    if _flusher is None or _flusher.loop is not loop:
+        _flusher = _CorkedFlusher.__new__(_CorkedFlusher)
+        _flusher.loop = loop
+        _flusher.waiting = []
+    return _flusher
 
 
 cdef class HttpProtocol(_ParserCore):
@@ -817,7 +860,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef Py_ssize_t corked_size
     cdef Py_ssize_t started     # requests started on this connection
     cdef Py_ssize_t flush_mark
-    cdef bint flush_scheduled
+    cdef bint flush_scheduled     # in the flusher's list
+    cdef _CorkedFlusher flusher   # the loop's
     cdef object timer
     cdef double timer_when
     cdef double header_deadline
@@ -846,6 +890,7 @@ cdef class HttpProtocol(_ParserCore):
                 _loop = asyncio.get_event_loop()
         self.loop = _loop
         self.connections = server_state.connections
+        self.flusher = _flusher_of(_loop)
         self.tasks = server_state.tasks
         self.access_log = self.settings.access_log
 
@@ -1252,7 +1297,7 @@ cdef class HttpProtocol(_ParserCore):
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.flush_mark = self.started
-            self.loop.call_soon(self._flush_soon)
+            self.flusher.add(self)
 
     cdef inline _out(self, data):
         if self.corked is None:
@@ -1288,16 +1333,20 @@ cdef class HttpProtocol(_ParserCore):
                 else:
                     self.transport.writelines(corked)
 
-    def _flush_soon(self):
+    cdef _flush_soon(self):
+        """Called by the flusher a loop pass after `_cork`."""
         self.flush_scheduled = False
         if self.corked is None:
             return
-        if self.started != self.flush_mark and not self.closed:
-            # a new request of the batch started meanwhile: its response may come
-            # in this next loop iteration
+        cycle = self.cycle
+        if not self.closed and (self.started != self.flush_mark or
+                                (cycle is not None and not cycle.running)):
+            # a new request of the batch started meanwhile, or its Task has not run
+            # yet (the flusher's callback may come first in a pass): its response
+            # may come in this next loop pass
             self.flush_mark = self.started
             self.flush_scheduled = True
-            self.loop.call_soon(self._flush_soon)
+            self.flusher.add(self)
             return
         self._flush()
 
@@ -1393,6 +1442,7 @@ cdef class RequestCycle:
     cdef bint keep_alive
     cdef bint http10
     cdef bint head_request
+    cdef bint running            # the app's Task has begun
     # response
     cdef bint response_started
     cdef bint head_pending       # started, head in protocol.out, not written yet
@@ -1424,6 +1474,7 @@ cdef class RequestCycle:
     async def run(self):
         cdef HttpProtocol protocol = self.protocol
         cdef double timeout = protocol.settings.timeout_request
+        self.running = True
         timer = None
         if timeout > 0:
             timer = protocol.loop.call_later(timeout, self._timed_out, self.task, timeout)
