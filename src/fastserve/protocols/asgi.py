@@ -22,8 +22,8 @@ CAUSE_DEPTH_LIMIT = 16
 
 
 # The names of the Tasks an app's calls run in, instead of asyncio's "Task-<n>": on
-# Python 3.11 and 3.12 formatting that name costs a twentieth of the C mode's own time per
-# request (bench/NOTES.md); 3.13 formats it only when asked.
+# Python 3.11, formatting that name cost a twentieth of the C mode's own time per
+# request (bench/NOTES.md).
 REQUEST_TASK_NAME = "fastserve.request"
 WEBSOCKET_TASK_NAME = "fastserve.websocket"
 # asyncio.Task takes the context to run in (3.11+); before, the Task is made inside it.
