@@ -222,8 +222,16 @@ async def route_scope(scope, receive, send, query):
     await send({"type": "websocket.close"})
 
 
+async def route_task(scope, receive, send, query):
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": asyncio.current_task().get_name()})
+    await send({"type": "websocket.close"})
+
+
 ROUTES = {
     "/echo": route_echo,
+    "/task": route_task,
     "/scope": route_scope,
     "/subprotocol": route_subprotocol,
     "/close": route_close,

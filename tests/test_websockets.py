@@ -605,6 +605,14 @@ def test_compressed_bomb_closes_with_1009_without_inflating_it(servers, mode, ws
     assert growth < 32 * MIB, f"server peak RSS grew by {growth / MIB:.1f} MiB"
 
 
+def test_app_runs_in_a_named_task(server):
+    async def client():
+        async with connect(ws_url(server, "/task")) as websocket:
+            return await websocket.recv()
+
+    assert run(client()) == "fastserve.websocket"
+
+
 def test_first_frame_in_the_handshake_packet_is_echoed(server):
     with RawWebSocket(server, "/echo", first_data=encode_frame(OP_TEXT, b"right away")) as raw:
         assert raw.read_frame() == (OP_TEXT, b"right away")
