@@ -856,6 +856,8 @@ cdef class HttpProtocol(_ParserCore):
     cdef bytes pending         # unparsed bytes after a paused message
     cdef dict upgrade_scope    # a valid WebSocket handshake, handed over once parsed
     cdef bytes refusal         # the answer to a refused WebSocket handshake
+    cdef const char* body_span  # body bytes of this _execute not copied yet (NULL: none)
+    cdef Py_ssize_t body_span_len
     cdef list corked            # responses held back while a pipelined batch is answered
     cdef Py_ssize_t corked_size
     cdef Py_ssize_t started     # requests started on this connection
@@ -998,7 +1000,7 @@ cdef class HttpProtocol(_ParserCore):
         while True:
             self.chunk_ptr = ptr
             err = ll.llhttp_execute(&self.parser, ptr, left)
-            if self.body.len:
+            if self.body.len or self.body_span != NULL:
                 self._flush_body()
             if err == ll.HPE_OK:
                 if self.in_head and self._carry_head(left):
@@ -1175,6 +1177,17 @@ cdef class HttpProtocol(_ParserCore):
         cdef RequestCycle cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.disconnected:
             return 0  # answered already (or gone): the rest of the body is discarded
+        if self.body_span == NULL and self.body.len == 0:
+            # The bytes being parsed are alive until _execute returns, and the body is
+            # flushed before that: one span (a Content-Length body, as a rule) is
+            # copied once, into its chunk, not first into self.body.
+            self.body_span = at
+            self.body_span_len = length
+            return 0
+        if self.body_span != NULL:
+            if buf_add(&self.body, self.body_span, self.body_span_len) < 0:
+                return -1
+            self.body_span = NULL
         return buf_add(&self.body, at, length)
 
     cdef int _message_complete(self) except -2:
@@ -1183,7 +1196,7 @@ cdef class HttpProtocol(_ParserCore):
             return ll.HPE_PAUSED  # the rest of the bytes are the WebSocket's
         if cycle is None:
             return 0
-        if self.body.len:
+        if self.body.len or self.body_span != NULL:
             self._flush_body()
         cycle.message_complete = True
         cycle.expect_100 = False
@@ -1197,10 +1210,14 @@ cdef class HttpProtocol(_ParserCore):
 
     cdef _flush_body(self):
         cdef RequestCycle cycle = self.cycle
-        chunk = PyBytes_FromStringAndSize(self.body.data, self.body.len)
-        self.body.len = 0
-        if self.body.cap > BUFFER_SHRINK_ABOVE:
-            buf_free(&self.body)
+        if self.body_span != NULL:
+            chunk = PyBytes_FromStringAndSize(self.body_span, self.body_span_len)
+            self.body_span = NULL
+        else:
+            chunk = PyBytes_FromStringAndSize(self.body.data, self.body.len)
+            self.body.len = 0
+            if self.body.cap > BUFFER_SHRINK_ABOVE:
+                buf_free(&self.body)
         if cycle is None or cycle.response_complete or cycle.disconnected:
             return
         if cycle.body_chunks is None:
