@@ -119,6 +119,7 @@ cdef str _REQUEST_TASK_NAME = asgi.REQUEST_TASK_NAME
 cdef object _start_task = asgi.start_task
 cdef object _ASGIMessageError = asgi.ASGIMessageError
 cdef object _ClientDisconnected = asgi.ClientDisconnected
+cdef str _DISCONNECTED = asgi.DISCONNECTED
 cdef object _after_complete = asgi.after_complete
 cdef object _log_app_exception = asgi.log_app_exception
 cdef object _app_returned = asgi.app_returned
@@ -1605,7 +1606,7 @@ cdef class RequestCycle:
             # ASGI 2.4: send() on a closed connection raises an OSError subclass
             # (Starlette's StreamingResponse stops on it).
             self.disconnected = True
-            raise _ClientDisconnected("the client disconnected")
+            raise _ClientDisconnected(_DISCONNECTED)
         try:
             if not self.response_started:
                 self._start(message)

@@ -46,6 +46,9 @@ class ClientDisconnected(OSError):
     propagate."""
 
 
+DISCONNECTED = "the client disconnected"  # ClientDisconnected's message
+
+
 class ASGIMessageError(RuntimeError):
     """The app sent a message the ASGI spec does not allow at this point."""
 

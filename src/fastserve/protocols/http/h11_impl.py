@@ -60,6 +60,7 @@ from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
+    DISCONNECTED,
     PATHSEND,
     REQUEST_TASK_NAME,
     ASGIMessageError,
@@ -912,7 +913,7 @@ class RequestCycle:
             # ASGI 2.4: send() on a closed connection raises an OSError subclass
             # (Starlette's StreamingResponse stops on it).
             self.disconnected = True
-            raise ClientDisconnected("the client disconnected")
+            raise ClientDisconnected(DISCONNECTED)
         try:
             if not self.response_started:
                 self._start(message)

@@ -28,7 +28,7 @@ import os
 import stat
 from typing import Optional
 
-from fastserve.protocols.asgi import PATHSEND, ASGIMessageError, ClientDisconnected
+from fastserve.protocols.asgi import DISCONNECTED, PATHSEND, ASGIMessageError, ClientDisconnected
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import CONTENT_LONGER, CONTENT_SHORTER
 from fastserve.protocols.http.flow import FlowControl
@@ -36,7 +36,6 @@ from fastserve.protocols.utils import is_ssl
 
 # Bytes read from the file per write in the read loop.
 FILE_READ_SIZE = 262144
-DISCONNECTED = "the client disconnected"
 
 
 class OpenFile:
