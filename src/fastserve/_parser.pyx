@@ -40,6 +40,7 @@ control, the ASGI checks -- is shared once, in ``fastserve.protocols``.
 
 import asyncio
 import contextvars
+import itertools
 
 cimport cython
 import logging
@@ -178,14 +179,17 @@ cdef list _STATUS_LINES = [STATUS_LINES.get(_i) for _i in range(STATUS_RANGE.sto
 # fr.choose_framing as a table: it reads the status only through whether the status
 # has a body, and the app's content-length only through whether there is one, so
 # its answer for every response is one of these 32, computed once from it.
-cdef unsigned char _NO_BODY[600]  # STATUS_RANGE.stop: statuses an app may send
-for _i in range(STATUS_RANGE.stop):
+cdef enum:
+    STATUS_END = 600  # STATUS_RANGE.stop: statuses an app may send are below it
+assert STATUS_RANGE.stop == STATUS_END
+cdef unsigned char _NO_BODY[STATUS_END]
+for _i in range(STATUS_END):
     _NO_BODY[_i] = fr.status_has_no_body(_i)
 cdef unsigned char _FRAMING[2][2][2][2][2]  # [no body][has length][app chunked][more body][1.0]
-for _i in range(32):
-    _FRAMING[_i >> 4][(_i >> 3) & 1][(_i >> 2) & 1][(_i >> 1) & 1][_i & 1] = fr.choose_framing(
-        204 if _i >> 4 else 200, 0 if (_i >> 3) & 1 else -1, bool((_i >> 2) & 1),
-        bool((_i >> 1) & 1), bool(_i & 1),
+for _no_body, _has_length, _app_chunked, _more_body, _http10 in itertools.product((0, 1), repeat=5):
+    _FRAMING[_no_body][_has_length][_app_chunked][_more_body][_http10] = fr.choose_framing(
+        204 if _no_body else 200, 0 if _has_length else -1, bool(_app_chunked),
+        bool(_more_body), bool(_http10),
     )
 
 # method names per llhttp method number, interned
