@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvloop
 
+from apps import pattern_chunk
 from fastserve.protocols.asgi import ClientDisconnected
 from fastserve.protocols.http.flow import FlowControl
 from fastserve.protocols.http.pathsend import open_path, send_file
@@ -273,8 +274,7 @@ def test_pipelined_behind_a_big_streamed_response(loop_server, tmp_path):
         )
         read_slowly_until_closed(client)
         expected = b"".join(
-            bytes([index % 251]) * STREAMED_CHUNK
-            for index in range(STREAMED_SIZE // STREAMED_CHUNK)
+            pattern_chunk(index, STREAMED_CHUNK) for index in range(STREAMED_SIZE // STREAMED_CHUNK)
         )
         assert client.read_response().body == expected
         assert client.read_response().body == data
