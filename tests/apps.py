@@ -10,6 +10,7 @@ by then, from `EVENTS` through the `/_/events?token=...` route of `app`.
 - `echo`             only the echo, for any path.
 - `hello`            "Hello, world!".
 - `task_factory`     `app`, with a task factory set on the loop at startup.
+- `eager_task_factory` `app`, with a factory of eager Tasks (3.12+) set at startup.
 - `failing_startup`  lifespan startup fails (the server must exit with code 3).
 - `starlette_app`    a Starlette app (streaming, background tasks, disconnects, anyio,
                      FileResponse).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -521,6 +523,15 @@ def _recording_task_factory(loop, coro, **kwargs):
 async def task_factory(scope, receive, send):
     if scope["type"] == "lifespan":
         asyncio.get_running_loop().set_task_factory(_recording_task_factory)
+    return await app(scope, receive, send)
+
+
+async def eager_task_factory(scope, receive, send):
+    """`app`, with a factory of eager Tasks (Python 3.12+), as `asyncio.eager_task_factory`:
+    a Task's first step runs at once, inside the call that makes it."""
+    if scope["type"] == "lifespan":
+        factory = functools.partial(_recording_task_factory, eager_start=True)
+        asyncio.get_running_loop().set_task_factory(factory)
     return await app(scope, receive, send)
 
 

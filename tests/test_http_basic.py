@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import sys
 import time
 
 import pytest
@@ -407,6 +408,35 @@ def test_request_task_made_by_the_loops_task_factory(servers, mode):
         for _ in range(2):
             result = client.request("GET", "/_/task").json()
             assert result == {"name": "fastserve.request", "factory": True}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager Tasks are new in Python 3.12")
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_request_tasks_a_factory_starts_eagerly(servers, mode, loop):
+    """An eager Task runs its first step as it is made, inside the parsing of the
+    request: the app still starts once the protocol has recorded the Task and read
+    what it has of the request (with three requests at a time allowed, three Tasks the
+    protocol lost count of would have the fourth request refused with a 503)."""
+    server = servers.get(
+        "tests.apps:eager_task_factory", mode, "--loop", loop, "--limit-concurrency", "3"
+    )
+    with server.client() as client:
+        for _ in range(4):
+            result = client.request("GET", "/_/task").json()
+            assert result == {"name": "fastserve.request", "factory": True}
+        assert client.request("GET", "/_/echo").json()["body"] == ""
+        echoed = client.request("POST", "/_/echo", body=b"eager body").json()
+        assert echoed["body"] == "eager body"
+        client.send(
+            b"GET /_/task HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /_/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde"
+            b"GET /_/task HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        pipelined = [client.read_response() for _ in range(3)]
+    assert [r.status for r in pipelined] == [200, 200, 200]
+    assert pipelined[0].json()["factory"] is True
+    assert pipelined[1].json()["body"] == "abcde"
+    assert pipelined[2].json()["factory"] is True
 
 
 # -- response framing ------------------------------------------------------------------

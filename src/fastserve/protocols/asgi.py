@@ -34,9 +34,24 @@ def start_task(loop, context, coro, name: str) -> asyncio.Task:
     """Run `coro` (an app call) in a new Task, in a copy of `context`: a contextvar one
     call sets never shows in another. The loop's task factory, when one is set, makes
     the Task. (The C mode makes its request Tasks the same way, inline.)"""
-    if TASK_TAKES_CONTEXT and loop.get_task_factory() is None:
+    if loop.get_task_factory() is not None:
+        coro = _in_a_loop_pass_of_its_own(coro)
+    elif TASK_TAKES_CONTEXT:
         return asyncio.Task(coro, loop=loop, context=context.copy(), name=name)
     return context.run(loop.create_task, coro, name=name)
+
+
+async def _in_a_loop_pass_of_its_own(coro):
+    """A task factory may start its Tasks eagerly (`asyncio.eager_task_factory`, 3.12+):
+    the first step of the app's call would run inside the protocol's parsing, before the
+    protocol has recorded the Task. One yield first: the app starts in a loop pass,
+    as the Task of a loop without a factory does."""
+    try:
+        await asyncio.sleep(0)
+    except BaseException:
+        coro.close()  # never started: nothing of it runs
+        raise
+    return await coro
 
 
 class ClientDisconnected(OSError):
