@@ -4,6 +4,10 @@ Every test talks to a real `python -m fastserve` subprocess over real sockets, i
 both protocol modes: the `mode` fixture is parametrized over "c" and "python".
 Select one mode with `--mode c` (or `-m c`, `-m python`).
 
+Tests marked `serial` bound a duration, a memory size or a load, which other tests
+running beside them would skew: `--serial skip` leaves them out (the parallel pass of
+scripts/test, under pytest-xdist), `--serial only` runs only them (its serial pass).
+
 - `servers` (module-scoped pool): `servers.get(app, mode, *flags)` starts a server
   once per (app, mode, flags) and reuses it for the module; at teardown each is
   stopped with SIGTERM and must exit 0.
@@ -38,6 +42,7 @@ from raw_http import (  # noqa: F401 - re-exported for the tests
 )
 
 MODES = ("c", "python")
+SERIAL_CHOICES = ("skip", "only")
 APP = "tests.apps:app"
 
 
@@ -51,6 +56,11 @@ def pytest_addoption(parser):
         choices=MODES,
         help="run the HTTP conformance tests only for this protocol mode (repeatable)",
     )
+    parser.addoption(
+        "--serial",
+        choices=SERIAL_CHOICES,
+        help="skip: leave out the tests marked serial; only: run only them",
+    )
 
 
 def pytest_configure(config):
@@ -60,6 +70,11 @@ def pytest_configure(config):
         "flood: floods, slow clients and soak (tests/test_floods.py, tests/test_soak.py); "
         "they run by default, `-m 'not flood'` deselects them",
     )
+    config.addinivalue_line(
+        "markers",
+        "serial: bounds a duration, a memory size or a load, so it must run with no other "
+        "test beside it (scripts/test runs these after the others, alone; --serial skip|only)",
+    )
     for mode in MODES:
         config.addinivalue_line(
             "markers", f"{mode}: HTTP conformance test run in --http {mode} mode"
@@ -68,11 +83,15 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     wanted = config.getoption("mode")
+    serial = config.getoption("serial")
     selected, deselected = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         mode = callspec.params.get("mode") if callspec else None
-        if wanted and mode is not None and mode not in wanted:
+        is_serial = item.get_closest_marker("serial") is not None
+        if (wanted and mode is not None and mode not in wanted) or (
+            serial is not None and is_serial != (serial == "only")
+        ):
             deselected.append(item)
         else:
             selected.append(item)

@@ -225,6 +225,7 @@ def test_fd_serves_an_inherited_socket() -> None:
         server.cleanup()
 
 
+@pytest.mark.serial  # bounds a duration
 def test_graceful_shutdown_timeout_cancels_a_stuck_request(start_cli) -> None:
     server, _ = start_cli(REPORT_APP, "--timeout-graceful-shutdown", "1")
     with httpx.Client(timeout=20) as client:

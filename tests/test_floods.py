@@ -43,7 +43,7 @@ from flood_util import (
 )
 from process_util import start_thread, wait_until
 
-pytestmark = [pytest.mark.flood, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.flood, pytest.mark.serial, pytest.mark.timeout(300)]
 
 APP = "tests.apps_floods:app"
 # Access logging off: tens of thousands of lines would measure the log file.

@@ -73,6 +73,7 @@ def test_kill_9_worker_under_load_is_replaced(spawn):
     assert server.stop() == 0
 
 
+@pytest.mark.serial  # bounds a duration
 def test_blocked_worker_is_killed_by_the_gunicorn_timeout(spawn):
     server = spawn("--timeout", "2")
     before = server.workers()
@@ -167,6 +168,7 @@ def idle_keep_alive_lifetime(server) -> float:
         return time.monotonic() - started
 
 
+@pytest.mark.serial  # bounds a duration
 def test_keep_alive_connection_closed_after_gunicorn_keepalive(spawn):
     server = spawn("--keep-alive", "1", workers=1)
     assert 0.5 < idle_keep_alive_lifetime(server) < 4

@@ -189,6 +189,7 @@ def test_keep_alive_many_requests_one_connection(server):
         assert client.is_open_after(0.2)
 
 
+@pytest.mark.serial  # bounds a duration
 def test_keep_alive_timeout(servers, mode):
     server = servers.get(APP, mode, "--timeout-keep-alive", "2")
     with server.client() as client:

@@ -58,6 +58,7 @@ def test_graceful_shutdown_stops_accepting(start_server, mode, token):
     assert server.wait(15) == 0, server.describe()
 
 
+@pytest.mark.serial  # bounds a duration
 def test_shutdown_closes_idle_keep_alive_connections(start_server, mode):
     server = start_server(APP, mode)
     with server.client() as client:

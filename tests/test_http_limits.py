@@ -183,6 +183,7 @@ def assert_closed_without_answer(client, timeout):
     return time.monotonic() - started
 
 
+@pytest.mark.serial  # bounds a duration
 def test_slowloris_half_head_closed(header_timeout):
     with header_timeout.client() as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -212,6 +213,7 @@ def test_slowloris_trickle_closed(header_timeout):
     assert closed, "the connection stayed open while the head trickled in"
 
 
+@pytest.mark.serial  # bounds a duration
 def test_slowloris_nothing_sent_closed(header_timeout):
     with header_timeout.client() as client:
         elapsed = assert_closed_without_answer(client, timeout=5)

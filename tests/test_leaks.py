@@ -38,6 +38,9 @@ import pytest
 from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, FakeTransport, make_settings
 
+# Memory and descriptors must stay flat: alone, as the other measures of the suite.
+pytestmark = pytest.mark.serial
+
 _parser = pytest.importorskip("fastserve._parser")
 
 REQUESTS = int(os.environ.get("FASTSERVE_LEAK_REQUESTS", "20000"))

@@ -29,7 +29,7 @@ WRK_CONNECTIONS = 32
 # request or connection would show as megabytes after some 100,000 requests.
 SOAK_RSS_GROWTH = 2 * 1024  # KiB
 
-pytestmark = [pytest.mark.flood, pytest.mark.timeout(120 + 2 * SOAK_SECONDS)]
+pytestmark = [pytest.mark.flood, pytest.mark.serial, pytest.mark.timeout(120 + 2 * SOAK_SECONDS)]
 
 
 def wrk(url: str, *args: str) -> dict:

@@ -110,6 +110,7 @@ def test_kill_9_worker_under_load_is_replaced(spawn):
     assert server.stop() == 0
 
 
+@pytest.mark.serial  # bounds a duration
 def test_blocked_worker_is_killed_and_replaced(spawn):
     server = supervised(spawn, "--timeout-worker-healthcheck", "1.5")
     before = server.workers()
@@ -157,6 +158,7 @@ def test_sighup_rolling_restart_under_load_loses_nothing(spawn):
     assert server.stop() == 0
 
 
+@pytest.mark.serial  # bounds a duration
 def test_sigterm_lets_a_slow_request_finish(spawn):
     server = supervised(spawn, "--timeout-graceful-shutdown", "10")
     results = {}
@@ -177,6 +179,7 @@ def test_sigterm_lets_a_slow_request_finish(spawn):
         get(server.url("/"), timeout=2)
 
 
+@pytest.mark.serial  # bounds a duration
 def test_sigquit_stops_at_once(spawn):
     server = supervised(spawn)
     workers = server.workers()

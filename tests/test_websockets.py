@@ -589,6 +589,7 @@ def test_fragmented_message_over_max_size_closes_with_1009(servers, mode, ws):
         assert raw.read_close()[0] == 1009
 
 
+@pytest.mark.serial  # bounds the server's memory (RSS)
 def test_compressed_bomb_closes_with_1009_without_inflating_it(servers, mode, ws):
     server = servers.get(APP, mode, "--ws", ws, "--ws-max-size", "1024")
     compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -630,6 +631,7 @@ def test_fragmented_message_is_joined(server):
 # -- flow control ------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # bounds the server's memory (RSS)
 def test_non_reading_client_keeps_server_memory_bounded(server, token):
     count = 64  # 64 MiB in all: an unbounded server would hold most of it
     rss_before = vm_rss(server.pid)
