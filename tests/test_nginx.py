@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -170,13 +169,9 @@ def test_streamed_download_passes_intact(stack):
         expected.update(download_chunk(index))
     digest = hashlib.sha256()
     size = 0
-    first_byte_after = None
-    started = time.monotonic()
     with httpx.stream("GET", stack["url"] + f"/download?mb={megabytes}", timeout=60) as response:
         assert response.status_code == 200
         for data in response.iter_raw():
-            if first_byte_after is None:
-                first_byte_after = time.monotonic() - started
             digest.update(data)
             size += len(data)
     assert size == megabytes * 1024 * 1024
