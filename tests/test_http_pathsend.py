@@ -228,6 +228,26 @@ def test_file_is_not_read_through_the_executor(start_server, mode, loop, tmp_pat
         assert thread_count(server.pid) == threads
 
 
+def test_file_where_os_sendfile_is_missing(start_server, mode, tmp_path):
+    """A platform without os.sendfile (emulated: the server's interpreter starts with
+    it deleted): the file is read in the executor and written, pipelining intact."""
+    startup = tmp_path / "startup"
+    startup.mkdir()
+    (startup / "sitecustomize.py").write_text("import os\n\ndel os.sendfile\n")
+    python_path = os.pathsep.join(filter(None, [str(startup), os.environ.get("PYTHONPATH")]))
+    server = start_server(APP, mode, env={"PYTHONPATH": python_path})
+    path, data = make_file(tmp_path, MIB)
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target(path).encode()
+    with server.client() as client:
+        assert client.request("GET", "/before").json()["path"] == "/before"
+        threads = thread_count(server.pid)
+        client.send(request + request + b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response().body == data
+        assert client.read_response().body == data
+        assert client.read_response().json()["path"] == "/last"
+        assert thread_count(server.pid) > threads  # the executor's reader
+
+
 def test_big_file_arrives_whole(loop_server, tmp_path, token):
     """Bigger than the socket buffers: the server waits for the socket many times."""
     path, data = make_file(tmp_path, BIG_FILE_SIZE)
