@@ -404,8 +404,8 @@ class ServerProcess:
     def wait_event(
         self, token: str, predicate, timeout: float = 15, path_prefix: str = "/_/events"
     ) -> list:
-        """Poll the app's recorded events until `predicate(events)` holds; returns the
-        last events seen (the caller asserts on them) also when it never did."""
+        """Poll the app's recorded events until `predicate(events)` holds and return
+        them; `WaitTimeout` naming the events last seen when it never does."""
         events: list = []
 
         def check():
@@ -414,9 +414,11 @@ class ServerProcess:
             return predicate(events)
 
         try:
-            wait_until(check, timeout, message=f"the events of {token}")
+            wait_until(check, timeout)
         except WaitTimeout:
-            pass
+            raise WaitTimeout(
+                f"the events of {token} never met the condition in {timeout}s; last seen: {events!r}"
+            ) from None
         return events
 
     # -- processes and signals

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from tests.conftest import build_request
+from conftest import build_request
 
 pytestmark = pytest.mark.timeout(60)
 

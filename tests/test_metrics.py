@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from tests.process_util import ROOT, free_port, get, wait_until
+from process_util import ROOT, free_port, get, wait_until
 
 APP = "tests.apps_metrics:app"
 # (path, expected status) served in this order; counted per code below.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.process_util import free_port, get, wait_until
+from process_util import free_port, get, wait_until
 
 APP = "tests.apps_metrics:app"
 LIMIT_MIB = 120
