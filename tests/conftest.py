@@ -81,13 +81,26 @@ def pytest_configure(config):
         )
 
 
+def item_mode(item) -> str | None:
+    """The mode a test runs in: its `c` or `python` mark (the `mode` fixture's params
+    carry them). A `mode` parametrized by hand has no mark, so marker selection would
+    miss it: refused."""
+    marked = [mode for mode in MODES if item.get_closest_marker(mode) is not None]
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "mode" in callspec.params and not marked:
+        raise pytest.UsageError(
+            f"{item.nodeid}: parametrizes `mode` by hand; use the `mode` fixture, "
+            "whose marks make `-m c` / `-m python` select it"
+        )
+    return marked[0] if len(marked) == 1 else None
+
+
 def pytest_collection_modifyitems(config, items):
     wanted = config.getoption("mode")
     serial = config.getoption("serial")
     selected, deselected = [], []
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        mode = callspec.params.get("mode") if callspec else None
+        mode = item_mode(item)
         is_serial = item.get_closest_marker("serial") is not None
         if (wanted and mode is not None and mode not in wanted) or (
             serial is not None and is_serial != (serial == "only")
@@ -104,8 +117,21 @@ def pytest_collection_modifyitems(config, items):
     params=[pytest.param(mode, id=mode, marks=getattr(pytest.mark, mode)) for mode in MODES]
 )
 def mode(request) -> str:
-    """The protocol mode, "c" or "python" (`--http MODE`)."""
+    """The protocol mode, "c" or "python" (`--http MODE`): the one way a test picks a
+    mode, so that `--mode` and `-m c` / `-m python` select it."""
     return request.param
+
+
+@pytest.fixture
+def protocol_class(mode):
+    """The HTTP protocol class of `mode`, for tests that drive it in-process."""
+    if mode == "c":
+        from fastserve._parser import HttpProtocol
+
+        return HttpProtocol
+    from fastserve.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol
 
 
 # -- server processes ----------------------------------------------------------------

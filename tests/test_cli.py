@@ -91,7 +91,6 @@ def test_demo_app_is_served_by_default(start_cli) -> None:
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("mode", ["c", "python"])
 def test_http_mode_flag_selects_the_protocol(start_cli, mode: str) -> None:
     server, served_mode = start_cli("fastserve.demo:app", "--http", mode)
     assert served_mode == mode

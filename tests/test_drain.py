@@ -21,8 +21,11 @@ SLOW_SECONDS = 6
 
 @pytest.mark.parametrize(
     "flags",
-    [("--http", "c"), ("--http", "python"), ("--workers", "2")],
-    ids=["c", "python", "workers"],
+    [
+        pytest.param(("--http", "c"), id="c", marks=pytest.mark.c),
+        pytest.param(("--http", "python"), id="python", marks=pytest.mark.python),
+        pytest.param(("--workers", "2"), id="workers"),
+    ],
 )
 def test_sigterm_completes_requests_in_flight_and_refuses_new_ones(spawn, flags):
     server = spawn(

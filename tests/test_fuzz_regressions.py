@@ -25,7 +25,6 @@ import seeds  # noqa: E402
 
 from fastserve.protocols.http.errors import error_response  # noqa: E402
 
-MODES = list(fuzz_http.MODES)
 BAD_REQUEST = error_response(400)
 CONTINUATION, TEXT, PING, PONG = 0x0, 0x1, 0x9, 0xA
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # what permessage-deflate strips from a message
@@ -57,7 +56,6 @@ def exchange(mode: str, reads: list[bytes]) -> tuple[bytes, bool, list]:
     return fuzz_http.exchange(fuzz_http.MODES[mode], reads)
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode):
     # The pure mode refused "GZET " at once only when it came in one read: in pieces
     # it waited for the whole head (or the header timeout).
@@ -70,7 +68,6 @@ def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode)
     "target",
     [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b", b"http://exa#mple.com/p"],
 )
-@pytest.mark.parametrize("mode", MODES)
 def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, target):
     # h11 takes any target bytes: the pure mode served `GET x HTTP/1.1` (path "x").
     written, closed, calls = exchange(mode, [b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
@@ -80,7 +77,6 @@ def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, tar
 @pytest.mark.parametrize(
     "target", [b"/a", b"*", b"http://a/b?c", b"//a", b"http://u:p@[::1]:80", b"http://a?q"]
 )
-@pytest.mark.parametrize("mode", MODES)
 def test_request_target_forms_both_modes_serve(mode, target):
     written, closed, calls = exchange(mode, [b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
     assert written.startswith(b"HTTP/1.1 200 OK\r\n") and not closed
@@ -105,7 +101,6 @@ def test_ping_between_fragments_of_a_compressed_message(library):
     assert inflated == b"hello"
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mode):
     # The pure mode answered 431 when the garbage came in one read longer than the
     # head limit, 400 when in smaller ones; the C mode always 400.
@@ -115,7 +110,6 @@ def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mo
 
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, chunked", b"identity"])
-@pytest.mark.parametrize("mode", MODES)
 def test_transfer_codings_other_than_chunked_are_a_400(mode, coding):
     # The C mode served "gzip, chunked" (llhttp takes it; the app got the body still
     # gzipped), the pure mode refused it (h11 takes only "chunked").
@@ -135,7 +129,6 @@ def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives():
         assert (written, closed, calls) == (error_response(414), True, []), len(reads)
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
     # llhttp takes `a=b"c"`; the pure mode's chunk decoder refused it with a 400.
     request = (
@@ -147,7 +140,6 @@ def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
 
 
 @pytest.mark.parametrize("target", [b"example.com>443", b"a#b"])
-@pytest.mark.parametrize("mode", MODES)
 def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(mode, target):
     # The pure mode took any CONNECT target.
     request = b"CONNECT %s HTTP/1.1\r\nHost: a\r\n\r\n" % target

@@ -35,7 +35,6 @@ from typing import Optional
 
 import pytest
 
-from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, FakeTransport, make_settings
 
 # Memory and descriptors must stay flat: alone, as the other measures of the suite.
@@ -319,7 +318,6 @@ def counted_errors():
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("protocol_class", [_parser.HttpProtocol, H11Protocol], ids=["c", "python"])
 def test_footprint_stays_flat(protocol_class):
     with counted_errors() as errors:
         first, last, rounds = asyncio.run(serve_and_measure(protocol_class))

@@ -46,7 +46,6 @@ def test_no_watchdog_by_default(start_server, mode):
     assert "stalled" not in server.log()
 
 
-@pytest.mark.parametrize("mode", ["c", "python"])
 def test_a_worker_stuck_forever_logs_its_stack_before_it_is_killed(spawn, mode):
     # (--workers 1 is a single server, without a supervisor)
     server = spawn(

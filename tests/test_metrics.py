@@ -57,7 +57,6 @@ def wait_counted(port: int, total: int) -> dict:
     return wait_until(counted, 30, message=f"{total} requests counted")
 
 
-@pytest.mark.parametrize("mode", ["c", "python"])
 def test_single_process(start_server, mode):
     port = free_port()
     server = start_server(APP, mode, "--metrics-port", str(port))
@@ -216,7 +215,6 @@ def test_process_titles(start_server):
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("mode", ["c", "python"])
 def test_websocket_gauges(start_server, mode):
     port = free_port()
     server = start_server(APP, mode, "--metrics-port", str(port))

@@ -262,7 +262,6 @@ def test_both_modes_count_the_same_metrics(case):
     assert sum(requests) == sum(buckets)
 
 
-@pytest.mark.parametrize("protocol_class", [_parser.HttpProtocol, H11Protocol], ids=["c", "python"])
 def test_tls_on_plain_port_is_answered_and_logged_once(protocol_class):
     error_log = logging.getLogger("fastserve.error")
     records = logging.handlers.BufferingHandler(capacity=100)

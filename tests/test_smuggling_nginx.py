@@ -168,7 +168,10 @@ def nginx_conf(prefix, sock, port: int) -> str:
     return NGINX_CONF.format(prefix=prefix, sock=sock, port=port)
 
 
-@pytest.fixture(scope="module", params=["c", "python"])
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(mode, marks=getattr(pytest.mark, mode)) for mode in ("c", "python")],
+)
 def stack(request, tmp_path_factory):
     mode = request.param
     prefix = tmp_path_factory.mktemp(f"smuggling-{mode}")
