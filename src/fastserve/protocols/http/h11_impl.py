@@ -9,7 +9,7 @@ beside this one (headers, target, proxy, errors, framing, flow, pathsend) and in
 How h11 is used
 ---------------
 h11 is the *parser* only. Responses are written by this module (status line from
-``rules``, cached Date/Server head, app headers, framing) because h11's writer is
+``headers``, cached Date/Server head, app headers, framing by ``framing``) because h11's writer is
 slow and adds headers of its own. Feeding h11 responses just to advance its state
 machine would cost more than parsing, and h11 cannot express HTTP/1.0 keep-alive
 anyway (it always moves a 1.0 exchange to MUST_CLOSE). So each request gets a
