@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from fastserve.protocols.http.errors import error_response
 from fastserve.protocols.http.h11_impl import H11Protocol
-from protocol_fakes import FakeServerState, FakeTransport, make_settings
+from protocol_fakes import Connection, make_settings
 
 _parser = pytest.importorskip("fastserve._parser")
 
@@ -103,38 +103,30 @@ LIMITED = make_settings(
 )
 
 
-async def _settle() -> None:
-    for _ in range(SETTLE_ROUNDS):
-        await asyncio.sleep(0)
-
-
 async def _connection(protocol_class, pieces, settings) -> tuple[dict, bool]:
     """What one connection fed `pieces` gives: the requests the app saw, the bytes
     written back, whether it was closed, and whether it stopped reading; and
     whether (pure mode) an unfinished head is still waiting."""
     _seen.clear()
-    state = FakeServerState()
-    protocol = protocol_class(settings, state, {}, _loop=asyncio.get_running_loop())
-    transport = FakeTransport()
-    protocol.connection_made(transport)
+    conn = Connection(protocol_class, settings=settings)
     for piece in pieces:
-        if transport.closed or not transport.reading:
+        if not conn.deliver(piece):
             break  # asyncio delivers nothing to a closed or paused transport
-        protocol.data_received(piece)
-        await _settle()
-    closed = transport.closed
+        await conn.passes(SETTLE_ROUNDS)
+    closed = conn.closed
     record = {
         "requests": _seen,
-        "written": transport.data,
+        "written": conn.data,
         "closed": closed,
-        "paused": not transport.reading and not closed,
+        "paused": not conn.transport.reading and not closed,
     }
     # (pure mode only: an unfinished head waits in its buffer)
+    protocol = conn.protocol
     waiting = bool(getattr(protocol, "pending", None)) and getattr(protocol, "cycle", 1) is None
     protocol.connection_lost(None)
-    if state.tasks:
+    if conn.state.tasks:
         await asyncio.wait_for(
-            asyncio.gather(*list(state.tasks), return_exceptions=True), APP_EXIT_TIMEOUT
+            asyncio.gather(*list(conn.state.tasks), return_exceptions=True), APP_EXIT_TIMEOUT
         )
     record["requests"] = list(_seen)
     return record, waiting

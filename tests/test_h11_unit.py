@@ -16,48 +16,7 @@ from fastserve.protocols.http.errors import error_response
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT
 from fastserve.protocols.http.framing import CONTINUE_RESPONSE
 from fastserve.protocols.http.h11_impl import H11Protocol
-from protocol_fakes import DEFAULT_HEAD, FakeServerState, FakeTransport, make_settings
-
-
-async def echo(scope, receive, send):
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    out = b"%s %s %s" % (scope["method"].encode(), scope["raw_path"], body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/plain")],
-        }
-    )
-    await send({"type": "http.response.body", "body": out})
-
-
-class Harness:
-    def __init__(self, app=echo, **config) -> None:
-        self.state = FakeServerState()
-        self.settings = make_settings(app, **config)
-        self.protocol = H11Protocol(self.settings, self.state, {})
-        self.transport = FakeTransport()
-        self.protocol.connection_made(self.transport)
-
-    async def feed(self, data: bytes) -> bytes:
-        self.protocol.data_received(data)
-        await self.settle()
-        return self.transport.data
-
-    async def settle(self) -> None:
-        for _ in range(50):
-            await asyncio.sleep(0)
-            if not self.state.tasks:
-                break
-        for task in list(self.state.tasks):
-            await task
-        await asyncio.sleep(0)
+from protocol_fakes import DEFAULT_HEAD, Connection
 
 
 def run(coro):
@@ -93,7 +52,7 @@ def test_rejected_with_400_and_app_not_called(data):
         called.append(scope)
 
     async def main():
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         out = await h.feed(data)
         assert out == error_response(400)
         assert h.transport.closed
@@ -120,7 +79,7 @@ def test_body_rejected_with_400_after_the_app_started(data):
         received.append(await receive())
 
     async def main():
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         out = await h.feed(data)
         assert out == error_response(400)
         assert h.transport.closed
@@ -132,7 +91,7 @@ def test_body_rejected_with_400_after_the_app_started(data):
 
 def test_leading_empty_lines_ignored():
     async def main():
-        h = Harness()
+        h = Connection(H11Protocol)
         out = await h.feed(b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         assert out.endswith(b"GET /a ")
         out = await h.feed(b"\nM-SEARCH /b HTTP/1.1\r\nHost: x\r\nX-A: \x80\tb\r\n\r\n")
@@ -144,23 +103,23 @@ def test_leading_empty_lines_ignored():
 
 def test_limits():
     async def main():
-        h = Harness(limit_request_line=10)
+        h = Connection(H11Protocol, limit_request_line=10)
         assert (
             await h.feed(b"GET /" + b"a" * 10 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         ) == error_response(414)
-        h = Harness(limit_request_fields=2)
+        h = Connection(H11Protocol, limit_request_fields=2)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n")
         assert out == error_response(431)
-        h = Harness(limit_request_field_size=20)
+        h = Connection(H11Protocol, limit_request_field_size=20)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20 + b"\r\n\r\n")
         assert out == error_response(431)
-        h = Harness(limit_request_head=100)
+        h = Connection(H11Protocol, limit_request_head=100)
         out = await h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 200)
         assert out == error_response(431)
-        h = Harness(limit_request_body=4)
+        h = Connection(H11Protocol, limit_request_body=4)
         out = await h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
         assert out == error_response(413)
-        h = Harness(limit_request_body=4)
+        h = Connection(H11Protocol, limit_request_body=4)
         out = await h.feed(
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
@@ -172,7 +131,7 @@ def test_limits():
 
 def test_pipelined_body_requests_in_one_buffer():
     async def main():
-        h = Harness()
+        h = Connection(H11Protocol)
         out = await h.feed(
             b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
             b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -189,7 +148,7 @@ def test_pipelined_body_requests_in_one_buffer():
 
 def test_single_write_with_content_length():
     async def main():
-        h = Harness()
+        h = Connection(H11Protocol)
         writes = []
         h.transport.write = writes.append
         await h.feed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -219,7 +178,7 @@ def test_flow_control_pauses_and_resumes_reading():
     async def main():
         nonlocal release
         release = asyncio.Event()
-        h = Harness(slow)
+        h = Connection(H11Protocol, slow)
         size = HIGH_WATER_LIMIT * 3
         h.protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
         h.protocol.data_received(b"x" * (HIGH_WATER_LIMIT + 1))
@@ -236,7 +195,7 @@ def test_flow_control_pauses_and_resumes_reading():
 
 def test_expect_100_sent_on_first_receive_only():
     async def main():
-        h = Harness()
+        h = Connection(H11Protocol)
         h.protocol.data_received(
             b"POST /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
         )
@@ -256,7 +215,7 @@ def test_unread_body_with_pending_100_continue_closes():
         await send({"type": "http.response.body", "body": b"no"})
 
     async def main():
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         out = await h.feed(
             b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n"
         )
@@ -278,7 +237,7 @@ def test_contextvars_do_not_leak_between_pipelined_requests():
         await send({"type": "http.response.body", "body": b""})
 
     async def main():
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         await h.feed(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert seen == [None, None]
 
@@ -287,7 +246,7 @@ def test_contextvars_do_not_leak_between_pipelined_requests():
 
 def test_http10_keep_alive():
     async def main():
-        h = Harness()
+        h = Connection(H11Protocol)
         out = await h.feed(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         assert b"connection: keep-alive\r\n" in out
         assert not h.transport.closed
@@ -311,10 +270,10 @@ def test_shutdown_idle_and_in_flight():
     async def main():
         nonlocal gate
         gate = asyncio.Event()
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         h.protocol.shutdown()
         assert h.transport.closed
-        h = Harness(app)
+        h = Connection(H11Protocol, app)
         h.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await asyncio.sleep(0)
         h.protocol.shutdown()

@@ -35,7 +35,7 @@ from typing import Optional
 
 import pytest
 
-from protocol_fakes import FakeServerState, FakeTransport, make_settings
+from protocol_fakes import Connection, make_settings
 
 # Memory and descriptors must stay flat: alone, as the other measures of the suite.
 pytestmark = pytest.mark.serial
@@ -49,11 +49,6 @@ OBJECTS_PER_TYPE_NOISE = 20
 ALLOCATED_BLOCKS_NOISE = 500
 TRACED_BYTES_NOISE = 48 * 1024
 MALLOC_BYTES_NOISE = 64 * 1024
-# Loop iterations given to callbacks once the app tasks are done (the C mode flushes
-# a pipelined batch with call_soon).
-SETTLE_ROUNDS = 3
-# Loop iterations an exchange may take at most (a hung exchange fails, not stalls).
-MAX_ROUNDS = 1000
 
 GET = b"GET /path?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
@@ -103,81 +98,49 @@ async def app(scope, receive, send):
 # -- driving a protocol --------------------------------------------------------------
 
 
-class Connection:
-    """One protocol instance on a fake transport."""
-
-    def __init__(self, protocol_class, settings) -> None:
-        self.state = FakeServerState()
-        self.protocol = protocol_class(settings, self.state, {}, _loop=asyncio.get_running_loop())
-        self.transport = FakeTransport()
-        self.protocol.connection_made(self.transport)
-
-    async def send(self, data: bytes, until=None) -> None:
-        """Feeds `data`, then runs the loop until the app tasks are done (or `until()`)."""
-        self.protocol.data_received(data)
-        await self.settle(until)
-
-    async def settle(self, until=None) -> None:
-        done = until or (lambda: not self.state.tasks)
-        for _ in range(MAX_ROUNDS):
-            if done():
-                break
-            await asyncio.sleep(0)
-        else:
-            raise AssertionError(f"exchange did not finish: {self.transport.data[-200:]!r}")
-        for _ in range(SETTLE_ROUNDS):
-            await asyncio.sleep(0)
-
-    async def close(self) -> None:
-        """The client goes away; the app's task must end."""
-        self.protocol.connection_lost(None)
-        await self.settle()
-        assert not self.state.connections
-
-    def expect(self, *parts: bytes, closed: bool) -> None:
-        data = self.transport.data
-        for part in parts:
-            assert part in data, data
-        assert self.transport.closed == closed, data
+def expect(conn: Connection, *parts: bytes, closed: bool) -> None:
+    for part in parts:
+        assert part in conn.data, conn.data
+    assert conn.closed == closed, conn.data
 
 
 async def serve_round(protocol_class, settings, limited_settings) -> int:
     """One of every exchange; returns the number of requests served."""
-    keep_alive = Connection(protocol_class, settings)
+    keep_alive = Connection(protocol_class, settings=settings)
     for _ in range(3):
-        await keep_alive.send(GET)
-    keep_alive.expect(CHUNKED_RESPONSE, closed=False)
+        await keep_alive.feed(GET)
+    expect(keep_alive, CHUNKED_RESPONSE, closed=False)
     assert keep_alive.transport.data.count(b"HTTP/1.1 200 OK") == 3
     await keep_alive.close()
 
-    pipelined = Connection(protocol_class, settings)
-    await pipelined.send(GET + POST + POST_CHUNKED + GET)
-    pipelined.expect(b"\r\n\r\nhello", CHUNKED_RESPONSE, closed=False)
+    pipelined = Connection(protocol_class, settings=settings)
+    await pipelined.feed(GET + POST + POST_CHUNKED + GET)
+    expect(pipelined, b"\r\n\r\nhello", CHUNKED_RESPONSE, closed=False)
     assert pipelined.transport.data.count(b"HTTP/1.1 200 OK") == 4
     await pipelined.close()
 
-    bad = Connection(protocol_class, settings)
-    await bad.send(GARBAGE)
-    bad.expect(b"HTTP/1.1 400 Bad Request", closed=True)
+    bad = Connection(protocol_class, settings=settings)
+    await bad.feed(GARBAGE)
+    expect(bad, b"HTTP/1.1 400 Bad Request", closed=True)
     await bad.close()
 
-    too_large = Connection(protocol_class, limited_settings)
-    await too_large.send(POST_TOO_LARGE)
-    too_large.expect(b"HTTP/1.1 413 ", closed=True)
+    too_large = Connection(protocol_class, settings=limited_settings)
+    await too_large.feed(POST_TOO_LARGE)
+    expect(too_large, b"HTTP/1.1 413 ", closed=True)
     await too_large.close()
 
-    failing = Connection(protocol_class, settings)
-    await failing.send(b"GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
-    failing.expect(b"HTTP/1.1 500 Internal Server Error", closed=True)
+    failing = Connection(protocol_class, settings=settings)
+    await failing.feed(b"GET /raise HTTP/1.1\r\nHost: x\r\n\r\n")
+    expect(failing, b"HTTP/1.1 500 Internal Server Error", closed=True)
     await failing.close()
 
-    gone_in_request = Connection(protocol_class, settings)
-    await gone_in_request.send(POST_HALF, until=lambda: gone_in_request.state.tasks)
+    gone_in_request = Connection(protocol_class, settings=settings)
+    await gone_in_request.feed(POST_HALF, until=lambda: gone_in_request.state.tasks)
     await gone_in_request.close()
     assert gone_in_request.transport.data == b""  # the app's answer had nowhere to go
 
-    gone_in_response = Connection(protocol_class, settings)
-    await gone_in_response.send(
+    gone_in_response = Connection(protocol_class, settings=settings)
+    await gone_in_response.feed(
         b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n",
         until=lambda: gone_in_response.transport.data.count(b"\r\n1\r\nx\r\n") >= 2,
     )

@@ -19,7 +19,7 @@ import pytest
 from fastserve.metrics import ProcessMetrics
 from fastserve.protocols.http.framing import JOIN_MAX
 from fastserve.protocols.http.h11_impl import H11Protocol
-from protocol_fakes import FakeServerState, FakeTransport, make_settings
+from protocol_fakes import Connection
 
 _parser = pytest.importorskip("fastserve._parser")
 
@@ -203,29 +203,14 @@ CASES = {
 }
 
 
-# Loop iterations given to callbacks (the C mode flushes a pipelined batch with
-# call_soon) after the request and after each batch of app tasks.
-SETTLE_ROUNDS = 20
-
-
 async def exchange(protocol_class, request: bytes, app, metrics=None) -> tuple[bytes, bool]:
     """Every byte the protocol wrote for `request`, and whether it closed; responses
     counted into `metrics` (a ProcessMetrics) when given."""
-    state = FakeServerState()
-    state.metrics = metrics
-    protocol = protocol_class(make_settings(app), state, {}, _loop=asyncio.get_running_loop())
-    transport = FakeTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(request)
-    for _ in range(SETTLE_ROUNDS):
-        await asyncio.sleep(0)
-    while state.tasks:
-        await asyncio.gather(*list(state.tasks), return_exceptions=True)
-        for _ in range(SETTLE_ROUNDS):
-            await asyncio.sleep(0)
-    closed = transport.closed
-    protocol.connection_lost(None)
-    return transport.data, closed
+    conn = Connection(protocol_class, app, metrics=metrics)
+    await conn.feed(request)
+    closed = conn.closed
+    conn.protocol.connection_lost(None)
+    return conn.data, closed
 
 
 @pytest.mark.parametrize("case", CASES)

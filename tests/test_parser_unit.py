@@ -1,4 +1,4 @@
-"""In-process tests of the C protocol (fastserve._parser) with a fake transport.
+"""In-process tests of the C protocol (fastserve._parser) with a fake conn.transport.
 
 The conformance suite (tests/test_http_*.py) checks behaviour over real sockets in
 both modes; these check what only the C mode does and a socket cannot see: the
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from protocol_fakes import DEFAULT_HEAD, FakeServerState, FakeTransport, make_settings
+from protocol_fakes import DEFAULT_HEAD, Connection
 
 _parser = pytest.importorskip("fastserve._parser")
 HttpProtocol = _parser.HttpProtocol
@@ -28,15 +28,6 @@ async def hello(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": scope["path"].encode()})
-
-
-def connect(app, **overrides):
-    loop = asyncio.get_running_loop()
-    state = FakeServerState()
-    protocol = HttpProtocol(make_settings(app, **overrides), state, {}, _loop=loop)
-    transport = FakeTransport()
-    protocol.connection_made(transport)
-    return protocol, transport, state
 
 
 async def settle(rounds: int = 50):
@@ -58,32 +49,32 @@ def test_send_is_seen_as_async():
 
 def test_one_write_per_response():
     async def main():
-        protocol, transport, state = connect(hello)
-        protocol.data_received(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = Connection(HttpProtocol, hello)
+        conn.protocol.data_received(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
-        assert len(transport.writes) == 1
-        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD)
-        assert transport.writes[0].endswith(b"content-length: 4\r\n\r\n/one")
-        assert state.total_requests == 1
-        assert not state.tasks
-        protocol.connection_lost(None)
-        assert not state.connections
+        assert len(conn.transport.writes) == 1
+        assert conn.transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n" + DEFAULT_HEAD)
+        assert conn.transport.writes[0].endswith(b"content-length: 4\r\n\r\n/one")
+        assert conn.state.total_requests == 1
+        assert not conn.state.tasks
+        conn.protocol.connection_lost(None)
+        assert not conn.state.connections
 
     run(main())
 
 
 def test_pipelined_batch_is_written_in_few_writes_in_order():
     async def main():
-        protocol, transport, state = connect(hello)
+        conn = Connection(HttpProtocol, hello)
         batch = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16))
-        protocol.data_received(batch)
+        conn.protocol.data_received(batch)
         await settle()
-        data = transport.data
+        data = conn.transport.data
         assert data.count(b"HTTP/1.1 200 OK") == 16
         positions = [data.index(b"/r%d" % i + (b"" if i == 15 else b"HTTP")) for i in range(16)]
         assert positions == sorted(positions)
-        assert len(transport.writes) <= 3, len(transport.writes)
-        assert not transport.closed
+        assert len(conn.transport.writes) <= 3, len(conn.transport.writes)
+        assert not conn.transport.closed
 
     run(main())
 
@@ -93,13 +84,13 @@ def test_pipelined_batches_of_many_connections_are_each_written_in_few_writes():
     # before a connection's next request has started, which must not flush early.
     async def main():
         batch = b"".join(b"GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16))
-        connections = [connect(hello) for _ in range(8)]
-        for protocol, _transport, _state in connections:
-            protocol.data_received(batch)
+        connections = [Connection(HttpProtocol, hello) for _ in range(8)]
+        for conn in connections:
+            conn.protocol.data_received(batch)
         await settle()
-        for _protocol, transport, _state in connections:
-            assert transport.data.count(b"HTTP/1.1 200 OK") == 16
-            assert len(transport.writes) <= 3, len(transport.writes)
+        for conn in connections:
+            assert conn.transport.data.count(b"HTTP/1.1 200 OK") == 16
+            assert len(conn.transport.writes) <= 3, len(conn.transport.writes)
 
     run(main())
 
@@ -115,18 +106,18 @@ def test_pipelined_batch_flushes_when_an_app_waits():
     async def main():
         nonlocal gate
         gate = asyncio.Event()
-        protocol, transport, state = connect(app)
-        protocol.data_received(
+        conn = Connection(HttpProtocol, app)
+        conn.protocol.data_received(
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
             b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         await settle()
         # /a and /b are out although /slow is still waiting
-        assert transport.data.count(b"HTTP/1.1 200 OK") == 2
+        assert conn.transport.data.count(b"HTTP/1.1 200 OK") == 2
         gate.set()
         await settle()
-        assert transport.data.count(b"HTTP/1.1 200 OK") == 4
-        assert transport.data.endswith(b"/c")
+        assert conn.transport.data.count(b"HTTP/1.1 200 OK") == 4
+        assert conn.transport.data.endswith(b"/c")
 
     run(main())
 
@@ -139,11 +130,11 @@ def test_chunks_streamed_in_one_pass_leave_in_one_write():
         await send({"type": "http.response.body", "body": b""})
 
     async def main():
-        protocol, transport, state = connect(app)
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = Connection(HttpProtocol, app)
+        conn.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
-        assert len(transport.writes) == 1, transport.writes
-        assert transport.data.endswith(
+        assert len(conn.transport.writes) == 1, conn.transport.writes
+        assert conn.transport.data.endswith(
             b"transfer-encoding: chunked\r\n\r\n"
             + b"".join(b"1\r\n%d\r\n" % index for index in range(10))
             + b"0\r\n\r\n"
@@ -164,28 +155,28 @@ def test_streamed_chunk_leaves_before_the_app_waits():
     async def main():
         nonlocal gate
         gate = asyncio.Event()
-        protocol, transport, state = connect(app)
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = Connection(HttpProtocol, app)
+        conn.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
-        assert transport.data.endswith(b"5\r\nfirst\r\n")
+        assert conn.transport.data.endswith(b"5\r\nfirst\r\n")
         gate.set()
         await settle()
-        assert transport.data.endswith(b"4\r\nlast\r\n0\r\n\r\n")
+        assert conn.transport.data.endswith(b"4\r\nlast\r\n0\r\n\r\n")
 
     run(main())
 
 
 def test_head_bytes_counted_across_reads():
     async def main():
-        protocol, transport, state = connect(hello, limit_request_head=1024)
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        conn = Connection(HttpProtocol, hello, limit_request_head=1024)
+        conn.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")
         for _ in range(40):
-            if transport.closed:
+            if conn.transport.closed:
                 break
-            protocol.data_received(b"X-Filler: " + b"a" * 30 + b"\r\n")
-        assert transport.closed
-        assert transport.data.startswith(b"HTTP/1.1 431 ")
-        assert state.total_requests == 0
+            conn.protocol.data_received(b"X-Filler: " + b"a" * 30 + b"\r\n")
+        assert conn.transport.closed
+        assert conn.transport.data.startswith(b"HTTP/1.1 431 ")
+        assert conn.state.total_requests == 0
 
     run(main())
 
@@ -195,11 +186,11 @@ def test_head_just_under_limit_ok():
         head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Filler: "
         head += b"a" * (1024 - len(head) - 4) + b"\r\n\r\n"
         assert len(head) == 1024
-        protocol, transport, state = connect(hello, limit_request_head=1024)
+        conn = Connection(HttpProtocol, hello, limit_request_head=1024)
         for i in range(0, len(head), 7):
-            protocol.data_received(head[i : i + 7])
+            conn.protocol.data_received(head[i : i + 7])
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]
+        assert conn.transport.data.startswith(b"HTTP/1.1 200 OK"), conn.transport.data[:40]
 
     run(main())
 
@@ -212,12 +203,10 @@ def test_proxy_headers_applied_only_when_present():
         await hello(scope, receive, send)
 
     async def main():
-        protocol, transport, state = connect(
-            app, proxy_headers=True, forwarded_allow_ips="127.0.0.1"
-        )
-        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = Connection(HttpProtocol, app, proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+        conn.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
-        protocol.data_received(
+        conn.protocol.data_received(
             b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
         )
         await settle()
@@ -243,32 +232,34 @@ def test_unread_body_pauses_reading_and_drain_resumes():
     async def main():
         nonlocal release
         release = asyncio.Event()
-        protocol, transport, state = connect(app)
+        conn = Connection(HttpProtocol, app)
         size = 300_000
-        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        conn.protocol.data_received(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+        )
         chunk = b"x" * 50_000
         for _ in range(size // len(chunk)):
-            protocol.data_received(chunk)
+            conn.protocol.data_received(chunk)
         await settle()
-        assert transport.paused >= 1
+        assert conn.transport.paused >= 1
         release.set()
         await settle()
-        assert transport.resumed >= 1
-        assert transport.data.endswith(b"\r\n\r\n300000")
+        assert conn.transport.resumed >= 1
+        assert conn.transport.data.endswith(b"\r\n\r\n300000")
 
     run(main())
 
 
 def test_send_waits_while_writing_is_paused():
     async def main():
-        protocol, transport, state = connect(hello)
-        protocol.pause_writing()
-        protocol.data_received(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn = Connection(HttpProtocol, hello)
+        conn.protocol.pause_writing()
+        conn.protocol.data_received(b"GET /w HTTP/1.1\r\nHost: x\r\n\r\n")
         await settle()
-        assert transport.writes == []
-        protocol.resume_writing()
+        assert conn.transport.writes == []
+        conn.protocol.resume_writing()
         await settle()
-        assert transport.data.endswith(b"/w")
+        assert conn.transport.data.endswith(b"/w")
 
     run(main())
 
@@ -287,13 +278,13 @@ def test_send_waits_while_writing_is_paused():
 )
 def test_strict_parsing_400(request_bytes):
     async def main():
-        protocol, transport, state = connect(hello)
-        protocol.data_received(request_bytes)
+        conn = Connection(HttpProtocol, hello)
+        conn.protocol.data_received(request_bytes)
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 400 "), transport.data[:60]
-        assert transport.closed
+        assert conn.transport.data.startswith(b"HTTP/1.1 400 "), conn.transport.data[:60]
+        assert conn.transport.closed
         if b"zz" not in request_bytes:  # (a bad chunk comes after the app started)
-            assert state.total_requests == 0
+            assert conn.state.total_requests == 0
 
     run(main())
 
@@ -310,10 +301,10 @@ def test_trailers_after_a_large_chunk_are_ignored():
         await send({"type": "http.response.body", "body": b"%d" % total})
 
     async def main():
-        protocol, transport, state = connect(app, limit_request_fields=2)
+        conn = Connection(HttpProtocol, app, limit_request_fields=2)
         body = b"y" * 100_000
         trailers = b"".join(b"T-%d: v\r\n" % i for i in range(5))
-        protocol.data_received(
+        conn.protocol.data_received(
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n" % len(body)
             + body
@@ -322,7 +313,7 @@ def test_trailers_after_a_large_chunk_are_ignored():
             + b"\r\n"
         )
         await settle()
-        assert transport.data.startswith(b"HTTP/1.1 200 OK"), transport.data[:40]
-        assert transport.data.endswith(b"\r\n\r\n100000")
+        assert conn.transport.data.startswith(b"HTTP/1.1 200 OK"), conn.transport.data[:40]
+        assert conn.transport.data.endswith(b"\r\n\r\n100000")
 
     run(main())
