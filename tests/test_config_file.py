@@ -123,6 +123,8 @@ def test_forwarded_allow_ips_from_uvicorn_s_variable_is_shown(tmp_path: Path) ->
     settings = print_config("--forwarded-allow-ips", "*", env=both)
     assert settings["forwarded-allow-ips"] == ('"*"', "command line")
     assert settings["proxy-headers-style"] == ('"x-forwarded"', "default")
+    # unset, the list in force is shown, not "(not set)"
+    assert print_config()["forwarded-allow-ips"] == ('"127.0.0.1,::1"', "default")
 
 
 def test_config_from_the_environment(tmp_path: Path) -> None:

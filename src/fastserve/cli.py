@@ -16,6 +16,7 @@ import fastserve
 from fastserve.config import (
     CLI_APP_DIR,
     DEMO_APP,
+    FORWARDED_ALLOW_IPS,
     HTTP_MODES,
     LIFESPAN_MODES,
     LOOP_MODES,
@@ -484,7 +485,7 @@ def cli(
     # config_file was read before the options took their values (ConfigFileCommand).
     ctx = click.get_current_context()
     if print_config:
-        click.echo(describe_settings(ctx))
+        click.echo(describe_settings(ctx, {"forwarded_allow_ips": FORWARDED_ALLOW_IPS}))
         return
     given_host = options["host"]
     if app == DEMO_APP:
