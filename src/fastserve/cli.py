@@ -488,7 +488,7 @@ def cli(
         click.echo(describe_settings(ctx, {"forwarded_allow_ips": FORWARDED_ALLOW_IPS}))
         return
     given_host = options["host"]
-    if app == DEMO_APP:
+    if app == DEMO_APP and options["uds"] is None and options["fd"] is None:
         options["host"] = demo_host(ctx, given_host)
     try:
         config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
