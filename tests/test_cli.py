@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import pytest
@@ -21,6 +22,13 @@ from process_util import ServerProcess, start_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNING = re.compile(r"Fastserve running on http://([\d.]+):(\d+) \((\w+) mode")
+DEMO_LINE = re.compile(r"Fastserve running on \S+ \(\w+ mode, the built-in demo app")
+# What a visitor's credentials would be; the demo page must never show them.
+CREDENTIALS = {
+    "Authorization": "Bearer secret-token-1",
+    "Proxy-Authorization": "Basic secret-token-2",
+    "Cookie": "session=secret-token-3",
+}
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -39,8 +47,8 @@ def start_cli():
     `ServerProcess` (ready) and its mode; all are killed at teardown."""
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> tuple[ServerProcess, str]:
-        server = ServerProcess.fastserve(*args, "--port", "0")
+    def start(*args: str, env: Optional[dict] = None) -> tuple[ServerProcess, str]:
+        server = ServerProcess.fastserve(*args, "--port", "0", env=env)
         started.append(server)
         server.wait_ready()
         return server, server.wait_for_log(RUNNING)[0][2]
@@ -62,6 +70,7 @@ def test_version() -> None:
         (["--bogus"], 2, "No such option"),
         (["--port", "abc"], 2, "'abc' is not a valid integer"),
         (["--http", "rust"], 2, "'rust' is not one of"),
+        (["--proxy-headers-style", "both"], 2, "'both' is not one of"),
         (["--header", "novalue"], 2, "is not NAME:VALUE"),
         (["--limit-request-head", "0"], 2, "must be a positive number"),
         (["tests.no_such_module:app"], 1, 'Could not import module "tests.no_such_module"'),
@@ -89,6 +98,43 @@ def test_demo_app_is_served_by_default(start_cli) -> None:
     assert health.json() == {"status": "ok", "version": fastserve.__version__}
     assert health.headers["server"] == "fastserve"
     assert server.stop() == 0
+
+
+def test_the_demo_says_so_in_its_start_up_line(start_cli) -> None:
+    for args in ((), ("--workers", "2"), ("--reload",)):
+        server, _ = start_cli(*args)
+        server.wait_for_log(DEMO_LINE)
+    app_server, _ = start_cli("tests.apps_process:app")
+    assert not DEMO_LINE.search(app_server.output())
+
+
+def test_the_demo_never_echoes_credentials(start_cli, mode: str) -> None:
+    server, _ = start_cli("--http", mode)
+    page = httpx.get(server.url("/"), headers={**CREDENTIALS, "X-Shown": "not-a-secret"})
+    assert page.status_code == 200
+    assert "secret-token" not in page.text, page.text
+    assert page.text.count("(redacted)") == len(CREDENTIALS)
+    assert "not-a-secret" in page.text
+
+
+@pytest.mark.parametrize("source", ["environment", "config file"])
+def test_the_demo_keeps_loopback_unless_host_is_on_the_command_line(
+    start_cli, tmp_path: Path, source: str
+) -> None:
+    if source == "environment":
+        args, env = (), {"FASTSERVE_HOST": "0.0.0.0"}
+    else:
+        (tmp_path / "fastserve.toml").write_text('host = "0.0.0.0"\n')
+        args, env = ("--config", str(tmp_path / "fastserve.toml")), None
+    demo, _ = start_cli(*args, env=env)
+    assert demo.host == "127.0.0.1"
+    demo.wait_for_log("only --host on the command line takes the demo beyond loopback")
+    # The same host is taken by an app the command names, and by the demo from --host.
+    app_server, _ = start_cli("tests.apps_process:app", *args, env=env)
+    assert app_server.host == "0.0.0.0"
+    typed, _ = start_cli("--host", "0.0.0.0", env=env)
+    assert typed.host == "0.0.0.0"
+    assert "beyond loopback" not in typed.output()
 
 
 def test_http_mode_flag_selects_the_protocol(start_cli, mode: str) -> None:

@@ -514,6 +514,20 @@ def test_forwarded_allow_ips_argument_wins_over_the_environment(monkeypatch):
     assert not config.protocol_settings.proxy_trust.is_trusted("8.8.8.8")
 
 
+@pytest.mark.parametrize("style", ["x-forwarded", "forwarded"])
+def test_proxy_headers_style_reaches_the_protocol_settings(style):
+    config = make(http=DummyProtocol, proxy_headers_style=style)
+    config.load()
+    assert config.protocol_settings.proxy_trust.style == style
+
+
+def test_proxy_headers_style_must_be_known():
+    with pytest.raises(
+        ConfigError, match="--proxy-headers-style must be one of x-forwarded, forwarded"
+    ):
+        make(proxy_headers_style="both")
+
+
 # -- the command line's defaults are Config's ------------------------------------------------
 
 

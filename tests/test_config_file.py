@@ -17,12 +17,14 @@ pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps_process:app"
+# Variables some tests set (more in run_cli).
+SET_BY_TESTS = ("FORWARDED_ALLOW_IPS", "FASTSERVE_FORWARDED_ALLOW_IPS", "FASTSERVE_HOST")
 
 
 def run_cli(*args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     # The tests set every variable they mean; one from the caller's shell would skew them.
-    for name in ("FASTSERVE_PORT", "FASTSERVE_WORKERS", "WEB_CONCURRENCY"):
+    for name in (*SET_BY_TESTS, "FASTSERVE_PORT", "FASTSERVE_WORKERS", "WEB_CONCURRENCY"):
         if not env or name not in env:
             full_env.pop(name, None)
     return subprocess.run(
@@ -103,6 +105,28 @@ def test_precedence_command_line_then_environment_then_file(tmp_path: Path) -> N
     assert settings["app"] == ('"fastserve.demo:app"', "default")
 
 
+def test_forwarded_allow_ips_from_uvicorn_s_variable_is_shown(tmp_path: Path) -> None:
+    """FORWARDED_ALLOW_IPS is in force, so --print-config shows its value and source;
+    fastserve's own variable wins over it, and both over a file."""
+    config = tmp_path / "fastserve.toml"
+    config.write_text('forwarded-allow-ips = "10.0.0.1"\nproxy-headers-style = "forwarded"\n')
+    uvicorn_s = {"FORWARDED_ALLOW_IPS": "10.0.0.0/8"}
+    settings = print_config("--config", str(config), env=uvicorn_s)
+    assert settings["forwarded-allow-ips"] == ('"10.0.0.0/8"', "environment FORWARDED_ALLOW_IPS")
+    assert settings["proxy-headers-style"] == ('"forwarded"', str(config))
+    both = {**uvicorn_s, "FASTSERVE_FORWARDED_ALLOW_IPS": "192.0.2.1"}
+    settings = print_config("--config", str(config), env=both)
+    assert settings["forwarded-allow-ips"] == (
+        '"192.0.2.1"',
+        "environment FASTSERVE_FORWARDED_ALLOW_IPS",
+    )
+    settings = print_config("--forwarded-allow-ips", "*", env=both)
+    assert settings["forwarded-allow-ips"] == ('"*"', "command line")
+    assert settings["proxy-headers-style"] == ('"x-forwarded"', "default")
+    # unset, the list in force is shown, not "(not set)"
+    assert print_config()["forwarded-allow-ips"] == ('"127.0.0.1,::1"', "default")
+
+
 def test_config_from_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "fastserve.toml"
     config.write_text("backlog = 10\n")
@@ -129,6 +153,10 @@ def test_config_option_wins_over_pyproject(tmp_path: Path) -> None:
         ("workers = 2.5", "key 'workers': expected an integer, got 2.5"),
         ('access-log = "yes"', "key 'access-log': expected a boolean, got \"yes\""),
         ('http = "rust"', "key 'http': expected one of auto, c, python, got \"rust\""),
+        (
+            'proxy-headers-style = "both"',
+            "key 'proxy-headers-style': expected one of x-forwarded, forwarded, got \"both\"",
+        ),
         ('reload-dir = "src"', "key 'reload-dir': expected a list, got \"src\""),
         ('header = ["novalue"]', "key 'header': 'novalue' is not NAME:VALUE"),
         ("port = ", "Invalid value"),

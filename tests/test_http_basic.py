@@ -662,19 +662,28 @@ def test_proxy_headers_chain_takes_rightmost_untrusted(server):
     assert scope["client"][0] == "1.2.3.4"
 
 
-def test_forwarded_header_trusted_from_localhost(server):
-    """RFC 7239 `Forwarded`, with an IPv6 client and a port, wins over X-Forwarded-*."""
+# A request carrying both families: the style decides which one is believed.
+BOTH_FAMILIES = [
+    ("Forwarded", 'for=6.6.6.6;proto=http, for="[2001:db8::7]:4711";proto=https'),
+    ("X-Forwarded-For", "1.2.3.4"),
+    ("X-Forwarded-Proto", "http"),
+]
+
+
+def test_forwarded_header_believed_with_the_forwarded_style(servers, mode):
+    """RFC 7239 `Forwarded`, with an IPv6 client and a port; X-Forwarded-* ignored."""
+    server = servers.get(APP, mode, "--proxy-headers-style", "forwarded")
     with server.client() as client:
-        scope = client.request(
-            "GET",
-            "/",
-            headers=[
-                ("Forwarded", 'for=6.6.6.6;proto=http, for="[2001:db8::7]:4711";proto=https'),
-                ("X-Forwarded-For", "1.2.3.4"),
-            ],
-        ).json()
+        scope = client.request("GET", "/", headers=BOTH_FAMILIES).json()
     assert scope["client"] == ["2001:db8::7", 4711]
     assert scope["scheme"] == "https"
+
+
+def test_forwarded_header_ignored_by_default(server):
+    with server.client() as client:
+        scope = client.request("GET", "/", headers=BOTH_FAMILIES).json()
+    assert scope["client"] == ["1.2.3.4", 0]
+    assert scope["scheme"] == "http"
 
 
 def test_proxy_headers_untrusted_peer_ignored(servers, mode):

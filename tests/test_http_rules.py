@@ -37,6 +37,8 @@ from fastserve.protocols.http.headers import (
     status_phrase,
 )
 from fastserve.protocols.http.proxy import (
+    FORWARDED,
+    X_FORWARDED,
     ProxyTrust,
     apply_proxy_headers,
     parse_forwarded,
@@ -323,18 +325,18 @@ def test_host_error(version, headers, error):
     ],
 )
 def test_proxy_trust(allow, host, trusted):
-    trust = ProxyTrust(allow)
+    trust = ProxyTrust(allow, X_FORWARDED)
     assert trust.is_trusted(host) is trusted
     assert trust.is_trusted(host) is trusted  # the cached answer too
 
 
 @pytest.mark.parametrize("allow", ["", "127.0.0.1", "10.0.0.0/8", "*"])
 def test_unix_socket_peer_is_trusted(allow):
-    assert ProxyTrust(allow).is_trusted(None) is True
+    assert ProxyTrust(allow, X_FORWARDED).is_trusted(None) is True
 
 
 def test_proxy_trust_answers_stay_right_past_the_cache_size():
-    trust = ProxyTrust("10.0.0.0/8")
+    trust = ProxyTrust("10.0.0.0/8", X_FORWARDED)
     for i in range(3000):
         host = f"10.{i // 256 % 256}.{i % 256}.1"
         assert trust.is_trusted(host)
@@ -360,7 +362,7 @@ def test_proxy_trust_answers_stay_right_past_the_cache_size():
     ],
 )
 def test_client_from_forwarded_for(allow, value, client):
-    assert ProxyTrust(allow).client_from_forwarded_for(value) == client
+    assert ProxyTrust(allow, X_FORWARDED).client_from_forwarded_for(value) == client
 
 
 def _scope(scope_type="http", client=("127.0.0.1", 50000), **headers):
@@ -399,7 +401,7 @@ def _scope(scope_type="http", client=("127.0.0.1", 50000), **headers):
 )
 def test_apply_proxy_headers_scheme(scope_type, proto, scheme):
     scope = _scope(scope_type, x_forwarded_proto=proto)
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
     assert scope["scheme"] == scheme
     assert scope["client"] == ("127.0.0.1", 50000)
 
@@ -407,7 +409,7 @@ def test_apply_proxy_headers_scheme(scope_type, proto, scheme):
 @pytest.mark.parametrize("scope_type", ["http", "websocket"])
 def test_apply_proxy_headers_client_and_scheme(scope_type):
     scope = _scope(scope_type, x_forwarded_for="1.2.3.4, 127.0.0.1", x_forwarded_proto="https")
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
     assert scope["client"] == ("1.2.3.4", 0)
     assert scope["scheme"] == ("wss" if scope_type == "websocket" else "https")
 
@@ -418,14 +420,14 @@ def test_apply_proxy_headers_ignores_an_untrusted_peer(scope_type):
         scope_type, client=("8.8.8.8", 1234), x_forwarded_for="1.2.3.4", x_forwarded_proto="https"
     )
     before = dict(scope)
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1,10.0.0.0/8"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1,10.0.0.0/8", X_FORWARDED))
     assert scope == before
 
 
 @pytest.mark.parametrize("client", [None, ...], ids=["client-None", "no-client-key"])
 def test_apply_proxy_headers_trusts_a_unix_socket_peer(client):
     scope = _scope(client=client, x_forwarded_for="1.2.3.4", x_forwarded_proto="https")
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
     assert scope["client"] == ("1.2.3.4", 0)
     assert scope["scheme"] == "https"
 
@@ -433,20 +435,20 @@ def test_apply_proxy_headers_trusts_a_unix_socket_peer(client):
 def test_apply_proxy_headers_without_forwarded_headers_changes_nothing():
     scope = _scope()
     before = dict(scope)
-    apply_proxy_headers(scope, ProxyTrust("*"))
+    apply_proxy_headers(scope, ProxyTrust("*", X_FORWARDED))
     assert scope == before
 
 
 def test_apply_proxy_headers_only_forwarded_for():
     scope = _scope(client=("10.0.0.5", 80), x_forwarded_for="1.2.3.4")
-    apply_proxy_headers(scope, ProxyTrust("10.0.0.0/8"))
+    apply_proxy_headers(scope, ProxyTrust("10.0.0.0/8", X_FORWARDED))
     assert scope["client"] == ("1.2.3.4", 0)
     assert scope["scheme"] == "http"
 
 
 def test_apply_proxy_headers_empty_forwarded_for_keeps_the_peer():
     scope = _scope(x_forwarded_for=" ")
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
     assert scope["client"] == ("127.0.0.1", 50000)
 
 
@@ -889,19 +891,70 @@ def test_parse_node(node, parsed):
 )
 def test_apply_forwarded(allow, forwarded, client, scheme):
     scope = _scope(forwarded=forwarded)
-    apply_proxy_headers(scope, ProxyTrust(allow))
+    apply_proxy_headers(scope, ProxyTrust(allow, FORWARDED))
     assert (scope["client"], scope["scheme"]) == (client, scheme)
 
 
-def test_forwarded_wins_over_x_forwarded():
-    scope = _scope(
-        forwarded="for=1.2.3.4;proto=http", x_forwarded_for="5.6.7.8", x_forwarded_proto="https"
-    )
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+# Both families at once, as a client sends them through a proxy that writes only one.
+BOTH_FAMILIES = {
+    "forwarded": "for=1.2.3.4;proto=http",
+    "x_forwarded_for": "5.6.7.8",
+    "x_forwarded_proto": "https",
+}
+
+
+@pytest.mark.parametrize(
+    "style, client, scheme",
+    [(X_FORWARDED, ("5.6.7.8", 0), "https"), (FORWARDED, ("1.2.3.4", 0), "http")],
+)
+def test_only_the_style_s_family_is_believed(style, client, scheme):
+    scope = _scope(**BOTH_FAMILIES)
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", style))
+    assert (scope["client"], scope["scheme"]) == (client, scheme)
+
+
+@pytest.mark.parametrize(
+    "style, headers",
+    [
+        (X_FORWARDED, {"forwarded": "for=6.6.6.6;proto=https"}),
+        (X_FORWARDED, {"x_real_ip": "6.6.6.6"}),
+        (FORWARDED, {"x_forwarded_for": "6.6.6.6", "x_forwarded_proto": "https"}),
+        (FORWARDED, {"x_real_ip": "6.6.6.6"}),
+    ],
+)
+def test_the_other_family_changes_nothing(style, headers):
+    scope = _scope(**headers)
+    before = dict(scope)
+    apply_proxy_headers(scope, ProxyTrust("*", style))
+    assert scope == before
+
+
+def test_repeated_x_forwarded_for_lines_are_one_chain():
+    """HAProxy's `option forwardfor` adds a line after the client's own: the client's
+    line must not be read alone."""
+    scope = _scope()
+    scope["headers"] += [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"1.2.3.4")]
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
+    assert scope["client"] == ("1.2.3.4", 0)
+    scope["headers"].reverse()  # and which line comes last matters, not the first
+    scope["client"] = ("127.0.0.1", 50000)
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", X_FORWARDED))
+    assert scope["client"] == ("6.6.6.6", 0)
+
+
+def test_repeated_forwarded_lines_are_one_list():
+    scope = _scope()
+    scope["headers"] += [(b"forwarded", b"for=6.6.6.6;proto=https"), (b"forwarded", b"for=1.2.3.4")]
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", FORWARDED))
     assert (scope["client"], scope["scheme"]) == (("1.2.3.4", 0), "http")
+
+
+def test_an_unknown_style_is_refused():
+    with pytest.raises(ValueError, match="x-forwarded"):
+        ProxyTrust("127.0.0.1", "both")
 
 
 def test_forwarded_from_an_untrusted_peer_is_ignored():
     scope = _scope(client=("8.8.8.8", 1234), forwarded="for=1.2.3.4;proto=https")
-    apply_proxy_headers(scope, ProxyTrust("127.0.0.1"))
+    apply_proxy_headers(scope, ProxyTrust("127.0.0.1", FORWARDED))
     assert (scope["client"], scope["scheme"]) == (("8.8.8.8", 1234), "http")

@@ -1,19 +1,33 @@
 """Nginx in front of fastserve over a unix socket: proxy headers, keep-alive upstream,
-a large upload and a streamed download, with a real nginx (the Debian package)."""
+a large upload and a streamed download, with a real nginx (the Debian package).
+And proxy trust that a client cannot spoof: the shipped example in front of fastserve
+in both --proxy-headers-style values, both HTTP modes, TCP and unix-socket upstreams."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import ssl
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import pytest
 
 from apps_process import download_chunk
 from process_util import ServerProcess, free_port, start_listener
+from proxy_stack import (
+    HAS_IPV6,
+    HTTP_MODES,
+    SPOOFED,
+    STYLES,
+    UNTRUSTED_CLIENT,
+    UPSTREAMS,
+    scope_through,
+    start_fastserve,
+)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -23,6 +37,7 @@ pytestmark = [
         not os.access(NGINX, os.X_OK), reason="nginx is not installed (apt-get install nginx)"
     ),
 ]
+
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nginx.conf"
 
@@ -46,12 +61,14 @@ http {{
 """
 
 
-def site_config(sock, port: int, tls_port: int, cert, key) -> str:
-    """examples/nginx.conf with this test's socket, ports and certificate."""
+def site_config(upstream: str, port: int, tls_port: int, cert, key) -> str:
+    """examples/nginx.conf with this test's upstream (`server ...;`), ports (the same
+    on 127.0.0.1 and ::1) and certificate."""
     text = EXAMPLE.read_text()
     replacements = {
-        "server unix:/run/fastserve/app.sock;": f"server unix:{sock};",
+        "server unix:/run/fastserve/app.sock;": upstream,
         "listen 80;": f"listen 127.0.0.1:{port};",
+        "listen [::]:80;": f"listen [::1]:{port};" if HAS_IPV6 else "",
         "# listen 443 ssl;": f"listen 127.0.0.1:{tls_port} ssl;",
         "# ssl_certificate     /etc/ssl/certs/example.pem;": f"ssl_certificate {cert};",
         "# ssl_certificate_key /etc/ssl/private/example.key;": f"ssl_certificate_key {key};",
@@ -62,42 +79,56 @@ def site_config(sock, port: int, tls_port: int, cert, key) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def write_certificate(prefix: Path) -> None:
+    """cert.pem and key.pem for 127.0.0.1 in `prefix`, and the CA that issued them, ca.pem."""
     trustme = pytest.importorskip("trustme")
-    prefix = tmp_path_factory.mktemp("nginx")
-    sock = prefix / "fastserve.sock"
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(prefix / "cert.pem")
     cert.private_key_pem.write_to_path(prefix / "key.pem")
     ca.cert_pem.write_to_path(prefix / "ca.pem")
 
+
+def start_nginx(prefix: Path, upstream: str, edits: Optional[dict] = None):
+    """examples/nginx.conf in front of `upstream` (a `server ...;` line), with `edits`
+    (old text -> new) made to it: the nginx process and its URLs."""
+    write_certificate(prefix)
+    port, tls_port = free_port(), free_port()
+    text = site_config(upstream, port, tls_port, prefix / "cert.pem", prefix / "key.pem")
+    for old, new in (edits or {}).items():
+        assert old in text, f"examples/nginx.conf changed: {old!r} is gone"
+        text = text.replace(old, new)
+    site = prefix / "site.conf"
+    site.write_text(text)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
+    nginx = start_listener(
+        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        port,
+        "nginx",
+        log_file=prefix / "error.log",
+    )
+    urls = {
+        "url": f"http://127.0.0.1:{port}",
+        "ipv6_url": f"http://[::1]:{port}",
+        "tls_url": f"https://127.0.0.1:{tls_port}",
+        "ca": str(prefix / "ca.pem"),
+    }
+    return nginx, urls
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("nginx")
+    sock = prefix / "fastserve.sock"
     server = ServerProcess.fastserve(
         "tests.apps_process:app", "--uds", str(sock), "--no-access-log"
     )
     nginx = None
     try:
         server.wait_for_log("Fastserve running on unix socket")
-        port, tls_port = free_port(), free_port()
-        site = prefix / "site.conf"
-        site.write_text(site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem"))
-        conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
-        nginx = start_listener(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-            port,
-            "nginx",
-            log_file=prefix / "error.log",
-        )
-        yield {
-            "url": f"http://127.0.0.1:{port}",
-            "tls_url": f"https://127.0.0.1:{tls_port}",
-            "ca": str(prefix / "ca.pem"),
-            "server": server,
-            "sock": str(sock),
-            "prefix": prefix,
-        }
+        nginx, urls = start_nginx(prefix, f"server unix:{sock};")
+        yield {**urls, "server": server, "sock": str(sock), "prefix": prefix}
     finally:
         if nginx is not None:
             nginx.cleanup()
@@ -176,3 +207,74 @@ def test_streamed_download_passes_intact(stack):
             size += len(data)
     assert size == megabytes * 1024 * 1024
     assert digest.hexdigest() == expected.hexdigest()
+
+
+# -- proxy trust a client cannot spoof ------------------------------------------------
+
+# The set-up of issue 18: Nginx appends to X-Forwarded-For and passes the client's own
+# Forwarded and X-Real-IP through untouched.
+APPENDING_PROXY = {
+    "proxy_set_header X-Forwarded-For $remote_addr;": (
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+    ),
+    'proxy_set_header Forwarded "for=$forwarded_for_node;proto=$scheme";': "",
+    "proxy_set_header X-Real-IP $remote_addr;": "",
+}
+
+
+@contextlib.contextmanager
+def proxied(prefix: Path, upstream: str, mode: str, flags=(), edits=None):
+    server = start_fastserve(prefix, upstream, mode, *flags)
+    line = f"server unix:{server.uds};" if server.uds else f"server 127.0.0.1:{server.port};"
+    nginx = None
+    try:
+        nginx, urls = start_nginx(prefix, line, edits)
+        yield urls
+    finally:
+        if nginx is not None:
+            nginx.cleanup()
+        server.cleanup()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param((s, u, m), id=f"{s}-{u}-{m}", marks=getattr(pytest.mark, m))
+        for s in STYLES
+        for u in UPSTREAMS
+        for m in HTTP_MODES
+    ],
+)
+def shipped(request, tmp_path_factory):
+    """The shipped example in front of fastserve with --proxy-headers-style `style`."""
+    style, upstream, mode = request.param
+    prefix = tmp_path_factory.mktemp(f"nginx-{style}-{upstream}-{mode}")
+    with proxied(prefix, upstream, mode, ("--proxy-headers-style", style)) as urls:
+        yield urls
+
+
+@pytest.mark.parametrize("spoofed", [[], *([one] for one in SPOOFED), SPOOFED], ids=str)
+def test_a_client_cannot_change_its_address_or_scheme(shipped, spoofed):
+    # From 127.0.0.1, an address fastserve trusts: the example overwrites every header.
+    scope = scope_through(shipped["url"], spoofed)
+    assert (scope["client"], scope["scheme"]) == (["127.0.0.1", 0], "http")
+    spoofed = [(name, value.replace("https", "http")) for name, value in spoofed]
+    context = ssl.create_default_context(cafile=shipped["ca"])
+    scope = scope_through(shipped["tls_url"], spoofed, verify=context)
+    assert (scope["client"], scope["scheme"]) == (["127.0.0.1", 0], "https")
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
+def test_an_ipv6_client_comes_through(shipped):
+    scope = scope_through(shipped["ipv6_url"], SPOOFED)
+    assert (scope["client"], scope["scheme"]) == (["::1", 0], "http")
+
+
+@pytest.mark.parametrize("upstream", UPSTREAMS)
+def test_an_appending_proxy_yields_the_real_client(tmp_path, upstream, mode):
+    """Safe either way: behind an Nginx that appends to the client's X-Forwarded-For,
+    the default style takes the right-most untrusted hop, and ignores `Forwarded`."""
+    with proxied(tmp_path, upstream, mode, edits=APPENDING_PROXY) as urls:
+        for headers in ([], SPOOFED):
+            scope = scope_through(urls["url"], headers, local_address=UNTRUSTED_CLIENT)
+            assert (scope["client"], scope["scheme"]) == ([UNTRUSTED_CLIENT, 0], "http")

@@ -685,6 +685,26 @@ def test_unread_messages_pause_reading_and_all_arrive_in_order(server, token):
 # -- scope and lifecycle, as for HTTP ------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "style, client, scheme",
+    [("x-forwarded", ["203.0.113.7", 0], "ws"), ("forwarded", ["198.51.100.9", 0], "wss")],
+)
+def test_scope_takes_only_the_style_s_proxy_headers(servers, mode, style, client, scheme):
+    server = servers.get(APP, mode, "--proxy-headers-style", style)
+    both_families = {
+        "Forwarded": "for=198.51.100.9;proto=https",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "http",
+    }
+
+    async def scope_of_a_websocket():
+        async with connect(ws_url(server, "/scope"), additional_headers=both_families) as websocket:
+            return json.loads(await websocket.recv())
+
+    scope = run(scope_of_a_websocket())
+    assert (scope["client"], scope["scheme"]) == (client, scheme)
+
+
 def test_scope_has_proxy_headers_root_path_and_lifespan_state(servers, mode, ws):
     server = servers.get(APP, mode, "--ws", ws, "--root-path", "/api")
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import inspect
+import ipaddress
+import logging
 import platform
 import sys
 from typing import Optional
 
 import click
+from click.core import ParameterSource
 
 import fastserve
 from fastserve.config import (
     CLI_APP_DIR,
+    DEMO_APP,
+    FORWARDED_ALLOW_IPS,
     HTTP_MODES,
     LIFESPAN_MODES,
     LOOP_MODES,
+    PROXY_HEADERS_STYLES,
     PROXY_PROTOCOL_MODES,
     WS_MODES,
     Config,
@@ -24,8 +30,6 @@ from fastserve.config import (
 from fastserve.config_file import ConfigFileCommand, describe_settings
 from fastserve.logging import LOG_FORMATS, LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
-
-DEMO_APP = "fastserve.demo:app"
 
 # Every option's default is Config's (the one place defaults live).
 DEFAULTS = {name: param.default for name, param in inspect.signature(Config).parameters.items()}
@@ -41,6 +45,22 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
         f"{platform.python_version()} on {platform.system()} ({mode})"
     )
     ctx.exit()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def demo_host(ctx: click.Context, host: str) -> str:
+    """Where the demo listens: beyond loopback only for --host on the command line. A
+    host from the environment or a config file was meant for the app the command
+    should have named (a Dockerfile missing its APP), not for the demo."""
+    if ctx.get_parameter_source("host") is ParameterSource.COMMANDLINE or is_loopback(host):
+        return host
+    return DEFAULTS["host"]
 
 
 def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> list:
@@ -265,11 +285,20 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     "--proxy-headers/--no-proxy-headers",
     default=DEFAULTS["proxy_headers"],
     show_default=True,
-    help="Take client address and scheme from Forwarded (RFC 7239) or X-Forwarded-For / X-Forwarded-Proto of trusted peers.",
+    help="Take client address and scheme from the proxy headers (the family --proxy-headers-style names) of trusted peers.",
+)
+@click.option(
+    "--proxy-headers-style",
+    type=click.Choice(PROXY_HEADERS_STYLES),
+    default=DEFAULTS["proxy_headers_style"],
+    show_default=True,
+    help="Which proxy headers to believe: x-forwarded (X-Forwarded-For / X-Forwarded-Proto) or forwarded (RFC 7239 Forwarded); the other family is ignored.",
 )
 @click.option(
     "--forwarded-allow-ips",
     default=DEFAULTS["forwarded_allow_ips"],
+    # uvicorn's variable, after fastserve's own
+    envvar=["FASTSERVE_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"],
     help="Comma-separated IPs/networks trusted for proxy headers, or '*'. [default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1]",
 )
 @click.option(
@@ -454,13 +483,24 @@ def cli(
 ) -> None:
     """Serve the ASGI app APP ("module:attribute"; the built-in demo when omitted)."""
     # config_file was read before the options took their values (ConfigFileCommand).
+    ctx = click.get_current_context()
     if print_config:
-        click.echo(describe_settings(click.get_current_context()))
+        click.echo(describe_settings(ctx, {"forwarded_allow_ips": FORWARDED_ALLOW_IPS}))
         return
+    given_host = options["host"]
+    if app == DEMO_APP and options["uds"] is None and options["fd"] is None:
+        options["host"] = demo_host(ctx, given_host)
     try:
         config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if config.host != given_host:
+        logging.getLogger("fastserve.error").warning(
+            "The built-in demo app listens on %s, not on host %s: only --host on the "
+            "command line takes the demo beyond loopback.",
+            config.host,
+            given_host,
+        )
     run_config(config)
 
 

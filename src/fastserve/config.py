@@ -33,7 +33,7 @@ from fastserve.logging import (
 )
 from fastserve.metrics import prometheus_missing
 from fastserve.protocols.http.headers import is_field_value, is_token
-from fastserve.protocols.http.proxy import ProxyTrust
+from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.tls import read_server_cert
 
 logger = logging.getLogger("fastserve.error")
@@ -63,7 +63,9 @@ PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
 ALPN_HTTP1 = "http/1.1"
-# Peers trusted for X-Forwarded-* unless --forwarded-allow-ips (or its
+# What `fastserve` with no APP serves.
+DEMO_APP = "fastserve.demo:app"
+# Peers trusted for proxy headers unless --forwarded-allow-ips (or its
 # environment variable) says otherwise: this machine, over IPv4 and IPv6.
 FORWARDED_ALLOW_IPS = "127.0.0.1,::1"
 # The command line puts the current directory first on sys.path to find APP;
@@ -231,6 +233,7 @@ class Config:
         server_header: bool = True,
         date_header: bool = True,
         forwarded_allow_ips: Union[list, str, None] = None,
+        proxy_headers_style: str = "x-forwarded",
         proxy_protocol: str = "off",
         root_path: str = "",
         limit_concurrency: Optional[int] = None,
@@ -333,6 +336,7 @@ class Config:
         if forwarded_allow_ips is None:
             forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS)
         self.forwarded_allow_ips = forwarded_allow_ips
+        self.proxy_headers_style = proxy_headers_style
         self.proxy_protocol = proxy_protocol
 
         self.validate()
@@ -420,6 +424,11 @@ class Config:
             raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
         if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
             raise ConfigError("--reuse-port is not supported on this platform")
+        if self.proxy_headers_style not in PROXY_HEADERS_STYLES:
+            raise ConfigError(
+                f"--proxy-headers-style must be one of {', '.join(PROXY_HEADERS_STYLES)},"
+                f" not {self.proxy_headers_style!r}"
+            )
         if self.proxy_protocol not in PROXY_PROTOCOL_MODES:
             raise ConfigError(
                 f"--proxy-protocol must be one of {', '.join(PROXY_PROTOCOL_MODES)},"
@@ -434,6 +443,14 @@ class Config:
                 valid = False  # a header is latin-1 bytes on the wire
             if not valid:
                 raise ConfigError(f"--header {name!r}:{value!r} is not a valid HTTP header")
+
+    @property
+    def mode_details(self) -> str:
+        """How the start-up line describes what runs: the HTTP mode, and the demo when
+        that is the app (so that a command missing its APP is seen at once)."""
+        if self.app == DEMO_APP:
+            return f"{self.http_mode} mode, the built-in demo app"
+        return f"{self.http_mode} mode"
 
     @property
     def is_ssl(self) -> bool:
@@ -541,7 +558,7 @@ class Config:
             app=self.loaded_app,
             root_path=self.root_path,
             proxy_headers=self.proxy_headers,
-            proxy_trust=ProxyTrust(self.forwarded_allow_ips),
+            proxy_trust=ProxyTrust(self.forwarded_allow_ips, self.proxy_headers_style),
             access_log=self.access_log,
             limit_concurrency=self.limit_concurrency,
             limit_request_head=self.limit_request_head,

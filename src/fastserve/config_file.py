@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import click
 from click.core import ParameterSource
@@ -167,8 +167,10 @@ def _toml(value: Any) -> str:
         return str(value)
 
 
-def describe_settings(ctx: click.Context) -> str:
-    """The effective settings as `key = value  # source`, one a line, in --help order."""
+def describe_settings(ctx: click.Context, unset_means: Optional[dict] = None) -> str:
+    """The effective settings as `key = value  # source`, one a line, in --help order.
+    `unset_means` maps a parameter name to what is in force when its value is None."""
+    unset_means = unset_means or {}
     lines = []
     keys: dict = {}
     for key, param in file_keys(ctx.command, ctx).items():
@@ -184,6 +186,8 @@ def describe_settings(ctx: click.Context) -> str:
         else:
             where = SOURCE_LABELS.get(source, "default")
         value = ctx.params[param.name]
+        if value is None:
+            value = unset_means.get(param.name)
         if param.name in SECRETS and value is not None:
             value = "(hidden)"
         lines.append(f"{keys[param.name]} = {_toml(_shown(value))}  # {where}")

@@ -1,4 +1,7 @@
-"""The built-in demo app: `fastserve` with no APP serves it."""
+"""The built-in demo app: `fastserve` with no APP serves it (on loopback unless
+--host is on the command line: cli.py). It shows the request's scope, with the values
+of credential headers redacted: a demo left running must not echo a visitor's
+credentials back to whoever can make it send them."""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ import json
 import platform
 
 import fastserve
+
+# Request headers whose values are never shown.
+CREDENTIAL_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+REDACTED = "(redacted)"
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>fastserve</title></head>
@@ -49,7 +56,13 @@ async def app(scope, receive, send):
             for key, value in scope.items()
             if key not in ("headers", "state")
         }
-        shown["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        shown["headers"] = [
+            [
+                name.decode("latin-1"),
+                REDACTED if name in CREDENTIAL_HEADERS else value.decode("latin-1"),
+            ]
+            for name, value in scope["headers"]
+        ]
         body = PAGE.format(
             version=fastserve.__version__,
             mode=html.escape(_http_mode()),

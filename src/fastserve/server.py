@@ -259,7 +259,7 @@ class Server:
     def log_started_message(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
         sockets = [sock for server in self.servers for sock in server.sockets]
-        log_running(sockets, scheme, f"{self.config.http_mode} mode")
+        log_running(sockets, scheme, self.config.mode_details)
 
     async def main_loop(self) -> None:
         while not await self.on_tick():

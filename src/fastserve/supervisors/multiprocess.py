@@ -268,7 +268,7 @@ class Supervisor:
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        details = f"{self.config.http_mode} mode, {self.num_workers} workers"
+        details = f"{self.config.mode_details}, {self.num_workers} workers"
         if self.reuse_port_address is not None:
             details += ", SO_REUSEPORT"
             log_running([self.reserved_socket], scheme, details)

@@ -162,7 +162,7 @@ class Reloader:
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        log_running([self.sock], scheme, f"{self.config.http_mode} mode, reload")
+        log_running([self.sock], scheme, f"{self.config.mode_details}, reload")
 
     # -- watching ----------------------------------------------------------------------
 

@@ -1,6 +1,12 @@
-"""Proxy trust: which peers may set `Forwarded` (RFC 7239) or X-Forwarded-For /
-X-Forwarded-Proto, and how a scope takes `client` and `scheme` from them (HTTP and
-WebSocket scopes alike; `Forwarded` wins when both kinds are present)."""
+"""Proxy trust: which peers may say who the client is, which header family they
+say it in, and how a scope takes `client` and `scheme` from it (HTTP and WebSocket
+scopes alike, both HTTP modes).
+
+The rule: one family is believed, never both. `x-forwarded` (the default, as
+uvicorn, gunicorn and Nginx's documentation assume) reads X-Forwarded-For and
+X-Forwarded-Proto; `forwarded` reads RFC 7239 `Forwarded`. The other family is
+ignored, since a standard proxy set-up overwrites the family it writes and passes the
+other one through from the client untouched. X-Real-IP is never read."""
 
 from __future__ import annotations
 
@@ -11,15 +17,25 @@ from typing import Optional, Union
 # Trust answers cached per peer address; the cache is emptied when it holds this many.
 TRUST_CACHE_SIZE = 1024
 
+X_FORWARDED = "x-forwarded"
+FORWARDED = "forwarded"
+PROXY_HEADERS_STYLES = (X_FORWARDED, FORWARDED)
+
 
 class ProxyTrust:
     """`forwarded_allow_ips` is a comma-separated string or a list of IP addresses,
     CIDR networks, or `*` for everyone. A peer on a unix socket (no address) is
     trusted: only a local process with access to the socket file can be one, and
-    that is how Nginx sits in front of fastserve.
+    that is how Nginx sits in front of fastserve. `style` is the header family
+    believed: one of PROXY_HEADERS_STYLES.
     """
 
-    def __init__(self, forwarded_allow_ips: Union[str, Iterable[str]]) -> None:
+    def __init__(self, forwarded_allow_ips: Union[str, Iterable[str]], style: str) -> None:
+        if style not in PROXY_HEADERS_STYLES:
+            raise ValueError(
+                f"proxy headers style {style!r}: expected one of {PROXY_HEADERS_STYLES}"
+            )
+        self.style = style
         if isinstance(forwarded_allow_ips, str):
             items = [item.strip() for item in forwarded_allow_ips.split(",")]
         else:
@@ -64,31 +80,37 @@ class ProxyTrust:
 
 
 def apply_proxy_headers(scope: dict, trust: ProxyTrust) -> None:
-    """Take `client` and `scheme` from `Forwarded`, or else from X-Forwarded-*, when
-    the peer is trusted."""
-    forwarded = []
-    forwarded_proto = forwarded_for = None
-    for name, value in scope["headers"]:
-        if name == b"forwarded":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"x-forwarded-proto":
-            forwarded_proto = value
-        elif name == b"x-forwarded-for":
-            forwarded_for = value
-    if not forwarded and forwarded_proto is None and forwarded_for is None:
+    """Take `client` and `scheme` from the headers of the trusted style, when the
+    peer is trusted. Repeated header lines count as one comma-separated list."""
+    if trust.style == FORWARDED:
+        forwarded = _joined(scope, b"forwarded")
+        if forwarded is not None and _peer_is_trusted(scope, trust):
+            _apply_forwarded(scope, trust, parse_forwarded(forwarded))
         return
-    client = scope.get("client")
-    if not trust.is_trusted(client[0] if client else None):
+    forwarded_for = _joined(scope, b"x-forwarded-for")
+    forwarded_proto = _joined(scope, b"x-forwarded-proto")
+    if forwarded_for is None and forwarded_proto is None:
         return
-    if forwarded:
-        _apply_forwarded(scope, trust, parse_forwarded(",".join(forwarded)))
+    if not _peer_is_trusted(scope, trust):
         return
     if forwarded_proto is not None:
-        _set_scheme(scope, forwarded_proto.decode("latin-1").split(",")[-1])
+        # the last value is the nearest proxy's word
+        _set_scheme(scope, forwarded_proto.split(",")[-1])
     if forwarded_for is not None:
-        host = trust.client_from_forwarded_for(forwarded_for.decode("latin-1"))
+        host = trust.client_from_forwarded_for(forwarded_for)
         if host:
             scope["client"] = (host, 0)
+
+
+def _joined(scope: dict, name: bytes) -> Optional[str]:
+    """Every `name` header line of the scope joined by commas; None without one."""
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ",".join(values) if values else None
+
+
+def _peer_is_trusted(scope: dict, trust: ProxyTrust) -> bool:
+    client = scope.get("client")
+    return trust.is_trusted(client[0] if client else None)
 
 
 def _apply_forwarded(scope: dict, trust: ProxyTrust, elements: list[dict[str, str]]) -> None:

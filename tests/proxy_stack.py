@@ -1,0 +1,56 @@
+"""What the proxy trust tests through a real Nginx and a real HAProxy share: the
+headers a client spoofs, fastserve started as an upstream, a scope fetched through
+the proxy."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from process_util import ServerProcess
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = has_ipv6_loopback()
+SCOPE_APP = "tests.apps_process:app"
+STYLES = ("x-forwarded", "forwarded")
+UPSTREAMS = ("tcp", "uds")
+HTTP_MODES = ("c", "python")
+# Every header a client could send to claim another address or scheme.
+SPOOFED = [
+    ("Forwarded", "for=6.6.6.6;proto=https"),
+    ("Forwarded", 'for="[2001:db8::6]";proto=https, for=6.6.6.6'),
+    ("X-Forwarded-For", "6.6.6.6"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Real-IP", "6.6.6.6"),
+]
+# A loopback address outside the default --forwarded-allow-ips: a client that is no proxy.
+UNTRUSTED_CLIENT = "127.0.0.5"
+
+
+def start_fastserve(prefix: Path, upstream: str, mode: str, *flags: str) -> ServerProcess:
+    """fastserve serving SCOPE_APP on a unix socket in `prefix` ("uds") or on loopback
+    TCP ("tcp"), ready."""
+    flags = (*flags, "--no-access-log")
+    if upstream == "uds":
+        return ServerProcess.http(SCOPE_APP, mode, flags, uds=str(prefix / "fastserve.sock"))
+    return ServerProcess.http(SCOPE_APP, mode, flags)
+
+
+def scope_through(url: str, headers=(), local_address: Optional[str] = None, **kwargs) -> dict:
+    transport = httpx.HTTPTransport(local_address=local_address, **kwargs)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        response = client.get(url + "/scope", headers=list(headers))
+    assert response.status_code == 200, response.text
+    return response.json()
