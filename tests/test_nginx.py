@@ -1,9 +1,11 @@
 """Nginx in front of fastserve over a unix socket: proxy headers, keep-alive upstream,
-a large upload and a streamed download, with a real nginx (the Debian package)."""
+a large upload and a streamed download, with a real nginx (the Debian package); and a
+FastAPI app mounted below a prefix that Nginx strips (--root-path), in both modes."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from apps_process import download_chunk
 from process_util import ServerProcess, free_port, start_listener
@@ -62,6 +65,20 @@ def site_config(sock, port: int, tls_port: int, cert, key) -> str:
     return text
 
 
+def start_nginx(prefix: Path, site: str, port: int) -> ServerProcess:
+    """nginx serving `site` (an `http { ... }` block body) on `port`, its files in `prefix`."""
+    site_file = prefix / "site.conf"
+    site_file.write_text(site)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, site=site_file))
+    return start_listener(
+        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        port,
+        "nginx",
+        log_file=prefix / "error.log",
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     trustme = pytest.importorskip("trustme")
@@ -80,16 +97,8 @@ def stack(tmp_path_factory):
     try:
         server.wait_for_log("Fastserve running on unix socket")
         port, tls_port = free_port(), free_port()
-        site = prefix / "site.conf"
-        site.write_text(site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem"))
-        conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
-        nginx = start_listener(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-            port,
-            "nginx",
-            log_file=prefix / "error.log",
-        )
+        site = site_config(sock, port, tls_port, prefix / "cert.pem", prefix / "key.pem")
+        nginx = start_nginx(prefix, site, port)
         yield {
             "url": f"http://127.0.0.1:{port}",
             "tls_url": f"https://127.0.0.1:{tls_port}",
@@ -176,3 +185,85 @@ def test_streamed_download_passes_intact(stack):
             size += len(data)
     assert size == megabytes * 1024 * 1024
     assert digest.hexdigest() == expected.hexdigest()
+
+
+# -- an app below a prefix: --root-path ------------------------------------------------
+
+ROOT_PATH = "/api"
+
+# Nginx mounts the app at /api/ and strips the prefix: /api/items/ reaches the app as
+# /items/; fastserve's --root-path /api puts it back into the scope.
+PREFIX_SITE = """
+upstream fastserve {{ server unix:{sock}; keepalive 8; }}
+map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+server {{
+    listen 127.0.0.1:{port};
+    location /api/ {{
+        proxy_pass http://fastserve/;
+        proxy_http_version 1.1;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Host $http_host;
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def mounted(request, tmp_path_factory):
+    """fastserve (--http MODE) running tests/apps_fastapi.py with --root-path /api,
+    behind Nginx's `location /api/ { proxy_pass http://upstream/; }`."""
+    prefix = tmp_path_factory.mktemp("nginx-prefix")
+    sock = prefix / "fastserve.sock"
+    server = ServerProcess.http(
+        "tests.apps_fastapi:app", request.param, ["--root-path", ROOT_PATH], uds=str(sock)
+    )
+    nginx = None
+    try:
+        port = free_port()
+        nginx = start_nginx(prefix, PREFIX_SITE.format(sock=sock, port=port), port)
+        yield {"url": f"http://127.0.0.1:{port}", "sock": str(sock)}
+    finally:
+        if nginx is not None:
+            nginx.cleanup()
+        server.cleanup()
+
+
+def test_a_mounted_app_sees_its_prefix_in_its_urls(mounted):
+    url = mounted["url"]
+    seen = httpx.get(url + "/api/items/", timeout=10).json()
+    assert seen["url"] == url + "/api/items/"
+    assert seen["url_for"] == url + "/api/items/7"
+    assert (seen["root_path"], seen["path"], seen["raw_path"]) == (
+        ROOT_PATH,
+        "/api/items/",
+        "/api/items/",
+    )
+    assert httpx.get(url + "/api/items/7", timeout=10).json() == {"item": 7}
+
+
+def test_redirects_of_a_mounted_app_keep_the_prefix(mounted):
+    url = mounted["url"]
+    slash = httpx.get(url + "/api/items", timeout=10)  # FastAPI adds the trailing slash
+    assert slash.status_code == 307, slash
+    assert slash.headers["location"] == url + "/api/items/"
+    go = httpx.get(url + "/api/go", timeout=10)  # RedirectResponse(request.url_for(...))
+    assert go.status_code == 307, go
+    assert go.headers["location"] == url + "/api/items/7"
+    assert httpx.get(url + "/api/go", follow_redirects=True, timeout=10).json() == {"item": 7}
+
+
+def test_a_mounted_app_answers_only_below_its_prefix(mounted):
+    """Upstream, the path a proxy sends (prefix stripped) is served, and the prefixed
+    one is not: it is /api/api/... to the app."""
+    with httpx.Client(transport=httpx.HTTPTransport(uds=mounted["sock"]), timeout=10) as client:
+        assert client.get("http://fastserve/items/7").json() == {"item": 7}
+        assert client.get("http://fastserve/api/items/7").status_code == 404
+    assert httpx.get(mounted["url"] + "/api/api/items/7", timeout=10).status_code == 404
+
+
+def test_a_mounted_websocket_sees_its_prefix(mounted):
+    ws_url = mounted["url"].replace("http://", "ws://") + "/api/ws"
+    with connect(ws_url, open_timeout=10) as websocket:
+        seen = json.loads(websocket.recv(timeout=10))
+    assert seen == {"url": ws_url, "path": "/api/ws"}
