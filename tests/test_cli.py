@@ -73,6 +73,7 @@ def test_version() -> None:
         (["--proxy-headers-style", "both"], 2, "'both' is not one of"),
         (["--header", "novalue"], 2, "is not NAME:VALUE"),
         (["--limit-request-head", "0"], 2, "must be a positive number"),
+        (["--root-path", "api"], 2, "--root-path 'api' must be empty or a path starting"),
         (["tests.no_such_module:app"], 1, 'Could not import module "tests.no_such_module"'),
         (["fastserve.demo:nothing"], 1, 'Attribute "nothing" not found in module "fastserve.demo"'),
         (["fastserve.demo"], 1, "must be in format"),

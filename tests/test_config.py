@@ -131,6 +131,12 @@ def _kwargs_id(kwargs: dict) -> str:
         # not latin-1: cannot be sent at all
         ({"headers": [("x-euro", "\u20ac")]}, "is not a valid HTTP header"),
         ({"headers": [("x-\u00e9", "v")]}, "is not a valid HTTP header"),
+        # --root-path goes into raw_path as is: a path of visible ASCII, no query
+        ({"root_path": "api"}, "--root-path 'api' must be empty or a path starting with \"/\""),
+        ({"root_path": "/a b"}, "--root-path '/a b' must be empty"),
+        ({"root_path": "/caf\u00e9"}, "must be empty or a path"),
+        ({"root_path": "/api?x=1"}, 'without "?" or "#"'),
+        ({"root_path": "/api#top"}, 'without "?" or "#"'),
     ],
     ids=lambda value: _kwargs_id(value) if isinstance(value, dict) else "",
 )
@@ -165,6 +171,9 @@ def test_reuse_port_needs_so_reuseport(monkeypatch):
         {"ws": "auto", "ws_ping_interval": None, "ws_ping_timeout": None},
         {"loop": "asyncio"},
         {"lifespan": "off"},
+        # a trailing slash and percent-escapes are taken as uvicorn takes them
+        {"root_path": "/api/v1.2/"},
+        {"root_path": "/my%20app;x=1"},
     ],
 )
 def test_validate_accepts(kwargs):

@@ -91,10 +91,12 @@ async def recording_app(scope, receive, send):
 
 
 SETTINGS = make_settings(recording_app, ws="none")
-# Small limits, so that generated requests also cross them (414, 431, 413).
+# Small limits, so that generated requests also cross them (414, 431, 413); and a
+# root path, so that both modes' paths under --root-path are compared too.
 LIMITED = make_settings(
     recording_app,
     ws="none",
+    root_path="/mount%2F;x",
     limit_request_line=12,
     limit_request_fields=3,
     limit_request_field_size=30,

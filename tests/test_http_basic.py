@@ -165,15 +165,32 @@ def test_options_asterisk(server):
     assert response.json()["raw_path"] == "*"
 
 
-def test_root_path(servers, mode):
+def test_root_path_prefixes_path_and_raw_path(servers, mode):
+    """As uvicorn has it: the proxy stripped the root path, the server puts it back
+    into `path` and `raw_path` (raw_path's bytes as the client sent them)."""
     server = servers.get(APP, mode, "--root-path", "/api")
     with server.client() as client:
-        scope = client.request("GET", "/api/items?x=1").json()
+        scope = client.request("GET", "/items/a%2Fb%20c?x=1").json()
         assert scope["root_path"] == "/api"
-        assert scope["path"] == "/api/items"
-        assert scope["raw_path"] == "/api/items"
-        # routes of the app still work below the root path
-        assert client.request("GET", "/api/_/hello").body == b"Hello, world!"
+        assert scope["path"] == "/api/items/a/b c"
+        assert scope["raw_path"] == "/api/items/a%2Fb%20c"
+        assert scope["query_string"] == "x=1"
+        assert scope["types"]["raw_path"] == "bytes"
+        # the absolute form's path too
+        client.send(b"GET http://example.com/items HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        scope = client.read_response().json()
+        assert (scope["path"], scope["raw_path"]) == ("/api/items", "/api/items")
+        # routes of the app (matched below the root path) still work
+        assert client.request("GET", "/_/hello").body == b"Hello, world!"
+
+
+def test_root_path_is_added_to_a_path_that_already_has_it(servers, mode):
+    """uvicorn's rule: the prefix goes before every path (the server cannot tell a
+    path a proxy stripped from one it did not), so /api/items is /api/api/items."""
+    server = servers.get(APP, mode, "--root-path", "/api")
+    with server.client() as client:
+        scope = client.request("GET", "/api/items").json()
+    assert (scope["path"], scope["raw_path"]) == ("/api/api/items", "/api/api/items")
 
 
 # -- keep-alive and connection management ---------------------------------------------

@@ -4,8 +4,12 @@ close, Host rules, app exceptions, content-length lies, invalid ASGI messages.""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
+
+from fastserve.protocols.http.errors import HTTP2_PREFACE_START, HTTP2_PRIOR_KNOWLEDGE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,6 +78,23 @@ def test_malformed_pipelined_after_good_request(server):
         assert client.read_response().json()["path"] == "/good"
         assert client.read_response().status == 400
         assert client.wait_closed() == b""
+
+
+def test_http2_prior_knowledge_gets_400_and_one_warning(server, token):
+    """curl --http2-prior-knowledge opens with HTTP/2's preface: a 400 (no HTTP/2 yet),
+    and one warning line that says why."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    result = subprocess.run(
+        [curl, "-sS", "--http2-prior-knowledge", "-o", "/dev/null", server.url("/")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode != 0, result  # the 400 is HTTP/1.1: not HTTP/2 to curl
+    assert count_in_log(server, HTTP2_PRIOR_KNOWLEDGE, token) == 1
+    assert_rejected(server, HTTP2_PREFACE_START + b"\r\nSM\r\n\r\n")
 
 
 # -- Host (RFC 9112 3.2) ------------------------------------------------------------------

@@ -486,7 +486,15 @@ def test_log_invalid_request_names_tls_on_a_plain_port(error_log):
     assert error_log[0].levelno == logging.WARNING
 
 
-@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\r\n", b"\x16", b"", b"\x00\x03"])
+def test_log_invalid_request_names_http2_prior_knowledge(error_log):
+    log_invalid_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00")
+    assert [r.getMessage() for r in error_log] == [errors.HTTP2_PRIOR_KNOWLEDGE]
+    assert error_log[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    "data", [b"GET / HTTP/1.1\r\n", b"\x16", b"", b"\x00\x03", b"PRI * HTTP/1.1\r\n"]
+)
 def test_log_invalid_request_is_quiet_otherwise(error_log, data):
     log_invalid_request(data)
     assert error_log == []

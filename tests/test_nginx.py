@@ -1,12 +1,14 @@
 """Nginx in front of fastserve over a unix socket: proxy headers, keep-alive upstream,
 a large upload and a streamed download, with a real nginx (the Debian package).
 And proxy trust that a client cannot spoof: the shipped example in front of fastserve
-in both --proxy-headers-style values, both HTTP modes, TCP and unix-socket upstreams."""
+in both --proxy-headers-style values, both HTTP modes, TCP and unix-socket upstreams;
+and a FastAPI app mounted below a prefix that Nginx strips (--root-path), both modes."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -15,6 +17,7 @@ from typing import Optional
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from apps_process import download_chunk
 from process_util import ServerProcess, free_port, start_listener
@@ -89,6 +92,21 @@ def write_certificate(prefix: Path) -> None:
     ca.cert_pem.write_to_path(prefix / "ca.pem")
 
 
+def run_nginx(prefix: Path, site: str, port: int) -> ServerProcess:
+    """nginx serving `site` (the body of an `http { ... }` block) that listens on
+    `port`, its files in `prefix`."""
+    site_file = prefix / "site.conf"
+    site_file.write_text(site)
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, site=site_file))
+    return start_listener(
+        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        port,
+        "nginx",
+        log_file=prefix / "error.log",
+    )
+
+
 def start_nginx(prefix: Path, upstream: str, edits: Optional[dict] = None):
     """examples/nginx.conf in front of `upstream` (a `server ...;` line), with `edits`
     (old text -> new) made to it: the nginx process and its URLs."""
@@ -98,16 +116,7 @@ def start_nginx(prefix: Path, upstream: str, edits: Optional[dict] = None):
     for old, new in (edits or {}).items():
         assert old in text, f"examples/nginx.conf changed: {old!r} is gone"
         text = text.replace(old, new)
-    site = prefix / "site.conf"
-    site.write_text(text)
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, site=site))
-    nginx = start_listener(
-        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-        port,
-        "nginx",
-        log_file=prefix / "error.log",
-    )
+    nginx = run_nginx(prefix, text, port)
     urls = {
         "url": f"http://127.0.0.1:{port}",
         "ipv6_url": f"http://[::1]:{port}",
@@ -278,3 +287,88 @@ def test_an_appending_proxy_yields_the_real_client(tmp_path, upstream, mode):
         for headers in ([], SPOOFED):
             scope = scope_through(urls["url"], headers, local_address=UNTRUSTED_CLIENT)
             assert (scope["client"], scope["scheme"]) == ([UNTRUSTED_CLIENT, 0], "http")
+
+
+# -- an app below a prefix: --root-path ------------------------------------------------
+
+ROOT_PATH = "/api"
+
+# Nginx mounts the app at /api/ and strips the prefix: /api/items/ reaches the app as
+# /items/; fastserve's --root-path /api puts it back into the scope.
+PREFIX_SITE = """
+upstream fastserve {{ server unix:{sock}; keepalive 8; }}
+map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+server {{
+    listen 127.0.0.1:{port};
+    location /api/ {{
+        proxy_pass http://fastserve/;
+        proxy_http_version 1.1;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Host $http_host;
+    }}
+}}
+"""
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(mode, marks=getattr(pytest.mark, mode)) for mode in HTTP_MODES],
+)
+def mounted(request, tmp_path_factory):
+    """fastserve (--http MODE) running tests/apps_fastapi.py with --root-path /api,
+    behind Nginx's `location /api/ { proxy_pass http://upstream/; }`."""
+    prefix = tmp_path_factory.mktemp("nginx-prefix")
+    sock = prefix / "fastserve.sock"
+    server = ServerProcess.http(
+        "tests.apps_fastapi:app", request.param, ["--root-path", ROOT_PATH], uds=str(sock)
+    )
+    nginx = None
+    try:
+        port = free_port()
+        nginx = run_nginx(prefix, PREFIX_SITE.format(sock=sock, port=port), port)
+        yield {"url": f"http://127.0.0.1:{port}", "sock": str(sock)}
+    finally:
+        if nginx is not None:
+            nginx.cleanup()
+        server.cleanup()
+
+
+def test_a_mounted_app_sees_its_prefix_in_its_urls(mounted):
+    url = mounted["url"]
+    seen = httpx.get(url + "/api/items/", timeout=10).json()
+    assert seen["url"] == url + "/api/items/"
+    assert seen["url_for"] == url + "/api/items/7"
+    assert (seen["root_path"], seen["path"], seen["raw_path"]) == (
+        ROOT_PATH,
+        "/api/items/",
+        "/api/items/",
+    )
+    assert httpx.get(url + "/api/items/7", timeout=10).json() == {"item": 7}
+
+
+def test_redirects_of_a_mounted_app_keep_the_prefix(mounted):
+    url = mounted["url"]
+    slash = httpx.get(url + "/api/items", timeout=10)  # FastAPI adds the trailing slash
+    assert slash.status_code == 307, slash
+    assert slash.headers["location"] == url + "/api/items/"
+    go = httpx.get(url + "/api/go", timeout=10)  # RedirectResponse(request.url_for(...))
+    assert go.status_code == 307, go
+    assert go.headers["location"] == url + "/api/items/7"
+    assert httpx.get(url + "/api/go", follow_redirects=True, timeout=10).json() == {"item": 7}
+
+
+def test_a_mounted_app_answers_only_below_its_prefix(mounted):
+    """Upstream, the path a proxy sends (prefix stripped) is served, and the prefixed
+    one is not: it is /api/api/... to the app."""
+    with httpx.Client(transport=httpx.HTTPTransport(uds=mounted["sock"]), timeout=10) as client:
+        assert client.get("http://fastserve/items/7").json() == {"item": 7}
+        assert client.get("http://fastserve/api/items/7").status_code == 404
+    assert httpx.get(mounted["url"] + "/api/api/items/7", timeout=10).status_code == 404
+
+
+def test_a_mounted_websocket_sees_its_prefix(mounted):
+    ws_url = mounted["url"].replace("http://", "ws://") + "/api/ws"
+    with connect(ws_url, open_timeout=10) as websocket:
+        seen = json.loads(websocket.recv(timeout=10))
+    assert seen == {"url": ws_url, "path": "/api/ws"}

@@ -34,6 +34,8 @@ POST_CHUNKED = (
 )
 EXPECT = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
 TLS_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
+# HTTP/2's connection preface (RFC 9113 3.4), then an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 BIG = b"b" * (JOIN_MAX + 1)
 
@@ -198,6 +200,7 @@ CASES = {
     ),
     "garbage": (b"\x00\x01\x02 / HTTP/1.1\r\n\r\n", echo, b"400 Bad Request", True),
     "tls-on-plain-port": (TLS_CLIENT_HELLO, echo, b"400 Bad Request", True),
+    "http2-prior-knowledge": (HTTP2_PREFACE, echo, b"400 Bad Request", True),
     "head-too-large": (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70000, echo, b"431", True),
     "missing-host": (b"GET / HTTP/1.1\r\n\r\n", echo, b"400 Bad Request", True),
 }
@@ -247,15 +250,22 @@ def test_both_modes_count_the_same_metrics(case):
     assert sum(requests) == sum(buckets)
 
 
-def test_tls_on_plain_port_is_answered_and_logged_once(protocol_class):
+@pytest.mark.parametrize(
+    "request_bytes, hint",
+    [(TLS_CLIENT_HELLO, "--ssl-certfile"), (HTTP2_PREFACE, "HTTP/2 with prior knowledge")],
+    ids=["tls", "http2"],
+)
+def test_tls_or_http2_on_plain_port_is_answered_and_logged_once(
+    protocol_class, request_bytes, hint
+):
     error_log = logging.getLogger("fastserve.error")
     records = logging.handlers.BufferingHandler(capacity=100)
     error_log.addHandler(records)
     try:
-        data, closed = asyncio.run(exchange(protocol_class, TLS_CLIENT_HELLO, echo))
+        data, closed = asyncio.run(exchange(protocol_class, request_bytes, echo))
     finally:
         error_log.removeHandler(records)
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and closed
-    hints = [record for record in records.buffer if "TLS" in record.getMessage()]
-    assert len(hints) == 1, records.buffer
-    assert "--ssl-certfile" in hints[0].getMessage()
+    messages = [record.getMessage() for record in records.buffer]
+    assert len(messages) == 1 and hint in messages[0], messages
+    assert records.buffer[0].levelno == logging.WARNING

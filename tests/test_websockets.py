@@ -710,7 +710,7 @@ def test_scope_has_proxy_headers_root_path_and_lifespan_state(servers, mode, ws)
 
     async def client():
         async with connect(
-            ws_url(server, "/api/scope?x=1"),
+            ws_url(server, "/scope?x=1"),
             subprotocols=["chat", "superchat"],
             additional_headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
         ) as websocket:

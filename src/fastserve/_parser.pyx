@@ -88,7 +88,7 @@ from fastserve.protocols.http.headers import (
 )
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import decode_path, host_error, split_target
+from fastserve.protocols.http.target import decode_path, host_error, split_target, with_root_path
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import (
@@ -141,6 +141,7 @@ cdef object _is_chunked_only = fr.is_chunked_only
 cdef object _error_response = error_response
 cdef object _split_target = split_target
 cdef object _decode_path = decode_path
+cdef object _with_root_path = with_root_path
 cdef object _host_error = host_error
 cdef object _apply_proxy_headers = apply_proxy_headers
 cdef object _log_access = log_access
@@ -1078,6 +1079,8 @@ cdef class HttpProtocol(_ParserCore):
             path = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(raw_path), PyBytes_GET_SIZE(raw_path), NULL)
         else:
             path = _decode_path(raw_path)
+        if self.settings.root_path:  # (only a test of the string's length when empty)
+            raw_path, path = _with_root_path(self.settings.root_path, raw_path, path)
 
         headers = _build_headers(self, http10, &info)
 

@@ -330,7 +330,8 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 @click.option(
     "--root-path",
     default=DEFAULTS["root_path"],
-    help="ASGI root_path when mounted below a prefix by a proxy.",
+    help="ASGI root_path: the prefix a proxy mounts the app at and strips (/api); "
+    "as in uvicorn, the scope's path and raw_path include it.",
 )
 @click.option(
     "--limit-concurrency",

@@ -34,6 +34,7 @@ from fastserve.logging import (
 from fastserve.metrics import prometheus_missing
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
+from fastserve.protocols.http.target import root_path_error
 from fastserve.protocols.tls import read_server_cert
 
 logger = logging.getLogger("fastserve.error")
@@ -436,6 +437,9 @@ class Config:
             )
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+        invalid_root_path = root_path_error(self.root_path)
+        if invalid_root_path is not None:
+            raise ConfigError(f"--root-path {self.root_path!r} {invalid_root_path}")
         for name, value in self.headers:
             try:
                 valid = is_token(name.encode("latin-1")) and is_field_value(value.encode("latin-1"))

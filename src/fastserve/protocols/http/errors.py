@@ -1,5 +1,6 @@
 """What the server answers and logs by itself, without the app: canned error
-responses, the plain-port TLS hint, and the response-length errors."""
+responses, the hints for TLS and HTTP/2 on a plain HTTP/1.1 port, and the
+response-length errors."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ TLS_HANDSHAKE_PREFIX = b"\x16\x03"
 TLS_ON_PLAIN_PORT = (
     "Invalid HTTP request: the client speaks TLS (https) to a plain HTTP port; "
     "use http://, or serve TLS with --ssl-certfile/--ssl-keyfile"
+)
+# The request line that starts the HTTP/2 connection preface (RFC 9113 3.4), which
+# a client sends first when it assumes HTTP/2 without an upgrade ("prior knowledge",
+# h2c; curl --http2-prior-knowledge, gRPC clients).
+HTTP2_PREFACE_START = b"PRI * HTTP/2.0\r\n"
+
+HTTP2_PRIOR_KNOWLEDGE = (
+    "Invalid HTTP request: the client speaks HTTP/2 with prior knowledge (h2c), which "
+    "this server does not support yet; it serves HTTP/1.1"
 )
 CONTENT_LONGER = "Response content longer than Content-Length"
 CONTENT_SHORTER = "Response content shorter than Content-Length"
@@ -54,9 +64,11 @@ def error_response(status: int) -> bytes:
 
 
 def log_invalid_request(data: bytes) -> None:
-    """Called once per rejected request head: says so when it was TLS."""
+    """Called once per rejected request head: says so when it was TLS or HTTP/2."""
     if data[:2] == TLS_HANDSHAKE_PREFIX:
         error_logger.warning(TLS_ON_PLAIN_PORT)
+    elif data.startswith(HTTP2_PREFACE_START):
+        error_logger.warning(HTTP2_PRIOR_KNOWLEDGE)
 
 
 def log_request_timeout(scope: dict, seconds: float) -> None:

@@ -95,6 +95,7 @@ from fastserve.protocols.http.target import (
     host_error,
     is_valid_target,
     split_target,
+    with_root_path,
 )
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -394,6 +395,7 @@ class H11Protocol(asyncio.Protocol):
         http_version = _VERSIONS.get(event.http_version)
         method = _METHODS.get(event.method)
         if http_version is None or method is None or not is_valid_target(method, event.target):
+            log_invalid_request(head)  # (HTTP/2's preface, for one)
             self._fail(400)
             return
         http10 = http_version == "1.0"
@@ -447,6 +449,9 @@ class H11Protocol(asyncio.Protocol):
                 return
 
         raw_path, query_string = split_target(target)
+        path = decode_path(raw_path)
+        if settings.root_path:
+            raw_path, path = with_root_path(settings.root_path, raw_path, path)
         scope = {
             "type": "http",
             "asgi": dict(_ASGI),
@@ -456,7 +461,7 @@ class H11Protocol(asyncio.Protocol):
             "scheme": self.scheme,
             "method": method,
             "root_path": settings.root_path,
-            "path": decode_path(raw_path),
+            "path": path,
             "raw_path": raw_path,
             "query_string": query_string,
             "headers": headers,

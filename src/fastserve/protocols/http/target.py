@@ -51,6 +51,35 @@ def decode_path(raw_path: bytes) -> str:
     return path
 
 
+# What --root-path may be: empty, or "/" and visible ASCII without "?" and "#". It goes
+# into raw_path byte for byte, so it must be bytes a request target could hold.
+# (The class is "!" to "~" less "#" (0x23) and "?" (0x3f).)
+_ROOT_PATH_RE = re.compile(r'(?:/[!"$->@-~]*)?')
+
+
+def root_path_error(root_path: str) -> Optional[str]:
+    """Why `root_path` cannot be the --root-path, or None when it can."""
+    if _ROOT_PATH_RE.fullmatch(root_path) is None:
+        return 'must be empty or a path starting with "/", in visible ASCII without "?" or "#"'
+    return None
+
+
+def with_root_path(root_path: str, raw_path: bytes, path: str) -> tuple[bytes, str]:
+    """The scope's (raw_path, path) for a request under --root-path `root_path`.
+
+    As uvicorn has it, and the ASGI spec since 2023: `path` and `raw_path` hold the
+    whole path, root path included, and a router matches what follows `root_path`.
+    A proxy that mounts the app at /api strips the prefix and the server puts it
+    back, so the URLs the app builds (request.url, redirects, url_for) keep it.
+    The prefix goes before every path, even one that already starts with it (as
+    uvicorn does: a stripped path and an unstripped one look the same here), so
+    /api/items sent past the proxy is /api/api/items to the app, and the app
+    answers at one set of URLs only. Callers skip the call when `root_path` is
+    empty (the default; the C mode's hot path pays one test).
+    """
+    return root_path.encode("ascii") + raw_path, root_path + path
+
+
 def host_error(http_version: str, headers: Sequence[tuple[bytes, bytes]]) -> Optional[str]:
     """RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host header.
 
