@@ -183,6 +183,19 @@ def test_workers_default_to_one():
     assert make(workers=3).workers == 3
 
 
+def test_workers_from_web_concurrency(monkeypatch):
+    """As uvicorn's Config: WEB_CONCURRENCY when workers is not given; --reload wins
+    over either (one warning line, tests/test_reload.py)."""
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert make().workers == 3
+    assert make(workers=2).workers == 2
+    assert make(reload=True).workers == 1
+    assert make(reload=True, workers=4).workers == 1
+    monkeypatch.setenv("WEB_CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY must be a number, not 'many'"):
+        make()
+
+
 def test_http_c_without_the_extension_is_a_config_error(monkeypatch):
     monkeypatch.setattr(fastserve.config, "c_extension_error", lambda: ImportError("not built"))
     with pytest.raises(ConfigError, match="--http c: the C extension is not available"):

@@ -6,6 +6,7 @@ maps are served with their meaning. README "Switching from uvicorn"."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
@@ -29,6 +30,7 @@ from websockets.asyncio.client import connect
 import fastserve
 from fastserve.cli import cli
 from fastserve.config import Config, ConfigError
+from fastserve.interface import detect
 from fastserve.logging import LOGGING_CONFIG
 from process_util import ServerProcess
 
@@ -459,3 +461,57 @@ def test_readme_switching_table_names_every_uvicorn_flag() -> None:
     flags = [flag for param in UVICORN_OPTIONS for flag in param.opts + param.secondary_opts]
     missing = [flag for flag in [*flags, "--version"] if f"`{flag}" not in section]
     assert not missing, f"README's Switching from uvicorn does not name: {missing}"
+
+
+# -- detection ----------------------------------------------------------------------------
+
+
+class AwaitableASGI3:
+    def __init__(self, scope, receive, send):  # pragma: no cover - never called
+        pass
+
+    def __await__(self):  # pragma: no cover - never called
+        yield
+
+
+class AsyncCallable:
+    async def __call__(self, scope, receive, send):  # pragma: no cover - never called
+        pass
+
+
+def returns_the_coroutine(scope, receive, send):  # pragma: no cover - never called
+    return asgi_app(scope, receive, send)
+
+
+async def takes_a_prefix(prefix, scope, receive, send):  # pragma: no cover - never called
+    pass
+
+
+@pytest.mark.parametrize(
+    "app, interface",
+    [
+        (asgi_app, "asgi3"),
+        (AsyncCallable(), "asgi3"),
+        (AwaitableASGI3, "asgi3"),
+        (functools.partial(takes_a_prefix, "/api"), "asgi3"),
+        (returns_the_coroutine, "asgi3"),  # uvicorn: asgi2
+        (importlib.import_module(APPS).ASGI2Class, "asgi2"),
+        (importlib.import_module(APPS).asgi2_function, "asgi2"),
+        (importlib.import_module(APPS).wsgi_app, "wsgi"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_interface_detection(app, interface) -> None:
+    assert detect(app) == interface
+
+
+def test_a_factory_given_without_factory_is_called(tmp_path, monkeypatch) -> None:
+    """As uvicorn: an app that is a function of no arguments is taken as a factory."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "factory_only_app.py").write_text(
+        "async def app(scope, receive, send):\n    pass\n\ndef create_app():\n    return app\n"
+    )
+    config = Config("factory_only_app:create_app", app_dir=str(tmp_path), http="python")
+    config.load()
+    assert config.loaded_app.__name__ == "app"
+    monkeypatch.delitem(sys.modules, "factory_only_app")

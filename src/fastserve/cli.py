@@ -23,15 +23,18 @@ from fastserve.config import (
     ConfigError,
     c_extension_error,
 )
-from fastserve.config_file import ConfigFileCommand, describe_settings, envvar_used
+from fastserve.config_file import (
+    COMMAND_OPTIONS,
+    ConfigFileCommand,
+    describe_settings,
+    envvar_used,
+)
 from fastserve.logging import LOG_FORMATS, LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
 
 DEMO_APP = "fastserve.demo:app"
 ENV_PREFIX = "FASTSERVE"
 UVICORN_ENV_PREFIX = "UVICORN"
-# Parameters about the command itself: no UVICORN_* variable for them.
-COMMAND_PARAMS = {"config_file", "print_config"}
 
 # Every option's default is Config's (the one place defaults live).
 DEFAULTS = {name: param.default for name, param in inspect.signature(Config).parameters.items()}
@@ -507,7 +510,7 @@ def read_uvicorn_variables(command: click.Command) -> None:
     """Each option (and APP) also reads UVICORN_<NAME>, after FASTSERVE_<NAME>: a
     uvicorn deployment's environment keeps working, and fastserve's own wins."""
     for param in command.params:
-        if param.name in COMMAND_PARAMS or not param.expose_value:
+        if param.name in COMMAND_OPTIONS or not param.expose_value:  # no UVICORN_CONFIG_FILE
             continue
         own = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
         name = param.name.upper()

@@ -711,13 +711,14 @@ class Config:
             app = import_from_string(self.app)
         except ImportFromStringError as exc:
             raise ConfigError(f"Error loading ASGI app. {exc}") from exc
-        if not self.factory and app_interface.looks_like_factory(app):
+        factory = self.factory
+        if not factory and app_interface.looks_like_factory(app):
             logger.warning(
                 "ASGI app factory detected (a function of no arguments): using it; "
                 "pass --factory to say so"
             )
-            self.factory = True
-        if self.factory:
+            factory = True
+        if factory:
             try:
                 app = app()
             except TypeError as exc:
