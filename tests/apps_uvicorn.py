@@ -78,7 +78,13 @@ def wsgi_app(environ, start_response):  # pragma: no cover - refused at start-up
 
 
 async def context(scope, receive, send):
-    """What a request's context and loop hold."""
+    """What a request's (or a WebSocket's) context and loop hold."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": str(SET_AT_IMPORT.get(None))})
+        await send({"type": "websocket.close", "code": 1000})
+        return
     if scope["type"] != "http":
         return
     loop = asyncio.get_running_loop()

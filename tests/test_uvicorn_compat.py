@@ -264,12 +264,26 @@ def test_h11_max_incomplete_event_size_is_the_head_limit(start, mode) -> None:
     assert server.stop() == 0
 
 
+def websocket_text(server: ServerProcess) -> str:
+    """The first message a WebSocket to the server's / receives."""
+
+    async def talk() -> str:
+        async with connect(f"ws://127.0.0.1:{server.port}/") as websocket:
+            return await websocket.recv()
+
+    return asyncio.run(asyncio.wait_for(talk(), 30))
+
+
 @pytest.mark.parametrize("mode", ["c", "python"])
 def test_reset_contextvars(start, mode) -> None:
+    """A contextvar set at the app's import shows in requests and WebSockets, unless
+    --reset-contextvars."""
     server = start(f"{APPS}:context", "--http", mode)
     assert httpx.get(server.url("/")).json()["set_at_import"] == "set at import"
+    assert websocket_text(server) == "set at import"
     reset = start(f"{APPS}:context", "--http", mode, "--reset-contextvars")
     assert httpx.get(reset.url("/")).json()["set_at_import"] is None
+    assert websocket_text(reset) == "None"
     assert server.stop() == 0 and reset.stop() == 0
 
 
@@ -515,3 +529,16 @@ def test_a_factory_given_without_factory_is_called(tmp_path, monkeypatch) -> Non
     config.load()
     assert config.loaded_app.__name__ == "app"
     monkeypatch.delitem(sys.modules, "factory_only_app")
+
+
+def test_ssl_context_factory_must_return_a_context() -> None:
+    config = Config(asgi_app, http="python", ssl_context_factory=lambda config, default: "ctx")
+    assert config.is_ssl
+    with pytest.raises(ConfigError, match="ssl_context_factory must return an ssl.SSLContext"):
+        config.load()
+
+
+def test_default_ssl_context_needs_a_certificate() -> None:
+    config = Config(asgi_app, http="python", ssl_context_factory=lambda config, default: default())
+    with pytest.raises(ConfigError, match="the default TLS context needs ssl_certfile"):
+        config.load()
