@@ -82,19 +82,18 @@ def pytest_configure(config):
 
 
 def item_mode(item) -> str | None:
-    """The mode a test runs in: its `c` or `python` mark (the `mode` fixture's params
-    carry them). A `mode` parametrized by hand has no mark, so marker selection would
-    miss it: refused."""
-    marked = [mode for mode in MODES if item.get_closest_marker(mode) is not None]
+    """The mode a test runs in: its `c` or `python` mark, which the `mode` fixture's
+    params carry. A `mode` parametrized by hand gets its mark here, so that `-m c` /
+    `-m python` select it too."""
     callspec = getattr(item, "callspec", None)
-    if callspec is not None and "mode" in callspec.params and not marked:
-        raise pytest.UsageError(
-            f"{item.nodeid}: parametrizes `mode` by hand; use the `mode` fixture, "
-            "whose marks make `-m c` / `-m python` select it"
-        )
+    mode = callspec.params.get("mode") if callspec is not None else None
+    if mode in MODES and item.get_closest_marker(mode) is None:
+        item.add_marker(mode)
+    marked = [mode for mode in MODES if item.get_closest_marker(mode) is not None]
     return marked[0] if len(marked) == 1 else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marks added here
 def pytest_collection_modifyitems(config, items):
     wanted = config.getoption("mode")
     serial = config.getoption("serial")

@@ -145,12 +145,21 @@ def test_http_mode_flag_selects_the_protocol(start_cli, mode: str) -> None:
     assert server.stop() == 0
 
 
+def readme_options_table() -> str:
+    """README's options table: from its header row to the first line that is no row
+    (a blank line inside it would end it there, and leave the rest plain text)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| Option | Default | Meaning |")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def test_readme_documents_every_option() -> None:
-    readme = (ROOT / "README.md").read_text()
+    table = readme_options_table()
     for param in cli.params:
         for flag in param.opts + param.secondary_opts:
             if flag.startswith("--"):
-                assert f"`{flag}`" in readme, f"{flag} is missing from README's options table"
+                assert f"`{flag}`" in table, f"{flag} is missing from README's options table"
 
 
 def _has_c_extension() -> bool:
@@ -294,8 +303,7 @@ def test_graceful_shutdown_timeout_cancels_a_stuck_request(start_cli) -> None:
 def test_readme_table_shows_config_defaults() -> None:
     """Each literal default in README's options table is the option's default, which
     the CLI takes from Config's signature (the one place defaults live)."""
-    readme = (ROOT / "README.md").read_text()
-    rows = re.findall(r"^\| `(--[a-z-]+)`[^|]*\| `([^`]*)` \|", readme, re.M)
+    rows = re.findall(r"^\| `(--[a-z-]+)`[^|]*\| `([^`]*)` \|", readme_options_table(), re.M)
     assert len(rows) > 15
     defaults = {param.opts[0]: param.default for param in cli.params if param.opts}
     for flag, shown in rows:

@@ -90,7 +90,7 @@ def _kwargs_id(kwargs: dict) -> str:
     "kwargs, message",
     [
         ({"http": "h2"}, "--http must be one of"),
-        ({"http": "httptools"}, "--http must be one of"),
+        ({"http": "hyper"}, "--http must be one of"),
         ({"http": ""}, "--http must be one of"),
         ({"ws": "socketio"}, "--ws must be one of"),
         ({"ws_max_size": 0}, "--ws-max-size must be a positive number"),
@@ -119,7 +119,13 @@ def _kwargs_id(kwargs: dict) -> str:
         ({"limit_max_requests_jitter": -1}, "--max-requests-jitter must not be negative"),
         ({"timeout_worker_healthcheck": 0}, "--timeout-worker-healthcheck must be greater than 0"),
         ({"reload_delay": -0.1}, "--reload-delay must not be negative"),
-        ({"reload": True, "workers": 2}, "--reload and --workers > 1 cannot be combined"),
+        ({"interface": "asgi4"}, "--interface must be one of"),
+        ({"interface": "wsgi"}, "--interface wsgi: fastserve serves ASGI 3 and ASGI 2 apps only"),
+        ({"http2": True}, "--http2: fastserve serves HTTP/1.1 only"),
+        (
+            {"h11_max_incomplete_event_size": 0},
+            "--h11-max-incomplete-event-size must be a positive",
+        ),
         ({"reuse_port": True, "uds": "/tmp/fastserve.sock"}, "--reuse-port applies to TCP"),
         ({"reuse_port": True, "fd": 3}, "--reuse-port applies to TCP"),
         ({"ssl_keyfile": "key.pem"}, "--ssl-keyfile needs --ssl-certfile"),
@@ -184,6 +190,19 @@ def test_workers_default_to_one():
     assert make().workers == 1
     assert make(workers=None).workers == 1
     assert make(workers=3).workers == 3
+
+
+def test_workers_from_web_concurrency(monkeypatch):
+    """As uvicorn's Config: WEB_CONCURRENCY when workers is not given; --reload wins
+    over either (one warning line, tests/test_reload.py)."""
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert make().workers == 3
+    assert make(workers=2).workers == 2
+    assert make(reload=True).workers == 1
+    assert make(reload=True, workers=4).workers == 1
+    monkeypatch.setenv("WEB_CONCURRENCY", "many")
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY must be a number, not 'many'"):
+        make()
 
 
 def test_http_c_without_the_extension_is_a_config_error(monkeypatch):

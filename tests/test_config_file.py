@@ -152,7 +152,10 @@ def test_config_option_wins_over_pyproject(tmp_path: Path) -> None:
         ('port = "abc"', "key 'port': expected an integer, got \"abc\""),
         ("workers = 2.5", "key 'workers': expected an integer, got 2.5"),
         ('access-log = "yes"', "key 'access-log': expected a boolean, got \"yes\""),
-        ('http = "rust"', "key 'http': expected one of auto, c, python, got \"rust\""),
+        (
+            'http = "rust"',
+            "key 'http': expected one of auto, c, python, h11, httptools, zttp, got \"rust\"",
+        ),
         (
             'proxy-headers-style = "both"',
             "key 'proxy-headers-style': expected one of x-forwarded, forwarded, got \"both\"",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -154,16 +153,25 @@ def test_reload_survives_a_broken_edit(spawn, project):
     assert server.stop() == 0
 
 
-def test_reload_with_workers_is_an_error(project):
-    result = subprocess.run(
-        [sys.executable, "-m", "fastserve", "reload_app:app", "--reload", "--workers", "2"],
+@pytest.mark.parametrize(
+    "args, env, said",
+    [
+        (["--workers", "2"], {}, "--workers 2 is ignored with --reload"),
+        ([], {"WEB_CONCURRENCY": "3"}, "WEB_CONCURRENCY=3 is ignored with --reload"),
+    ],
+)
+def test_reload_wins_over_workers(project, args, env, said):
+    """As uvicorn: --reload runs one server process, and says which setting it ignored."""
+    server = ServerProcess(
+        [sys.executable, "-m", "fastserve", "reload_app:app", "--port", "0", "--reload", *args],
         cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        env=env,
     )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "fastserve: error: --reload and --workers > 1"
-    ), lines
+    try:
+        server.wait_ready()
+        assert version(server.url()) == "version=1"
+        assert said in server.output()
+        assert "(c mode, reload" in server.output() or "(python mode, reload" in server.output()
+        assert server.stop() == 0
+    finally:
+        server.cleanup()

@@ -39,7 +39,6 @@ control, the ASGI checks -- is shared once, in ``fastserve.protocols``.
 """
 
 import asyncio
-import contextvars
 import itertools
 
 cimport cython
@@ -118,6 +117,7 @@ cdef object _Task = asyncio.Task
 cdef bint _TASK_TAKES_CONTEXT = asgi.TASK_TAKES_CONTEXT
 cdef str _REQUEST_TASK_NAME = asgi.REQUEST_TASK_NAME
 cdef object _start_task = asgi.start_task
+cdef object _connection_context = asgi.connection_context
 cdef object _ASGIMessageError = asgi.ASGIMessageError
 cdef object _ClientDisconnected = asgi.ClientDisconnected
 cdef str _DISCONNECTED = asgi.DISCONNECTED
@@ -932,7 +932,7 @@ cdef class HttpProtocol(_ParserCore):
         }
         # Each request Task is created in a copy of this context: a contextvar set
         # by one request never shows up in another.
-        self.context = contextvars.copy_context()
+        self.context = _connection_context(self.settings.source.reset_contextvars)
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
         self.header_deadline = _now() + self.settings.timeout_header

@@ -17,19 +17,28 @@ from fastserve.config import (
     CLI_APP_DIR,
     DEMO_APP,
     FORWARDED_ALLOW_IPS,
-    HTTP_MODES,
+    HTTP_CHOICES,
+    INTERFACES,
     LIFESPAN_MODES,
-    LOOP_MODES,
+    LOOP_CHOICES,
     PROXY_HEADERS_STYLES,
     PROXY_PROTOCOL_MODES,
-    WS_MODES,
+    WS_CHOICES,
     Config,
     ConfigError,
     c_extension_error,
 )
-from fastserve.config_file import ConfigFileCommand, describe_settings
+from fastserve.config_file import (
+    COMMAND_OPTIONS,
+    ConfigFileCommand,
+    describe_settings,
+    envvar_used,
+)
 from fastserve.logging import LOG_FORMATS, LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
+
+ENV_PREFIX = "FASTSERVE"
+UVICORN_ENV_PREFIX = "UVICORN"
 
 # Every option's default is Config's (the one place defaults live).
 DEFAULTS = {name: param.default for name, param in inspect.signature(Config).parameters.items()}
@@ -73,7 +82,7 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     return headers
 
 
-@click.command(cls=ConfigFileCommand, context_settings={"auto_envvar_prefix": "FASTSERVE"})
+@click.command(cls=ConfigFileCommand, context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.argument("app", default=DEMO_APP, required=False)
 @click.option(
     "--host", default=DEFAULTS["host"], show_default=True, help="Bind socket to this host."
@@ -98,17 +107,17 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 @click.option(
     "--http",
     "http",
-    type=click.Choice(HTTP_MODES),
+    type=click.Choice(HTTP_CHOICES),
     default=DEFAULTS["http"],
     show_default=True,
-    help="HTTP implementation: c (llhttp), python (h11), or auto (c when built).",
+    help="HTTP implementation: c (llhttp), python (h11), or auto (c when built); uvicorn's h11 is python, its httptools and zttp are c.",
 )
 @click.option(
     "--ws",
-    type=click.Choice(WS_MODES),
+    type=click.Choice(WS_CHOICES),
     default=DEFAULTS["ws"],
     show_default=True,
-    help="WebSocket implementation: websockets, wsproto, auto (the first installed), or none (upgrade requests are plain HTTP).",
+    help="WebSocket implementation: websockets (sans-I/O, as uvicorn's websockets-sansio), wsproto, auto (the first installed), or none (upgrade requests are plain HTTP).",
 )
 @click.option(
     "--ws-max-size",
@@ -147,10 +156,10 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 )
 @click.option(
     "--loop",
-    type=click.Choice(LOOP_MODES),
+    metavar=f"[{'|'.join(LOOP_CHOICES)}|MODULE:FUNCTION]",
     default=DEFAULTS["loop"],
     show_default=True,
-    help="Event loop: uvloop when installed with auto.",
+    help="Event loop: uvloop when installed with auto; none is asyncio's (its policy's); MODULE:FUNCTION a loop factory.",
 )
 @click.option(
     "--lifespan",
@@ -458,6 +467,31 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Look for APP in this directory (put first on sys.path).",
 )
 @click.option(
+    "--interface",
+    type=click.Choice(INTERFACES),
+    default=DEFAULTS["interface"],
+    show_default=True,
+    help="The app's interface: asgi3, asgi2 (served as ASGI 3), or auto (detected as uvicorn does); wsgi is refused at start-up.",
+)
+@click.option(
+    "--h11-max-incomplete-event-size",
+    default=DEFAULTS["h11_max_incomplete_event_size"],
+    type=int,
+    help="uvicorn's name for --limit-request-head (in both modes); when given, it wins.",
+)
+@click.option(
+    "--reset-contextvars",
+    is_flag=True,
+    default=DEFAULTS["reset_contextvars"],
+    help="Run each app call in an empty contextvars context: nothing set at import or in the lifespan shows.",
+)
+@click.option(
+    "--http2",
+    is_flag=True,
+    default=DEFAULTS["http2"],
+    help="uvicorn's HTTP/2 (with its zttp): refused at start-up, fastserve serves HTTP/1.1.",
+)
+@click.option(
     "--config",
     "config_file",
     envvar="FASTSERVE_CONFIG",  # by the option's name, as the others (not ..._CONFIG_FILE)
@@ -491,6 +525,8 @@ def cli(
     given_host = options["host"]
     if app == DEMO_APP and options["uds"] is None and options["fd"] is None:
         options["host"] = demo_host(ctx, given_host)
+    if workers_from_web_concurrency(click.get_current_context()):
+        options["workers"] = None  # Config reads it, and names it in what it says
     try:
         config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
     except ConfigError as exc:
@@ -503,6 +539,26 @@ def cli(
             given_host,
         )
     run_config(config)
+
+
+def workers_from_web_concurrency(ctx: click.Context) -> bool:
+    param = next(param for param in ctx.command.params if param.name == "workers")
+    from_environment = ctx.get_parameter_source("workers") is ParameterSource.ENVIRONMENT
+    return from_environment and envvar_used(ctx, param) == "WEB_CONCURRENCY"
+
+
+def read_uvicorn_variables(command: click.Command) -> None:
+    """Each option (and APP) also reads UVICORN_<NAME>, after FASTSERVE_<NAME>: a
+    uvicorn deployment's environment keeps working, and fastserve's own wins."""
+    for param in command.params:
+        if param.name in COMMAND_OPTIONS or not param.expose_value:  # no UVICORN_CONFIG_FILE
+            continue
+        own = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        name = param.name.upper()
+        param.envvar = [*own, f"{ENV_PREFIX}_{name}", f"{UVICORN_ENV_PREFIX}_{name}"]
+
+
+read_uvicorn_variables(cli)
 
 
 def main(args: Optional[list] = None) -> None:

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
+from fastserve import interface as app_interface
 from fastserve.importer import ImportFromStringError, import_from_string
 from fastserve.logging import (
     LOG_FORMATS,
@@ -60,6 +61,19 @@ WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 WS_MODES = ("auto", *WS_PROTOCOLS, "none")
 LOOP_MODES = ("auto", "asyncio", "uvloop")
+# uvicorn's values for the same settings (README "Switching from uvicorn"): its HTTP
+# implementations run the mode with the same parser (httptools wraps llhttp, as the C
+# mode does; zttp is a C parser too), its sans-I/O `websockets` is fastserve's.
+HTTP_ALIASES = {"h11": "python", "httptools": "c", "zttp": "c"}
+WS_ALIASES = {"websockets-sansio": "websockets"}
+HTTP_CHOICES = (*HTTP_MODES, *HTTP_ALIASES)
+WS_CHOICES = (*WS_MODES, *WS_ALIASES)
+# Event loops by the module whose new_event_loop makes them; `none` (uvicorn's) and
+# `asyncio` are asyncio's, by its event loop policy. Any other value is the import
+# string of a loop factory ("module:function"), as uvicorn takes it.
+LOOP_MODULES = {"uvloop": "uvloop", "zuvloop": "zuvloop"}
+LOOP_CHOICES = (*LOOP_MODES, "none", "zuvloop")
+INTERFACES = app_interface.INTERFACES
 PROXY_PROTOCOL_MODES = ("off", "v1", "v2", "auto")
 LIFESPAN_MODES = tuple(LIFESPAN)
 SSL_PROTOCOL_VERSION = ssl.PROTOCOL_TLS_SERVER
@@ -131,7 +145,9 @@ def c_extension_error() -> Optional[ImportError]:
 
 
 def resolve_http_mode(http: str) -> str:
-    """The HTTP mode a `--http` value runs: "c" or "python" (auto: c when built)."""
+    """The HTTP mode a `--http` value runs: "c" or "python" (auto: c when built;
+    uvicorn's names as HTTP_ALIASES says)."""
+    http = HTTP_ALIASES.get(http, http)
     if http == "auto":
         return "python" if c_extension_error() else "c"
     if http == "c":
@@ -146,7 +162,8 @@ def resolve_http_mode(http: str) -> str:
 
 def resolve_ws_mode(ws: str) -> str:
     """The WebSocket protocol a `--ws` value runs, or "none" (auto: the first
-    library installed)."""
+    library installed; uvicorn's names as WS_ALIASES says)."""
+    ws = WS_ALIASES.get(ws, ws)
     candidates = list(WS_PROTOCOLS) if ws == "auto" else [ws]
     for name in candidates:
         if name == "none":
@@ -190,6 +207,7 @@ class ProtocolSettings:
     ws_ping_timeout: Optional[float]  # None: no timeout
     ws_per_message_deflate: bool
     tls_server_cert: Optional[str]  # PEM of --ssl-certfile's certificate; None without TLS
+    reset_contextvars: bool  # app calls run in a fresh context, not a copy of the server's
 
 
 def _as_list(value: Union[list, tuple, str, None]) -> list:
@@ -198,6 +216,20 @@ def _as_list(value: Union[list, tuple, str, None]) -> list:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+def _workers(workers: Optional[int]) -> tuple[int, str]:
+    """The number of worker processes, and what set it: the argument, else
+    $WEB_CONCURRENCY (as uvicorn's Config reads it), else 1."""
+    if workers is not None:
+        return workers or 1, f"--workers {workers}"
+    value = os.environ.get("WEB_CONCURRENCY", "")
+    if not value:
+        return 1, "the default"
+    try:
+        return int(value), f"WEB_CONCURRENCY={value}"
+    except ValueError:
+        raise ConfigError(f"WEB_CONCURRENCY must be a number, not {value!r}") from None
 
 
 class Config:
@@ -269,6 +301,12 @@ class Config:
         headers: Optional[list] = None,
         factory: bool = False,
         app_dir: Optional[str] = None,
+        # uvicorn's settings under uvicorn's names (README "Switching from uvicorn")
+        interface: str = "auto",
+        http2: bool = False,
+        ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
+        h11_max_incomplete_event_size: Optional[int] = None,
+        reset_contextvars: bool = False,
     ) -> None:
         self.app = app
         self.host = host
@@ -284,7 +322,7 @@ class Config:
         self.use_colors = use_colors
         self.access_log_format = access_log_format
         self.log_format = log_format
-        self.workers = workers or 1
+        self.workers, self.workers_origin = _workers(workers)
         self.preload = preload
         self.reload = reload
         self.reload_dirs = _as_list(reload_dirs)
@@ -332,6 +370,14 @@ class Config:
         self.headers: list[tuple[str, str]] = [tuple(h) for h in headers or []]
         self.factory = factory
         self.app_dir = app_dir
+        self.interface = interface
+        self.http2 = http2
+        self.ssl_context_factory = ssl_context_factory
+        self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
+        if h11_max_incomplete_event_size is not None:
+            # h11 buffers at most this much of an incomplete head: the head limit
+            self.limit_request_head = h11_max_incomplete_event_size
+        self.reset_contextvars = reset_contextvars
         self.loaded = False
 
         if forwarded_allow_ips is None:
@@ -340,20 +386,39 @@ class Config:
         self.proxy_headers_style = proxy_headers_style
         self.proxy_protocol = proxy_protocol
 
+        # uvicorn's rule: --reload wins over --workers (or WEB_CONCURRENCY), said once
+        ignored_workers = self.workers_origin if reload and self.workers > 1 else None
+        if ignored_workers is not None:
+            self.workers = 1
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
         self.ws_mode = resolve_ws_mode(ws)
         if env_file is not None:
             load_env_file(env_file)
         self.configure_logging()
+        self.log_uvicorn_mappings(ignored_workers)
+
+    def log_uvicorn_mappings(self, ignored_workers: Optional[str]) -> None:
+        """One line for each uvicorn value that fastserve runs differently."""
+        if ignored_workers is not None:
+            logger.warning(
+                "%s is ignored with --reload: one server process, restarted on changes",
+                ignored_workers,
+            )
+        if isinstance(self.http, str) and self.http in ("httptools", "zttp"):
+            logger.info("--http %s: served by fastserve's C mode (llhttp), HTTP/1.1", self.http)
 
     def validate(self) -> None:
-        if isinstance(self.http, str) and self.http not in HTTP_MODES:
-            raise ConfigError(f"--http must be one of {', '.join(HTTP_MODES)}, not {self.http!r}")
-        if self.ws not in WS_MODES:
-            raise ConfigError(f"--ws must be one of {', '.join(WS_MODES)}, not {self.ws!r}")
-        if self.loop not in LOOP_MODES:
-            raise ConfigError(f"--loop must be one of {', '.join(LOOP_MODES)}, not {self.loop!r}")
+        if isinstance(self.http, str) and self.http not in HTTP_CHOICES:
+            raise ConfigError(f"--http must be one of {', '.join(HTTP_CHOICES)}, not {self.http!r}")
+        if self.ws not in WS_CHOICES:
+            raise ConfigError(f"--ws must be one of {', '.join(WS_CHOICES)}, not {self.ws!r}")
+        if self.loop not in LOOP_CHOICES and ":" not in self.loop:
+            raise ConfigError(
+                f"--loop must be one of {', '.join(LOOP_CHOICES)}, or a loop factory as "
+                f'"module:function", not {self.loop!r}'
+            )
+        self.validate_uvicorn_settings()
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(
                 f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
@@ -416,11 +481,6 @@ class Config:
                 )
         if self.reload_delay < 0:
             raise ConfigError("--reload-delay must not be negative")
-        if self.reload and self.workers > 1:
-            raise ConfigError(
-                "--reload and --workers > 1 cannot be combined: use --reload alone in "
-                "development, and --workers (with SIGHUP for a rolling restart) in production"
-            )
         if self.reuse_port and (self.uds or self.fd is not None):
             raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
         if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
@@ -448,6 +508,22 @@ class Config:
             if not valid:
                 raise ConfigError(f"--header {name!r}:{value!r} is not a valid HTTP header")
 
+    def validate_uvicorn_settings(self) -> None:
+        if self.interface not in INTERFACES:
+            raise ConfigError(
+                f"--interface must be one of {', '.join(INTERFACES)}, not {self.interface!r}"
+            )
+        if self.interface == "wsgi":
+            raise ConfigError(f"--interface wsgi: fastserve {app_interface.WSGI_REFUSED}")
+        if self.http2:
+            raise ConfigError(
+                "--http2: fastserve serves HTTP/1.1 only; put a proxy that speaks HTTP/2 "
+                "(nginx, haproxy) in front, and leave --http2 out"
+            )
+        size = self.h11_max_incomplete_event_size
+        if size is not None and size <= 0:
+            raise ConfigError("--h11-max-incomplete-event-size must be a positive number")
+
     @property
     def mode_details(self) -> str:
         """How the start-up line describes what runs: the HTTP mode, and the demo when
@@ -458,7 +534,26 @@ class Config:
 
     @property
     def is_ssl(self) -> bool:
-        return bool(self.ssl_certfile)
+        return bool(self.ssl_certfile or self.ssl_context_factory)
+
+    @property
+    def is_ipv6_host(self) -> bool:
+        """--host is an IPv6 address: bound by bind_tcp_socket in every process model,
+        dual-stack."""
+        return ":" in self.host
+
+    @property
+    def asgi_version(self) -> str:
+        """The ASGI version the app is called with ("3.0" until an ASGI 2 app is loaded)."""
+        return app_interface.ASGI_VERSIONS.get(self.interface, "3.0")
+
+    @property
+    def should_reload(self) -> bool:
+        return isinstance(self.app, str) and self.reload
+
+    @property
+    def use_subprocess(self) -> bool:
+        return bool(self.reload or self.workers > 1)
 
     @property
     def encoded_headers(self) -> list[tuple[bytes, bytes]]:
@@ -557,6 +652,7 @@ class Config:
         ws_protocol_class = None
         if self.ws_mode != "none":
             ws_protocol_class = import_from_string(WS_PROTOCOLS[self.ws_mode])
+        self.ws_protocol_class = ws_protocol_class  # as uvicorn's Config has it
         self.loaded_app = self.load_app()
         self.protocol_settings = ProtocolSettings(
             app=self.loaded_app,
@@ -580,24 +676,42 @@ class Config:
             ws_ping_timeout=self.ws_ping_timeout,
             ws_per_message_deflate=self.ws_per_message_deflate,
             tls_server_cert=tls_server_cert,
+            reset_contextvars=self.reset_contextvars,
         )
         self.loaded = True
 
     def load_tls(self) -> tuple[ssl.SSLContext, Optional[str]]:
-        """The SSLContext and the server certificate (PEM), read from the files now."""
+        """The SSLContext and the server certificate (PEM), read from the files now;
+        the context is ssl_context_factory's when one is given (uvicorn's hook: it is
+        called with this Config and the function that builds the default context)."""
         try:
-            context = create_ssl_context(
-                certfile=self.ssl_certfile,
-                keyfile=self.ssl_keyfile,
-                password=self.ssl_keyfile_password,
-                ssl_version=self.ssl_version,
-                cert_reqs=self.ssl_cert_reqs,
-                ca_certs=self.ssl_ca_certs,
-                ciphers=self.ssl_ciphers,
-            )
-            return context, read_server_cert(self.ssl_certfile)
+            if self.ssl_context_factory is None:
+                context = self.default_ssl_context()
+            else:
+                context = self.ssl_context_factory(self, self.default_ssl_context)
+                if not isinstance(context, ssl.SSLContext):
+                    raise ConfigError(
+                        "ssl_context_factory must return an ssl.SSLContext, "
+                        f"not {type(context).__name__}"
+                    )
+            cert = read_server_cert(self.ssl_certfile) if self.ssl_certfile else None
+            return context, cert
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"Cannot load the TLS certificate or key: {exc}") from exc
+
+    def default_ssl_context(self) -> ssl.SSLContext:
+        """The context the --ssl-* settings describe."""
+        if not self.ssl_certfile:
+            raise ConfigError("the default TLS context needs ssl_certfile (--ssl-certfile)")
+        return create_ssl_context(
+            certfile=self.ssl_certfile,
+            keyfile=self.ssl_keyfile,
+            password=self.ssl_keyfile_password,
+            ssl_version=self.ssl_version,
+            cert_reqs=self.ssl_cert_reqs,
+            ca_certs=self.ssl_ca_certs,
+            ciphers=self.ssl_ciphers,
+        )
 
     def reload_tls(self) -> None:
         """Read the certificate and key files again (a rotation on disk). A loaded
@@ -618,27 +732,46 @@ class Config:
             app = import_from_string(self.app)
         except ImportFromStringError as exc:
             raise ConfigError(f"Error loading ASGI app. {exc}") from exc
-        if self.factory:
+        factory = self.factory
+        if not factory and app_interface.looks_like_factory(app):
+            logger.warning(
+                "ASGI app factory detected (a function of no arguments): using it; "
+                "pass --factory to say so"
+            )
+            factory = True
+        if factory:
             try:
                 app = app()
             except TypeError as exc:
                 raise ConfigError(f"Error loading ASGI app factory: {exc}") from exc
         if not callable(app):
             raise ConfigError(f"The ASGI app {self.app!r} is not callable.")
-        return app
+        if self.interface == "auto":
+            self.interface = app_interface.detect(app)
+        if self.interface == "wsgi":
+            raise ConfigError(
+                f"The app {self.app!r} is a WSGI app (it takes environ, start_response), "
+                f"and fastserve {app_interface.WSGI_REFUSED}"
+            )
+        return app_interface.adapt(app, self.interface)
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
-        if self.loop in ("auto", "uvloop"):
+        if self.loop in ("asyncio", "none"):
+            return asyncio.new_event_loop
+        if ":" in self.loop:
             try:
-                import uvloop
-            except ImportError:
-                if self.loop == "uvloop":
-                    raise ConfigError(
-                        "--loop uvloop: uvloop is not installed (pip install uvloop)"
-                    ) from None
-            else:
-                return uvloop.new_event_loop
-        return asyncio.new_event_loop
+                return import_from_string(self.loop)
+            except ImportFromStringError as exc:
+                raise ConfigError(f"--loop {self.loop}: {exc}") from None
+        module = LOOP_MODULES.get(self.loop, "uvloop")  # auto: uvloop when installed
+        try:
+            return importlib.import_module(module).new_event_loop
+        except ImportError:
+            if self.loop == "auto":
+                return asyncio.new_event_loop
+            raise ConfigError(
+                f"--loop {self.loop}: {module} is not installed (pip install {module})"
+            ) from None
 
     def bind_socket(self) -> socket.socket:
         """Bind the listening socket in this process, for the supervisor to share."""
@@ -667,9 +800,13 @@ class Config:
 
     def bind_tcp_socket(self, reuse_port: bool = False) -> socket.socket:
         """A TCP socket bound to --host/--port, not listening yet."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        family = socket.AF_INET6 if self.is_ipv6_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+            # `--host ::` takes IPv4 clients too (as IPv4-mapped addresses), whatever
+            # the system's default (Linux: net.ipv6.bindv6only)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:

@@ -182,7 +182,7 @@ def describe_settings(ctx: click.Context, unset_means: Optional[dict] = None) ->
         if source is ParameterSource.DEFAULT_MAP:
             where = ctx.meta[FILE_META_KEY]
         elif source is ParameterSource.ENVIRONMENT:
-            where = "environment " + _envvar_used(ctx, param)
+            where = "environment " + envvar_used(ctx, param)
         else:
             where = SOURCE_LABELS.get(source, "default")
         value = ctx.params[param.name]
@@ -194,7 +194,7 @@ def describe_settings(ctx: click.Context, unset_means: Optional[dict] = None) ->
     return "\n".join(lines)
 
 
-def _envvar_used(ctx: click.Context, param: click.Parameter) -> str:
+def envvar_used(ctx: click.Context, param: click.Parameter) -> str:
     """The variable the value came from: the option's own (WEB_CONCURRENCY) or FASTSERVE_*."""
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
     names.append(f"{ctx.auto_envvar_prefix}_{param.name.upper()}")

@@ -3,23 +3,100 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
-from typing import Any
+from typing import Any, Callable, Optional, Union
 
-from fastserve.config import STARTUP_FAILURE, Config, ConfigError
+from fastserve.config import SSL_PROTOCOL_VERSION, STARTUP_FAILURE, Config, ConfigError
+from fastserve.logging import LOGGING_CONFIG
 from fastserve.server import Server
 
 logger = logging.getLogger("fastserve.error")
 
 
-def run(app: Any, **kwargs: Any) -> None:
+def run(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    uds: Optional[str] = None,
+    fd: Optional[int] = None,
+    loop: str = "auto",
+    http: Union[str, type] = "auto",
+    lifespan: str = "auto",
+    env_file: Optional[str] = None,
+    log_config: Union[dict, str, None] = LOGGING_CONFIG,
+    log_level: Union[str, int, None] = None,
+    access_log: bool = True,
+    use_colors: Optional[bool] = None,
+    access_log_format: Optional[str] = None,
+    log_format: str = "text",
+    workers: Optional[int] = None,
+    preload: bool = False,
+    reload: bool = False,
+    reload_dirs: Union[list, str, None] = None,
+    reload_includes: Union[list, str, None] = None,
+    reload_excludes: Union[list, str, None] = None,
+    reload_delay: float = 0.25,
+    reuse_port: bool = False,
+    timeout_worker_healthcheck: float = 30.0,
+    metrics_port: Optional[int] = None,
+    metrics_host: str = "127.0.0.1",
+    max_worker_memory: Optional[int] = None,
+    proxy_headers: bool = True,
+    server_header: bool = True,
+    date_header: bool = True,
+    forwarded_allow_ips: Union[list, str, None] = None,
+    proxy_headers_style: str = "x-forwarded",
+    proxy_protocol: str = "off",
+    root_path: str = "",
+    limit_concurrency: Optional[int] = None,
+    limit_max_requests: Optional[int] = None,
+    limit_max_requests_jitter: int = 0,
+    limit_request_head: int = 65536,
+    limit_request_line: int = 0,
+    limit_request_fields: int = 100,
+    limit_request_field_size: int = 0,
+    limit_request_body: Optional[int] = None,
+    backlog: int = 2048,
+    timeout_keep_alive: float = 5.0,
+    timeout_request_header: float = 30.0,
+    timeout_request: Optional[float] = None,
+    warn_loop_stall: Optional[float] = None,
+    ws: str = "auto",
+    ws_max_size: int = 16 * 1024 * 1024,
+    ws_max_queue: int = 32,
+    ws_ping_interval: Optional[float] = 20.0,
+    ws_ping_timeout: Optional[float] = 20.0,
+    ws_per_message_deflate: bool = True,
+    timeout_graceful_shutdown: Optional[float] = None,
+    timeout_notify: float = 30,
+    callback_notify: Optional[Callable[..., Any]] = None,
+    ssl_keyfile: Optional[str] = None,
+    ssl_certfile: Optional[str] = None,
+    ssl_keyfile_password: Optional[str] = None,
+    ssl_version: int = int(SSL_PROTOCOL_VERSION),
+    ssl_cert_reqs: int = int(ssl.CERT_NONE),
+    ssl_ca_certs: Optional[str] = None,
+    ssl_ciphers: Optional[str] = None,
+    headers: Optional[list] = None,
+    factory: bool = False,
+    app_dir: Optional[str] = None,
+    interface: str = "auto",
+    http2: bool = False,
+    ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
+    h11_max_incomplete_event_size: Optional[int] = None,
+    reset_contextvars: bool = False,
+) -> None:
     """Serve `app` (an ASGI app or a "module:attribute" string) until stopped.
 
-    Takes the keyword arguments of `Config`. Exits the process with a non-zero
-    code when the app cannot be loaded (1) or fails its startup (3).
+    Takes `Config`'s arguments, with its defaults (a test keeps the two signatures
+    the same). Exits the process with a non-zero code when the app cannot be loaded
+    (1) or fails its startup (3).
     """
+    settings = {name: value for name, value in locals().items() if name != "app"}  # Config's
     try:
-        config = Config(app, **kwargs)
+        config = Config(app, **settings)
     except ConfigError as exc:
         logger.error("%s", exc)
         sys.exit(1)

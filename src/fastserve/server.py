@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from email.utils import formatdate
 from typing import Optional
 
@@ -99,6 +99,10 @@ class Server:
                 loop.close()
 
     async def serve(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
+        with self.capture_signals():
+            await self._serve(sockets)
+
+    async def _serve(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
         config = self.config
         if not config.loaded:
             try:
@@ -118,7 +122,6 @@ class Server:
                 logger.error("%s", exc)
                 sys.exit(1)
 
-        self.install_signal_handlers()
         self.start_watchdog()
         try:
             logger.info("Started server process [%d]", os.getpid())
@@ -185,8 +188,11 @@ class Server:
                             create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
                         )
                     )
-            elif config.fd is not None or config.uds:
-                sock = config.bind_socket()
+            elif config.fd is not None or config.uds or config.is_ipv6_host:
+                if config.uds or config.fd is not None:
+                    sock = config.bind_socket()
+                else:  # as the supervisor binds it: `::` is dual-stack
+                    sock = config.bind_tcp_socket(reuse_port=config.reuse_port)
                 if config.uds:
                     self.servers.append(
                         await loop.create_unix_server(
@@ -346,6 +352,24 @@ class Server:
                 await asyncio.sleep(TICK_SECONDS)
         if self.force_exit:
             raise asyncio.TimeoutError
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """The stop signals go to handle_exit while the server serves; the handlers are
+        removed after. uvicorn's hook (0.29+): a subclass that handles signals itself
+        (a server embedded in an app, or in a thread) overrides it."""
+        self.install_signal_handlers()
+        try:
+            yield
+        finally:
+            self.remove_signal_handlers()
+
+    def remove_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in HANDLED_SIGNALS:
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(sig)
 
     def install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import logging
 import os
 import sys
@@ -28,6 +29,13 @@ REQUEST_TASK_NAME = "fastserve.request"
 WEBSOCKET_TASK_NAME = "fastserve.websocket"
 # asyncio.Task takes the context to run in (3.11+); before, the Task is made inside it.
 TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
+
+
+def connection_context(reset_contextvars: bool) -> contextvars.Context:
+    """The context a connection's app calls run in copies of: the one the connection
+    was made in, or with --reset-contextvars (uvicorn's) an empty one, so that nothing
+    set before (at import, in the lifespan, by instrumentation) shows in a request."""
+    return contextvars.Context() if reset_contextvars else contextvars.copy_context()
 
 
 def start_task(loop, context, coro, name: str) -> asyncio.Task:

@@ -48,7 +48,6 @@ missing Host in HTTP/1.1; all its errors become a 400.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import re
 import time
@@ -67,6 +66,7 @@ from fastserve.protocols.asgi import (
     ClientDisconnected,
     after_complete,
     app_returned,
+    connection_context,
     log_app_exception,
     message_type_of,
     pathsend_after_body,
@@ -222,7 +222,7 @@ class H11Protocol(asyncio.Protocol):
             self.tls = tls_extension(transport, self.settings.tls_server_cert)
         # Every request Task is created inside a copy of this context, so a
         # contextvar set by one request never shows up in the next one.
-        self.context = contextvars.copy_context()
+        self.context = connection_context(self.settings.reset_contextvars)
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
         timeout = self.settings.timeout_request_header

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import logging
 import os
 import time
@@ -48,6 +47,7 @@ from fastserve.protocols.asgi import (
     after_close,
     app_returned,
     bad_header,
+    connection_context,
     log_app_exception,
     malformed_header,
     message_type_of,
@@ -216,7 +216,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self.access_log = False
         # In a copy of the context, as every request Task: a contextvar the app sets
         # never leaks into another connection.
-        task = start_task(self.loop, contextvars.copy_context(), self._run(), WEBSOCKET_TASK_NAME)
+        context = connection_context(self.settings.reset_contextvars)
+        task = start_task(self.loop, context, self._run(), WEBSOCKET_TASK_NAME)
         tasks = self.server_state.tasks
         tasks[task] = self.scope
         task.add_done_callback(tasks.pop)
