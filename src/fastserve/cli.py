@@ -21,7 +21,7 @@ from fastserve.config import (
     ConfigError,
     c_extension_error,
 )
-from fastserve.config_file import ConfigFileCommand, describe_settings
+from fastserve.config_file import HOOKS_META_KEY, ConfigFileCommand, describe_settings
 from fastserve.logging import LOG_FORMATS, LOG_LEVELS, LOGGING_CONFIG
 from fastserve.main import run_config
 
@@ -71,6 +71,13 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     default=DEFAULTS["fd"],
     type=int,
     help="Serve on an inherited, already bound socket (file descriptor).",
+)
+@click.option(
+    "-b",
+    "--bind",
+    "bind",
+    multiple=True,
+    help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD (repeatable; Gunicorn's). Replaces --host/--port/--uds/--fd.",
 )
 @click.option(
     "--backlog", default=DEFAULTS["backlog"], type=int, show_default=True, help="Listen backlog."
@@ -140,11 +147,48 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Lifespan protocol.",
 )
 @click.option(
+    "-w",
     "--workers",
     default=DEFAULTS["workers"],
     type=int,
     envvar="WEB_CONCURRENCY",
     help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]",
+)
+@click.option(
+    "-u",
+    "--user",
+    default=DEFAULTS["user"],
+    help="Serve as this user (name or uid) once the sockets are bound: the workers, or the one server. [default: the current user]",
+)
+@click.option(
+    "-g",
+    "--group",
+    default=DEFAULTS["group"],
+    help="Serve as this group (name or gid) once the sockets are bound. [default: --user's group]",
+)
+@click.option(
+    "-m",
+    "--umask",
+    default=DEFAULTS["umask"],
+    help="Create unix sockets under this umask (022, 0o22, 18), as Gunicorn. [default: sockets are 0o666]",
+)
+@click.option(
+    "--chdir",
+    default=DEFAULTS["chdir"],
+    help="Change to this directory before loading the app (paths are then relative to it).",
+)
+@click.option(
+    "-p",
+    "--pid",
+    "pidfile",
+    default=DEFAULTS["pidfile"],
+    help="Write the pid of the master (or the one server) to this file once bound; removed at exit.",
+)
+@click.option(
+    "--check-config",
+    is_flag=True,
+    default=False,
+    help="Check the settings and import the app, then exit (0, or 1 with the error); binds nothing.",
 )
 @click.option(
     "--preload",
@@ -428,12 +472,13 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Look for APP in this directory (put first on sys.path).",
 )
 @click.option(
+    "-c",
     "--config",
     "config_file",
     envvar="FASTSERVE_CONFIG",  # by the option's name, as the others (not ..._CONFIG_FILE)
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="TOML file of settings, keyed by long option name. [default: [tool.fastserve] in the app directory's pyproject.toml]",
+    help="Settings file: TOML keyed by long option name, or a gunicorn.conf.py (.py: Gunicorn's settings and server hooks). [default: [tool.fastserve] in the app directory's pyproject.toml]",
 )
 @click.option(
     "--print-config",
@@ -450,18 +495,42 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Show the version and exit.",
 )
 def cli(
-    app: str, log_config: Optional[str], config_file: Optional[str], print_config: bool, **options
+    app: str,
+    log_config: Optional[str],
+    config_file: Optional[str],
+    print_config: bool,
+    check_config: bool,
+    **options,
 ) -> None:
     """Serve the ASGI app APP ("module:attribute"; the built-in demo when omitted)."""
     # config_file was read before the options took their values (ConfigFileCommand).
+    ctx = click.get_current_context()
     if print_config:
-        click.echo(describe_settings(click.get_current_context()))
+        click.echo(describe_settings(ctx))
         return
     try:
-        config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
+        config = Config(
+            app,
+            log_config=log_config or LOGGING_CONFIG,
+            hooks=ctx.meta.get(HOOKS_META_KEY),
+            **options,
+        )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if check_config:
+        check_app(config)
+        return
     run_config(config)
+
+
+def check_app(config: Config) -> None:
+    """--check-config: import the app as the server would; exit 1 with the error line."""
+    try:
+        config.load()
+    except ConfigError as exc:
+        click.echo(f"fastserve: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"fastserve: the settings and the app {config.app!r} are fine")
 
 
 def main(args: Optional[list] = None) -> None:
