@@ -31,7 +31,8 @@ async def report(scope, receive, send):
 
 
 async def whoami(scope, receive, send):
-    """JSON of the serving process: pid, parent pid, uid, gid, working directory."""
+    """JSON of the serving process: pid, parent pid, uid, gid, groups, working
+    directory, and $FASTSERVE_TEST_VALUE."""
     if scope["type"] != "http":
         return
     body = json.dumps(
@@ -42,6 +43,7 @@ async def whoami(scope, receive, send):
             "gid": os.getgid(),
             "groups": os.getgroups(),
             "cwd": os.getcwd(),
+            "env": os.environ.get("FASTSERVE_TEST_VALUE"),
         }
     ).encode()
     await send(

@@ -50,6 +50,8 @@ GUNICORN_SETTINGS = frozenset(
 
 # Converter result: leave the option at its default (Gunicorn's "off" values).
 UNSET = object()
+# --timeout-keep-alive standing for Gunicorn's keepalive = 0 (no keep-alive).
+CLOSE_AT_ONCE = 0.001
 
 # Worker classes that run an ASGI app as fastserve does, and the options each implies.
 ASGI_WORKER_CLASSES = {
@@ -92,12 +94,9 @@ def positive_or_unset(value: Any) -> Any:
 
 
 def keepalive(value: Any) -> Any:
-    # keepalive = 0 turns keep-alive off in Gunicorn; the nearest is "close at once".
+    """Gunicorn's keepalive = 0 turns keep-alive off; the nearest here is "close at once"."""
     value = as_number(value)
     return value if value > 0 else CLOSE_AT_ONCE
-
-
-CLOSE_AT_ONCE = 0.001
 
 
 def healthcheck_timeout(value: Any) -> Any:
@@ -158,7 +157,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "statsd_prefix": (("statsd-prefix",), str),
 }
 
-# Settings whose Gunicorn default fastserve does too, or which cannot be ignored safely.
+# Gunicorn settings that cannot be ignored safely when set: an error.
 REFUSED = {
     "daemon": "fastserve does not daemonize: run it under systemd or another supervisor",
 }
