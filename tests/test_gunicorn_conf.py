@@ -174,7 +174,11 @@ def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Pa
         ('workers = "many"\n', "workers = 'many' is not a valid value"),
         ("timeout = 0\n", "timeout = 0 (never kill a worker) has no equivalent"),
         ('raw_env = ["NOVALUE"]\n', "raw_env 'NOVALUE' is not KEY=VALUE"),
-        ("on_starting = 3\n", "on_starting must be a function"),
+        ("on_starting = 3\n", "on_starting must be a function of (server)"),
+        (
+            "def post_fork(worker):\n    pass\n",
+            "post_fork must take 2 argument(s): (server, worker)",
+        ),
         ("x = 1 / 0\n", "(line 3): ZeroDivisionError: division by zero"),
         ('bind = "127.0.0.1:http"\n', "--bind '127.0.0.1:http': 'http' is not a port number"),
     ],

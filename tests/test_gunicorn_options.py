@@ -226,13 +226,23 @@ def test_unix_socket_mode(spawn, short_dir: Path, flags: list, mode: int, how: s
 
 
 def test_chdir_before_loading_the_app(spawn, tmp_path: Path) -> None:
+    """The app and --pid are found in the new directory; --env-file where fastserve
+    starts (the command line checked it there)."""
     app_dir = tmp_path / "project"
     app_dir.mkdir()
     (app_dir / "chdir_app.py").write_text("from tests.apps_cli import whoami as app\n")
-    server = spawn(
-        "chdir_app:app", "--port", "0", "--chdir", str(app_dir), env={"PYTHONPATH": str(ROOT)}
-    )
-    assert whoami(server.url())["cwd"] == str(app_dir)
+    env_file = ROOT / "tests" / f"chdir-{os.getpid()}.env"
+    env_file.write_text("FASTSERVE_TEST_VALUE=from-the-start-directory\n")
+    try:
+        server = spawn(
+            "chdir_app:app", "--port", "0", "--chdir", str(app_dir), "--pid", "app.pid",
+            "--env-file", env_file.relative_to(ROOT), env={"PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    finally:
+        env_file.unlink()
+    seen = whoami(server.url())
+    assert (seen["cwd"], seen["env"]) == (str(app_dir), "from-the-start-directory")
+    assert (app_dir / "app.pid").read_text() == f"{server.pid}\n"
     assert server.stop() == 0
 
 

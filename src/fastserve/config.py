@@ -369,10 +369,21 @@ class Config:
         if env_file is not None:
             load_env_file(env_file)
         self.configure_logging()
+        self.change_directory()
+
+    def change_directory(self) -> None:
+        """--chdir, once the files the command line checked (--env-file, --log-config)
+        were read where it checked them: the app, --uds and --bind paths, TLS files and
+        --pid are then relative to the new directory, as under Gunicorn."""
+        if self.chdir is None:
+            return
+        try:
+            os.chdir(self.chdir)
+        except OSError as exc:
+            raise ConfigError(f"--chdir {self.chdir!r}: {exc.strerror}") from None
 
     def validate_process_options(self) -> None:
-        """Gunicorn's process options (fastserve/process.py); --chdir at once, so that
-        every path after it is relative to the new directory, as under Gunicorn."""
+        """Gunicorn's process options (fastserve/process.py)."""
         try:
             self.listeners: list[Listener] = [parse_bind(value) for value in self.bind]
             self.uid = resolve_user(self.user)
@@ -390,11 +401,6 @@ class Config:
             )
         if self.bind and self.reuse_port:
             raise ConfigError("--reuse-port takes --host/--port, not --bind")
-        if self.chdir is not None:
-            try:
-                os.chdir(self.chdir)
-            except OSError as exc:
-                raise ConfigError(f"--chdir {self.chdir!r}: {exc.strerror}") from None
 
     @property
     def binds_early(self) -> bool:

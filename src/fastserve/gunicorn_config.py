@@ -19,7 +19,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from fastserve.hooks import HOOK_NAMES, ServerHooks
+from fastserve.hooks import HOOK_NAMES, ServerHooks, hook_problem
 
 # Every setting name Gunicorn knows (gunicorn.config.KNOWN_SETTINGS, 22 to 27).
 GUNICORN_SETTINGS = frozenset(
@@ -193,8 +193,9 @@ def read(path: str, option_names: set) -> tuple[dict, ServerHooks, list]:
     ignored: list[str] = []
     for name, value in execute(path).items():
         if name in HOOK_NAMES:
-            if not callable(value):
-                raise GunicornConfigError(f"{path}: {name} must be a function")
+            problem = hook_problem(name, value)
+            if problem is not None:
+                raise GunicornConfigError(f"{path}: {problem}")
             hooks[name] = value
         elif name == "worker_class":
             table.update(worker_class_options(path, value))

@@ -19,6 +19,7 @@ A hook that raises is logged with its traceback; the server goes on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -26,14 +27,30 @@ from typing import Any, Callable, Optional
 
 logger = logging.getLogger("fastserve.error")
 
-HOOK_NAMES = (
-    "on_starting",
-    "when_ready",
-    "post_fork",
-    "post_worker_init",
-    "worker_exit",
-    "on_exit",
-)
+# Each hook by name, with the arguments Gunicorn passes it.
+HOOK_ARGUMENTS = {
+    "on_starting": ("server",),
+    "when_ready": ("server",),
+    "post_fork": ("server", "worker"),
+    "post_worker_init": ("worker",),
+    "worker_exit": ("server", "worker"),
+    "on_exit": ("server",),
+}
+HOOK_NAMES = tuple(HOOK_ARGUMENTS)
+
+
+def hook_problem(name: str, function: Any) -> Optional[str]:
+    """Why `function` cannot be the hook `name` (it must take Gunicorn's arguments), or None."""
+    expected = HOOK_ARGUMENTS[name]
+    if not callable(function):
+        return f"{name} must be a function of ({', '.join(expected)})"
+    try:
+        inspect.signature(function).bind(*expected)
+    except TypeError:
+        return f"{name} must take {len(expected)} argument(s): ({', '.join(expected)})"
+    except ValueError:
+        return None  # no signature to check (a builtin): Gunicorn's call will tell
+    return None
 
 
 @dataclass
