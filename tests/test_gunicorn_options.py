@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fastserve.process import Listener, parse_bind, parse_umask
 from process_util import ServerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -144,6 +145,33 @@ def test_bad_process_option_is_one_line(args: list, message: str) -> None:
     assert result.returncode == 2
     lines = error_lines(result)
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "value, listener",
+    [
+        ("127.0.0.1:9000", Listener("tcp", host="127.0.0.1", port=9000)),
+        ("tcp://LOCALHOST:9000", Listener("tcp", host="localhost", port=9000)),
+        ("example.org", Listener("tcp", host="example.org", port=8000)),
+        (":9000", Listener("tcp", host="", port=9000)),
+        ("", Listener("tcp", host="0.0.0.0", port=8000)),
+        ("[::1]:9000", Listener("tcp", host="::1", port=9000)),
+        ("[::]", Listener("tcp", host="::", port=8000)),
+        ("unix:/run/app.sock", Listener("unix", path="/run/app.sock")),
+        ("unix:///run/app.sock", Listener("unix", path="/run/app.sock")),
+        ("fd://3", Listener("fd", fd=3)),
+    ],
+)
+def test_bind_forms_as_gunicorn_reads_them(value: str, listener: Listener) -> None:
+    assert parse_bind(value) == listener
+
+
+@pytest.mark.parametrize(
+    "value, umask",
+    [("022", 0o22), ("0o22", 0o22), ("0x12", 0o22), ("18", 0o22), (0o27, 0o27), ("0", 0)],
+)
+def test_umask_forms_as_gunicorn_reads_them(value, umask: int) -> None:
+    assert parse_umask(value) == umask
 
 
 def test_bind_address_in_use_is_one_line(spawn) -> None:

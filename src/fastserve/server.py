@@ -170,17 +170,19 @@ class Server:
             drop_privileges(config.uid, config.gid)
         except (ConfigError, OptionError) as exc:
             logger.error("%s", exc)
-            remove_unix_sockets(self.unix_paths)
+            self.release_process()
             sys.exit(1)
 
     def end_process(self) -> None:
         """At exit, on every path: worker_exit, the pid file and socket files go, on_exit."""
-        hooks = self.config.hooks
-        hooks.run("worker_exit", self.hook_server, self.hook_worker)
+        self.config.hooks.run("worker_exit", self.hook_server, self.hook_worker)
+        self.release_process()
+
+    def release_process(self) -> None:
         if self.pidfile is not None:
             self.pidfile.remove()
         remove_unix_sockets(self.unix_paths)
-        hooks.run("on_exit", self.hook_server)
+        self.config.hooks.run("on_exit", self.hook_server)
 
     def start_watchdog(self) -> None:
         """Watch the loop from a thread: for --warn-loop-stall, and in a supervised
