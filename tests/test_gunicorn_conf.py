@@ -173,7 +173,7 @@ def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Pa
         ("daemon = True\n", "daemon = True: fastserve does not daemonize"),
         ('workers = "many"\n', "workers = 'many' is not a valid value"),
         ("timeout = 0\n", "timeout = 0 (never kill a worker) has no equivalent"),
-        ('raw_env = ["NOVALUE"]\n', "raw_env 'NOVALUE' is not KEY=VALUE"),
+        ('raw_env = ["NOVALUE"]\n', "key 'env': 'NOVALUE' is not KEY=VALUE"),
         ("on_starting = 3\n", "on_starting must be a function of (server)"),
         (
             "def post_fork(worker):\n    pass\n",

@@ -137,6 +137,7 @@ def test_bind_fd_serves_an_inherited_socket(spawn) -> None:
         (["--group", "no-such-group-here"], "--group 'no-such-group-here': no such group"),
         (["--umask", "0o1000"], "--umask '0o1000' is not between 0 and 0o777"),
         (["--umask", "rw"], "--umask 'rw' is not a number"),
+        (["-e", "NOVALUE"], "'NOVALUE' is not KEY=VALUE"),
         (["--chdir", "/no/such/dir"], "--chdir '/no/such/dir': No such file or directory"),
     ],
 )
@@ -271,6 +272,18 @@ def test_chdir_before_loading_the_app(spawn, tmp_path: Path) -> None:
     seen = whoami(server.url())
     assert (seen["cwd"], seen["env"]) == (str(app_dir), "from-the-start-directory")
     assert (app_dir / "app.pid").read_text() == f"{server.pid}\n"
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_env_reaches_the_app(spawn, tmp_path: Path, workers: str) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("FASTSERVE_TEST_VALUE=from-the-env-file\n")
+    server = spawn(
+        WHOAMI, "--port", "0", "-e", "FASTSERVE_TEST_VALUE=from-the-flag",
+        "--env-file", str(env_file), "--workers", workers,
+    )  # fmt: skip
+    assert whoami(server.url())["env"] == "from-the-flag"  # --env wins over --env-file
     assert server.stop() == 0
 
 

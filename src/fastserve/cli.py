@@ -53,6 +53,14 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     return headers
 
 
+def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list:
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+    return list(values)
+
+
 @click.command(cls=ConfigFileCommand, context_settings={"auto_envvar_prefix": "FASTSERVE"})
 @click.argument("app", default=DEMO_APP, required=False)
 @click.option(
@@ -263,6 +271,14 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     is_flag=True,
     default=DEFAULTS["reuse_port"],
     help="Give each worker its own SO_REUSEPORT socket (the kernel spreads connections) instead of one shared socket.",
+)
+@click.option(
+    "-e",
+    "--env",
+    "env",
+    multiple=True,
+    callback=check_env,
+    help="Set the environment variable KEY=VALUE in the server's processes (repeatable; Gunicorn's).",
 )
 @click.option(
     "--env-file",

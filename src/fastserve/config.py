@@ -131,6 +131,16 @@ def load_env_file(path: str) -> None:
     load_dotenv(dotenv_path=path)
 
 
+def set_environment(items: list) -> None:
+    """--env KEY=VALUE (Gunicorn's raw_env): into this process's environment, which the
+    workers inherit, before the app is imported."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--env {item!r} is not KEY=VALUE")
+        os.environ[key.strip()] = value
+
+
 def c_extension_error() -> Optional[ImportError]:
     """Why the C extension does not import, or None when it does."""
     try:
@@ -228,6 +238,7 @@ class Config:
         loop: str = "auto",
         http: Union[str, type] = "auto",
         lifespan: str = "auto",
+        env: Union[list, str, None] = None,
         env_file: Optional[str] = None,
         log_config: Union[dict, str, None] = LOGGING_CONFIG,
         log_level: Union[str, int, None] = None,
@@ -301,6 +312,7 @@ class Config:
         self.loop = loop
         self.http = http
         self.lifespan = lifespan
+        self.env = _as_list(env)
         self.log_config = log_config
         self.log_level = log_level
         self.access_log = access_log
@@ -366,8 +378,9 @@ class Config:
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
         self.ws_mode = resolve_ws_mode(ws)
+        set_environment(self.env)
         if env_file is not None:
-            load_env_file(env_file)
+            load_env_file(env_file)  # what --env set wins (python-dotenv does not override)
         self.configure_logging()
         self.change_directory()
 

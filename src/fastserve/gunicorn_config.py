@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -139,6 +138,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "group": (("group",), as_string),
     "umask": (("umask",), as_string),
     "pidfile": (("pid",), str),
+    "raw_env": (("env",), as_list),
     "loglevel": (("log-level",), lambda value: value.lower()),
     "logconfig": (("log-config",), str),
     "accesslog": (("access-logfile",), stream_or_unset),
@@ -199,8 +199,6 @@ def read(path: str, option_names: set) -> tuple[dict, ServerHooks, list]:
             hooks[name] = value
         elif name == "worker_class":
             table.update(worker_class_options(path, value))
-        elif name == "raw_env":
-            set_raw_env(path, value)
         elif name in REFUSED:
             if value:
                 raise GunicornConfigError(f"{path}: {name} = {value!r}: {REFUSED[name]}")
@@ -245,13 +243,3 @@ def worker_class_options(path: str, value: Any) -> dict:
             f" it takes one of {known}"
         )
     return dict(ASGI_WORKER_CLASSES[name])
-
-
-def set_raw_env(path: str, value: Any) -> None:
-    """raw_env = ["KEY=VALUE", ...]: into this process's environment, as Gunicorn's
-    master does before it loads the app."""
-    for item in as_list(value):
-        key, sep, item_value = item.partition("=")
-        if not sep or not key:
-            raise GunicornConfigError(f"{path}: raw_env {item!r} is not KEY=VALUE")
-        os.environ[key] = item_value
