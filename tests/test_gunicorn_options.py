@@ -220,6 +220,21 @@ def test_user_and_group_are_dropped_after_binding(spawn, short_dir: Path, worker
     assert server.stop() == 0
 
 
+def test_user_without_a_name_needs_a_group() -> None:
+    unnamed = next(uid for uid in range(40000, 50000) if not _has_passwd_entry(uid))
+    result = run_cli(WHOAMI, "--port", "0", "--user", str(unnamed), "--ws", "none")
+    assert result.returncode == 2
+    assert f"--user {unnamed} is not in the password database: give --group too" in result.stderr
+
+
+def _has_passwd_entry(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
 @needs_root
 def test_group_by_number(spawn) -> None:
     gid = pwd.getpwnam(NOBODY).pw_gid

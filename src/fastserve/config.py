@@ -39,6 +39,7 @@ from fastserve.process import (
     OptionError,
     parse_bind,
     parse_umask,
+    primary_group,
     resolve_group,
     resolve_user,
 )
@@ -401,6 +402,8 @@ class Config:
             self.listeners: list[Listener] = [parse_bind(value) for value in self.bind]
             self.uid = resolve_user(self.user)
             self.gid = resolve_group(self.group)
+            if self.uid is not None and self.gid is None:
+                self.gid = primary_group(self.uid)
             if self.umask is not None:
                 self.umask = parse_umask(self.umask)
         except OptionError as exc:

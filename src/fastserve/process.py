@@ -113,27 +113,35 @@ def resolve_group(value: Union[int, str, None]) -> Optional[int]:
         raise OptionError(f"--group {value!r}: no such group") from None
 
 
-def drop_privileges(uid: Optional[int], gid: Optional[int]) -> None:
-    """Become --user/--group in this process (after binding, before the app runs).
+def primary_group(uid: int) -> int:
+    """The group --user alone runs as: the user's own (Gunicorn keeps the current one,
+    root's, which would keep root's files)."""
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        raise OptionError(
+            f"--user {uid} is not in the password database: give --group too"
+        ) from None
 
-    Unlike Gunicorn, --user alone also takes the user's primary group, and the
-    supplementary groups become the user's own (Gunicorn keeps root's unless
-    --initgroups): a worker keeps nothing of root."""
+
+def drop_privileges(uid: Optional[int], gid: Optional[int]) -> None:
+    """Become --user/--group in this process (after binding, before the app runs); with
+    --user, `gid` is never None (Config resolves primary_group). The supplementary
+    groups become the user's own (Gunicorn keeps root's unless --initgroups): a
+    worker keeps nothing of root."""
     if uid is None and gid is None:
         return
     try:
-        entry = pwd.getpwuid(uid) if uid is not None else None
+        name = pwd.getpwuid(uid).pw_name if uid is not None else None
     except KeyError:
-        entry = None
-    if gid is None and entry is not None:
-        gid = entry.pw_gid
+        name = None
     try:
         if os.getuid() == 0:
-            if entry is not None and gid is not None:
-                os.initgroups(entry.pw_name, gid)
+            if name is not None:
+                os.initgroups(name, gid)
             else:
-                os.setgroups([gid] if gid is not None else [])
-        if gid is not None and gid != os.getgid():
+                os.setgroups([gid])
+        if gid != os.getgid():
             os.setgid(gid)
         if uid is not None and uid != os.getuid():
             os.setuid(uid)
