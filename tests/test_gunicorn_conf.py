@@ -153,8 +153,12 @@ def test_a_gunicorn_file_serves(spawn, conf_dir: Path) -> None:
 
 
 def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Path) -> None:
+    # Gunicorn's "off" values (accesslog None, errorlog "-") set nothing and are not named
     conf, _, _ = write_conf(
-        conf_dir, "threads = 4\nproc_name = 'shop'\nworker_tmp_dir = '/dev/shm'\n", False
+        conf_dir,
+        "threads = 4\nproc_name = 'shop'\nworker_tmp_dir = '/dev/shm'\n"
+        "accesslog = None\nerrorlog = '-'\nmax_requests = 0\n",
+        hooks=False,
     )
     result = run_cli(WHOAMI, "-c", str(conf), "--check-config")
     assert result.returncode == 0, result.stderr

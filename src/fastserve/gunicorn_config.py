@@ -219,19 +219,19 @@ def read(path: str, option_names: set) -> tuple[dict, ServerHooks, list]:
 
 
 def take_setting(path: str, name: str, value: Any, option_names: set) -> Any:
-    """{option: converted value} ({} for Gunicorn's "off"), or None when no option of
-    the row exists (yet)."""
+    """{option: converted value}, {} for Gunicorn's "off" (nothing to set, nothing to
+    ignore), or None when no option of the row exists (yet)."""
     options, convert = SETTINGS[name]
-    option = next((option for option in options if option in option_names), None)
-    if option is None:
-        return None
     try:
         converted = convert(value)
     except GunicornConfigError as exc:
         raise GunicornConfigError(f"{path}: {exc}") from None
     except (TypeError, ValueError, AttributeError):
         raise GunicornConfigError(f"{path}: {name} = {value!r} is not a valid value") from None
-    return {} if converted is UNSET else {option: converted}
+    if converted is UNSET:
+        return {}
+    option = next((option for option in options if option in option_names), None)
+    return None if option is None else {option: converted}
 
 
 def worker_class_options(path: str, value: Any) -> dict:
