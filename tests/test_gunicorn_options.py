@@ -214,7 +214,8 @@ def test_user_and_group_are_dropped_after_binding(spawn, short_dir: Path, worker
         assert (seen["uid"], seen["gid"]) == (nobody.pw_uid, nobody.pw_gid)
         assert 0 not in seen["groups"]  # none of root's supplementary groups kept
     # bound as root (port and socket file), owned by the user so that it may remove it
-    assert os.stat(unix_path).st_uid == nobody.pw_uid
+    owner = os.stat(unix_path)
+    assert (owner.st_uid, owner.st_gid) == (nobody.pw_uid, nobody.pw_gid)
     if workers == "2":
         assert proc_uid(server.pid) == 0  # the master keeps its user, as Gunicorn's
     assert server.stop() == 0
