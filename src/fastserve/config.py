@@ -229,17 +229,9 @@ class Config:
         port: int = 8000,
         uds: Optional[str] = None,
         fd: Optional[int] = None,
-        bind: Union[list, str, None] = None,
-        user: Union[str, int, None] = None,
-        group: Union[str, int, None] = None,
-        umask: Union[int, str, None] = None,
-        chdir: Optional[str] = None,
-        pidfile: Optional[str] = None,
-        hooks: Optional[ServerHooks] = None,
         loop: str = "auto",
         http: Union[str, type] = "auto",
         lifespan: str = "auto",
-        env: Union[list, str, None] = None,
         env_file: Optional[str] = None,
         log_config: Union[dict, str, None] = LOGGING_CONFIG,
         log_level: Union[str, int, None] = None,
@@ -297,6 +289,15 @@ class Config:
         headers: Optional[list] = None,
         factory: bool = False,
         app_dir: Optional[str] = None,
+        # Gunicorn's process options (after Uvicorn's, which callers may pass by position)
+        bind: Union[list, str, None] = None,
+        user: Union[str, int, None] = None,
+        group: Union[str, int, None] = None,
+        umask: Union[int, str, None] = None,
+        chdir: Optional[str] = None,
+        pidfile: Optional[str] = None,
+        hooks: Optional[ServerHooks] = None,
+        env: Union[list, str, None] = None,
     ) -> None:
         self.app = app
         self.host = host
