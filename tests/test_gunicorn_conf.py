@@ -118,7 +118,7 @@ def test_settings_by_gunicorn_names(conf_dir: Path) -> None:
     assert settings["log-level"] == ('"warning"', source)
     assert settings["forwarded-allow-ips"] == ('"10.0.0.1,10.0.0.0/8"', source)
     assert settings["preload"] == ("true", source)
-    assert settings["umask"] == ('"23"', source)
+    assert settings["umask"] == ('"0o27"', source)
     assert settings["user"] == ('"0"', source)
     assert settings["pid"] == ('"/tmp/never.pid"', source)
     assert settings["limit-request-fields"] == ("50", source)

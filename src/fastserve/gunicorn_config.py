@@ -82,6 +82,11 @@ def as_string(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def as_octal(value: Any) -> Any:
+    """umask = 0o027 → "0o27" (the option is a string; octal reads as the user meant)."""
+    return oct(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else list(value)
 
@@ -136,7 +141,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "chdir": (("chdir",), str),
     "user": (("user",), as_string),
     "group": (("group",), as_string),
-    "umask": (("umask",), as_string),
+    "umask": (("umask",), as_octal),
     "pidfile": (("pid",), str),
     "raw_env": (("env",), as_list),
     "loglevel": (("log-level",), lambda value: value.lower()),
