@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from process_util import ServerProcess, free_port, wait_until
@@ -284,3 +285,75 @@ def test_hooks_under_reload(conf_dir: Path) -> None:
         assert {r["pid"] for r in hook_records(hook_log, 3)} == {server.pid}
     finally:
         server.cleanup()
+
+
+# The --workers-only hooks, recorded the same way (after HOOKS, whose _record they use).
+SUPERVISOR_HOOKS = """
+def pre_fork(server, worker):
+    _record("pre_fork", server=server, worker=worker)
+
+def child_exit(server, worker):
+    _record("child_exit", server=server, worker=worker)
+
+def worker_int(worker):
+    _record("worker_int", worker=worker)
+
+def worker_abort(worker):
+    _record("worker_abort", worker=worker)
+
+def nworkers_changed(server, new_value, old_value):
+    _record(f"nworkers_changed {new_value} {old_value}", server=server)
+
+def on_reload(server):
+    _record("on_reload", server=server)
+"""
+
+
+def records_of(hook_log: Path, name: str, count: int = 1) -> list[dict]:
+    def enough():
+        if not hook_log.exists():
+            return None
+        found = [json.loads(line) for line in hook_log.read_text().splitlines()]
+        found = [record for record in found if record["hook"] == name]
+        return found if len(found) >= count else None
+
+    return wait_until(enough, 30, message=f"{count} x {name} in {hook_log}")
+
+
+@pytest.mark.serial  # waits for a heartbeat timeout
+def test_supervisor_only_hooks(spawn, conf_dir: Path) -> None:
+    conf, hook_log, _ = write_conf(conf_dir, 'bind = "127.0.0.1:0"\nworkers = 2\n')
+    conf.write_text(conf.read_text() + SUPERVISOR_HOOKS)
+    server = spawn("tests.apps_process:app", "-c", str(conf), "--timeout-worker-healthcheck", "1.5")
+    master = server.pid
+    first = server.wait_workers(2)
+    forked = records_of(hook_log, "pre_fork", count=2)
+    assert sorted((r["pid"], r["worker_pid"], r["worker_age"]) for r in forked) == [
+        (master, None, 1),
+        (master, None, 2),
+    ]
+
+    server.send_signal(signal.SIGTTIN)
+    (changed,) = records_of(hook_log, "nworkers_changed 3 2")
+    assert changed["pid"] == master
+    records_of(hook_log, "pre_fork", count=3)
+    workers = server.wait_workers(3)
+    assert first < workers
+
+    # the master's heartbeat kill: SIGABRT, worker_abort in the worker, child_exit in the master
+    server.wait_for_log(r"Worker \[\d+\] is ready", count=3)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.url("/block?s=60"), timeout=30)
+    (aborted,) = records_of(hook_log, "worker_abort")
+    assert aborted["pid"] == aborted["worker_pid"] and aborted["pid"] in workers
+    exited = records_of(hook_log, "child_exit")
+    assert (exited[0]["pid"], exited[0]["worker_pid"]) == (master, aborted["pid"])
+
+    server.send_signal(signal.SIGHUP)
+    assert records_of(hook_log, "on_reload")[0]["pid"] == master
+    server.wait_for_log("Rolling restart: new workers are ready")
+
+    server.send_signal(signal.SIGQUIT)  # an immediate stop: worker_int in each worker
+    assert server.wait(30) == 0
+    interrupted = {record["pid"] for record in records_of(hook_log, "worker_int")}
+    assert interrupted and master not in interrupted

@@ -14,6 +14,15 @@ age, cfg, log). `cfg` is fastserve's Config, `log` the "fastserve.error" logger.
     worker_exit(server, worker) in a worker that stopped serving, about to exit
     on_exit(server)            the master (or the one server) is about to exit
 
+and under --workers only:
+
+    pre_fork(server, worker)   in the master, before it forks a worker (worker.pid None)
+    child_exit(server, worker) in the master, once it reaped an exited worker
+    worker_int(worker)         in a worker told to stop at once (SIGINT twice, SIGQUIT)
+    worker_abort(worker)       in a worker killed for a missed heartbeat (SIGABRT)
+    nworkers_changed(server, new_value, old_value)  SIGTTIN / SIGTTOU
+    on_reload(server)          SIGHUP, before the rolling restart
+
 A hook that raises is logged with its traceback; the server goes on.
 """
 
@@ -35,6 +44,13 @@ HOOK_ARGUMENTS = {
     "post_worker_init": ("worker",),
     "worker_exit": ("server", "worker"),
     "on_exit": ("server",),
+    # --workers only: the master's and a worker's other moments
+    "pre_fork": ("server", "worker"),
+    "child_exit": ("server", "worker"),
+    "worker_int": ("worker",),
+    "worker_abort": ("worker",),
+    "nworkers_changed": ("server", "new_value", "old_value"),
+    "on_reload": ("server",),
 }
 HOOK_NAMES = tuple(HOOK_ARGUMENTS)
 
@@ -67,7 +83,7 @@ class HookServer:
 class HookWorker:
     """Stands for Gunicorn's Worker in a hook's arguments."""
 
-    pid: int
+    pid: Optional[int]  # None in pre_fork, before the fork
     ppid: int
     age: int  # the worker's number, 1..N (Gunicorn counts every fork)
     cfg: Any
@@ -98,4 +114,9 @@ class ServerHooks:
         return HookServer(pid=pid, cfg=config, log=logger, num_workers=num_workers)
 
     def worker(self, config: Any, age: int) -> HookWorker:
+        """This process as a worker."""
         return HookWorker(pid=os.getpid(), ppid=os.getppid(), age=age, cfg=config, log=logger)
+
+    def child(self, config: Any, pid: Optional[int], age: int) -> HookWorker:
+        """A worker of this process (the master): `pid` None before the fork."""
+        return HookWorker(pid=pid, ppid=os.getpid(), age=age, cfg=config, log=logger)

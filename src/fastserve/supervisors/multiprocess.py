@@ -380,6 +380,7 @@ class Supervisor:
                     "Received SIGHUP: %s; no rolling restart, the workers keep serving", exc
                 )
                 return
+        self.config.hooks.run("on_reload", self.hook_server())
         self.generation += 1
         systemd.notify(systemd.reloading_message())
         self.notified_ready = False
@@ -393,6 +394,9 @@ class Supervisor:
     def handle_ttin(self) -> None:
         self.num_workers += 1
         logger.info("Received SIGTTIN: %d worker(s) now", self.num_workers)
+        self.config.hooks.run(
+            "nworkers_changed", self.hook_server(), self.num_workers, self.num_workers - 1
+        )
 
     def handle_ttou(self) -> None:
         if self.num_workers <= 1:
@@ -400,6 +404,9 @@ class Supervisor:
             return
         self.num_workers -= 1
         logger.info("Received SIGTTOU: %d worker(s) now", self.num_workers)
+        self.config.hooks.run(
+            "nworkers_changed", self.hook_server(), self.num_workers, self.num_workers + 1
+        )
 
     def handle_usr1(self) -> None:
         reopen_log_files()
@@ -495,6 +502,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         worker = WorkerProcess(self.generation, read_fd, self.free_index())
+        hooks = self.config.hooks
+        hooks.run("pre_fork", self.hook_server(), hooks.child(self.config, None, worker.index))
         try:
             pid = os.fork()
         except OSError:
@@ -576,6 +585,8 @@ class Supervisor:
                 pass  # its last report may be in the pipe still
             worker.close_heartbeat()
             self.count_restart(worker)
+            hooks = self.config.hooks
+            hooks.run("child_exit", self.hook_server(), hooks.child(self.config, pid, worker.index))
             how = describe_exit(status)
             if worker.retiring_at is not None:
                 logger.info("Worker [%d] stopped (%s)", pid, how)

@@ -276,6 +276,8 @@ def serve_worker(
         heartbeat_interval=heartbeat_interval_for(timeout),
         heartbeat_timeout=timeout,
         on_started=lambda: config.hooks.run("post_worker_init", hook_worker),
+        on_fast_exit=lambda: config.hooks.run("worker_int", hook_worker),
+        on_abort=lambda: config.hooks.run("worker_abort", hook_worker),
     )
     server.run(sockets=list(sockets))
     if server.started:
