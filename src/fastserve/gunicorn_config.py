@@ -110,9 +110,14 @@ def healthcheck_timeout(value: Any) -> Any:
     return value
 
 
-def stream_or_unset(value: Any) -> Any:
-    """accesslog / errorlog: None and "-" for stderr/stdout are the defaults."""
+def access_log_or_unset(value: Any) -> Any:
+    """accesslog = None (Gunicorn's default) leaves fastserve's; "-" is stdout."""
     return UNSET if value in (None, "") else value
+
+
+def error_log_or_unset(value: Any) -> Any:
+    """errorlog = "-" (Gunicorn's default: stderr) leaves fastserve's."""
+    return UNSET if value in (None, "", "-") else value
 
 
 def proxy_protocol(value: Any) -> Any:
@@ -146,8 +151,8 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "raw_env": (("env",), as_list),
     "loglevel": (("log-level",), lambda value: value.lower()),
     "logconfig": (("log-config",), str),
-    "accesslog": (("access-logfile",), stream_or_unset),
-    "errorlog": (("error-logfile",), lambda value: UNSET if value == "-" else value),
+    "accesslog": (("access-logfile",), access_log_or_unset),
+    "errorlog": (("error-logfile",), error_log_or_unset),
     "access_log_format": (("access-log-format",), str),
     "forwarded_allow_ips": (("forwarded-allow-ips",), lambda value: value),
     "proxy_protocol": (("proxy-protocol",), proxy_protocol),
@@ -177,7 +182,7 @@ def execute(path: str) -> dict[str, Any]:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     except Exception as exc:
-        frames = [frame for frame in traceback.extract_tb(exc.__traceback__)]
+        frames = traceback.extract_tb(exc.__traceback__)
         line = next((f" (line {f.lineno})" for f in reversed(frames) if f.filename == path), "")
         raise GunicornConfigError(f"{path}{line}: {type(exc).__name__}: {exc}") from exc
     return vars(module)

@@ -200,12 +200,13 @@ def read_pid(path: str) -> Optional[int]:
 
 
 def pid_running(pid: int) -> bool:
+    """A process with this pid exists (another user's too: signal 0 is then refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
