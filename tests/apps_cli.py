@@ -28,3 +28,29 @@ async def report(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def whoami(scope, receive, send):
+    """JSON of the serving process: pid, parent pid, uid, gid, groups, working
+    directory, and $FASTSERVE_TEST_VALUE."""
+    if scope["type"] != "http":
+        return
+    body = json.dumps(
+        {
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "cwd": os.getcwd(),
+            "env": os.environ.get("FASTSERVE_TEST_VALUE"),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -608,7 +608,7 @@ def test_cli_passes_configs_defaults(monkeypatch):
     assert seen.pop("app_dir") == CLI_APP_DIR
     for name, value in seen.items():
         default = SIGNATURE[name].default
-        if name in ("reload_dirs", "reload_includes", "reload_excludes", "headers"):
+        if name in ("reload_dirs", "reload_includes", "reload_excludes", "headers", "bind", "env"):
             assert list(value or []) == list(default or []), name
         else:
             assert value == default, name

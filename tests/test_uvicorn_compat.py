@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 import fastserve
 from fastserve.cli import cli
 from fastserve.config import Config, ConfigError
+from fastserve.config_file import COMMAND_OPTIONS
 from fastserve.interface import detect
 from fastserve.logging import LOGGING_CONFIG
 from process_util import ServerProcess
@@ -131,7 +132,7 @@ def test_every_uvicorn_flag_and_value_is_accepted(paths, name, flag, value) -> N
     except click.UsageError as exc:
         pytest.fail(f"fastserve {' '.join(args)}: {exc.format_message()}")
     params = dict(ctx.params)
-    for command_option in ("config_file", "print_config"):
+    for command_option in COMMAND_OPTIONS:
         params.pop(command_option)
     app, log_config = params.pop("app"), params.pop("log_config")
     refused = REFUSED.get((name, True if value is None else value))

@@ -30,6 +30,7 @@ from fastserve.config import (
 )
 from fastserve.config_file import (
     COMMAND_OPTIONS,
+    HOOKS_META_KEY,
     ConfigFileCommand,
     describe_settings,
     envvar_used,
@@ -82,6 +83,14 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     return headers
 
 
+def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list:
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+    return list(values)
+
+
 @click.command(cls=ConfigFileCommand, context_settings={"auto_envvar_prefix": ENV_PREFIX})
 @click.argument("app", default=DEMO_APP, required=False)
 @click.option(
@@ -100,6 +109,13 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     default=DEFAULTS["fd"],
     type=int,
     help="Serve on an inherited, already bound socket (file descriptor).",
+)
+@click.option(
+    "-b",
+    "--bind",
+    "bind",
+    multiple=True,
+    help="Listen on HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD (repeatable; Gunicorn's). Replaces --host/--port/--uds/--fd.",
 )
 @click.option(
     "--backlog", default=DEFAULTS["backlog"], type=int, show_default=True, help="Listen backlog."
@@ -169,11 +185,48 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Lifespan protocol.",
 )
 @click.option(
+    "-w",
     "--workers",
     default=DEFAULTS["workers"],
     type=int,
     envvar="WEB_CONCURRENCY",
     help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]",
+)
+@click.option(
+    "-u",
+    "--user",
+    default=DEFAULTS["user"],
+    help="Serve as this user (name or uid) once the sockets are bound: the workers, or the one server. [default: the current user]",
+)
+@click.option(
+    "-g",
+    "--group",
+    default=DEFAULTS["group"],
+    help="Serve as this group (name or gid) once the sockets are bound. [default: --user's group]",
+)
+@click.option(
+    "-m",
+    "--umask",
+    default=DEFAULTS["umask"],
+    help="Create unix sockets under this umask (022, 0o22, 18), as Gunicorn. [default: sockets are 0o666]",
+)
+@click.option(
+    "--chdir",
+    default=DEFAULTS["chdir"],
+    help="Change to this directory before loading the app (paths are then relative to it).",
+)
+@click.option(
+    "-p",
+    "--pid",
+    "pidfile",
+    default=DEFAULTS["pidfile"],
+    help="Write the pid of the master (or the one server) to this file once bound; removed at exit.",
+)
+@click.option(
+    "--check-config",
+    is_flag=True,
+    default=False,
+    help="Check the settings and import the app, then exit (0, or 1 with the error); binds nothing.",
 )
 @click.option(
     "--preload",
@@ -248,6 +301,14 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     is_flag=True,
     default=DEFAULTS["reuse_port"],
     help="Give each worker its own SO_REUSEPORT socket (the kernel spreads connections) instead of one shared socket.",
+)
+@click.option(
+    "-e",
+    "--env",
+    "env",
+    multiple=True,
+    callback=check_env,
+    help="Set the environment variable KEY=VALUE in the server's processes (repeatable; Gunicorn's).",
 )
 @click.option(
     "--env-file",
@@ -492,12 +553,13 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="uvicorn's HTTP/2 (with its zttp): refused at start-up, fastserve serves HTTP/1.1.",
 )
 @click.option(
+    "-c",
     "--config",
     "config_file",
     envvar="FASTSERVE_CONFIG",  # by the option's name, as the others (not ..._CONFIG_FILE)
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="TOML file of settings, keyed by long option name. [default: [tool.fastserve] in the app directory's pyproject.toml]",
+    help="Settings file: TOML keyed by long option name, or a gunicorn.conf.py (.py: Gunicorn's settings and server hooks). [default: [tool.fastserve] in the app directory's pyproject.toml]",
 )
 @click.option(
     "--print-config",
@@ -514,7 +576,12 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="Show the version and exit.",
 )
 def cli(
-    app: str, log_config: Optional[str], config_file: Optional[str], print_config: bool, **options
+    app: str,
+    log_config: Optional[str],
+    config_file: Optional[str],
+    print_config: bool,
+    check_config: bool,
+    **options,
 ) -> None:
     """Serve the ASGI app APP ("module:attribute"; the built-in demo when omitted)."""
     # config_file was read before the options took their values (ConfigFileCommand).
@@ -528,7 +595,12 @@ def cli(
     if workers_from_web_concurrency(click.get_current_context()):
         options["workers"] = None  # Config reads it, and names it in what it says
     try:
-        config = Config(app, log_config=log_config or LOGGING_CONFIG, **options)
+        config = Config(
+            app,
+            log_config=log_config or LOGGING_CONFIG,
+            hooks=ctx.meta.get(HOOKS_META_KEY),
+            **options,
+        )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if config.host != given_host:
@@ -538,7 +610,20 @@ def cli(
             config.host,
             given_host,
         )
+    if check_config:
+        check_app(config)
+        return
     run_config(config)
+
+
+def check_app(config: Config) -> None:
+    """--check-config: import the app as the server would; exit 1 with the error line."""
+    try:
+        config.load()
+    except ConfigError as exc:
+        click.echo(f"fastserve: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"fastserve: the settings and the app {config.app!r} are fine")
 
 
 def workers_from_web_concurrency(ctx: click.Context) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import inspect
 import json
 import logging
 import logging.config
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
 from fastserve import interface as app_interface
+from fastserve.hooks import ServerHooks
 from fastserve.importer import ImportFromStringError, import_from_string
 from fastserve.logging import (
     LOG_FORMATS,
@@ -33,6 +35,15 @@ from fastserve.logging import (
     configure_access_log,
 )
 from fastserve.metrics import prometheus_missing
+from fastserve.process import (
+    Listener,
+    OptionError,
+    parse_bind,
+    parse_umask,
+    primary_group,
+    resolve_group,
+    resolve_user,
+)
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
@@ -94,6 +105,9 @@ MAX_PORT = 65535
 # A process's memory in pages (its second field is the resident set), for --max-worker-memory.
 PROC_STATM = "/proc/{pid}/statm"
 
+# A unix socket any local user may connect to, without --umask (as Uvicorn's).
+UNIX_SOCKET_MODE = 0o666
+
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
 
@@ -133,6 +147,16 @@ def load_env_file(path: str) -> None:
     if not os.path.isfile(path):
         raise ConfigError(f"Env file {path!r} does not exist.")
     load_dotenv(dotenv_path=path)
+
+
+def set_environment(items: list) -> None:
+    """--env KEY=VALUE (Gunicorn's raw_env): into this process's environment, which the
+    workers inherit, before the app is imported."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--env {item!r} is not KEY=VALUE")
+        os.environ[key.strip()] = value
 
 
 def c_extension_error() -> Optional[ImportError]:
@@ -307,15 +331,32 @@ class Config:
         ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
         h11_max_incomplete_event_size: Optional[int] = None,
         reset_contextvars: bool = False,
+        # Gunicorn's process options (after Uvicorn's, which callers may pass by position)
+        bind: Union[list, str, None] = None,
+        user: Union[str, int, None] = None,
+        group: Union[str, int, None] = None,
+        umask: Union[int, str, None] = None,
+        chdir: Optional[str] = None,
+        pidfile: Optional[str] = None,
+        hooks: Optional[ServerHooks] = None,
+        env: Union[list, str, None] = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.uds = uds
         self.fd = fd
+        self.bind = _as_list(bind)
+        self.user = user
+        self.group = group
+        self.umask = umask
+        self.chdir = chdir
+        self.pidfile = pidfile
+        self.hooks = hooks if hooks is not None else ServerHooks()
         self.loop = loop
         self.http = http
         self.lifespan = lifespan
+        self.env = _as_list(env)
         self.log_config = log_config
         self.log_level = log_level
         self.access_log = access_log
@@ -390,11 +431,13 @@ class Config:
         ignored_workers = self.workers_origin if reload and self.workers > 1 else None
         if ignored_workers is not None:
             self.workers = 1
+        self.validate_process_options()
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
         self.ws_mode = resolve_ws_mode(ws)
+        set_environment(self.env)
         if env_file is not None:
-            load_env_file(env_file)
+            load_env_file(env_file)  # what --env set wins (python-dotenv does not override)
         self.configure_logging()
         self.log_uvicorn_mappings(ignored_workers)
 
@@ -407,6 +450,46 @@ class Config:
             )
         if isinstance(self.http, str) and self.http in ("httptools", "zttp"):
             logger.info("--http %s: served by fastserve's C mode (llhttp), HTTP/1.1", self.http)
+        self.change_directory()
+
+    def change_directory(self) -> None:
+        """--chdir, once the files the command line checked (--env-file, --log-config)
+        were read where it checked them: the app, --uds and --bind paths, TLS files and
+        --pid are then relative to the new directory, as under Gunicorn."""
+        if self.chdir is None:
+            return
+        try:
+            os.chdir(self.chdir)
+        except OSError as exc:
+            raise ConfigError(f"--chdir {self.chdir!r}: {exc.strerror}") from None
+
+    def validate_process_options(self) -> None:
+        """Gunicorn's process options (fastserve/process.py)."""
+        try:
+            self.listeners: list[Listener] = [parse_bind(value) for value in self.bind]
+            self.uid = resolve_user(self.user)
+            self.gid = resolve_group(self.group)
+            if self.uid is not None and self.gid is None:
+                self.gid = primary_group(self.uid)
+            if self.umask is not None:
+                self.umask = parse_umask(self.umask)
+        except OptionError as exc:
+            raise ConfigError(str(exc)) from None
+        defaults = inspect.signature(Config).parameters
+        moved = (self.host, self.port) != (defaults["host"].default, defaults["port"].default)
+        mixed = self.uds or self.fd is not None or moved
+        if self.bind and mixed:
+            raise ConfigError(
+                "--bind replaces --host/--port/--uds/--fd: give every address with --bind"
+            )
+        if self.bind and self.reuse_port:
+            raise ConfigError("--reuse-port takes --host/--port, not --bind")
+
+    @property
+    def binds_early(self) -> bool:
+        """A server on its own binds before importing the app (as Gunicorn's master
+        does) with --bind, and when it must drop privileges or write a pid file then."""
+        return bool(self.bind) or self.uid is not None or self.gid is not None or bool(self.pidfile)
 
     def validate(self) -> None:
         if isinstance(self.http, str) and self.http not in HTTP_CHOICES:
@@ -773,34 +856,81 @@ class Config:
                 f"--loop {self.loop}: {module} is not installed (pip install {module})"
             ) from None
 
+    def bind_sockets(self) -> list[socket.socket]:
+        """The listening sockets, bound in this process for the supervisor (or the
+        server itself) to share: every --bind address, else --uds, --fd or
+        --host/--port. Inheritable, listening."""
+        listeners = self.listeners or [self.listener()]
+        sockets: list[socket.socket] = []
+        try:
+            for listener in listeners:
+                sockets.append(self.bind_listener(listener))
+        except ConfigError:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
     def bind_socket(self) -> socket.socket:
-        """Bind the listening socket in this process, for the supervisor to share."""
+        """The one listening socket of --uds, --fd or --host/--port."""
+        return self.bind_listener(self.listener())
+
+    def listener(self) -> Listener:
         if self.uds:
-            path = self.uds
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
-                    os.remove(path)
-                sock.bind(path)
-                os.chmod(path, 0o666)
-            except OSError as exc:
-                sock.close()
-                raise ConfigError(f"Cannot bind unix socket {path}: {exc.strerror}") from exc
-        elif self.fd is not None:
-            sock = socket.fromfd(self.fd, socket.AF_UNIX, socket.SOCK_STREAM)
-            family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
-            if family != socket.AF_UNIX:
-                sock.close()
-                sock = socket.fromfd(self.fd, family, socket.SOCK_STREAM)
+            return Listener("unix", path=self.uds)
+        if self.fd is not None:
+            return Listener("fd", fd=self.fd)
+        return Listener("tcp", host=self.host, port=self.port)
+
+    def unix_paths(self) -> list[str]:
+        """The socket files bind_sockets() creates (removed at exit)."""
+        listeners = self.listeners or [self.listener()]
+        return [listener.path for listener in listeners if listener.kind == "unix"]
+
+    def bind_listener(self, listener: Listener) -> socket.socket:
+        if listener.kind == "unix":
+            sock = self.bind_unix_socket(listener.path)
+        elif listener.kind == "fd":
+            sock = socket_from_fd(listener.fd)
         else:
-            sock = self.bind_tcp_socket()
+            sock = self.bind_tcp_socket(host=listener.host, port=listener.port)
         sock.listen(self.backlog)
         sock.set_inheritable(True)
         return sock
 
-    def bind_tcp_socket(self, reuse_port: bool = False) -> socket.socket:
-        """A TCP socket bound to --host/--port, not listening yet."""
-        family = socket.AF_INET6 if self.is_ipv6_host else socket.AF_INET
+    def bind_unix_socket(self, path: str) -> socket.socket:
+        """Without --umask the socket is 0o666 (as Uvicorn's: any local user may
+        connect); with it, its mode is what the umask leaves (as Gunicorn's). Owned
+        by --user/--group when given, so that the workers may remove it."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+                os.remove(path)
+            if self.umask is None:
+                sock.bind(path)
+                os.chmod(path, UNIX_SOCKET_MODE)
+            else:
+                previous = os.umask(self.umask)
+                try:
+                    sock.bind(path)
+                finally:
+                    os.umask(previous)
+            if self.uid is not None or self.gid is not None:
+                os.chown(
+                    path, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid
+                )
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"Cannot bind unix socket {path}: {exc.strerror}") from exc
+        return sock
+
+    def bind_tcp_socket(
+        self, reuse_port: bool = False, host: Optional[str] = None, port: Optional[int] = None
+    ) -> socket.socket:
+        """A TCP socket bound to host/port (default --host/--port), not listening yet."""
+        host = self.host if host is None else host
+        port = self.port if port is None else port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
@@ -810,8 +940,17 @@ class Config:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind((self.host, self.port))
+            sock.bind((host, port))
         except OSError as exc:
             sock.close()
-            raise ConfigError(f"Cannot bind {self.host}:{self.port}: {exc.strerror}") from exc
+            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            raise ConfigError(f"Cannot bind {shown}:{port}: {exc.strerror}") from exc
         return sock
+
+
+def socket_from_fd(fd: int) -> socket.socket:
+    """The inherited socket of --fd / fd://N, with its own family."""
+    try:
+        return socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"fd {fd} is not a socket: {exc.strerror}") from exc

@@ -1,5 +1,6 @@
 """Settings from a TOML file: `--config PATH`, else `[tool.fastserve]` in the app
-directory's pyproject.toml.
+directory's pyproject.toml; or from a gunicorn.conf.py (`--config PATH.py`,
+fastserve/gunicorn_config.py), whose settings become the same table.
 
 The file fills click's `default_map`, so click applies the precedence itself:
 command line > FASTSERVE_* environment > file > Config's defaults. Keys are the long
@@ -16,6 +17,8 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
+from fastserve import gunicorn_config
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -24,9 +27,13 @@ else:
 PYPROJECT = "pyproject.toml"
 # Options about the command itself, not settings a file can hold (--help and
 # --version have no value, so they are left out too).
-COMMAND_OPTIONS = {"config_file", "print_config"}
+COMMAND_OPTIONS = {"config_file", "print_config", "check_config"}
 # Where ctx.meta keeps the path of the file that filled default_map.
 FILE_META_KEY = "fastserve.config_file"
+# Where ctx.meta keeps the server hooks of a gunicorn.conf.py (a ServerHooks).
+HOOKS_META_KEY = "fastserve.hooks"
+# A --config file with this suffix is a Gunicorn config file (Python).
+PYTHON_SUFFIX = ".py"
 
 # Shown as set or not, never as they are: --print-config output gets pasted into issues.
 SECRETS = {"ssl_keyfile_password"}
@@ -60,7 +67,9 @@ class ConfigFileCommand(click.Command):
                     ctx.default_map = file_defaults(ctx, self, table, pyproject)
                     ctx.meta[FILE_META_KEY] = pyproject
         else:
-            ctx.default_map = file_defaults(ctx, self, read_toml(config_path), config_path)
+            ctx.default_map = file_defaults(
+                ctx, self, read_file(ctx, self, config_path), config_path
+            )
             ctx.meta[FILE_META_KEY] = config_path
         return super().parse_args(ctx, args)
 
@@ -68,6 +77,24 @@ class ConfigFileCommand(click.Command):
 def _early_value(ctx: click.Context, param: click.Parameter, opts: dict) -> Any:
     value, _ = param.consume_value(ctx, opts)
     return param.type_cast_value(ctx, value)
+
+
+def read_file(ctx: click.Context, command: click.Command, path: str) -> dict:
+    """The --config file's settings by long option name: TOML, or a gunicorn.conf.py
+    (its hooks go into ctx.meta; the Gunicorn settings it ignores are named on stderr)."""
+    if not path.endswith(PYTHON_SUFFIX):
+        return read_toml(path)
+    try:
+        table, hooks, ignored = gunicorn_config.read(path, set(file_keys(command, ctx)))
+    except gunicorn_config.GunicornConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if ignored:
+        click.echo(
+            f"fastserve: {path}: ignored (no fastserve equivalent): {', '.join(ignored)}",
+            err=True,
+        )
+    ctx.meta[HOOKS_META_KEY] = hooks
+    return table
 
 
 def read_toml(path: str) -> dict:

@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable, Optional, Union
 
 from fastserve.config import SSL_PROTOCOL_VERSION, STARTUP_FAILURE, Config, ConfigError
+from fastserve.hooks import ServerHooks
 from fastserve.logging import LOGGING_CONFIG
 from fastserve.server import Server
 
@@ -87,6 +88,14 @@ def run(
     ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
     h11_max_incomplete_event_size: Optional[int] = None,
     reset_contextvars: bool = False,
+    bind: Union[list, str, None] = None,
+    user: Union[str, int, None] = None,
+    group: Union[str, int, None] = None,
+    umask: Union[int, str, None] = None,
+    chdir: Optional[str] = None,
+    pidfile: Optional[str] = None,
+    hooks: Optional[ServerHooks] = None,
+    env: Union[list, str, None] = None,
 ) -> None:
     """Serve `app` (an ASGI app or a "module:attribute" string) until stopped.
 

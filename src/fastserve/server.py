@@ -25,6 +25,7 @@ from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import flush_access_log, log_running
 from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
+from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 from fastserve.protocols import proxy_protocol
 from fastserve.watchdog import LoopWatchdog
 
@@ -69,6 +70,11 @@ class Server:
         self.last_notified = 0.0
         self.servers: list[asyncio.base_events.Server] = []
         self.systemd_sockets: list[socket.socket] = []
+        # Sockets a server on its own bound before importing the app (begin_process),
+        # the files of its unix sockets among them, and its --pid file.
+        self.bound_sockets: list[socket.socket] = []
+        self.unix_paths: list[str] = []
+        self.pidfile: Optional[PidFile] = None
         self._date_second = -1
         # A supervised worker's --timeout-worker-healthcheck, for the watchdog.
         self.heartbeat_timeout: Optional[float] = None
@@ -104,24 +110,27 @@ class Server:
 
     async def _serve(self, sockets: Optional[Sequence[socket.socket]] = None) -> None:
         config = self.config
-        if not config.loaded:
-            try:
-                config.load()
-            except ConfigError as exc:
-                logger.error("%s", exc)
-                sys.exit(1)
-        self.lifespan = config.lifespan_class(config.loaded_app, config.lifespan)
-
-        # A worker is handed its sockets by its master, which also talks to systemd;
-        # a server on its own takes systemd's sockets, if any, and notifies it.
+        # A worker is handed its sockets by its master, which also talks to systemd
+        # and runs the master's hooks; a server on its own is its own master.
         on_its_own = sockets is None
         if on_its_own:
-            try:
-                self.systemd_sockets = systemd.listen_sockets()
-            except ConfigError as exc:
-                logger.error("%s", exc)
-                sys.exit(1)
+            self.begin_process()
+        try:
+            if not config.loaded:
+                try:
+                    config.load()
+                except ConfigError as exc:
+                    logger.error("%s", exc)
+                    sys.exit(1)
+            self.lifespan = config.lifespan_class(config.loaded_app, config.lifespan)
+            await self.serve_loaded(on_its_own, sockets)
+        finally:
+            if on_its_own:
+                self.end_process()
 
+    async def serve_loaded(
+        self, on_its_own: bool, sockets: Optional[Sequence[socket.socket]]
+    ) -> None:
         self.start_watchdog()
         try:
             logger.info("Started server process [%d]", os.getpid())
@@ -129,6 +138,9 @@ class Server:
             if self.should_exit:
                 return
             if on_its_own:
+                hooks = self.config.hooks
+                hooks.run("post_worker_init", self.hook_worker)
+                hooks.run("when_ready", self.hook_server)
                 systemd.notify(systemd.READY)
             await self.main_loop()
             if on_its_own:
@@ -139,6 +151,41 @@ class Server:
             flush_access_log()
             if self.watchdog is not None:
                 self.watchdog.stop()
+
+    def begin_process(self) -> None:
+        """A server on its own is its own master and one worker: Gunicorn's on_starting
+        hook, systemd's sockets, the early bind (--bind, --user/--group, --pid: before
+        the app is imported, as Gunicorn's master binds), the pid file, post_fork, then
+        the privileges are dropped."""
+        config = self.config
+        hooks = config.hooks
+        self.hook_server = hooks.server(config, os.getpid(), num_workers=1)
+        self.hook_worker = hooks.worker(config, age=1)
+        hooks.run("on_starting", self.hook_server)
+        try:
+            self.systemd_sockets = systemd.listen_sockets()
+            if config.binds_early and not self.systemd_sockets:
+                self.bound_sockets = config.bind_sockets()
+                self.unix_paths = config.unix_paths()
+            if config.pidfile:
+                self.pidfile = PidFile.create(config.pidfile)
+            hooks.run("post_fork", self.hook_server, self.hook_worker)
+            drop_privileges(config.uid, config.gid)
+        except (ConfigError, OptionError) as exc:
+            logger.error("%s", exc)
+            self.release_process()
+            sys.exit(1)
+
+    def end_process(self) -> None:
+        """At exit, on every path: worker_exit, the pid file and socket files go, on_exit."""
+        self.config.hooks.run("worker_exit", self.hook_server, self.hook_worker)
+        self.release_process()
+
+    def release_process(self) -> None:
+        if self.pidfile is not None:
+            self.pidfile.remove()
+        remove_unix_sockets(self.unix_paths)
+        self.config.hooks.run("on_exit", self.hook_server)
 
     def start_watchdog(self) -> None:
         """Watch the loop from a thread: for --warn-loop-stall, and in a supervised
@@ -179,7 +226,7 @@ class Server:
                 )
 
         loop = asyncio.get_running_loop()
-        listeners = sockets if sockets is not None else self.systemd_sockets or None
+        listeners = sockets if sockets is not None else self.own_listeners()
         try:
             if listeners is not None:
                 for sock in listeners:
@@ -231,6 +278,11 @@ class Server:
             if sockets is None:  # a supervised worker reports to its master instead
                 await self.start_metrics_endpoint(metrics)
         self.started = True
+
+    def own_listeners(self) -> Optional[list[socket.socket]]:
+        """A server on its own: systemd's sockets, or those it bound early, or None
+        (it binds them now)."""
+        return self.systemd_sockets or self.bound_sockets or None
 
     async def start_metrics_endpoint(self, metrics: ProcessMetrics) -> None:
         config = self.config

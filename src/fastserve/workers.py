@@ -41,6 +41,7 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
+from fastserve import gunicorn_config
 from fastserve.config import Config
 from fastserve.supervisors.worker import WorkerServer, heartbeat_interval_for
 
@@ -121,8 +122,7 @@ class FastserveWorker(Worker):
             "access_log": bool(cfg.accesslog),
             "access_log_format": cfg.access_log_format,
             "log_format": log_format,
-            # gunicorn's keepalive 0 disables keep-alive; the nearest here is "close at once".
-            "timeout_keep_alive": cfg.keepalive if cfg.keepalive > 0 else 0.001,
+            "timeout_keep_alive": gunicorn_config.keepalive(cfg.keepalive),
             "timeout_graceful_shutdown": cfg.graceful_timeout,
             "limit_max_requests": self.max_requests if self.max_requests < sys.maxsize else None,
             "limit_request_line": max(0, cfg.limit_request_line),

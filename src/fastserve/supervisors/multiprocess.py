@@ -5,8 +5,8 @@ forks the workers, and from then on only reacts, in one loop, to signals and to
 its workers:
 
     run()
-      start()            bind sockets (or take systemd's), --preload the app,
-                         install signal handlers
+      start()            on_starting hook, bind sockets (or take systemd's), --pid,
+                         --preload the app, install signal handlers, when_ready hook
       loop:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
@@ -19,6 +19,10 @@ its workers:
                                tell systemd READY=1 once a generation booted
       stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
                          to every worker, wait
+      on_exit hook, the pid file removed
+
+Gunicorn's worker hooks (post_fork, post_worker_init, worker_exit) and --user/--group
+run in the worker (supervisors/worker.py, run_worker).
 
 A worker (`run_worker`, in the forked child) creates its event loop after the fork
 and runs a `WorkerServer`: the ordinary `Server` plus a heartbeat task that writes
@@ -45,8 +49,10 @@ from typing import Optional
 
 from fastserve import systemd
 from fastserve.config import PROC_STATM, STARTUP_FAILURE, Config, ConfigError
+from fastserve.hooks import HookServer
 from fastserve.logging import log_running
 from fastserve.metrics import Aggregate, FrameReader, MasterEndpoint
+from fastserve.process import OptionError, PidFile, remove_unix_sockets
 from fastserve.supervisors.worker import (
     flush_logs,
     reopen_log_files,
@@ -170,7 +176,8 @@ class Supervisor:
         self.last_failure = ""
         self.exit_code = 0
         self.wakeup_r = self.wakeup_w = -1
-        self.unix_path: Optional[str] = None
+        self.unix_paths: list[str] = []
+        self.pidfile: Optional[PidFile] = None
         # READY=1 went to systemd for the current generation (no-op without NOTIFY_SOCKET).
         self.notified_ready = False
         # --metrics-port: the workers' reports summed, and the endpoint that shows them.
@@ -184,9 +191,10 @@ class Supervisor:
         """Serve until stopped; returns the process exit code."""
         try:
             self.start()
-        except ConfigError as exc:
+        except (ConfigError, OptionError) as exc:
             logger.error("%s", exc)
             self.close_sockets()
+            self.exit_process()
             return 1
         try:
             self.manage_workers()
@@ -214,6 +222,7 @@ class Supervisor:
             self.close_sockets()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
+            self.exit_process()
         if self.exit_code:
             logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
         else:
@@ -224,16 +233,17 @@ class Supervisor:
         config = self.config
         logger.info("Started supervisor process [%d]", self.pid)
         set_process_title("master", config)
+        config.hooks.run("on_starting", self.hook_server())
         activated = systemd.listen_sockets()
         if activated:
             self.sockets = activated
         elif config.reuse_port:
             self.reserve_reuse_port()
         else:
-            sock = config.bind_socket()
-            self.sockets.append(sock)
-            if sock.family == socket.AF_UNIX and config.uds:
-                self.unix_path = config.uds
+            self.sockets = config.bind_sockets()
+            self.unix_paths = config.unix_paths()
+        if config.pidfile:
+            self.pidfile = PidFile.create(config.pidfile)
         if config.preload:
             config.load()
         self.log_listening()
@@ -244,6 +254,16 @@ class Supervisor:
             os.set_blocking(fd, False)
         for sig in MASTER_SIGNALS:
             signal.signal(sig, self.signal_handler)
+        config.hooks.run("when_ready", self.hook_server())
+
+    def hook_server(self) -> HookServer:
+        """What Gunicorn's hooks get for the arbiter (fastserve/hooks.py)."""
+        return self.config.hooks.server(self.config, self.pid, self.num_workers)
+
+    def exit_process(self) -> None:
+        if self.pidfile is not None:
+            self.pidfile.remove()
+        self.config.hooks.run("on_exit", self.hook_server())
 
     def reserve_reuse_port(self) -> None:
         """Bind (not listen) a SO_REUSEPORT socket so that port 0 resolves once."""
@@ -360,6 +380,7 @@ class Supervisor:
                     "Received SIGHUP: %s; no rolling restart, the workers keep serving", exc
                 )
                 return
+        self.config.hooks.run("on_reload", self.hook_server())
         self.generation += 1
         systemd.notify(systemd.reloading_message())
         self.notified_ready = False
@@ -373,6 +394,9 @@ class Supervisor:
     def handle_ttin(self) -> None:
         self.num_workers += 1
         logger.info("Received SIGTTIN: %d worker(s) now", self.num_workers)
+        self.config.hooks.run(
+            "nworkers_changed", self.hook_server(), self.num_workers, self.num_workers - 1
+        )
 
     def handle_ttou(self) -> None:
         if self.num_workers <= 1:
@@ -380,6 +404,9 @@ class Supervisor:
             return
         self.num_workers -= 1
         logger.info("Received SIGTTOU: %d worker(s) now", self.num_workers)
+        self.config.hooks.run(
+            "nworkers_changed", self.hook_server(), self.num_workers, self.num_workers + 1
+        )
 
     def handle_usr1(self) -> None:
         reopen_log_files()
@@ -475,6 +502,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         worker = WorkerProcess(self.generation, read_fd, self.free_index())
+        hooks = self.config.hooks
+        hooks.run("pre_fork", self.hook_server(), hooks.child(self.config, None, worker.index))
         try:
             pid = os.fork()
         except OSError:
@@ -493,7 +522,9 @@ class Supervisor:
             os.close(read_fd)
             self.prepare_child()
             set_process_title(f"worker {worker.index}", self.config)
-            code = run_worker(self.config, self.worker_sockets(), write_fd, self.timeout)
+            code = run_worker(
+                self.config, self.worker_sockets(), write_fd, self.timeout, worker.index
+            )
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
@@ -554,6 +585,8 @@ class Supervisor:
                 pass  # its last report may be in the pipe still
             worker.close_heartbeat()
             self.count_restart(worker)
+            hooks = self.config.hooks
+            hooks.run("child_exit", self.hook_server(), hooks.child(self.config, pid, worker.index))
             how = describe_exit(status)
             if worker.retiring_at is not None:
                 logger.info("Worker [%d] stopped (%s)", pid, how)
@@ -702,7 +735,5 @@ class Supervisor:
         self.sockets = []
         if self.reuse_port_address is not None:
             self.reserved_socket.close()
-        if self.unix_path is not None:
-            with contextlib.suppress(OSError):
-                os.remove(self.unix_path)
-            self.unix_path = None
+        remove_unix_sockets(self.unix_paths)
+        self.unix_paths = []

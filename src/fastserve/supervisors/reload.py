@@ -26,6 +26,7 @@ from typing import Optional
 
 from fastserve.config import Config, ConfigError
 from fastserve.logging import log_running
+from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 
 logger = logging.getLogger("fastserve.error")
 
@@ -108,14 +109,23 @@ class Reloader:
         self.should_exit = threading.Event()
         self.restart_requested = False
         self.process: Optional[subprocess.Popen] = None
-        self.sock: Optional[socket.socket] = None
+        self.sockets: list[socket.socket] = []
+        self.pidfile: Optional[PidFile] = None
 
     def run(self) -> int:
+        """The reloader is the master for Gunicorn's hooks (on_starting, when_ready,
+        on_exit) and --pid; its server process drops the privileges."""
         config = self.config
+        hook_server = config.hooks.server(config, os.getpid(), num_workers=1)
+        config.hooks.run("on_starting", hook_server)
         try:
-            self.sock = config.bind_socket()
-        except ConfigError as exc:
+            self.sockets = config.bind_sockets()
+            if config.pidfile:
+                self.pidfile = PidFile.create(config.pidfile)
+        except (ConfigError, OptionError) as exc:
             logger.error("%s", exc)
+            self.close_sockets()
+            config.hooks.run("on_exit", hook_server)
             return 1
         watcher, engine = self.make_watcher()
         logger.info("Will watch for changes in: %s", ", ".join(repr(str(d)) for d in self.dirs))
@@ -123,6 +133,7 @@ class Reloader:
         self.log_listening()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self.signal_handler)
+        config.hooks.run("when_ready", hook_server)
         try:
             self.start_process()
             for changes in watcher:
@@ -141,12 +152,18 @@ class Reloader:
                     self.restart_process()
         finally:
             self.stop_process()
-            self.sock.close()
-            if config.uds:
-                with contextlib.suppress(OSError):
-                    os.remove(config.uds)
+            self.close_sockets()
+            if self.pidfile is not None:
+                self.pidfile.remove()
         logger.info("Stopping reloader process [%d]", os.getpid())
+        config.hooks.run("on_exit", hook_server)
         return 0
+
+    def close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        remove_unix_sockets(self.config.unix_paths() if self.sockets else [])
+        self.sockets = []
 
     def signal_handler(self, sig: int, frame) -> None:
         if sig == signal.SIGHUP:
@@ -162,7 +179,7 @@ class Reloader:
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        log_running([self.sock], scheme, f"{self.config.mode_details}, reload")
+        log_running(self.sockets, scheme, f"{self.config.mode_details}, reload")
 
     # -- watching ----------------------------------------------------------------------
 
@@ -222,11 +239,9 @@ class Reloader:
 
     def start_process(self) -> None:
         """Start the server in a fresh interpreter on the inherited socket."""
-        assert self.sock is not None
+        fds = [sock.fileno() for sock in self.sockets]
         read_fd, write_fd = os.pipe()
-        payload = pickle.dumps(
-            {"config": self.config, "sys_path": sys.path, "fd": self.sock.fileno()}
-        )
+        payload = pickle.dumps({"config": self.config, "sys_path": sys.path, "fds": fds})
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -234,7 +249,7 @@ class Reloader:
                 "from fastserve.supervisors.reload import child_main; child_main()",
                 str(read_fd),
             ],
-            pass_fds=(self.sock.fileno(), read_fd),
+            pass_fds=(*fds, read_fd),
         )
         os.close(read_fd)
         with os.fdopen(write_fd, "wb") as pipe:
@@ -278,8 +293,13 @@ def child_main() -> None:
     config: Config = payload["config"]
     config.reload = False
     config.configure_logging()
-    sock = socket.socket(fileno=payload["fd"])
+    sockets = [socket.socket(fileno=fd) for fd in payload["fds"]]
+    try:
+        drop_privileges(config.uid, config.gid)
+    except OptionError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
     server = Server(config)
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from typing import Callable, Optional
 
 from fastserve.config import STARTUP_FAILURE, Config
+from fastserve.hooks import HookWorker
 from fastserve.logging import flush_access_log
 from fastserve.metrics import frame
+from fastserve.process import OptionError, drop_privileges
 from fastserve.server import Server
 from fastserve.watchdog import current_task, describe_stack
 
@@ -81,6 +83,7 @@ class WorkerServer(Server):
         on_usr1: Callable[[], None] = reopen_log_files,
         should_stop: Optional[Callable[[], bool]] = None,
         heartbeat_timeout: Optional[float] = None,
+        on_started: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__(config)
         self.heartbeat_timeout = heartbeat_timeout
@@ -91,6 +94,7 @@ class WorkerServer(Server):
         self.on_fast_exit = on_fast_exit
         self.on_usr1 = on_usr1
         self.should_stop = should_stop
+        self.on_started = on_started
         self.parent_pid = os.getppid()
         self._heartbeat_task: Optional[asyncio.Task] = None
 
@@ -104,6 +108,8 @@ class WorkerServer(Server):
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
+            if self.on_started is not None:
+                self.on_started()
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat())
 
     async def _heartbeat(self) -> None:
@@ -224,9 +230,36 @@ class ReportPipe:
 
 
 def run_worker(
-    config: Config, sockets: Sequence[socket.socket], heartbeat_fd: int, timeout: float
+    config: Config,
+    sockets: Sequence[socket.socket],
+    heartbeat_fd: int,
+    timeout: float,
+    index: int = 1,
 ) -> int:
-    """The body of a forked worker: serve on the inherited sockets; the exit code."""
+    """The body of a forked worker (number `index`): Gunicorn's worker hooks around
+    serving on the inherited sockets as --user/--group; the exit code."""
+    hooks = config.hooks
+    hook_server = hooks.server(config, os.getppid(), config.workers)
+    hook_worker = hooks.worker(config, index)
+    hooks.run("post_fork", hook_server, hook_worker)
+    try:
+        drop_privileges(config.uid, config.gid)
+    except OptionError as exc:
+        logger.error("Worker [%d]: %s", os.getpid(), exc)
+        return 1
+    try:
+        return serve_worker(config, sockets, heartbeat_fd, timeout, hook_worker)
+    finally:
+        hooks.run("worker_exit", hook_server, hook_worker)
+
+
+def serve_worker(
+    config: Config,
+    sockets: Sequence[socket.socket],
+    heartbeat_fd: int,
+    timeout: float,
+    hook_worker: HookWorker,
+) -> int:
     pipe = ReportPipe(heartbeat_fd)
 
     def report() -> bytes:
@@ -242,6 +275,9 @@ def run_worker(
         notify=lambda: pipe.send(report()),
         heartbeat_interval=heartbeat_interval_for(timeout),
         heartbeat_timeout=timeout,
+        on_started=lambda: config.hooks.run("post_worker_init", hook_worker),
+        on_fast_exit=lambda: config.hooks.run("worker_int", hook_worker),
+        on_abort=lambda: config.hooks.run("worker_abort", hook_worker),
     )
     server.run(sockets=list(sockets))
     if server.started:
