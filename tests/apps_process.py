@@ -8,6 +8,9 @@ app            GET /          → "pid=<worker pid>"
                GET /scope     → JSON of the scope's client, scheme, http_version
                POST /upload   → JSON {"size": bytes received, "sha256": hex digest}
                GET /download?mb=N → N MiB streamed in 64 KiB chunks, pattern `download_chunk(i)`
+               GET /sse       → a Server-Sent Events stream, one event every SSE_PERIOD
+               seconds until the client goes; it writes "sse started pid=<pid>" and, when
+               receive() gives http.disconnect, "sse got http.disconnect pid=<pid>"
 startup_fails  lifespan startup fails (exit 3 in a worker)
 """
 
@@ -22,6 +25,7 @@ import time
 from urllib.parse import parse_qs
 
 CHUNK = 64 * 1024
+SSE_PERIOD = 0.2
 
 
 def download_chunk(index: int) -> bytes:
@@ -51,6 +55,38 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def _sse(receive, send) -> None:
+    """As an SSE library does it: events go out while a task waits in receive() for
+    the client to go, then stops the stream."""
+    pid = os.getpid()
+    sys.stderr.write(f"sse started pid={pid}\n")
+    sys.stderr.flush()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+
+    async def events() -> None:
+        number = 0
+        while True:
+            number += 1
+            body = b"data: %d\n\n" % number
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await asyncio.sleep(SSE_PERIOD)
+
+    sender = asyncio.ensure_future(events())
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        sys.stderr.write(f"sse got http.disconnect pid={pid}\n")
+        sys.stderr.flush()
+    finally:
+        sender.cancel()
 
 
 async def app(scope, receive, send) -> None:
@@ -94,6 +130,8 @@ async def app(scope, receive, send) -> None:
             more = message.get("more_body", False)
         data = {"size": size, "sha256": digest.hexdigest()}
         await _text(send, json.dumps(data).encode(), content_type=b"application/json")
+    elif path == "/sse":
+        await _sse(receive, send)
     elif path == "/download":
         chunks = int(float(query.get("mb", ["1"])[0]) * 1024 * 1024) // CHUNK
         await send(

@@ -43,7 +43,7 @@ def run_config(config: Config) -> None:
             logger.error("%s", exc)
             sys.exit(1)
         code = reloader.run()
-    elif config.workers > 1:
+    elif config.supervised:
         from fastserve.supervisors.multiprocess import Supervisor
 
         code = Supervisor(config).run()

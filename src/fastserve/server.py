@@ -1,7 +1,7 @@
 """Server: sockets, event loop, lifespan, connections, limits, graceful shutdown.
 
 It knows protocols only through `config.http_protocol_class` and the contract they
-share (built from `config.protocol_settings`, `shutdown()`, `server_state`), so the
+share (built from `config.protocol_settings`, `shutdown()`, `abort()`, `server_state`), so the
 supervisor and the Gunicorn worker can drive it with their own sockets.
 """
 
@@ -26,6 +26,7 @@ from fastserve.config import Config, ConfigError
 from fastserve.logging import flush_access_log, log_running
 from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.protocols import proxy_protocol
+from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.watchdog import LoopWatchdog
 
 logger = logging.getLogger("fastserve.error")
@@ -59,9 +60,11 @@ class ServerState:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        metrics = ProcessMetrics() if config.metrics_port is not None else None
+        metrics = ProcessMetrics() if config.collects_metrics else None
         self.server_state = ServerState(metrics)
         self.metrics_endpoint: Optional[asyncio.AbstractServer] = None
+        # --statsd-host, for a server on its own (a supervised worker's master sends).
+        self.statsd: Optional[StatsdReporter] = None
         self._lag_probe: Optional[asyncio.Task] = None
         self.started = False
         self.should_exit = False
@@ -223,7 +226,11 @@ class Server:
         if metrics is not None:
             self._lag_probe = loop.create_task(metrics.probe_loop_lag())
             if sockets is None:  # a supervised worker reports to its master instead
-                await self.start_metrics_endpoint(metrics)
+                if config.metrics_port is not None:
+                    await self.start_metrics_endpoint(metrics)
+                self.statsd = create_reporter(
+                    config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+                )
         self.started = True
 
     async def start_metrics_endpoint(self, metrics: ProcessMetrics) -> None:
@@ -273,6 +280,8 @@ class Server:
             if now - self.last_notified > self.config.timeout_notify / 2:
                 self.last_notified = now
                 await self.config.callback_notify()
+        if self.statsd is not None and self.statsd.due():
+            self.report_statsd()
         if self.should_exit:
             return True
         max_requests = self.limit_max_requests
@@ -282,6 +291,9 @@ class Server:
             )
             return True
         return False
+
+    def report_statsd(self) -> None:
+        self.statsd.report(single_process_view(self.server_state.metrics, self.server_state))
 
     def update_default_headers(self) -> None:
         now = int(time.time())
@@ -319,20 +331,38 @@ class Server:
                 self._wait_for_requests(), timeout=self.config.timeout_graceful_shutdown
             )
         except asyncio.TimeoutError:
-            logger.error(
-                "Cancel %d running task(s), timeout graceful shutdown exceeded",
-                len(self.server_state.tasks),
-            )
-            for task in list(self.server_state.tasks):
-                task.cancel()
-            for connection in list(self.server_state.connections):
-                transport = getattr(connection, "transport", None)
-                if transport is not None:
-                    transport.abort()
-            await asyncio.sleep(0)
+            await self.cut_connections()
 
         if not self.force_exit:
             await self.lifespan.shutdown()
+        if self.statsd is not None:
+            self.report_statsd()  # the last interval's responses
+            self.statsd.close()
+
+    async def cut_connections(self) -> None:
+        """Past --timeout-graceful-shutdown (or on a forced exit): close the open
+        connections, so that an app waiting in receive() gets http.disconnect
+        (websocket.disconnect) and a streaming one fails its next send; cancel the
+        app calls still running a moment later."""
+        state = self.server_state
+        if self.force_exit:
+            reason = "forced exit"
+        else:
+            timeout = self.config.timeout_graceful_shutdown
+            reason = f"timeout graceful shutdown exceeded ({timeout:g}s)"
+        logger.error(
+            "Closing %d open connection(s) and %d running app call(s): %s",
+            len(state.connections),
+            len(state.tasks),
+            reason,
+        )
+        for connection in list(state.connections):
+            connection.abort()
+        if state.tasks:
+            await asyncio.sleep(SHUTDOWN_SETTLE_SECONDS)
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.sleep(0)
 
     async def _wait_for_requests(self) -> None:
         state = self.server_state

@@ -47,6 +47,7 @@ from fastserve import systemd
 from fastserve.config import PROC_STATM, STARTUP_FAILURE, Config, ConfigError
 from fastserve.logging import log_running
 from fastserve.metrics import Aggregate, FrameReader, MasterEndpoint
+from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.supervisors.worker import (
     flush_logs,
     reopen_log_files,
@@ -95,8 +96,10 @@ EXIT_REASONS = {
 }
 
 
-def describe_exit(status: int) -> str:
-    """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status."""
+def describe_exit(status: int, aborted: bool = False) -> str:
+    """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status.
+    `aborted`: the master sent SIGABRT (no heartbeat), so the exit code is the abort's,
+    and says nothing about the app."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
@@ -105,6 +108,8 @@ def describe_exit(status: int) -> str:
             name = str(number)
         return f"killed by {name}"
     code = os.WEXITSTATUS(status)
+    if aborted:
+        return f"exit code {code} on SIGABRT"
     reason = EXIT_REASONS.get(code)
     return f"exit code {code} ({reason})" if reason else f"exit code {code}"
 
@@ -160,7 +165,7 @@ class Supervisor:
         self.config = config
         self.pid = os.getpid()
         self.num_workers = config.workers
-        self.timeout = float(config.timeout_worker_healthcheck)
+        self.timeout = float(config.worker_healthcheck_timeout)
         self.workers: dict[int, WorkerProcess] = {}
         self.generation = 0
         self.signal_queue: list[int] = []
@@ -173,9 +178,11 @@ class Supervisor:
         self.unix_path: Optional[str] = None
         # READY=1 went to systemd for the current generation (no-op without NOTIFY_SOCKET).
         self.notified_ready = False
-        # --metrics-port: the workers' reports summed, and the endpoint that shows them.
-        self.aggregate = Aggregate() if config.metrics_port is not None else None
+        # --metrics-port / --statsd-host: the workers' reports summed, and the
+        # endpoint that shows them / the reporter that sends them.
+        self.aggregate = Aggregate() if config.collects_metrics else None
         self.metrics_endpoint: Optional[MasterEndpoint] = None
+        self.statsd: Optional[StatsdReporter] = None
         self.memory_checked_at = 0.0
 
     # -- main loop ---------------------------------------------------------------------
@@ -204,6 +211,8 @@ class Supervisor:
                     raise StopSupervisor(graceful=False)
                 self.check_memory()
                 self.manage_workers()
+                if self.statsd is not None and self.statsd.due():
+                    self.report_statsd()
         except StopSupervisor as stop:
             self.stop(graceful=stop.graceful)
         except BaseException:
@@ -214,6 +223,9 @@ class Supervisor:
             self.close_sockets()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
+            if self.statsd is not None:
+                self.report_statsd()  # the last interval's responses
+                self.statsd.close()
         if self.exit_code:
             logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
         else:
@@ -237,8 +249,11 @@ class Supervisor:
         if config.preload:
             config.load()
         self.log_listening()
-        if self.aggregate is not None:
+        if config.metrics_port is not None:
             self.start_metrics_endpoint()
+        self.statsd = create_reporter(
+            config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+        )
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -265,6 +280,9 @@ class Supervisor:
                 f"Cannot serve metrics on {config.metrics_host}:{config.metrics_port}: "
                 f"{exc.strerror or exc}"
             ) from None
+
+    def report_statsd(self) -> None:
+        self.statsd.report(self.aggregate.view(workers=len(self.workers)))
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
@@ -516,6 +534,9 @@ class Supervisor:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+        if self.statsd is not None:
+            self.statsd.close()
+            self.statsd = None
 
     def worker_sockets(self) -> list[socket.socket]:
         if self.reuse_port_address is None:
@@ -554,14 +575,19 @@ class Supervisor:
                 pass  # its last report may be in the pipe still
             worker.close_heartbeat()
             self.count_restart(worker)
-            how = describe_exit(status)
+            how = describe_exit(status, aborted=worker.aborted_at is not None)
+            if worker.aborted_at is not None:
+                silence = (
+                    f"for {self.timeout:g}s"
+                    if worker.booted
+                    else (f"within {self.timeout:g}s of its start")
+                )
+                how = f"no heartbeat {silence} (--timeout-worker-healthcheck), {how}"
             if worker.retiring_at is not None:
                 logger.info("Worker [%d] stopped (%s)", pid, how)
             elif not worker.booted:
                 self.boot_failures += 1
                 self.last_failure = how
-                if worker.aborted_at is not None:
-                    how = f"no heartbeat within {self.timeout:g}s of its start, {how}"
                 logger.error("Worker [%d] failed to boot (%s)", pid, how)
                 if self.boot_failures >= BOOT_FAILURE_LIMIT:
                     self.give_up(status)

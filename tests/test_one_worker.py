@@ -1,0 +1,54 @@
+"""Settings that need a supervisor start one for a single worker too: --max-requests
+recycles the worker instead of stopping the server, --max-worker-memory and
+--timeout-worker-healthcheck replace it (Gunicorn's behaviour with --workers 1)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from process_util import get, start_thread, wait_until, worker_pid
+
+pytestmark = pytest.mark.timeout(90)
+
+APP = "tests.apps_process:app"
+REQUESTS = 10
+MAX_REQUESTS = 3
+
+
+def test_max_requests_recycles_the_one_worker(spawn):
+    server = spawn(APP, "--port", "0", "--no-access-log", "--max-requests", str(MAX_REQUESTS))
+    assert "Started supervisor process" in server.log()
+    pids = []
+    for _ in range(REQUESTS):
+        # a new connection each time, as separate clients: every one is answered,
+        # whichever worker takes it
+        pids.append(worker_pid(server.url()))
+    assert len(pids) == REQUESTS
+    assert len(set(pids)) >= REQUESTS // (MAX_REQUESTS + 1)  # the limit is checked each 0.1 s
+    assert "Maximum request limit of 3 exceeded" in server.log()
+    assert server.running
+    assert worker_pid(server.url()) in server.wait_workers(1)
+    assert server.stop() == 0
+
+
+@pytest.mark.serial  # bounds a duration
+def test_blocked_loop_of_the_one_worker_is_named_in_the_log(spawn):
+    timeout = "1.5"
+    server = spawn(APP, "--port", "0", "--no-access-log", "--timeout-worker-healthcheck", timeout)
+    first = worker_pid(server.url())
+
+    def blocked_request():
+        with pytest.raises(httpx.TransportError):
+            get(server.url("/block?s=60"), timeout=30)
+
+    thread = start_thread(blocked_request)
+    (how,) = server.wait_for_log(
+        rf"Worker \[{first}\] was killed after its heartbeat stopped \((.*)\); replacing it"
+    )
+    thread.join(30)
+    assert how.startswith(f"no heartbeat for {timeout}s (--timeout-worker-healthcheck), ")
+    assert "could not be loaded" not in server.log()
+    second = wait_until(lambda: worker_pid(server.url()), 30, message="a new worker")
+    assert second != first
+    assert server.stop() == 0
