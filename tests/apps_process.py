@@ -11,7 +11,10 @@ app            GET /          → "pid=<worker pid>"
                GET /sse       → a Server-Sent Events stream, one event every SSE_PERIOD
                seconds until the client goes; it writes "sse started pid=<pid>" and, when
                receive() gives http.disconnect, "sse got http.disconnect pid=<pid>"
+               WebSocket /hold → accepted, then held open by an app that never reads
+               (it writes "ws held pid=<pid>", and "ws hold cancelled" when cancelled)
 startup_fails  lifespan startup fails (exit 3 in a worker)
+startup_blocks lifespan startup blocks the event loop (time.sleep) for an hour
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from urllib.parse import parse_qs
 
 CHUNK = 64 * 1024
 SSE_PERIOD = 0.2
+# Longer than any test: only the server ends it.
+FOREVER = 3600.0
 
 
 def download_chunk(index: int) -> bytes:
@@ -89,9 +94,25 @@ async def _sse(receive, send) -> None:
         sender.cancel()
 
 
+async def _hold_websocket(receive, send) -> None:
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    sys.stderr.write(f"ws held pid={os.getpid()}\n")
+    sys.stderr.flush()
+    try:
+        await asyncio.sleep(FOREVER)
+    except asyncio.CancelledError:
+        sys.stderr.write("ws hold cancelled\n")
+        sys.stderr.flush()
+        raise
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
+        return
+    if scope["type"] == "websocket":
+        await _hold_websocket(receive, send)
         return
     if scope["type"] != "http":
         return
@@ -158,4 +179,11 @@ async def startup_fails(scope, receive, send) -> None:
                 {"type": "lifespan.startup.failed", "message": "the database is unreachable"}
             )
         return
+    await _text(send, b"never")
+
+
+async def startup_blocks(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        time.sleep(FOREVER)  # as a synchronous client waiting on a server that is down
     await _text(send, b"never")

@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from process_util import start_thread, wait_until
 
@@ -84,3 +85,19 @@ def test_open_stream_is_cut_at_the_bound_with_workers(start_server, mode):
     elapsed = stop_with_open_stream(server)
     assert BOUND <= elapsed < BOUND + SLACK
     assert "Stopped supervisor process" in server.log()
+
+
+@pytest.mark.serial  # bounds a duration
+def test_websocket_app_that_never_returns_is_cancelled_at_the_bound(start_server, mode):
+    server = start_server(APP, mode, "--timeout-graceful-shutdown", str(BOUND))
+    host, port = server.url().removeprefix("http://").split(":")
+    with connect(f"ws://{host}:{port}/hold", open_timeout=10):
+        server.wait_for_log("ws held pid=")
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(BOUND + SLACK + 10) == 0, server.describe()
+        elapsed = time.monotonic() - started
+    log = server.log()
+    assert "running app call(s): timeout graceful shutdown exceeded" in log
+    assert "ws hold cancelled" in log
+    assert BOUND <= elapsed < BOUND + SLACK

@@ -52,3 +52,17 @@ def test_blocked_loop_of_the_one_worker_is_named_in_the_log(spawn):
     second = wait_until(lambda: worker_pid(server.url()), 30, message="a new worker")
     assert second != first
     assert server.stop() == 0
+
+
+@pytest.mark.serial  # bounds a duration
+def test_worker_that_never_boots_is_named_in_the_log(spawn):
+    server = spawn(
+        "tests.apps_process:startup_blocks", "--port", "0", "--timeout-worker-healthcheck", "1",
+        ready=False,
+    )  # fmt: skip
+    assert server.wait(60) == 1
+    log = server.log()
+    reason = "no heartbeat within 1s of its start (--timeout-worker-healthcheck), "
+    assert log.count(f"failed to boot ({reason}") == 3
+    assert f"failed to boot 3 times in a row (last: {reason}" in log
+    assert "could not be loaded" not in log
