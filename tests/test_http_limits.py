@@ -265,10 +265,10 @@ def test_limit_concurrency_503(servers, mode):
 
 
 def wait_replaced(server) -> None:
-    """The worker that reached --limit-max-requests exited and the supervisor replaced
+    """The worker that reached --limit-max-requests stops and the supervisor replaces
     it (where uvicorn's one process would exit): the server keeps answering."""
     server.wait_for_log("Maximum request limit of 3 exceeded")
-    server.wait_for_log(r"Worker \[\d+\] exited \(exit code 0\); replacing it")
+    server.wait_for_log(r"Worker \[\d+\] reached --max-requests; starting its replacement")
     with server.client() as client:
         assert client.request("GET", "/after").status == 200
     assert server.running

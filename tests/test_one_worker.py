@@ -4,10 +4,13 @@ recycles the worker instead of stopping the server, --max-worker-memory and
 
 from __future__ import annotations
 
+import signal
+import time
+
 import httpx
 import pytest
 
-from process_util import get, start_thread, wait_until, worker_pid
+from process_util import get, pid_alive, start_thread, wait_until, worker_pid
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,6 +33,33 @@ def test_max_requests_recycles_the_one_worker(spawn):
     assert server.running
     assert worker_pid(server.url()) in server.wait_workers(1)
     assert server.stop() == 0
+
+
+def read_stream(url: str) -> None:
+    """An SSE client that reads until the server cuts the stream."""
+    with httpx.stream("GET", url, timeout=60) as response:
+        with pytest.raises(httpx.TransportError):
+            for _ in response.iter_lines():
+                pass
+
+
+@pytest.mark.serial  # bounds a duration
+def test_replacement_serves_while_the_old_worker_drains(spawn):
+    drain = 30  # an open stream holds the old worker this long
+    server = spawn(
+        APP, "--port", "0", "--no-access-log", "--max-requests", "2",
+        "--graceful-timeout", str(drain),
+    )  # fmt: skip
+    reader = start_thread(read_stream, server.url("/sse"))
+    (old,) = server.wait_for_log(r"sse started pid=(\d+)")
+    assert worker_pid(server.url()) == int(old)  # the second request: the limit
+    server.wait_for_log(rf"Worker \[{old}\] reached --max-requests; starting its replacement")
+    started = time.monotonic()
+    new = worker_pid(server.url())
+    assert time.monotonic() - started < drain / 3, "the new worker started after the old one"
+    assert new != int(old) and pid_alive(int(old))  # the old one still streams
+    assert server.stop(signal.SIGQUIT) == 0  # not a graceful stop: the stream would hold it
+    reader.join(10)
 
 
 @pytest.mark.serial  # bounds a duration

@@ -785,4 +785,4 @@ def test_websockets_count_for_limit_max_requests(start_server, mode, ws):
     run(client())
     # the process exits (and its supervisor replaces it)
     server.wait_for_log("Maximum request limit of 2 exceeded")
-    server.wait_for_log(r"Worker \[\d+\] exited \(exit code 0\); replacing it")
+    server.wait_for_log(r"Worker \[\d+\] reached --max-requests; starting its replacement")

@@ -141,6 +141,11 @@ class ProcessMetrics:
 # -- worker -> master --------------------------------------------------------------
 
 
+# What a worker with metrics off reports once it reached --max-requests (a snapshot
+# carries the same key): its master starts the replacement while it drains.
+MAX_REQUESTS_NOTICE = {"max_requests_reached": True}
+
+
 def frame(snapshot: Optional[dict]) -> bytes:
     """A report for the heartbeat pipe; None: a bare heartbeat (metrics off)."""
     payload = b"" if snapshot is None else json.dumps(snapshot, separators=(",", ":")).encode()

@@ -11,12 +11,14 @@ its workers:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
         else sleep()      until a signal, a heartbeat, a scrape of --metrics-port or
-                          one second passed (answers scrapes), then
+                          one second passed (answers scrapes; a report past
+                          --max-requests counts that worker out: replace_early), then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
              check_memory()    retire workers over --max-worker-memory
              manage_workers()  fork replacements, retire extra or old workers,
                                tell systemd READY=1 once a generation booted
+             report_statsd()   --statsd-host, once a second
       stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
                          to every worker, wait
 
@@ -358,10 +360,25 @@ class Supervisor:
             worker.reports = FrameReader()
             return True
         for report in reports:
-            if report is not None and self.aggregate is not None:
+            if report is None:
+                continue
+            if self.aggregate is not None:  # else no snapshot, a MAX_REQUESTS_NOTICE
                 self.aggregate.report(worker.pid, report)
-                worker.max_requests_reached = report["max_requests_reached"]
+            if report["max_requests_reached"] and not worker.max_requests_reached:
+                worker.max_requests_reached = True
+                self.replace_early(worker)
         return True
+
+    def replace_early(self, worker: WorkerProcess) -> None:
+        """A worker that reached --max-requests stops by itself, and may take up to
+        --timeout-graceful-shutdown to finish its requests: count it out now, so that
+        the next manage_workers() starts its replacement (one worker: the socket is
+        not left without a listener meanwhile)."""
+        if worker.retiring_at is not None:
+            return
+        logger.info("Worker [%d] reached --max-requests; starting its replacement", worker.pid)
+        worker.retiring_at = time.monotonic()
+        worker.restart_reason = "max_requests"
 
     # -- signals -----------------------------------------------------------------------
 
