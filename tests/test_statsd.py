@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tests.process_util import start_thread, wait_until
+from tests.process_util import start_gunicorn, start_thread, wait_until
 from tests.test_metrics import APP, REQUESTS, serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,9 +81,17 @@ def expected_counters() -> dict[str, float]:
     return counters
 
 
+def request_counters(receiver: Receiver) -> dict[str, float]:
+    return {
+        name: value
+        for name, value in receiver.counters().items()
+        if name.startswith(f"{PREFIX}.gunicorn.request")
+    }
+
+
 def check_received(receiver: Receiver, workers: int) -> None:
     wanted = expected_counters()
-    wait_until(lambda: receiver.counters() == wanted, 30, message=f"the counters {wanted}")
+    wait_until(lambda: request_counters(receiver) == wanted, 30, message=f"counters {wanted}")
     timings = [
         (value, rate)
         for name, value, kind, rate in receiver.metrics()
@@ -119,6 +127,18 @@ def test_master_sends_the_workers_sums(start_server, udp):
     serve(server.url(), REQUESTS)
     check_received(udp, workers=2)
     assert server.stop() == 0
+
+
+def test_workers_under_gunicorn_send_the_request_metrics(udp):
+    pytest.importorskip("gunicorn")
+    host, port = udp.sock.getsockname()
+    # gunicorn's own option names; its arbiter sends gunicorn.workers
+    server = start_gunicorn(APP, *statsd_flags(f"{host}:{port}"), workers=2)
+    try:
+        serve(server.url(), REQUESTS)
+        check_received(udp, workers=2)
+    finally:
+        server.cleanup()
 
 
 def test_unix_datagram_socket(start_server, tmp_path):

@@ -63,8 +63,10 @@ class Server:
         metrics = ProcessMetrics() if config.collects_metrics else None
         self.server_state = ServerState(metrics)
         self.metrics_endpoint: Optional[asyncio.AbstractServer] = None
-        # --statsd-host, for a server on its own (a supervised worker's master sends).
+        # --statsd-host, for a server on its own (a supervised worker's master sends,
+        # unless `own_statsd`: a worker under Gunicorn's arbiter sends its own).
         self.statsd: Optional[StatsdReporter] = None
+        self.own_statsd = False
         self._lag_probe: Optional[asyncio.Task] = None
         self.started = False
         self.should_exit = False
@@ -228,8 +230,12 @@ class Server:
             if sockets is None:  # a supervised worker reports to its master instead
                 if config.metrics_port is not None:
                     await self.start_metrics_endpoint(metrics)
+            if sockets is None or self.own_statsd:
                 self.statsd = create_reporter(
-                    config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+                    config.statsd_host,
+                    config.statsd_prefix,
+                    config.dogstatsd_tags,
+                    workers_gauge=sockets is None,
                 )
         self.started = True
 

@@ -5,7 +5,9 @@ working after the switch.
 The protocols count responses into `ProcessMetrics` as for --metrics-port (no
 per-request work beyond that); a `StatsdReporter` sends what changed once per
 `SEND_INTERVAL`: from the server's loop for one process, from the master's loop
-(over the workers' summed reports) with --workers. Per interval:
+(over the workers' summed reports) with --workers, from each worker under
+Gunicorn's arbiter (with its statsd_host; the arbiter sends the workers gauge).
+Per interval:
 
     gunicorn.requests:N|c                 responses sent
     gunicorn.request.status.CODE:N|c      responses sent with that status
@@ -24,7 +26,7 @@ import logging
 import re
 import socket
 import time
-from typing import Optional
+from typing import Optional, Union
 
 from fastserve.metrics import Totals, View
 
@@ -69,9 +71,13 @@ def metric_prefix(prefix: str) -> str:
 class StatsdReporter:
     """Sends the change of a `View`'s counters since the last send."""
 
-    def __init__(self, host: str, prefix: str = "", tags: str = "") -> None:
+    def __init__(
+        self, host: str, prefix: str = "", tags: str = "", workers_gauge: bool = True
+    ) -> None:
         family, address = parse_statsd_address(host)
         self.host = host
+        # Off in a worker under Gunicorn, whose arbiter sends gunicorn.workers itself.
+        self.workers_gauge = workers_gauge
         self.prefix = metric_prefix(prefix)
         self.suffix = f"|#{tags}" if tags else ""
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -110,7 +116,8 @@ class StatsdReporter:
             mean_ms = (totals.duration_sum - self.sent.duration_sum) * 1000 / requests
             rate = "" if requests == 1 else f"|@{1 / requests:.6g}"
             lines.append(f"gunicorn.request.duration:{mean_ms:.3f}|ms{rate}")
-        lines.append(f"gunicorn.workers:{workers}|g")
+        if self.workers_gauge:
+            lines.append(f"gunicorn.workers:{workers}|g")
         return [f"{self.prefix}{line}{self.suffix}" for line in lines]
 
     def send(self, datagram: bytes) -> None:
@@ -143,6 +150,16 @@ def pack(lines: list[str]) -> list[bytes]:
     return datagrams
 
 
-def create_reporter(host: Optional[str], prefix: str, tags: str) -> Optional[StatsdReporter]:
+def create_reporter(
+    host: Optional[str], prefix: str, tags: str, workers_gauge: bool = True
+) -> Optional[StatsdReporter]:
     """The reporter for --statsd-host, or None when it is not set."""
-    return None if host is None else StatsdReporter(host, prefix, tags)
+    return None if host is None else StatsdReporter(host, prefix, tags, workers_gauge)
+
+
+def address_option(address: Union[str, tuple]) -> str:
+    """Gunicorn's parsed statsd_host (a unix path, or (host, port)) as --statsd-host."""
+    if isinstance(address, str):
+        return f"unix:{address}"
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -81,8 +81,10 @@ class WorkerServer(Server):
         on_usr1: Callable[[], None] = reopen_log_files,
         should_stop: Optional[Callable[[], bool]] = None,
         heartbeat_timeout: Optional[float] = None,
+        own_statsd: bool = False,
     ) -> None:
         super().__init__(config)
+        self.own_statsd = own_statsd
         self.heartbeat_timeout = heartbeat_timeout
         self.notify = notify
         self.heartbeat_interval = heartbeat_interval
