@@ -164,3 +164,11 @@ def test_bad_address_is_one_line(host):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"--statsd-host {host!r}:" in result.stderr
+
+
+def test_host_that_does_not_resolve_is_one_warning(start_server):
+    host = "no-such-host.invalid:8125"
+    server = start_server(APP, "c", "--no-access-log", "--statsd-host", host)
+    serve(server.url(), REQUESTS[:1])
+    assert server.log().count(f"Cannot send metrics to StatsD at {host}") == 1
+    assert server.stop() == 0

@@ -62,6 +62,19 @@ def parse_statsd_address(value: str) -> tuple[int, object]:
     return socket.AF_INET, (match["host"], port)
 
 
+def resolve(host: str) -> tuple[int, object]:
+    """The address family and the address to send to: a host name is resolved once,
+    here, so that no send waits for DNS (OSError when it does not resolve)."""
+    family, address = parse_statsd_address(host)
+    if family == socket.AF_UNIX:
+        return family, address
+    name, port = address
+    family_wanted = family if family == socket.AF_INET6 else socket.AF_UNSPEC
+    infos = socket.getaddrinfo(name, port, family_wanted, socket.SOCK_DGRAM)
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
 def metric_prefix(prefix: str) -> str:
     """--statsd-prefix as Gunicorn applies it: with one trailing dot, or nothing."""
     stripped = prefix.rstrip(".")
@@ -74,15 +87,14 @@ class StatsdReporter:
     def __init__(
         self, host: str, prefix: str = "", tags: str = "", workers_gauge: bool = True
     ) -> None:
-        family, address = parse_statsd_address(host)
         self.host = host
         # Off in a worker under Gunicorn, whose arbiter sends gunicorn.workers itself.
         self.workers_gauge = workers_gauge
         self.prefix = metric_prefix(prefix)
         self.suffix = f"|#{tags}" if tags else ""
+        family, self.address = resolve(host)
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.address = address
         self.sent = Totals()
         self.sent_at = time.monotonic()
         self.failing = False
@@ -153,8 +165,15 @@ def pack(lines: list[str]) -> list[bytes]:
 def create_reporter(
     host: Optional[str], prefix: str, tags: str, workers_gauge: bool = True
 ) -> Optional[StatsdReporter]:
-    """The reporter for --statsd-host, or None when it is not set."""
-    return None if host is None else StatsdReporter(host, prefix, tags, workers_gauge)
+    """The reporter for --statsd-host; None when it is not set, or its host does not
+    resolve (then one warning: StatsD is best effort, the server serves all the same)."""
+    if host is None:
+        return None
+    try:
+        return StatsdReporter(host, prefix, tags, workers_gauge)
+    except OSError as exc:
+        logger.warning("Cannot send metrics to StatsD at %s: %s; not sending any", host, exc)
+        return None
 
 
 def address_option(address: Union[str, tuple]) -> str:
