@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,9 +91,16 @@ def request_counters(receiver: Receiver) -> dict[str, float]:
     }
 
 
+def wait_counter(receiver: Receiver, name: str, value: float) -> None:
+    name = f"{PREFIX}.gunicorn.{name}"
+    wait_until(lambda: receiver.counters().get(name) == value, 30, message=f"{name} {value}")
+
+
 def check_received(receiver: Receiver, workers: int) -> None:
     wanted = expected_counters()
     wait_until(lambda: request_counters(receiver) == wanted, 30, message=f"counters {wanted}")
+    # the app's failures, logged with their traceback, as Gunicorn's log.exception
+    wait_counter(receiver, "log.exception", sum(path == "/fail" for path, _ in REQUESTS))
     timings = [
         (value, rate)
         for name, value, kind, rate in receiver.metrics()
@@ -126,6 +135,10 @@ def test_master_sends_the_workers_sums(start_server, udp):
     server.wait_for_log(r"is ready", count=2)
     serve(server.url(), REQUESTS)
     check_received(udp, workers=2)
+    # the master's own error line for a worker killed outright
+    os.kill(sorted(server.workers())[0], signal.SIGKILL)
+    server.wait_for_log("died unexpectedly")
+    wait_counter(udp, "log.error", 1)
     assert server.stop() == 0
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import flush_access_log, log_running
-from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
+from fastserve.metrics import LogCounter, ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.protocols import proxy_protocol
 from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.watchdog import LoopWatchdog
@@ -125,6 +125,10 @@ class Server:
 
         self.install_signal_handlers()
         self.start_watchdog()
+        log_counter = None
+        if self.server_state.metrics is not None:
+            log_counter = LogCounter(self.server_state.metrics.log_records)
+            log_counter.attach()
         try:
             logger.info("Started server process [%d]", os.getpid())
             await self.startup(sockets=sockets)
@@ -141,6 +145,8 @@ class Server:
             flush_access_log()
             if self.watchdog is not None:
                 self.watchdog.stop()
+            if log_counter is not None:
+                log_counter.detach()
 
     def start_watchdog(self) -> None:
         """Watch the loop from a thread: for --warn-loop-stall, and in a supervised

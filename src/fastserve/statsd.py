@@ -15,6 +15,8 @@ Per interval:
                                           sampled at R = 1/N so that StatsD counts N
                                           timings (its mean, sum and count are exact;
                                           its percentiles are those of the means)
+    gunicorn.log.LEVEL:N|c                warnings, errors, critical errors and errors
+                                          with a traceback ("exception") of fastserve.error
     gunicorn.workers:N|g                  worker processes running
 
 each after --statsd-prefix, and with --dogstatsd-tags as `|#TAGS`.
@@ -28,7 +30,7 @@ import socket
 import time
 from typing import Optional, Union
 
-from fastserve.metrics import Totals, View
+from fastserve.metrics import LOG_COUNTS, Totals, View
 
 logger = logging.getLogger("fastserve.error")
 
@@ -128,6 +130,9 @@ class StatsdReporter:
             mean_ms = (totals.duration_sum - self.sent.duration_sum) * 1000 / requests
             rate = "" if requests == 1 else f"|@{1 / requests:.6g}"
             lines.append(f"gunicorn.request.duration:{mean_ms:.3f}|ms{rate}")
+        for name, now, sent in zip(LOG_COUNTS, totals.log_records, self.sent.log_records):
+            if now > sent:
+                lines.append(f"gunicorn.log.{name}:{now - sent}|c")
         if self.workers_gauge:
             lines.append(f"gunicorn.workers:{workers}|g")
         return [f"{self.prefix}{line}{self.suffix}" for line in lines]

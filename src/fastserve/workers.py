@@ -19,8 +19,8 @@ fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
     accesslog / errorlog / loglevel   the fastserve.access / fastserve.error loggers
     access_log_format             --access-log-format (gunicorn's default included)
     statsd_host, statsd_prefix, dogstatsd_tags   --statsd-*: each worker sends its
-                                  requests, status codes and durations (the arbiter
-                                  sends gunicorn.workers, and its own log counters)
+                                  requests, status codes, durations and log counts
+                                  (the arbiter sends gunicorn.workers and its own)
 
 $FASTSERVE_LOG_FORMAT=json (as `fastserve --log-format json`) makes fastserve's records
 JSON lines in gunicorn's log files and streams; gunicorn's own lines keep its format.

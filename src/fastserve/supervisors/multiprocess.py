@@ -228,6 +228,8 @@ class Supervisor:
             if self.statsd is not None:
                 self.report_statsd()  # the last interval's responses
                 self.statsd.close()
+            if self.aggregate is not None:
+                self.aggregate.log_counter.detach()
         if self.exit_code:
             logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
         else:
@@ -256,6 +258,8 @@ class Supervisor:
         self.statsd = create_reporter(
             config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
         )
+        if self.aggregate is not None:
+            self.aggregate.log_counter.attach()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -554,6 +558,8 @@ class Supervisor:
         if self.statsd is not None:
             self.statsd.close()
             self.statsd = None
+        if self.aggregate is not None:
+            self.aggregate.log_counter.detach()  # the worker counts its own
 
     def worker_sockets(self) -> list[socket.socket]:
         if self.reuse_port_address is None:
