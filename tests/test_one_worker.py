@@ -20,8 +20,12 @@ MAX_REQUESTS = 3
 
 
 def test_max_requests_recycles_the_one_worker(spawn):
-    server = spawn(APP, "--port", "0", "--no-access-log", "--max-requests", str(MAX_REQUESTS))
+    server = spawn(
+        APP, "--port", "0", "--no-access-log", "--workers", "1",
+        "--max-requests", str(MAX_REQUESTS),
+    )  # fmt: skip
     assert "Started supervisor process" in server.log()
+    assert "1 worker," in server.log()
     pids = []
     for _ in range(REQUESTS):
         # a new connection each time, as separate clients: every one is answered,

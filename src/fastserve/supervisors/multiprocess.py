@@ -292,7 +292,8 @@ class Supervisor:
 
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        details = f"{self.config.http_mode} mode, {self.num_workers} workers"
+        plural = "" if self.num_workers == 1 else "s"
+        details = f"{self.config.http_mode} mode, {self.num_workers} worker{plural}"
         if self.reuse_port_address is not None:
             details += ", SO_REUSEPORT"
             log_running([self.reserved_socket], scheme, details)
