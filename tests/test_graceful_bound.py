@@ -21,7 +21,7 @@ APP = "tests.apps_process:app"
 BOUND = 2
 # What a stop may take beyond the bound: the settle pauses, the lifespan shutdown,
 # process exit, on a loaded machine.
-SLACK = 4
+SLACK = 6
 
 
 def print_config(*flags: str) -> str:
