@@ -126,6 +126,10 @@ def _kwargs_id(kwargs: dict) -> str:
             {"h11_max_incomplete_event_size": 0},
             "--h11-max-incomplete-event-size must be a positive",
         ),
+        ({"timeout_graceful_shutdown": -1}, "--timeout-graceful-shutdown must not be negative"),
+        ({"statsd_host": "host:port"}, "--statsd-host 'host:port': expected HOST:PORT"),
+        ({"statsd_host": "host:0"}, "--statsd-host 'host:0': the port must be between"),
+        ({"statsd_host": "unix:"}, "--statsd-host 'unix:': unix: needs a socket path"),
         ({"reuse_port": True, "uds": "/tmp/fastserve.sock"}, "--reuse-port applies to TCP"),
         ({"reuse_port": True, "fd": 3}, "--reuse-port applies to TCP"),
         ({"ssl_keyfile": "key.pem"}, "--ssl-keyfile needs --ssl-certfile"),
@@ -180,10 +184,30 @@ def test_reuse_port_needs_so_reuseport(monkeypatch):
         # a trailing slash and percent-escapes are taken as uvicorn takes them
         {"root_path": "/api/v1.2/"},
         {"root_path": "/my%20app;x=1"},
+        {"timeout_graceful_shutdown": None},  # uvicorn's default: wait forever
+        {"statsd_host": "localhost"},
+        {"statsd_host": "[::1]:9125"},
+        {"statsd_host": "unix:///run/statsd.sock"},
     ],
 )
 def test_validate_accepts(kwargs):
     make(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "supervised"),
+    [
+        ({}, False),
+        ({"workers": 1}, False),
+        ({"workers": 2}, True),
+        ({"limit_max_requests": 100}, True),
+        ({"max_worker_memory": 500}, True),
+        ({"timeout_worker_healthcheck": 10}, True),
+    ],
+    ids=lambda value: _kwargs_id(value) if isinstance(value, dict) else str(value),
+)
+def test_settings_that_need_a_supervisor_start_one(kwargs, supervised):
+    assert make(**kwargs).supervised is supervised
 
 
 def test_workers_default_to_one():

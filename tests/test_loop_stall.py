@@ -47,7 +47,6 @@ def test_no_watchdog_by_default(start_server, mode):
 
 
 def test_a_worker_stuck_forever_logs_its_stack_before_it_is_killed(spawn, mode):
-    # (--workers 1 is a single server, without a supervisor)
     server = spawn(
         APP, "--http", mode, "--port", "0", "--workers", "2",
         "--timeout-worker-healthcheck", "2",
@@ -66,7 +65,8 @@ def test_a_worker_stuck_forever_logs_its_stack_before_it_is_killed(spawn, mode):
     # SIGABRT is blocked in the stuck code: only the watchdog thread can log the
     # stack, and the master's SIGKILL ends the worker.
     server.wait_for_log(
-        rf"Worker \[{stuck}\] was killed after its heartbeat stopped \(killed by SIGKILL\)"
+        rf"Worker \[{stuck}\] was killed after its heartbeat stopped \(no heartbeat for 2s "
+        r"\(--timeout-worker-healthcheck\), killed by SIGKILL\)"
     )
     (replacement,) = server.wait_workers(2, exclude=frozenset({stuck})) - before
     server.wait_for_log(rf"Worker \[{replacement}\] is ready")

@@ -44,7 +44,14 @@ def test_worker_over_memory_is_replaced(start_server):
     assert server.stop() == 0
 
 
-def test_needs_workers(spawn):
-    server = spawn(APP, "--max-worker-memory", "100", ready=False)
-    assert server.wait() != 0
-    assert "--max-worker-memory needs --workers 2 or more" in server.output()
+def test_one_worker_is_supervised(spawn):
+    server = spawn(APP, "--port", "0", "--max-worker-memory", str(LIMIT_MIB))
+    assert "Started supervisor process" in server.log()
+    (first,) = server.wait_workers(1)
+    server.wait_for_log(r"is ready")
+    assert get(server.url(f"/allocate?mib={ALLOCATE_MIB}")).status_code == 200
+    server.wait_for_log(rf"Stopping worker \[{first}\] gracefully \(its memory")
+    server.wait_workers(1, exclude=frozenset({first}))
+    assert get(server.url("/status/200")).status_code == 200
+    assert server.running
+    assert server.stop() == 0

@@ -995,6 +995,12 @@ cdef class HttpProtocol(_ParserCore):
         else:
             cycle.keep_alive = False
 
+    def abort(self):
+        """Past the graceful-shutdown bound: drop the connection now (a running app
+        sees http.disconnect)."""
+        if not self.closed:
+            self.transport.abort()
+
     # -- parsing -------------------------------------------------------------------
 
     cdef _execute(self, bytes data, Py_ssize_t start):

@@ -269,8 +269,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     "--timeout-worker-healthcheck",
     default=DEFAULTS["timeout_worker_healthcheck"],
     type=float,
-    show_default=True,
-    help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds.",
+    help="Kill (SIGABRT, then SIGKILL) and replace a worker whose event loop sent no heartbeat for this many seconds; given, it supervises one worker too. [default: 30 under a supervisor]",
 )
 @click.option(
     "--warn-loop-stall",
@@ -282,7 +281,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     "--max-worker-memory",
     default=DEFAULTS["max_worker_memory"],
     type=int,
-    help="Replace a worker gracefully (as --max-requests) once its resident memory passes this many MiB.",
+    help="Replace a worker gracefully (as --max-requests) once its resident memory passes this many MiB (supervises one worker too).",
 )
 @click.option(
     "--metrics-port",
@@ -295,6 +294,21 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     default=DEFAULTS["metrics_host"],
     show_default=True,
     help="Bind the --metrics-port endpoint to this host.",
+)
+@click.option(
+    "--statsd-host",
+    default=DEFAULTS["statsd_host"],
+    help="Send Gunicorn's StatsD metrics (requests, status codes, duration, workers) once a second to HOST:PORT (UDP, port 8125 by default) or unix:PATH. [default: off]",
+)
+@click.option(
+    "--statsd-prefix",
+    default=DEFAULTS["statsd_prefix"],
+    help="Prefix of the --statsd-host metric names (a trailing '.' is added).",
+)
+@click.option(
+    "--dogstatsd-tags",
+    default=DEFAULTS["dogstatsd_tags"],
+    help="Comma-separated DogStatsD tags (tag:value) added to every --statsd-host metric.",
 )
 @click.option(
     "--reuse-port",
@@ -415,7 +429,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     "limit_max_requests",
     default=DEFAULTS["limit_max_requests"],
     type=int,
-    help="A process (each worker) exits gracefully after serving this many requests; a supervised worker is then replaced.",
+    help="A worker exits gracefully after serving this many requests and the supervisor replaces it (one worker too).",
 )
 @click.option(
     "--limit-max-requests-jitter",
@@ -482,9 +496,12 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
 )
 @click.option(
     "--timeout-graceful-shutdown",
+    "--graceful-timeout",
+    "timeout_graceful_shutdown",
     default=DEFAULTS["timeout_graceful_shutdown"],
     type=float,
-    help="On shutdown, wait at most this many seconds for in-flight requests. [default: no limit]",
+    show_default=True,
+    help="On shutdown, wait at most this many seconds for in-flight requests and open streams, then close their connections (the app gets http.disconnect) and cancel them.",
 )
 @click.option("--ssl-keyfile", default=DEFAULTS["ssl_keyfile"], help="TLS key file.")
 @click.option("--ssl-certfile", default=DEFAULTS["ssl_certfile"], help="TLS certificate file.")

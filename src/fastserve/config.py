@@ -48,6 +48,7 @@ from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
 from fastserve.protocols.tls import read_server_cert
+from fastserve.statsd import parse_statsd_address
 
 logger = logging.getLogger("fastserve.error")
 
@@ -107,6 +108,9 @@ PROC_STATM = "/proc/{pid}/statm"
 
 # A unix socket any local user may connect to, without --umask (as Uvicorn's).
 UNIX_SOCKET_MODE = 0o666
+# Seconds without a heartbeat before a supervised worker is replaced, when
+# --timeout-worker-healthcheck is not given (it is Gunicorn's --timeout default).
+WORKER_HEALTHCHECK_TIMEOUT = 30.0
 
 # Exit code when the app fails to start (lifespan startup failed), as uvicorn.
 STARTUP_FAILURE = 3
@@ -282,9 +286,12 @@ class Config:
         reload_excludes: Union[list, str, None] = None,
         reload_delay: float = 0.25,
         reuse_port: bool = False,
-        timeout_worker_healthcheck: float = 30.0,
+        timeout_worker_healthcheck: Optional[float] = None,
         metrics_port: Optional[int] = None,
         metrics_host: str = "127.0.0.1",
+        statsd_host: Optional[str] = None,
+        statsd_prefix: str = "",
+        dogstatsd_tags: str = "",
         max_worker_memory: Optional[int] = None,
         proxy_headers: bool = True,
         server_header: bool = True,
@@ -312,7 +319,7 @@ class Config:
         ws_ping_interval: Optional[float] = 20.0,
         ws_ping_timeout: Optional[float] = 20.0,
         ws_per_message_deflate: bool = True,
-        timeout_graceful_shutdown: Optional[float] = None,
+        timeout_graceful_shutdown: Optional[float] = 30.0,
         timeout_notify: float = 30,
         callback_notify: Optional[Callable[..., Any]] = None,
         ssl_keyfile: Optional[str] = None,
@@ -374,6 +381,9 @@ class Config:
         self.timeout_worker_healthcheck = timeout_worker_healthcheck
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
+        self.statsd_host = statsd_host
+        self.statsd_prefix = statsd_prefix
+        self.dogstatsd_tags = dogstatsd_tags
         self.max_worker_memory = max_worker_memory
         self.proxy_headers = proxy_headers
         self.server_header = server_header
@@ -543,7 +553,7 @@ class Config:
             raise ConfigError("--workers must be a positive number")
         if self.limit_max_requests_jitter < 0:
             raise ConfigError("--max-requests-jitter must not be negative")
-        if self.timeout_worker_healthcheck <= 0:
+        if self.timeout_worker_healthcheck is not None and self.timeout_worker_healthcheck <= 0:
             raise ConfigError("--timeout-worker-healthcheck must be greater than 0")
         if self.metrics_port is not None:
             if not 0 <= self.metrics_port <= MAX_PORT:
@@ -554,14 +564,17 @@ class Config:
         if self.max_worker_memory is not None:
             if self.max_worker_memory <= 0:
                 raise ConfigError("--max-worker-memory must be a positive number")
-            if self.workers < 2:
-                raise ConfigError(
-                    "--max-worker-memory needs --workers 2 or more (the supervisor replaces workers)"
-                )
             if not os.path.exists(PROC_STATM.format(pid="self")):
                 raise ConfigError(
                     f"--max-worker-memory reads {PROC_STATM}, which this system has not"
                 )
+        if self.timeout_graceful_shutdown is not None and self.timeout_graceful_shutdown < 0:
+            raise ConfigError("--timeout-graceful-shutdown must not be negative")
+        if self.statsd_host is not None:
+            try:
+                parse_statsd_address(self.statsd_host)
+            except ValueError as exc:
+                raise ConfigError(f"--statsd-host {self.statsd_host!r}: {exc}") from None
         if self.reload_delay < 0:
             raise ConfigError("--reload-delay must not be negative")
         if self.reuse_port and (self.uds or self.fd is not None):
@@ -614,6 +627,32 @@ class Config:
         if self.app == DEMO_APP:
             return f"{self.http_mode} mode, the built-in demo app"
         return f"{self.http_mode} mode"
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the pre-fork supervisor runs, even for one worker: more than one
+        worker, or a setting only a supervisor can honour (it replaces the worker)."""
+        return self.workers > 1 or any(
+            value is not None
+            for value in (
+                self.limit_max_requests,
+                self.max_worker_memory,
+                self.timeout_worker_healthcheck,
+            )
+        )
+
+    @property
+    def worker_healthcheck_timeout(self) -> float:
+        """--timeout-worker-healthcheck, or under a supervisor without it, Gunicorn's
+        --timeout default."""
+        if self.timeout_worker_healthcheck is None:
+            return WORKER_HEALTHCHECK_TIMEOUT
+        return self.timeout_worker_healthcheck
+
+    @property
+    def collects_metrics(self) -> bool:
+        """Whether the processes count responses: for --metrics-port or --statsd-host."""
+        return self.metrics_port is not None or self.statsd_host is not None
 
     @property
     def is_ssl(self) -> bool:

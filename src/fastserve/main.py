@@ -40,9 +40,12 @@ def run(
     reload_excludes: Union[list, str, None] = None,
     reload_delay: float = 0.25,
     reuse_port: bool = False,
-    timeout_worker_healthcheck: float = 30.0,
+    timeout_worker_healthcheck: Optional[float] = None,
     metrics_port: Optional[int] = None,
     metrics_host: str = "127.0.0.1",
+    statsd_host: Optional[str] = None,
+    statsd_prefix: str = "",
+    dogstatsd_tags: str = "",
     max_worker_memory: Optional[int] = None,
     proxy_headers: bool = True,
     server_header: bool = True,
@@ -70,7 +73,7 @@ def run(
     ws_ping_interval: Optional[float] = 20.0,
     ws_ping_timeout: Optional[float] = 20.0,
     ws_per_message_deflate: bool = True,
-    timeout_graceful_shutdown: Optional[float] = None,
+    timeout_graceful_shutdown: Optional[float] = 30.0,
     timeout_notify: float = 30,
     callback_notify: Optional[Callable[..., Any]] = None,
     ssl_keyfile: Optional[str] = None,
@@ -83,11 +86,13 @@ def run(
     headers: Optional[list] = None,
     factory: bool = False,
     app_dir: Optional[str] = None,
+    # uvicorn's settings under uvicorn's names (README "Switching from uvicorn")
     interface: str = "auto",
     http2: bool = False,
     ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
     h11_max_incomplete_event_size: Optional[int] = None,
     reset_contextvars: bool = False,
+    # Gunicorn's process options (after Uvicorn's, which callers may pass by position)
     bind: Union[list, str, None] = None,
     user: Union[str, int, None] = None,
     group: Union[str, int, None] = None,
@@ -129,7 +134,7 @@ def run_config(config: Config) -> None:
             logger.error("%s", exc)
             sys.exit(1)
         code = reloader.run()
-    elif config.workers > 1:
+    elif config.supervised:
         from fastserve.supervisors.multiprocess import Supervisor
 
         code = Supervisor(config).run()

@@ -1,11 +1,12 @@
-"""Prometheus metrics (`--metrics-port`): what one process counts, how a worker
-reports it to its master, how the master sums the reports, and the `/metrics`
-endpoint.
+"""Metrics (`--metrics-port`, and the counts statsd.py sends for --statsd-host): what
+one process counts, how a worker reports it to its master, how the master sums the
+reports, and the Prometheus `/metrics` endpoint.
 
 - `ProcessMetrics` lives on a `ServerState` (`server_state.metrics`, None when
   metrics are off). The protocols count each complete response into its flat
   arrays (C mode through typed memoryviews of the same arrays); gauges are read
-  from the server state when a report is taken.
+  from the server state when a report is taken. A `LogCounter` on the error log
+  counts its warnings and errors (for StatsD) into the same object.
 - A supervised worker writes `snapshot()` as a frame (`frame()`: 4-byte length,
   JSON) into its heartbeat pipe; any frame is also a heartbeat. `FrameReader`
   takes the frames apart in the master. Snapshots hold totals since the worker
@@ -47,6 +48,9 @@ STATUS_SPAN = 500
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 # Why the master replaced a worker (`fastserve_worker_restarts_total{reason}`).
 RESTART_REASONS = ("exit", "healthcheck", "max_requests", "memory", "reload")
+# The error log's records counted (--statsd-host sends them as gunicorn.log.NAME):
+# an ERROR record with a traceback is an "exception", as Gunicorn's logger.exception.
+LOG_COUNTS = ("critical", "error", "warning", "exception")
 # How often the event loop's lateness is probed, and the window its maximum covers.
 LAG_PROBE_INTERVAL = 0.05
 LAG_WINDOW = 1.0
@@ -78,7 +82,7 @@ class ProcessMetrics:
 
     __slots__ = (
         "requests", "duration_buckets", "duration_sum", "response_bytes",
-        "websockets_open", "loop_lag", "_lag_window_max", "_lag_window_end",
+        "websockets_open", "loop_lag", "_lag_window_max", "_lag_window_end", "log_records",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -88,6 +92,7 @@ class ProcessMetrics:
         self.duration_buckets = array("q", bytes(8 * (len(DURATION_BUCKETS) + 1)))
         self.duration_sum = array("d", [0.0])
         self.response_bytes = array("q", [0])
+        self.log_records = array("q", bytes(8 * len(LOG_COUNTS)))  # by LOG_COUNTS
         self.websockets_open = 0
         self.loop_lag = 0.0  # the largest lateness of the last complete window
         self._lag_window_max = 0.0
@@ -130,6 +135,7 @@ class ProcessMetrics:
             "duration_buckets": list(self.duration_buckets),
             "duration_sum": self.duration_sum[0],
             "response_bytes": self.response_bytes[0],
+            "log_records": list(self.log_records),
             "in_flight": len(server_state.tasks),
             "connections": len(server_state.connections),
             "websockets": self.websockets_open,
@@ -138,7 +144,37 @@ class ProcessMetrics:
         }
 
 
+class LogCounter(logging.Handler):
+    """Counts the error log's warnings and errors into an array (by LOG_COUNTS)
+    from `attach()` to `detach()` (a forked worker detaches its master's)."""
+
+    def __init__(self, counts: array) -> None:
+        super().__init__(logging.WARNING)
+        self.counts = counts
+        self.logger = logging.getLogger("fastserve.error")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.CRITICAL:
+            name = "critical"
+        elif record.levelno >= logging.ERROR:
+            name = "exception" if record.exc_info else "error"
+        else:
+            name = "warning"
+        self.counts[LOG_COUNTS.index(name)] += 1
+
+    def attach(self) -> None:
+        self.logger.addHandler(self)
+
+    def detach(self) -> None:
+        self.logger.removeHandler(self)
+
+
 # -- worker -> master --------------------------------------------------------------
+
+
+# What a worker with metrics off reports once it reached --max-requests (a snapshot
+# carries the same key): its master starts the replacement while it drains.
+MAX_REQUESTS_NOTICE = {"max_requests_reached": True}
 
 
 def frame(snapshot: Optional[dict]) -> bytes:
@@ -174,13 +210,14 @@ class FrameReader:
 class Totals:
     """Counters summed over snapshots."""
 
-    __slots__ = ("requests", "duration_buckets", "duration_sum", "response_bytes")
+    __slots__ = ("requests", "duration_buckets", "duration_sum", "response_bytes", "log_records")
 
     def __init__(self) -> None:
         self.requests: Counter = Counter()
         self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
         self.duration_sum = 0.0
         self.response_bytes = 0
+        self.log_records = [0] * len(LOG_COUNTS)
 
     def add(self, snapshot: dict) -> None:
         for method, status, count in snapshot["requests"]:
@@ -189,6 +226,8 @@ class Totals:
             self.duration_buckets[index] += count
         self.duration_sum += snapshot["duration_sum"]
         self.response_bytes += snapshot["response_bytes"]
+        for index, count in enumerate(snapshot["log_records"]):
+            self.log_records[index] += count
 
     def copy(self) -> Totals:
         other = Totals()
@@ -196,6 +235,7 @@ class Totals:
         other.duration_buckets = list(self.duration_buckets)
         other.duration_sum = self.duration_sum
         other.response_bytes = self.response_bytes
+        other.log_records = list(self.log_records)
         return other
 
 
@@ -235,6 +275,9 @@ class Aggregate:
         self.latest: dict[int, dict] = {}
         self.gone = Totals()
         self.restarts = dict.fromkeys(RESTART_REASONS, 0)
+        # the master's own warnings and errors (a worker died, was killed...)
+        self.log_records = array("q", bytes(8 * len(LOG_COUNTS)))
+        self.log_counter = LogCounter(self.log_records)
 
     def report(self, pid: int, snapshot: dict) -> None:
         self.latest[pid] = snapshot
@@ -251,6 +294,8 @@ class Aggregate:
         totals = self.gone.copy()
         for snapshot in self.latest.values():
             totals.add(snapshot)
+        for index, count in enumerate(self.log_records):
+            totals.log_records[index] += count
         live = self.latest.values()
         return View(
             totals,

@@ -1,7 +1,7 @@
 """Server: sockets, event loop, lifespan, connections, limits, graceful shutdown.
 
 It knows protocols only through `config.http_protocol_class` and the contract they
-share (built from `config.protocol_settings`, `shutdown()`, `server_state`), so the
+share (built from `config.protocol_settings`, `shutdown()`, `abort()`, `server_state`), so the
 supervisor and the Gunicorn worker can drive it with their own sockets.
 """
 
@@ -24,9 +24,10 @@ from typing import Optional
 from fastserve import systemd
 from fastserve.config import Config, ConfigError
 from fastserve.logging import flush_access_log, log_running
-from fastserve.metrics import ProcessMetrics, serve_endpoint, single_process_view
+from fastserve.metrics import LogCounter, ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 from fastserve.protocols import proxy_protocol
+from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.watchdog import LoopWatchdog
 
 logger = logging.getLogger("fastserve.error")
@@ -60,9 +61,13 @@ class ServerState:
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
-        metrics = ProcessMetrics() if config.metrics_port is not None else None
+        metrics = ProcessMetrics() if config.collects_metrics else None
         self.server_state = ServerState(metrics)
         self.metrics_endpoint: Optional[asyncio.AbstractServer] = None
+        # --statsd-host, for a server on its own (a supervised worker's master sends,
+        # unless `own_statsd`: a worker under Gunicorn's arbiter sends its own).
+        self.statsd: Optional[StatsdReporter] = None
+        self.own_statsd = False
         self._lag_probe: Optional[asyncio.Task] = None
         self.started = False
         self.should_exit = False
@@ -132,6 +137,10 @@ class Server:
         self, on_its_own: bool, sockets: Optional[Sequence[socket.socket]]
     ) -> None:
         self.start_watchdog()
+        log_counter = None
+        if self.server_state.metrics is not None:
+            log_counter = LogCounter(self.server_state.metrics.log_records)
+            log_counter.attach()
         try:
             logger.info("Started server process [%d]", os.getpid())
             await self.startup(sockets=sockets)
@@ -151,6 +160,8 @@ class Server:
             flush_access_log()
             if self.watchdog is not None:
                 self.watchdog.stop()
+            if log_counter is not None:
+                log_counter.detach()
 
     def begin_process(self) -> None:
         """A server on its own is its own master and one worker: Gunicorn's on_starting
@@ -276,7 +287,15 @@ class Server:
         if metrics is not None:
             self._lag_probe = loop.create_task(metrics.probe_loop_lag())
             if sockets is None:  # a supervised worker reports to its master instead
-                await self.start_metrics_endpoint(metrics)
+                if config.metrics_port is not None:
+                    await self.start_metrics_endpoint(metrics)
+            if sockets is None or self.own_statsd:
+                self.statsd = create_reporter(
+                    config.statsd_host,
+                    config.statsd_prefix,
+                    config.dogstatsd_tags,
+                    workers_gauge=sockets is None,
+                )
         self.started = True
 
     def own_listeners(self) -> Optional[list[socket.socket]]:
@@ -331,6 +350,8 @@ class Server:
             if now - self.last_notified > self.config.timeout_notify / 2:
                 self.last_notified = now
                 await self.config.callback_notify()
+        if self.statsd is not None and self.statsd.due():
+            self.report_statsd()
         if self.should_exit:
             return True
         max_requests = self.limit_max_requests
@@ -340,6 +361,9 @@ class Server:
             )
             return True
         return False
+
+    def report_statsd(self) -> None:
+        self.statsd.report(single_process_view(self.server_state.metrics, self.server_state))
 
     def update_default_headers(self) -> None:
         now = int(time.time())
@@ -377,20 +401,38 @@ class Server:
                 self._wait_for_requests(), timeout=self.config.timeout_graceful_shutdown
             )
         except asyncio.TimeoutError:
-            logger.error(
-                "Cancel %d running task(s), timeout graceful shutdown exceeded",
-                len(self.server_state.tasks),
-            )
-            for task in list(self.server_state.tasks):
-                task.cancel()
-            for connection in list(self.server_state.connections):
-                transport = getattr(connection, "transport", None)
-                if transport is not None:
-                    transport.abort()
-            await asyncio.sleep(0)
+            await self.cut_connections()
 
         if not self.force_exit:
             await self.lifespan.shutdown()
+        if self.statsd is not None:
+            self.report_statsd()  # the last interval's responses
+            self.statsd.close()
+
+    async def cut_connections(self) -> None:
+        """Past --timeout-graceful-shutdown (or on a forced exit): close the open
+        connections, so that an app waiting in receive() gets http.disconnect
+        (websocket.disconnect) and a streaming one fails its next send; cancel the
+        app calls still running a moment later."""
+        state = self.server_state
+        if self.force_exit:
+            reason = "forced exit"
+        else:
+            timeout = self.config.timeout_graceful_shutdown
+            reason = f"timeout graceful shutdown exceeded ({timeout:g}s)"
+        logger.error(
+            "Closing %d open connection(s) and %d running app call(s): %s",
+            len(state.connections),
+            len(state.tasks),
+            reason,
+        )
+        for connection in list(state.connections):
+            connection.abort()
+        if state.tasks:
+            await asyncio.sleep(SHUTDOWN_SETTLE_SECONDS)
+        for task in list(state.tasks):
+            task.cancel()
+        await asyncio.sleep(0)
 
     async def _wait_for_requests(self) -> None:
         state = self.server_state

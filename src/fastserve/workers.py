@@ -18,6 +18,9 @@ fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
                                   list of trusted peers for both)
     accesslog / errorlog / loglevel   the fastserve.access / fastserve.error loggers
     access_log_format             --access-log-format (gunicorn's default included)
+    statsd_host, statsd_prefix, dogstatsd_tags   --statsd-*: each worker sends its
+                                  requests, status codes, durations and log counts
+                                  (the arbiter sends gunicorn.workers and its own)
 
 $FASTSERVE_LOG_FORMAT=json (as `fastserve --log-format json`) makes fastserve's records
 JSON lines in gunicorn's log files and streams; gunicorn's own lines keep its format.
@@ -43,6 +46,7 @@ from gunicorn.workers.base import Worker
 
 from fastserve import gunicorn_config
 from fastserve.config import Config
+from fastserve.statsd import address_option
 from fastserve.supervisors.worker import WorkerServer, heartbeat_interval_for
 
 # gunicorn allows up to this many header fields; 0 there means "no limit".
@@ -130,6 +134,12 @@ class FastserveWorker(Worker):
             "limit_request_field_size": max(0, cfg.limit_request_field_size),
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
         }
+        if cfg.statsd_host:
+            config_kwargs.update(
+                statsd_host=address_option(cfg.statsd_host),
+                statsd_prefix=cfg.statsd_prefix,
+                dogstatsd_tags=cfg.dogstatsd_tags,
+            )
         proxy_protocol = getattr(cfg, "proxy_protocol", "off")
         if proxy_protocol is True:  # gunicorn < 27: a flag, PROXY v1 only
             proxy_protocol = "v1"
@@ -179,6 +189,7 @@ class FastserveWorker(Worker):
             on_fast_exit=lambda: self.cfg.worker_int(self),
             on_usr1=self.log.reopen_files,
             should_stop=lambda: not self.alive,
+            own_statsd=True,
         )
         server.run(sockets=[getattr(sock, "sock", sock) for sock in self.sockets])
         if not server.started:

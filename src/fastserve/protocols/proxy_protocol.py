@@ -213,6 +213,9 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
     def shutdown(self) -> None:
         self.transport.close()
 
+    def abort(self) -> None:
+        self.transport.abort()
+
     # -- the header, then TLS, then HTTP ------------------------------------------------
 
     def _time_out(self) -> None:

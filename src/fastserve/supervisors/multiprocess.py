@@ -11,12 +11,14 @@ its workers:
         a queued signal?  → handle_<name>()   (HUP, TTIN, TTOU, USR1, TERM/INT/QUIT),
                             then manage_workers()
         else sleep()      until a signal, a heartbeat, a scrape of --metrics-port or
-                          one second passed (answers scrapes), then
+                          one second passed (answers scrapes; a report past
+                          --max-requests counts that worker out: replace_early), then
              reap_workers()    collect exited workers, notice boot failures
              murder_workers()  SIGABRT (then SIGKILL) workers whose heartbeat stopped
              check_memory()    retire workers over --max-worker-memory
              manage_workers()  fork replacements, retire extra or old workers,
                                tell systemd READY=1 once a generation booted
+             report_statsd()   --statsd-host, once a second
       stop()             STOPPING=1 to systemd, SIGTERM (graceful) or SIGQUIT (fast)
                          to every worker, wait
       on_exit hook, the pid file removed
@@ -53,6 +55,7 @@ from fastserve.hooks import HookServer
 from fastserve.logging import log_running
 from fastserve.metrics import Aggregate, FrameReader, MasterEndpoint
 from fastserve.process import OptionError, PidFile, remove_unix_sockets
+from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.supervisors.worker import (
     flush_logs,
     reopen_log_files,
@@ -101,8 +104,10 @@ EXIT_REASONS = {
 }
 
 
-def describe_exit(status: int) -> str:
-    """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status."""
+def describe_exit(status: int, aborted: bool = False) -> str:
+    """`exit code 3 (application startup failed)` / `killed by SIGKILL` from a wait status.
+    `aborted`: the master sent SIGABRT (no heartbeat), so the exit code is the abort's,
+    and says nothing about the app."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         try:
@@ -111,6 +116,8 @@ def describe_exit(status: int) -> str:
             name = str(number)
         return f"killed by {name}"
     code = os.WEXITSTATUS(status)
+    if aborted:
+        return f"exit code {code} on SIGABRT"
     reason = EXIT_REASONS.get(code)
     return f"exit code {code} ({reason})" if reason else f"exit code {code}"
 
@@ -166,7 +173,7 @@ class Supervisor:
         self.config = config
         self.pid = os.getpid()
         self.num_workers = config.workers
-        self.timeout = float(config.timeout_worker_healthcheck)
+        self.timeout = float(config.worker_healthcheck_timeout)
         self.workers: dict[int, WorkerProcess] = {}
         self.generation = 0
         self.signal_queue: list[int] = []
@@ -180,9 +187,11 @@ class Supervisor:
         self.pidfile: Optional[PidFile] = None
         # READY=1 went to systemd for the current generation (no-op without NOTIFY_SOCKET).
         self.notified_ready = False
-        # --metrics-port: the workers' reports summed, and the endpoint that shows them.
-        self.aggregate = Aggregate() if config.metrics_port is not None else None
+        # --metrics-port / --statsd-host: the workers' reports summed, and the
+        # endpoint that shows them / the reporter that sends them.
+        self.aggregate = Aggregate() if config.collects_metrics else None
         self.metrics_endpoint: Optional[MasterEndpoint] = None
+        self.statsd: Optional[StatsdReporter] = None
         self.memory_checked_at = 0.0
 
     # -- main loop ---------------------------------------------------------------------
@@ -212,6 +221,8 @@ class Supervisor:
                     raise StopSupervisor(graceful=False)
                 self.check_memory()
                 self.manage_workers()
+                if self.statsd is not None and self.statsd.due():
+                    self.report_statsd()
         except StopSupervisor as stop:
             self.stop(graceful=stop.graceful)
         except BaseException:
@@ -222,6 +233,11 @@ class Supervisor:
             self.close_sockets()
             if self.metrics_endpoint is not None:
                 self.metrics_endpoint.close()
+            if self.statsd is not None:
+                self.report_statsd()  # the last interval's responses
+                self.statsd.close()
+            if self.aggregate is not None:
+                self.aggregate.log_counter.detach()
             self.exit_process()
         if self.exit_code:
             logger.error("Supervisor [%d] stopped with exit code %d.", self.pid, self.exit_code)
@@ -247,8 +263,13 @@ class Supervisor:
         if config.preload:
             config.load()
         self.log_listening()
-        if self.aggregate is not None:
+        if config.metrics_port is not None:
             self.start_metrics_endpoint()
+        self.statsd = create_reporter(
+            config.statsd_host, config.statsd_prefix, config.dogstatsd_tags
+        )
+        if self.aggregate is not None:
+            self.aggregate.log_counter.attach()
         self.wakeup_r, self.wakeup_w = os.pipe()
         for fd in (self.wakeup_r, self.wakeup_w):
             os.set_blocking(fd, False)
@@ -286,9 +307,13 @@ class Supervisor:
                 f"{exc.strerror or exc}"
             ) from None
 
+    def report_statsd(self) -> None:
+        self.statsd.report(self.aggregate.view(workers=len(self.workers)))
+
     def log_listening(self) -> None:
         scheme = "https" if self.config.is_ssl else "http"
-        details = f"{self.config.mode_details}, {self.num_workers} workers"
+        plural = "" if self.num_workers == 1 else "s"
+        details = f"{self.config.mode_details}, {self.num_workers} worker{plural}"
         if self.reuse_port_address is not None:
             details += ", SO_REUSEPORT"
             log_running([self.reserved_socket], scheme, details)
@@ -360,10 +385,25 @@ class Supervisor:
             worker.reports = FrameReader()
             return True
         for report in reports:
-            if report is not None and self.aggregate is not None:
+            if report is None:
+                continue
+            if self.aggregate is not None:  # else no snapshot, a MAX_REQUESTS_NOTICE
                 self.aggregate.report(worker.pid, report)
-                worker.max_requests_reached = report["max_requests_reached"]
+            if report["max_requests_reached"] and not worker.max_requests_reached:
+                worker.max_requests_reached = True
+                self.replace_early(worker)
         return True
+
+    def replace_early(self, worker: WorkerProcess) -> None:
+        """A worker that reached --max-requests stops by itself, and may take up to
+        --timeout-graceful-shutdown to finish its requests: count it out now, so that
+        the next manage_workers() starts its replacement (one worker: the socket is
+        not left without a listener meanwhile)."""
+        if worker.retiring_at is not None:
+            return
+        logger.info("Worker [%d] reached --max-requests; starting its replacement", worker.pid)
+        worker.retiring_at = time.monotonic()
+        worker.restart_reason = "max_requests"
 
     # -- signals -----------------------------------------------------------------------
 
@@ -547,6 +587,11 @@ class Supervisor:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+        if self.statsd is not None:
+            self.statsd.close()
+            self.statsd = None
+        if self.aggregate is not None:
+            self.aggregate.log_counter.detach()  # the worker counts its own
 
     def worker_sockets(self) -> list[socket.socket]:
         if self.reuse_port_address is None:
@@ -587,14 +632,19 @@ class Supervisor:
             self.count_restart(worker)
             hooks = self.config.hooks
             hooks.run("child_exit", self.hook_server(), hooks.child(self.config, pid, worker.index))
-            how = describe_exit(status)
+            how = describe_exit(status, aborted=worker.aborted_at is not None)
+            if worker.aborted_at is not None:
+                silence = (
+                    f"for {self.timeout:g}s"
+                    if worker.booted
+                    else (f"within {self.timeout:g}s of its start")
+                )
+                how = f"no heartbeat {silence} (--timeout-worker-healthcheck), {how}"
             if worker.retiring_at is not None:
                 logger.info("Worker [%d] stopped (%s)", pid, how)
             elif not worker.booted:
                 self.boot_failures += 1
                 self.last_failure = how
-                if worker.aborted_at is not None:
-                    how = f"no heartbeat within {self.timeout:g}s of its start, {how}"
                 logger.error("Worker [%d] failed to boot (%s)", pid, how)
                 if self.boot_failures >= BOOT_FAILURE_LIMIT:
                     self.give_up(status)

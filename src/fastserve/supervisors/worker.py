@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from fastserve.config import STARTUP_FAILURE, Config
 from fastserve.hooks import HookWorker
 from fastserve.logging import flush_access_log
-from fastserve.metrics import frame
+from fastserve.metrics import MAX_REQUESTS_NOTICE, frame
 from fastserve.process import OptionError, drop_privileges
 from fastserve.server import Server
 from fastserve.watchdog import current_task, describe_stack
@@ -84,8 +84,10 @@ class WorkerServer(Server):
         should_stop: Optional[Callable[[], bool]] = None,
         heartbeat_timeout: Optional[float] = None,
         on_started: Optional[Callable[[], None]] = None,
+        own_statsd: bool = False,
     ) -> None:
         super().__init__(config)
+        self.own_statsd = own_statsd
         self.heartbeat_timeout = heartbeat_timeout
         self.notify = notify
         self.heartbeat_interval = heartbeat_interval
@@ -127,7 +129,10 @@ class WorkerServer(Server):
     async def on_tick(self) -> bool:
         if self.should_stop is not None and self.should_stop():
             self.should_exit = True
-        return await super().on_tick()
+        stopping = await super().on_tick()
+        if stopping:
+            self.notify()  # at once: a report past --max-requests starts the replacement
+        return stopping
 
     def install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -264,11 +269,12 @@ def serve_worker(
 
     def report() -> bytes:
         metrics = server.server_state.metrics
-        if metrics is None:
-            return frame(None)
         limit = server.limit_max_requests
         state = server.server_state
-        return frame(metrics.snapshot(state, limit is not None and state.total_requests >= limit))
+        reached = limit is not None and state.total_requests >= limit
+        if metrics is None:
+            return frame(MAX_REQUESTS_NOTICE if reached else None)
+        return frame(metrics.snapshot(state, reached))
 
     server = WorkerServer(
         config,

@@ -294,6 +294,12 @@ class H11Protocol(asyncio.Protocol):
         else:
             cycle.keep_alive = False
 
+    def abort(self) -> None:
+        """Past the graceful-shutdown bound: drop the connection now (a running app
+        sees http.disconnect)."""
+        if not self.closed:
+            self.transport.abort()
+
     # -- request head -----------------------------------------------------------------
 
     def _read_head(self) -> None:

@@ -271,6 +271,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self.state = CLOSED
             self._close_transport()
 
+    def abort(self) -> None:
+        """Past the graceful-shutdown bound: drop the connection now (the app sees
+        websocket.disconnect)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     # -- what the client sent (called by _receive) ----------------------------------------
 
     def _on_data(self, data: Union[str, bytes], text: Optional[bool], last: bool) -> None:
