@@ -26,10 +26,13 @@ from fastserve.logging import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     TRACE_LOG_LEVEL,
-    AccessFormatter,
     AccessLogFormat,
     JsonFormatter,
+    as_fastserve_config,
+    as_fastserve_ini,
     configure_access_log,
+    shapes_access_lines,
+    uvicorn_names_released,
 )
 from fastserve.metrics import prometheus_missing
 from fastserve.protocols.http.headers import is_field_value, is_token
@@ -453,17 +456,9 @@ class Config:
 
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
-        if self.log_config is not None:
-            if isinstance(self.log_config, dict):
-                log_config = self.log_config
-                if self.use_colors in (True, False):
-                    # a copy: the dict may be the module's LOGGING_CONFIG, or the caller's
-                    log_config = copy.deepcopy(log_config)
-                    for formatter in ("default", "access"):
-                        log_config["formatters"][formatter]["use_colors"] = self.use_colors
-                logging.config.dictConfig(log_config)
-            else:
-                self.load_log_config_file(self.log_config)
+        # uvicorn's loggers are fastserve's, for a log config and app code written for it
+        with uvicorn_names_released():
+            self.load_log_config()
         if self.log_level is not None:
             level = (
                 LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
@@ -473,12 +468,6 @@ class Config:
         if not self.access_log:
             logging.getLogger("fastserve.access").handlers = []
             logging.getLogger("fastserve.access").propagate = False
-        # the built-in text line of the built-in config needs no structured fields;
-        # JSON, a custom format and a formatter of the user's may use them
-        configure_access_log(
-            self.access_log_format,
-            fields=self.log_format == "json" or self.log_config is not LOGGING_CONFIG,
-        )
         if self.log_format == "json":
             # whatever config made the handlers of fastserve's loggers (the built-in
             # one, --log-config, the Gunicorn worker's), they write JSON
@@ -488,10 +477,23 @@ class Config:
                     handler.setFormatter(formatter)
         elif self.access_log_format is not None:
             # a custom access format is the whole line, as Gunicorn writes it: the
-            # built-in formatter's level prefix goes (a --log-config one stays)
+            # built-in (or uvicorn's) access formatter goes, a formatter of your own stays
             for handler in logging.getLogger("fastserve.access").handlers:
-                if isinstance(handler.formatter, AccessFormatter):
+                if shapes_access_lines(handler.formatter):
                     handler.setFormatter(logging.Formatter(ACCESS_LINE_ONLY))
+        configure_access_log(self.access_log_format)
+
+    def load_log_config(self) -> None:
+        if isinstance(self.log_config, dict):
+            log_config = self.log_config
+            if self.use_colors in (True, False):
+                # a copy: the dict may be the module's LOGGING_CONFIG, or the caller's
+                log_config = copy.deepcopy(log_config)
+                for formatter in ("default", "access"):
+                    log_config["formatters"][formatter]["use_colors"] = self.use_colors
+            logging.config.dictConfig(as_fastserve_config(log_config))
+        elif self.log_config is not None:
+            self.load_log_config_file(self.log_config)
 
     @staticmethod
     def load_log_config_file(path: str) -> None:
@@ -500,7 +502,7 @@ class Config:
         try:
             if path.endswith(".json"):
                 with open(path) as file:
-                    logging.config.dictConfig(json.load(file))
+                    logging.config.dictConfig(as_fastserve_config(json.load(file)))
             elif path.endswith((".yaml", ".yml")):
                 try:
                     import yaml
@@ -509,9 +511,9 @@ class Config:
                         "--log-config YAML needs PyYAML: pip install 'fastserve[standard]'"
                     ) from None
                 with open(path) as file:
-                    logging.config.dictConfig(yaml.safe_load(file))
+                    logging.config.dictConfig(as_fastserve_config(yaml.safe_load(file)))
             else:
-                logging.config.fileConfig(path, disable_existing_loggers=False)
+                logging.config.fileConfig(as_fastserve_ini(path), disable_existing_loggers=False)
         except ConfigError:
             raise
         except Exception as exc:
