@@ -85,7 +85,11 @@ STARTUP_FAILURE = 3
 
 
 class ConfigError(Exception):
-    """A setting or the app cannot be used; the message is one line for the user."""
+    """A setting or the app cannot be used; the message is one line for the user.
+    `exc_info`: the exception the app's own code raised while it was imported, whose
+    traceback goes under that line (logger.error(..., exc_info=exc.exc_info))."""
+
+    exc_info: Optional[BaseException] = None
 
 
 def create_ssl_context(
@@ -598,7 +602,9 @@ class Config:
         try:
             app = import_from_string(self.app)
         except ImportFromStringError as exc:
-            raise ConfigError(f"Error loading ASGI app. {exc}") from exc
+            error = ConfigError(f"Error loading ASGI app. {exc}")
+            error.exc_info = exc.raised
+            raise error from exc
         if self.factory:
             try:
                 app = app()

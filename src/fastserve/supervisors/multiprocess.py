@@ -185,7 +185,7 @@ class Supervisor:
         try:
             self.start()
         except ConfigError as exc:
-            logger.error("%s", exc)
+            logger.error("%s", exc, exc_info=exc.exc_info)
             self.close_sockets()
             return 1
         try:
