@@ -262,6 +262,18 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
     help="text, or json: one JSON object per log record.",
 )
 @click.option(
+    "--access-logfile",
+    default=DEFAULTS["access_logfile"],
+    help="Write the access log to this file (appended to), '-' for stdout. [default: the log config's, stdout]",
+)
+@click.option(
+    "--error-logfile",
+    "--log-file",
+    "error_logfile",
+    default=DEFAULTS["error_logfile"],
+    help="Write the error log to this file (appended to), '-' for stderr. [default: the log config's, stderr]",
+)
+@click.option(
     "--proxy-headers/--no-proxy-headers",
     default=DEFAULTS["proxy_headers"],
     show_default=True,

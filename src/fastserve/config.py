@@ -31,6 +31,7 @@ from fastserve.logging import (
     as_fastserve_config,
     as_fastserve_ini,
     configure_access_log,
+    log_to_file,
     shapes_access_lines,
     uvicorn_names_released,
 )
@@ -222,6 +223,8 @@ class Config:
         use_colors: Optional[bool] = None,
         access_log_format: Optional[str] = None,
         log_format: str = "text",
+        access_logfile: Optional[str] = None,
+        error_logfile: Optional[str] = None,
         workers: Optional[int] = None,
         preload: bool = False,
         reload: bool = False,
@@ -287,6 +290,8 @@ class Config:
         self.use_colors = use_colors
         self.access_log_format = access_log_format
         self.log_format = log_format
+        self.access_logfile = access_logfile
+        self.error_logfile = error_logfile
         self.workers = workers or 1
         self.preload = preload
         self.reload = reload
@@ -463,6 +468,7 @@ class Config:
         # uvicorn's loggers are fastserve's, for a log config and app code written for it
         with uvicorn_names_released():
             self.load_log_config()
+        self.open_log_files()
         if self.log_level is not None:
             level = (
                 LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
@@ -486,6 +492,19 @@ class Config:
                 if shapes_access_lines(handler.formatter):
                     handler.setFormatter(logging.Formatter(ACCESS_LINE_ONLY))
         configure_access_log(self.access_log_format)
+
+    def open_log_files(self) -> None:
+        """--access-logfile / --error-logfile, over what the log config set up."""
+        for option, path, names, stream in (
+            ("--access-logfile", self.access_logfile, ("fastserve.access",), sys.stdout),
+            ("--error-logfile", self.error_logfile, ("fastserve", "fastserve.error"), sys.stderr),
+        ):
+            if path is None:
+                continue
+            try:
+                log_to_file(names, path, stream)
+            except OSError as exc:
+                raise ConfigError(f"{option} {path!r} cannot be opened: {exc.strerror}") from None
 
     def load_log_config(self) -> None:
         if isinstance(self.log_config, dict):

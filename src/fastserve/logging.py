@@ -298,6 +298,38 @@ def as_fastserve_ini(path: str) -> configparser.ConfigParser:
     return parser
 
 
+# Gunicorn's --access-logfile / --error-logfile name for the standard streams.
+STANDARD_STREAM = "-"
+
+
+def log_to_file(names: tuple, path: str, standard_stream: Any) -> None:
+    """Gunicorn's --access-logfile / --error-logfile: the records of the loggers
+    `names` (the first of them when none has a handler) go to the file `path`
+    (appended to), or to `standard_stream` for "-", in the format their handlers had.
+    Raises OSError when the file cannot be opened."""
+    loggers = [logging.getLogger(name) for name in names]
+    current = [handler for logger in loggers for handler in logger.handlers]
+    if path == STANDARD_STREAM:
+        handler: logging.Handler = logging.StreamHandler(standard_stream)
+    else:
+        handler = logging.FileHandler(path)
+    formatter = current[0].formatter if current else None
+    if (
+        formatter is not None
+        and path != STANDARD_STREAM
+        and getattr(formatter, "use_colors", False)
+    ):
+        formatter = copy(formatter)  # no colour codes in a file
+        formatter.use_colors = False
+    handler.setFormatter(formatter)
+    for logger in loggers:
+        if logger.handlers:
+            logger.handlers = [handler]
+    if not current:  # they propagated to the root logger's handlers: no more
+        loggers[0].handlers = [handler]
+        loggers[0].propagate = False
+
+
 # The args of uvicorn's access records, in order (ACCESS_LOG_FORMAT).
 _UVICORN_ARGS = ("client_addr", "method", "full_path", "http_version", "status_code")
 
