@@ -240,6 +240,61 @@ def test_a_health_filter_sees_every_access_record(mode, filter_on, flags, tmp_pa
     assert "/health" not in server.output()
 
 
+def test_an_app_configuring_uvicorns_loggers_itself(mode, token, servers):
+    """A dictConfig at the app's import, naming uvicorn's loggers with the default
+    `disable_existing_loggers` (true), leaves fastserve's loggers working: the
+    start-up line and the access line come out in the app's formats."""
+    server = start(
+        [sys.executable, "-m", "fastserve", FILTERING_APP],
+        mode,
+        env={"FASTSERVE_TEST_DICT_CONFIG": "1"},
+    )
+    servers.append(server)
+    assert re.search(r"(?m)^APP INFO Fastserve running on", server.output("err"))
+    assert get(server.url(f"/ok?token={token}")).status_code == 200
+    server.wait_for_log(rf'(?m)^APP 127\.0\.0\.1:\d+ - "GET /ok\?token={token} HTTP/1\.1" 200 OK$')
+    assert server.stop() == 0
+
+
+def test_a_filter_added_while_lines_wait_in_the_buffer(mode, servers):
+    """The built-in set-up's buffered line, then a filter added by a request: the
+    lines before it are written, in order, and the filter sees every later record."""
+    server = start(
+        [sys.executable, "-m", "fastserve", FILTERING_APP],
+        mode,
+        env={"FASTSERVE_TEST_FILTER_ON": "runtime"},
+    )
+    servers.append(server)
+    with httpx.Client(timeout=10) as client:
+        for path in ("/health", "/ok?n=0", "/add-filter", "/health", "/ok?n=1"):
+            assert client.get(server.url(path)).status_code == 200
+    server.wait_for_log(r'"GET /ok\?n=1 HTTP/1\.1" 200 OK')
+    assert server.stop() == 0
+    requested = re.findall(r'"GET (\S+) HTTP/1\.1" 200 OK', server.output("out"))
+    assert requested == ["/health", "/ok?n=0", "/add-filter", "/ok?n=1"]
+
+
+def test_a_custom_format_over_a_uvicorn_config(mode, tmp_path, servers):
+    """--access-log-format replaces uvicorn's AccessFormatter (it renders uvicorn's
+    line only); a filter reading uvicorn's args still finds the path."""
+    pytest.importorskip("uvicorn.logging")
+    path = tmp_path / "logging.yaml"
+    path.write_text(UVICORN_YAML)
+    server = start(
+        [sys.executable, "-m", "fastserve", FILTERING_APP],
+        mode,
+        "--log-config", str(path), "--access-log-format", "%(r)s -> %(s)s",
+    )  # fmt: skip
+    servers.append(server)
+    with httpx.Client(timeout=10) as client:
+        for path in ("/health", "/ok"):
+            assert client.get(server.url(path)).status_code == 200
+    server.wait_for_log(r"(?m)^GET /ok HTTP/1\.1 -> 200$")
+    assert server.stop() == 0
+    assert "/health" not in server.output()
+    assert "Logging error" not in server.output()
+
+
 def test_app_code_logs_through_uvicorn_error(mode, token, servers):
     server = start([sys.executable, "-m", "fastserve", FILTERING_APP], mode)
     servers.append(server)

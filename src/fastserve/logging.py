@@ -42,8 +42,35 @@ LOG_FORMATS = ("text", "json")
 # The built-in default formatter's format (LOGGING_CONFIG): `INFO:     message`.
 LEVEL_PREFIX_FORMAT = "%(levelprefix)s %(message)s"
 
-error_logger = logging.getLogger("fastserve.error")
-access_logger = logging.getLogger("fastserve.access")
+
+class ServerLogger(logging.Logger):
+    """fastserve's loggers (`fastserve`, `fastserve.error`, `fastserve.access`), which
+    a logging config's `disable_existing_loggers` does not disable: they are known by
+    two names (uvicorn's too), and a config that configures one of the names would
+    otherwise disable the logger under the other."""
+
+    @property
+    def disabled(self) -> bool:
+        return False
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        pass  # the server's lines are silenced by level or handlers, not by this
+
+
+def _server_logger(name: str) -> logging.Logger:
+    manager = logging.Logger.manager
+    logger_class = manager.loggerClass
+    manager.setLoggerClass(ServerLogger)
+    try:
+        return logging.getLogger(name)
+    finally:
+        manager.loggerClass = logger_class
+
+
+_server_logger("fastserve")  # their parent, made first so that it is one too
+error_logger = _server_logger("fastserve.error")
+access_logger = _server_logger("fastserve.access")
 
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
