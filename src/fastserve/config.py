@@ -28,12 +28,12 @@ from fastserve.logging import (
     TRACE_LOG_LEVEL,
     AccessLogFormat,
     JsonFormatter,
+    alias_uvicorn_loggers,
     as_fastserve_config,
     as_fastserve_ini,
     configure_access_log,
     log_to_file,
     shapes_access_lines,
-    uvicorn_names_released,
 )
 from fastserve.metrics import prometheus_missing
 from fastserve.protocols.http.headers import is_field_value, is_token
@@ -466,8 +466,8 @@ class Config:
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
         # uvicorn's loggers are fastserve's, for a log config and app code written for it
-        with uvicorn_names_released():
-            self.load_log_config()
+        alias_uvicorn_loggers()
+        self.load_log_config()
         self.open_log_files()
         if self.log_level is not None:
             level = (

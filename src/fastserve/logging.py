@@ -8,7 +8,6 @@ import atexit
 import base64
 import binascii
 import configparser
-import contextlib
 import http
 import importlib
 import json
@@ -18,7 +17,6 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from copy import copy
 from typing import Any, Optional
 
@@ -234,37 +232,6 @@ def alias_uvicorn_loggers() -> None:
     loggers = logging.Logger.manager.loggerDict
     for uvicorn_name, name in UVICORN_LOGGERS.items():
         loggers[uvicorn_name] = logging.getLogger(name)
-    # a logger below them made before (uvicorn's modules make some) takes its parent anew
-    for name, logger in list(loggers.items()):
-        if name.startswith("uvicorn.") and isinstance(logger, logging.Logger):
-            if name not in UVICORN_LOGGERS:
-                logger.parent = _nearest_ancestor(name)
-
-
-def _nearest_ancestor(name: str) -> logging.Logger:
-    loggers = logging.Logger.manager.loggerDict
-    while "." in name:
-        name = name.rpartition(".")[0]
-        logger = loggers.get(name)
-        if isinstance(logger, logging.Logger):
-            return logger
-    return logging.root
-
-
-@contextlib.contextmanager
-def uvicorn_names_released() -> Iterator[None]:
-    """Around a logging config: uvicorn's names are not fastserve's loggers while it
-    runs (its uvicorn names became fastserve's: as_fastserve_config), so that the
-    config's `disable_existing_loggers` cannot disable fastserve's loggers under their
-    other name; they are again afterwards."""
-    loggers = logging.Logger.manager.loggerDict
-    for uvicorn_name, name in UVICORN_LOGGERS.items():
-        if loggers.get(uvicorn_name) is loggers.get(name):
-            del loggers[uvicorn_name]
-    try:
-        yield
-    finally:
-        alias_uvicorn_loggers()
 
 
 def _fastserve_name(name: str, seen: set) -> str:
