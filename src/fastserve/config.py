@@ -514,7 +514,11 @@ class Config:
                 log_config = copy.deepcopy(log_config)
                 for formatter in ("default", "access"):
                     log_config["formatters"][formatter]["use_colors"] = self.use_colors
-            logging.config.dictConfig(as_fastserve_config(log_config))
+            try:
+                log_config = as_fastserve_config(log_config)
+            except ValueError as exc:
+                raise ConfigError(f"log_config is not a valid logging config: {exc}") from None
+            logging.config.dictConfig(log_config)
         elif self.log_config is not None:
             self.load_log_config_file(self.log_config)
 
