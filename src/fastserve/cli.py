@@ -252,7 +252,7 @@ def parse_header(ctx: click.Context, param: click.Parameter, values: tuple) -> l
 @click.option(
     "--access-log-format",
     default=DEFAULTS["access_log_format"],
-    help="Access line in Gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(B)s %(M)s'. [default: fastserve's line]",
+    help="Access line in Gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(B)s %(M)s'. [default: uvicorn's line]",
 )
 @click.option(
     "--log-format",
