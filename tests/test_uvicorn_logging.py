@@ -7,12 +7,14 @@ uvicorn's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from process_util import ServerProcess, get, wait_until
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.apps:app"
 FILTERING_APP = "tests.apps_uvicorn_logging:app"
+WEBSOCKET_APP = "tests.apps_websockets:app"
 # `python -c BLOCKED ARGS`: the fastserve command in an interpreter where uvicorn
 # cannot be imported, as on a machine without it.
 BLOCKED = "import sys; sys.modules['uvicorn'] = None; import fastserve.cli; fastserve.cli.main()"
@@ -178,6 +181,33 @@ def test_a_uvicorn_log_config_works_unchanged(mode, uvicorn, kind, tmp_path, tok
     assert server.stop() == 0
     assert "Logging error" not in server.output()
     assert "Shutting down" in server.output("err")
+
+
+@pytest.mark.parametrize("uvicorn", ["installed", "not-installed"])
+def test_a_websockets_line_through_uvicorns_formatter(mode, uvicorn, tmp_path, token, servers):
+    """A WebSocket's access record has uvicorn's args too: its handshake's line."""
+    path = tmp_path / "logging.yaml"
+    path.write_text(UVICORN_YAML)
+    if uvicorn == "installed":
+        pytest.importorskip("uvicorn.logging")
+        command = [sys.executable, "-m", "fastserve", WEBSOCKET_APP]
+    else:
+        command = [sys.executable, "-c", BLOCKED, WEBSOCKET_APP]
+    server = start(command, mode, "--log-config", str(path))
+    servers.append(server)
+
+    async def echo():
+        url = f"ws://127.0.0.1:{server.port}/echo?token={token}"
+        async with connect(url) as websocket:
+            await websocket.send("hello")
+            assert await websocket.recv() == "hello"
+
+    asyncio.run(echo())
+    server.wait_for_log(
+        rf'(?m)^INFO:     127\.0\.0\.1:\d+ - "GET /echo\?token={token} HTTP/1\.1" 101 Switching Protocols$'
+    )
+    assert server.stop() == 0
+    assert "Logging error" not in server.output()
 
 
 def test_uvicorns_access_format_with_a_plain_formatter(mode, tmp_path, token, servers):
