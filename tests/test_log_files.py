@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 
 import httpx
 import pytest
 
-from process_util import ServerProcess, free_port, wait_until
+from process_util import ServerProcess, free_port, open_paths, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,6 +51,43 @@ def test_logs_go_to_the_files(mode, workers, tmp_path, token, servers):
     assert RUNNING not in access_file.read_text()
     # nothing on the standard streams
     assert server.output() == ""
+
+
+def test_sigusr1_reopens_the_files(tmp_path, token, servers):
+    """logrotate's way: the files are moved away, SIGUSR1 to the master; the workers'
+    (buffered) access lines and the error log go to the new files."""
+    access_file, error_file = tmp_path / "access.log", tmp_path / "error.log"
+    port = free_port()
+    server = ServerProcess.fastserve(
+        APP, "--port", str(port), "--workers", "2",
+        "--access-logfile", str(access_file), "--error-logfile", str(error_file),
+    )  # fmt: skip
+    servers.append(server)
+    wait_until(
+        lambda: error_file.exists() and error_file.read_text().count("is ready") == 2,
+        30,
+        message="2 workers ready",
+    )
+    rotated = {path: path.with_suffix(".log.1") for path in (access_file, error_file)}
+    for path, moved in rotated.items():
+        path.rename(moved)
+    server.send_signal(signal.SIGUSR1)
+    wait_until(
+        lambda: all(
+            {str(access_file), str(error_file)} <= open_paths(pid)
+            and not {str(moved) for moved in rotated.values()} & open_paths(pid)
+            for pid in server.workers()
+        ),
+        15,
+        message="the workers to reopen the files",
+    )
+    with httpx.Client(timeout=10) as client:
+        for _ in range(10):
+            assert client.get(f"http://127.0.0.1:{port}/_/hello?token={token}").status_code == 200
+    wait_until(lambda: len(re.findall(access_line(token), access_file.read_text())) == 10, 15)
+    assert "reopened log files" in error_file.read_text()
+    assert server.stop() == 0
+    assert token not in rotated[access_file].read_text()
 
 
 def test_dash_is_the_standard_stream(mode, tmp_path, token, servers):
