@@ -580,22 +580,23 @@ class AccessLogBuffer:
         logger = access_logger
         handler = self.handler
         return (
-            self.no_filter_or_handler_added()
+            self.nothing_else_sees_records()
             and handler.level <= logging.INFO
             and handler.formatter is self.formatter
-            and not logger.propagate
             and logger.isEnabledFor(logging.INFO)
             and not logger.disabled
         )
 
-    def no_filter_or_handler_added(self) -> bool:
-        """The part of in_charge that every line checks: a filter or a handler added at
-        any time sees that line. (The protocols check the level per connection; the
-        rest is checked on the timed flush.)"""
+    def nothing_else_sees_records(self) -> bool:
+        """The part of in_charge that every line checks: a filter, a handler or a
+        propagation to the root logger's handlers, added at any time, sees that line.
+        (The protocols check the level per connection; the rest is checked on the
+        timed flush.)"""
         return (
             not access_logger.filters
             and access_logger.handlers == self.handlers
             and not self.handler.filters
+            and not access_logger.propagate
         )
 
     def add(self, message: str) -> None:
@@ -727,7 +728,7 @@ def _write_access(
     version = scope["http_version"]
     buffer = _access_buffer
     if buffer is not None:
-        if buffer.no_filter_or_handler_added():
+        if buffer.nothing_else_sees_records():
             buffer.add(
                 DEFAULT_ACCESS_LINE % (client, method, path, version, STATUS_AND_PHRASE[status])
             )
