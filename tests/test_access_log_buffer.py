@@ -21,6 +21,8 @@ from fastserve.config import Config
 from fastserve.logging import (
     ACCESS_BUFFER_SIZE,
     ACCESS_LOG_FORMAT,
+    DEFAULT_ACCESS_LINE,
+    STATUS_AND_PHRASE,
     AccessLogBuffer,
     access_logger,
     format_client,
@@ -38,7 +40,7 @@ HELD = (
     "fastserve.cli.main()"
 )
 LINE = re.compile(
-    r'^INFO:     127\.0\.0\.1:\d+ - "GET /_/hello\?n=(\d+)(?:&pad=x+)? HTTP/1\.1" 200$', re.M
+    r'^INFO:     127\.0\.0\.1:\d+ - "GET /_/hello\?n=(\d+)(?:&pad=x+)? HTTP/1\.1" 200 OK$', re.M
 )
 REQUESTS = 20
 
@@ -161,7 +163,7 @@ def test_the_buffered_line_is_the_formatters_line(client, target):
             access_logger.name, logging.INFO, __file__, 0, ACCESS_LOG_FORMAT, args, None
         )
         handler.handle(record)
-        buffer.add(ACCESS_LOG_FORMAT % args)
+        buffer.add(DEFAULT_ACCESS_LINE % (*args[:4], STATUS_AND_PHRASE[200]))
         buffer.flush()
     finally:
         handler.setStream(previous)

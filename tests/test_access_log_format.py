@@ -86,7 +86,7 @@ def test_body_bytes_of_a_file_and_of_head(start_server, mode, token, tmp_path):
 def test_default_line_is_unchanged(start_server, mode):
     server = start_server(APP, mode)
     get(server.url("/_/hello?x=1"))
-    server.wait_for_log(r'INFO: +127\.0\.0\.1:\d+ - "GET /_/hello\?x=1 HTTP/1\.1" 200\n')
+    server.wait_for_log(r'INFO: +127\.0\.0\.1:\d+ - "GET /_/hello\?x=1 HTTP/1\.1" 200 OK\n')
     assert server.stop() == 0
 
 

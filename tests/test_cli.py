@@ -88,6 +88,59 @@ def test_bad_usage_is_one_clear_line(args: list, exit_code: int, message: str) -
     assert "Traceback" not in result.stderr
 
 
+# An app module whose code raises while it is imported, two frames deep.
+FAILING_APP = """\
+def check_settings():
+    raise RuntimeError("boom-at-import")
+
+
+check_settings()
+"""
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+@pytest.mark.parametrize(
+    "processes", [(), ("--workers", "2"), ("--workers", "2", "--preload")], ids=str
+)
+def test_an_app_raising_at_import_shows_its_traceback(tmp_path, level, processes) -> None:
+    """One clear line, then the app's own traceback (its frames only, not the import
+    machinery's), at every log level that shows errors; a non-zero exit."""
+    (tmp_path / "failing_app.py").write_text(FAILING_APP)
+    result = run_cli(
+        "failing_app:app",
+        "--app-dir",
+        str(tmp_path),
+        "--port",
+        "0",
+        "--log-level",
+        level,
+        *processes,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    first = lines.index(
+        'ERROR:    Error loading ASGI app. Could not import module "failing_app": '
+        "RuntimeError: boom-at-import"
+    )
+    path = tmp_path / "failing_app.py"
+    assert lines[first + 1 : first + 7] == [
+        "Traceback (most recent call last):",
+        f'  File "{path}", line 5, in <module>',
+        "    check_settings()",
+        f'  File "{path}", line 2, in check_settings',
+        '    raise RuntimeError("boom-at-import")',
+        "RuntimeError: boom-at-import",
+    ], result.stderr
+
+
+def test_an_app_with_a_syntax_error_shows_where(tmp_path) -> None:
+    (tmp_path / "broken_app.py").write_text("app = (\n")
+    result = run_cli("broken_app:app", "--app-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert 'Could not import module "broken_app": SyntaxError' in result.stderr
+    assert f'  File "{tmp_path / "broken_app.py"}", line 1' in result.stderr
+
+
 def test_demo_app_is_served_by_default(start_cli) -> None:
     server, mode = start_cli()
     expected_mode = "c" if _has_c_extension() else "python"

@@ -637,3 +637,21 @@ def test_cli_passes_configs_defaults(monkeypatch):
         else:
             assert value == default, name
             assert type(value) is type(default), name
+
+
+def test_uvicorns_logging_config_dict_configures_fastserves_loggers():
+    """`Config(log_config=uvicorn.config.LOGGING_CONFIG)`, as a uvicorn.run() caller
+    passes it: fastserve's loggers get uvicorn's handlers and formatters."""
+    uvicorn_config = pytest.importorskip("uvicorn.config")
+    import logging
+
+    Config("tests.apps:app", log_config=uvicorn_config.LOGGING_CONFIG)
+    try:
+        [handler] = logging.getLogger("fastserve.access").handlers
+        assert type(handler.formatter).__module__ == "uvicorn.logging"
+        assert logging.getLogger("uvicorn.access") is logging.getLogger("fastserve.access")
+        both = {"version": 1, "loggers": {"uvicorn.error": {}, "fastserve.error": {}}}
+        with pytest.raises(ConfigError, match="'fastserve.error' are one logger here"):
+            Config("tests.apps:app", log_config=both)
+    finally:
+        Config("tests.apps:app")  # the built-in set-up again, for the tests after this one

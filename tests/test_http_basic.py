@@ -727,7 +727,7 @@ def test_access_log_line(server, token):
     with server.client() as client:
         port = client.sock.getsockname()[1]
         assert client.request("GET", f"/logged?token={token}").status == 200
-    line = f'127.0.0.1:{port} - "GET /logged?token={token} HTTP/1.1" 200'
+    line = f'127.0.0.1:{port} - "GET /logged?token={token} HTTP/1.1" 200 OK\n'
     assert server.wait_output(re.escape(line)), server.output()
 
 

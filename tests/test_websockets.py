@@ -233,7 +233,7 @@ def test_echo_text_and_binary(server, token):
 
     run(client())
     assert events(server, token) == [{"code": 1000, "reason": ""}]
-    server.wait_for_log(rf'"WebSocket /echo\?token={token}" 101')
+    server.wait_for_log(rf'"GET /echo\?token={token} HTTP/1\.1" 101 Switching Protocols\n')
 
 
 @pytest.mark.parametrize("kind", ["text", "binary"])
@@ -469,7 +469,7 @@ def test_close_before_accept_is_403(server, token):
         assert refused.value.response.status_code == 403
 
     run(client())
-    server.wait_for_log(rf'"WebSocket /reject\?token={token}" 403')
+    server.wait_for_log(rf'"GET /reject\?token={token} HTTP/1\.1" 403 Forbidden\n')
 
 
 def test_http_response_extension(server):
@@ -484,7 +484,7 @@ def test_http_response_extension(server):
         assert response.body == b"I'm a teapot"
 
     run(client())
-    server.wait_for_log(r'"WebSocket /http-response" 418')
+    server.wait_for_log(r'"GET /http-response HTTP/1\.1" 418 I\'m a Teapot\n')
 
 
 def test_app_error_before_accept_is_500_and_one_log_line(server, token):
@@ -495,7 +495,9 @@ def test_app_error_before_accept_is_500_and_one_log_line(server, token):
         assert refused.value.response.status_code == 500
 
     run(client())
-    server.wait_for_log(rf'"WebSocket /raise-before\?token={token}" 500')
+    server.wait_for_log(
+        rf'"GET /raise-before\?token={token} HTTP/1\.1" 500 Internal Server Error\n'
+    )
     server.wait_for_log(f"RuntimeError: boom-before-accept {token}")
     errors = server.output("err")
     assert errors.count(token) == 1, errors  # the traceback's last line, once
@@ -521,7 +523,9 @@ def test_returning_without_accepting_is_500(server, token):
         assert refused.value.response.status_code == 500
 
     run(client())
-    server.wait_for_log(rf'"WebSocket /return-without-accept\?token={token}" 500')
+    server.wait_for_log(
+        rf'"GET /return-without-accept\?token={token} HTTP/1\.1" 500 Internal Server Error\n'
+    )
     server.wait_for_log("ASGI callable returned without starting response")
 
 

@@ -356,7 +356,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
 @click.option(
     "--access-log-format",
     default=DEFAULTS["access_log_format"],
-    help="Access line in Gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(B)s %(M)s'. [default: fastserve's line]",
+    help="Access line in Gunicorn's atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(B)s %(M)s'. [default: uvicorn's line]",
 )
 @click.option(
     "--log-format",
@@ -364,6 +364,18 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     default=DEFAULTS["log_format"],
     show_default=True,
     help="text, or json: one JSON object per log record.",
+)
+@click.option(
+    "--access-logfile",
+    default=DEFAULTS["access_logfile"],
+    help="Write the access log to this file (appended to), '-' for stdout. [default: the log config's, stdout]",
+)
+@click.option(
+    "--error-logfile",
+    "--log-file",
+    "error_logfile",
+    default=DEFAULTS["error_logfile"],
+    help="Write the error log to this file (appended to), '-' for stderr. [default: the log config's, stderr]",
 )
 @click.option(
     "--proxy-headers/--no-proxy-headers",

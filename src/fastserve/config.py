@@ -29,10 +29,14 @@ from fastserve.logging import (
     LOG_LEVELS,
     LOGGING_CONFIG,
     TRACE_LOG_LEVEL,
-    AccessFormatter,
     AccessLogFormat,
     JsonFormatter,
+    alias_uvicorn_loggers,
+    as_fastserve_config,
+    as_fastserve_ini,
     configure_access_log,
+    log_to_file,
+    shapes_access_lines,
 )
 from fastserve.metrics import prometheus_missing
 from fastserve.process import (
@@ -117,7 +121,11 @@ STARTUP_FAILURE = 3
 
 
 class ConfigError(Exception):
-    """A setting or the app cannot be used; the message is one line for the user."""
+    """A setting or the app cannot be used; the message is one line for the user.
+    `exc_info`: the exception the app's own code raised while it was imported, whose
+    traceback goes under that line (logger.error(..., exc_info=exc.exc_info))."""
+
+    exc_info: Optional[BaseException] = None
 
 
 def create_ssl_context(
@@ -278,6 +286,8 @@ class Config:
         use_colors: Optional[bool] = None,
         access_log_format: Optional[str] = None,
         log_format: str = "text",
+        access_logfile: Optional[str] = None,
+        error_logfile: Optional[str] = None,
         workers: Optional[int] = None,
         preload: bool = False,
         reload: bool = False,
@@ -370,6 +380,8 @@ class Config:
         self.use_colors = use_colors
         self.access_log_format = access_log_format
         self.log_format = log_format
+        self.access_logfile = access_logfile
+        self.error_logfile = error_logfile
         self.workers, self.workers_origin = _workers(workers)
         self.preload = preload
         self.reload = reload
@@ -691,17 +703,10 @@ class Config:
 
     def configure_logging(self) -> None:
         logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
-        if self.log_config is not None:
-            if isinstance(self.log_config, dict):
-                log_config = self.log_config
-                if self.use_colors in (True, False):
-                    # a copy: the dict may be the module's LOGGING_CONFIG, or the caller's
-                    log_config = copy.deepcopy(log_config)
-                    for formatter in ("default", "access"):
-                        log_config["formatters"][formatter]["use_colors"] = self.use_colors
-                logging.config.dictConfig(log_config)
-            else:
-                self.load_log_config_file(self.log_config)
+        # uvicorn's loggers are fastserve's, for a log config and app code written for it
+        alias_uvicorn_loggers()
+        self.load_log_config()
+        self.open_log_files()
         if self.log_level is not None:
             level = (
                 LOG_LEVELS[self.log_level] if isinstance(self.log_level, str) else self.log_level
@@ -711,12 +716,6 @@ class Config:
         if not self.access_log:
             logging.getLogger("fastserve.access").handlers = []
             logging.getLogger("fastserve.access").propagate = False
-        # the built-in text line of the built-in config needs no structured fields;
-        # JSON, a custom format and a formatter of the user's may use them
-        configure_access_log(
-            self.access_log_format,
-            fields=self.log_format == "json" or self.log_config is not LOGGING_CONFIG,
-        )
         if self.log_format == "json":
             # whatever config made the handlers of fastserve's loggers (the built-in
             # one, --log-config, the Gunicorn worker's), they write JSON
@@ -726,10 +725,40 @@ class Config:
                     handler.setFormatter(formatter)
         elif self.access_log_format is not None:
             # a custom access format is the whole line, as Gunicorn writes it: the
-            # built-in formatter's level prefix goes (a --log-config one stays)
+            # built-in (or uvicorn's) access formatter goes, a formatter of your own stays
             for handler in logging.getLogger("fastserve.access").handlers:
-                if isinstance(handler.formatter, AccessFormatter):
+                if shapes_access_lines(handler.formatter):
                     handler.setFormatter(logging.Formatter(ACCESS_LINE_ONLY))
+        configure_access_log(self.access_log_format)
+
+    def open_log_files(self) -> None:
+        """--access-logfile / --error-logfile, over what the log config set up."""
+        for option, path, names, stream in (
+            ("--access-logfile", self.access_logfile, ("fastserve.access",), sys.stdout),
+            ("--error-logfile", self.error_logfile, ("fastserve", "fastserve.error"), sys.stderr),
+        ):
+            if path is None:
+                continue
+            try:
+                log_to_file(names, path, stream)
+            except OSError as exc:
+                raise ConfigError(f"{option} {path!r} cannot be opened: {exc.strerror}") from None
+
+    def load_log_config(self) -> None:
+        if isinstance(self.log_config, dict):
+            log_config = self.log_config
+            if self.use_colors in (True, False):
+                # a copy: the dict may be the module's LOGGING_CONFIG, or the caller's
+                log_config = copy.deepcopy(log_config)
+                for formatter in ("default", "access"):
+                    log_config["formatters"][formatter]["use_colors"] = self.use_colors
+            try:
+                log_config = as_fastserve_config(log_config)
+            except ValueError as exc:
+                raise ConfigError(f"log_config is not a valid logging config: {exc}") from None
+            logging.config.dictConfig(log_config)
+        elif self.log_config is not None:
+            self.load_log_config_file(self.log_config)
 
     @staticmethod
     def load_log_config_file(path: str) -> None:
@@ -738,7 +767,7 @@ class Config:
         try:
             if path.endswith(".json"):
                 with open(path) as file:
-                    logging.config.dictConfig(json.load(file))
+                    logging.config.dictConfig(as_fastserve_config(json.load(file)))
             elif path.endswith((".yaml", ".yml")):
                 try:
                     import yaml
@@ -747,9 +776,9 @@ class Config:
                         "--log-config YAML needs PyYAML: pip install 'fastserve[standard]'"
                     ) from None
                 with open(path) as file:
-                    logging.config.dictConfig(yaml.safe_load(file))
+                    logging.config.dictConfig(as_fastserve_config(yaml.safe_load(file)))
             else:
-                logging.config.fileConfig(path, disable_existing_loggers=False)
+                logging.config.fileConfig(as_fastserve_ini(path), disable_existing_loggers=False)
         except ConfigError:
             raise
         except Exception as exc:
@@ -853,7 +882,9 @@ class Config:
         try:
             app = import_from_string(self.app)
         except ImportFromStringError as exc:
-            raise ConfigError(f"Error loading ASGI app. {exc}") from exc
+            error = ConfigError(f"Error loading ASGI app. {exc}")
+            error.exc_info = exc.raised
+            raise error from exc
         factory = self.factory
         if not factory and app_interface.looks_like_factory(app):
             logger.warning(

@@ -7,7 +7,9 @@ import asyncio
 import atexit
 import base64
 import binascii
+import configparser
 import http
+import importlib
 import json
 import logging
 import os
@@ -20,11 +22,13 @@ from typing import Any, Optional
 
 TRACE_LOG_LEVEL = 5
 
-# One access line per response: client, method, path with query, HTTP version, status.
+# The access record of one response, as uvicorn logs it: its message and its args,
+# in this order: client, method, path with query, HTTP version, status. A WebSocket's
+# is its handshake's (GET, 101 when the app accepted, else the status it refused with).
 ACCESS_LOG_FORMAT = '%s - "%s %s HTTP/%s" %d'
-# One access line per WebSocket: client, path with query, and 101 when the app accepted,
-# else the status of the HTTP response that refused it.
-WEBSOCKET_ACCESS_LOG_FORMAT = '%s - "WebSocket %s" %d'
+# The default access line (uvicorn's): the status with its reason phrase, `200 OK`.
+ACCESS_LINE_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+DEFAULT_ACCESS_LINE = '%s - "%s %s HTTP/%s" %s'
 
 # The structured fields every access record carries (LogRecord attributes, by
 # `extra=`), whatever renders it: the JSON formatter emits them as they are.
@@ -33,11 +37,35 @@ ACCESS_FIELDS = (
     "duration_ms", "user_agent", "referer", "pid",
 )  # fmt: skip
 LOG_FORMATS = ("text", "json")
-# The built-in formatters' format (LOGGING_CONFIG): `INFO:     message`.
+# The built-in default formatter's format (LOGGING_CONFIG): `INFO:     message`.
 LEVEL_PREFIX_FORMAT = "%(levelprefix)s %(message)s"
 
-error_logger = logging.getLogger("fastserve.error")
-access_logger = logging.getLogger("fastserve.access")
+
+class ServerLogger(logging.Logger):
+    """fastserve's loggers (`fastserve`, `fastserve.error`, `fastserve.access`), which
+    a logging config's `disable_existing_loggers` does not disable: they are known by
+    two names (uvicorn's too), and a config that configures one of the names would
+    otherwise disable the logger under the other."""
+
+    @property
+    def disabled(self) -> bool:
+        return False
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        pass  # the server's lines are silenced by level or handlers, not by this
+
+
+def _server_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    # also a logger a module made before this one was imported (its getLogger call)
+    logger.__class__ = ServerLogger
+    return logger
+
+
+_server_logger("fastserve")  # their parent
+error_logger = _server_logger("fastserve.error")
+access_logger = _server_logger("fastserve.access")
 
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
@@ -59,7 +87,7 @@ LOGGING_CONFIG: dict = {
         },
         "access": {
             "()": "fastserve.logging.AccessFormatter",
-            "fmt": LEVEL_PREFIX_FORMAT,
+            "fmt": ACCESS_LINE_FORMAT,
             "use_colors": None,
         },
     },
@@ -81,6 +109,23 @@ LOGGING_CONFIG: dict = {
         "fastserve.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
     },
 }
+
+# uvicorn's loggers, and the fastserve logger each one is (alias_uvicorn_loggers).
+UVICORN_LOGGERS = {
+    "uvicorn": "fastserve",
+    "uvicorn.error": "fastserve.error",
+    "uvicorn.access": "fastserve.access",
+}
+# uvicorn's formatter classes, and fastserve's that stand in for them when uvicorn is
+# not installed.
+UVICORN_FORMATTERS = {
+    "uvicorn.logging.ColourizedFormatter": "fastserve.logging.DefaultFormatter",
+    "uvicorn.logging.DefaultFormatter": "fastserve.logging.DefaultFormatter",
+    "uvicorn.logging.AccessFormatter": "fastserve.logging.AccessFormatter",
+}
+# The module of the formatter classes a custom access format replaces: they shape
+# the default line (Config.configure_logging).
+_ACCESS_FORMATTER_MODULES = ("fastserve.logging", "uvicorn.logging")
 
 _LEVEL_COLOURS = {
     TRACE_LOG_LEVEL: "34",
@@ -120,25 +165,24 @@ class DefaultFormatter(logging.Formatter):
 
 
 class AccessFormatter(DefaultFormatter):
-    """Colours the status of an access line when the stream is a terminal."""
+    """uvicorn's access formatter: an access record's `client_addr`, `request_line`
+    and `status_code` (with its reason phrase, coloured when the stream is a
+    terminal) for the format, from the record's args."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        if (
-            self.use_colors
-            and isinstance(record.args, tuple)
-            and isinstance(record.msg, str)
-            and record.msg in _STATUS_LAST
-        ):
+        args = record.args
+        if isinstance(args, tuple) and len(args) == len(_UVICORN_ARGS):
             record = copy(record)
-            *args, status = record.args
-            try:
-                phrase = http.HTTPStatus(status).phrase
-            except ValueError:
-                phrase = ""
-            code = "32" if status < 400 else "33" if status < 500 else "31"
-            record.msg = _STATUS_LAST[record.msg]
-            record.args = (*args, _colour(f"{status} {phrase}", code))
-            record.message = record.getMessage()
+            client_addr, method, path, http_version, status = args
+            status_code = STATUS_AND_PHRASE[status]
+            if self.use_colors:
+                code = "32" if status < 400 else "33" if status < 500 else "31"
+                status_code = _colour(status_code, code)
+            record.__dict__.update(
+                client_addr=client_addr,
+                request_line=f"{method} {path} HTTP/{http_version}",
+                status_code=status_code,
+            )
         return super().formatMessage(record)
 
 
@@ -168,12 +212,130 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-# The access formats whose last argument is a status, and the same with the status
-# as a (coloured) string.
-_STATUS_LAST = {
-    ACCESS_LOG_FORMAT: ACCESS_LOG_FORMAT[:-2] + "%s",
-    WEBSOCKET_ACCESS_LOG_FORMAT: WEBSOCKET_ACCESS_LOG_FORMAT[:-2] + "%s",
-}
+def shapes_access_lines(formatter: Optional[logging.Formatter]) -> bool:
+    """Whether `formatter` is fastserve's or uvicorn's AccessFormatter (or made from
+    one): it shapes the default line, which a custom access format replaces."""
+    return any(
+        cls.__name__ == "AccessFormatter" and cls.__module__ in _ACCESS_FORMATTER_MODULES
+        for cls in type(formatter).__mro__
+    )
+
+
+def alias_uvicorn_loggers() -> None:
+    """Make each of uvicorn's loggers the fastserve logger of the same role, for code
+    and configs written for uvicorn: `logging.getLogger("uvicorn.access")` is
+    fastserve's access logger (a filter added to it sees every access record),
+    `uvicorn.error` fastserve's error logger."""
+    loggers = logging.Logger.manager.loggerDict
+    for uvicorn_name, name in UVICORN_LOGGERS.items():
+        loggers[uvicorn_name] = logging.getLogger(name)
+
+
+def _fastserve_name(name: str, seen: set) -> str:
+    """The logger a config's logger `name` is here; a ValueError when the config
+    names it twice (as uvicorn's and as fastserve's)."""
+    target = UVICORN_LOGGERS.get(name, name)
+    if target in seen:
+        raise ValueError(f"loggers {name!r} and {target!r} are one logger here: configure it once")
+    seen.add(target)
+    return target
+
+
+def _formatter_class(name: Any) -> Any:
+    """uvicorn's formatter class `name`, or fastserve's that stands in for it when
+    uvicorn is not installed; any other name as it is."""
+    if name not in UVICORN_FORMATTERS:
+        return name
+    try:
+        importlib.import_module("uvicorn.logging")
+    except ImportError:
+        return UVICORN_FORMATTERS[name]
+    return name
+
+
+def as_fastserve_config(config: dict) -> dict:
+    """A dictConfig whose uvicorn loggers are fastserve's, and whose uvicorn formatter
+    classes stand in as fastserve's when uvicorn is not installed."""
+    seen: set = set()
+    loggers = {
+        _fastserve_name(name, seen): settings
+        for name, settings in config.get("loggers", {}).items()
+    }
+    formatters = {}
+    for name, settings in config.get("formatters", {}).items():
+        settings = dict(settings)
+        for key in ("()", "class"):
+            if key in settings:
+                settings[key] = _formatter_class(settings[key])
+        formatters[name] = settings
+    return {**config, "loggers": loggers, "formatters": formatters}
+
+
+def as_fastserve_ini(path: str) -> configparser.ConfigParser:
+    """The fileConfig file at `path`, read, with the same changes as
+    as_fastserve_config."""
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    seen: set = set()
+    for section in parser.sections():
+        if section.startswith("logger_"):
+            name = parser.get(section, "qualname", raw=True, fallback=None)
+            if name is not None:
+                parser.set(section, "qualname", _fastserve_name(name, seen))
+        elif section.startswith("formatter_"):
+            name = parser.get(section, "class", raw=True, fallback=None)
+            if name is not None:
+                parser.set(section, "class", _formatter_class(name))
+    return parser
+
+
+# Gunicorn's --access-logfile / --error-logfile name for the standard streams.
+STANDARD_STREAM = "-"
+
+
+def log_to_file(names: tuple, path: str, standard_stream: Any) -> None:
+    """Gunicorn's --access-logfile / --error-logfile: the records of the loggers
+    `names` (the first of them when none has a handler) go to the file `path`
+    (appended to), or to `standard_stream` for "-", in the format their handlers had.
+    Raises OSError when the file cannot be opened."""
+    loggers = [logging.getLogger(name) for name in names]
+    current = [handler for logger in loggers for handler in logger.handlers]
+    if path == STANDARD_STREAM:
+        handler: logging.Handler = logging.StreamHandler(standard_stream)
+    else:
+        handler = logging.FileHandler(path)
+    formatter = current[0].formatter if current else None
+    if (
+        formatter is not None
+        and path != STANDARD_STREAM
+        and getattr(formatter, "use_colors", False)
+    ):
+        formatter = copy(formatter)  # no colour codes in a file
+        formatter.use_colors = False
+    handler.setFormatter(formatter)
+    for logger in loggers:
+        if logger.handlers:
+            logger.handlers = [handler]
+    if not current:  # they propagated to the root logger's handlers: no more
+        loggers[0].handlers = [handler]
+        loggers[0].propagate = False
+
+
+# The args of uvicorn's access records, in order (ACCESS_LOG_FORMAT).
+_UVICORN_ARGS = ("client_addr", "method", "full_path", "http_version", "status_code")
+
+
+class _StatusAndPhrase(dict):
+    """`200 OK` by status, as uvicorn's access line shows a status; `599 ` for one
+    without a reason phrase."""
+
+    def __missing__(self, status: int) -> str:
+        return f"{status} "
+
+
+STATUS_AND_PHRASE = _StatusAndPhrase(
+    {status.value: f"{status.value} {status.phrase}" for status in http.HTTPStatus}
+)
 
 
 def format_client(scope: dict) -> str:
@@ -222,14 +384,21 @@ _ATOMS = "hlutrmUqHsBbfaTMDLp"
 class AccessAtoms(dict):
     """Gunicorn's access-log atoms of one response, for `format % atoms`. The named
     ones ({name}i request header, {name}o response header, {name}e environment
-    variable) are looked up only when the format asks for them; absent: "-"."""
+    variable) are looked up only when the format asks for them; absent: "-". As a
+    record's args, it also answers uvicorn's args by position (`record.args[2]`, the
+    path, for a filter written for uvicorn)."""
 
-    def __init__(self, atoms: dict, request_headers: Any, response_headers: Any) -> None:
+    def __init__(
+        self, atoms: dict, request_headers: Any, response_headers: Any, args: tuple = ()
+    ) -> None:
         super().__init__(atoms)
         self.request_headers = request_headers
         self.response_headers = response_headers
+        self.args = args
 
-    def __missing__(self, key: str) -> str:
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return self.args[key]
         match = _NAMED_ATOM.fullmatch(key)
         if match is None:
             return "-"
@@ -259,8 +428,11 @@ def _basic_auth_user(headers: Any) -> str:
     return _quote_safe(decoded.split(":", 1)[0]) if ":" in decoded else "-"
 
 
-def access_atoms(fields: dict, scope: dict, duration: float, response_headers: Any) -> AccessAtoms:
-    """The atoms of one access record, from its structured fields."""
+def access_atoms(
+    fields: dict, scope: dict, duration: float, response_headers: Any, args: tuple = ()
+) -> AccessAtoms:
+    """The atoms of one access record, from its structured fields (and its args in
+    uvicorn's order)."""
     client = scope.get("client")
     micros = int(duration * MICROSECONDS)
     seconds = micros // MICROSECONDS
@@ -294,6 +466,7 @@ def access_atoms(fields: dict, scope: dict, duration: float, response_headers: A
         },
         headers,
         response_headers,
+        args,
     )
 
 
@@ -313,9 +486,10 @@ class AccessLogFormat:
             "http_version": "1.1",
             "headers": [],
         }
-        fields = _access_fields(sample_scope, "GET", 200, 0.0, 0)
+        args = ("127.0.0.1:1", "GET", "/", "1.1", 200)
+        fields = _access_fields(sample_scope, args, 0.0, 0)
         try:
-            fmt % access_atoms(fields, sample_scope, 0.0, [])
+            fmt % access_atoms(fields, sample_scope, 0.0, [], args)
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(str(exc)) from None
         self.format = fmt
@@ -323,22 +497,16 @@ class AccessLogFormat:
 
 # The custom access-log format, None for the default line (Config sets it).
 access_log_format: Optional[str] = None
-# Whether access records carry the structured fields (ACCESS_FIELDS). Only the
-# built-in text line needs none of them, and it is the common case: it skips
-# their cost (a header scan and a dict per response).
-access_fields: bool = True
 
 
-def configure_access_log(fmt: Optional[str], fields: bool) -> None:
-    """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None);
-    `fields`: whether records carry the structured fields, for a formatter to use.
+def configure_access_log(fmt: Optional[str]) -> None:
+    """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None).
     Call it once the access logger's handlers are set up: it decides whether the
     lines go through the buffer (AccessLogBuffer)."""
-    global access_log_format, access_fields, _access_buffer
+    global access_log_format, _access_buffer
     access_log_format = None if fmt is None else AccessLogFormat(fmt).format
-    access_fields = fields or access_log_format is not None
     flush_access_log()
-    _access_buffer = None if access_fields else AccessLogBuffer.for_access_logger()
+    _access_buffer = None if fmt is not None else AccessLogBuffer.for_access_logger()
 
 
 # The buffered access log, as Nginx's `access_log ... buffer= flush=`: lines wait
@@ -348,16 +516,19 @@ ACCESS_FLUSH_SECONDS = 1.0  # the longest a line waits in the buffer
 
 
 class AccessLogBuffer:
-    """The default access lines of the built-in config (one StreamHandler with the
-    built-in AccessFormatter, no colours, no filters), formatted here byte for byte
-    as that handler would, and written to its stream in batches: when the buffer
-    passes ACCESS_BUFFER_SIZE, at most ACCESS_FLUSH_SECONDS after a line came (one
-    timer on the event loop, armed by the first line of a batch), and on every exit
-    path (flush_access_log). Any other logging set-up keeps the logging module's
-    path; one that changes at run time is seen at the next timed flush."""
+    """The default access lines of the built-in config (one StreamHandler, or
+    FileHandler, with the built-in AccessFormatter and line, no colours, no
+    filters), formatted here byte for byte as that handler would, and written to its
+    stream in batches: when the buffer passes ACCESS_BUFFER_SIZE, at most
+    ACCESS_FLUSH_SECONDS after a line came (one timer on the event loop, armed by the
+    first line of a batch), and on every exit path (flush_access_log). Each line
+    first checks that the set-up is still that one (in_charge): a filter, a handler
+    or a level the app sets at any time sends that line, and every later one,
+    through the logging module."""
 
     def __init__(self, handler: logging.StreamHandler, prefix: str) -> None:
         self.handler = handler
+        self.handlers = [handler]
         self.formatter = handler.formatter
         self.prefix = prefix
         self.lines: list[str] = []
@@ -369,43 +540,60 @@ class AccessLogBuffer:
         """A buffer for the access logger when its set-up is the built-in one, else
         None."""
         logger = access_logger
-        if logger.propagate or logger.filters or not logger.isEnabledFor(logging.INFO):
-            return None
-        if len(logger.handlers) != 1:
+        if logger.propagate or len(logger.handlers) != 1:
             return None
         handler = logger.handlers[0]
         formatter = handler.formatter
         if (
-            type(handler) is not logging.StreamHandler
-            or handler.filters
-            or handler.level > logging.INFO
+            type(handler) not in (logging.StreamHandler, logging.FileHandler)
+            or handler.stream is None
             or type(formatter) is not AccessFormatter
             or formatter.use_colors
             or type(formatter._style) is not logging.PercentStyle
-            or formatter._fmt != LEVEL_PREFIX_FORMAT
+            or formatter._fmt != ACCESS_LINE_FORMAT
         ):
             return None
-        # what the formatter puts before a message, by its own hand
-        empty = logging.makeLogRecord(
+        # what the formatter puts before the line, by its own hand
+        args = ("127.0.0.1:1", "GET", "/", "1.1", 200)
+        sample = logging.makeLogRecord(
             {
                 "name": logger.name,
                 "levelno": logging.INFO,
                 "levelname": logging.getLevelName(logging.INFO),
-                "msg": "",
+                "msg": ACCESS_LOG_FORMAT,
+                "args": args,
             }
         )
-        return cls(handler, formatter.format(empty))
+        text = formatter.format(sample)
+        line = DEFAULT_ACCESS_LINE % (*args[:4], STATUS_AND_PHRASE[200])
+        if not text.endswith(line):
+            return None
+        buffer = cls(handler, text[: -len(line)])
+        return buffer if buffer.in_charge() else None
 
-    def still_in_charge(self) -> bool:
-        """Whether the access logger's set-up is still the one this buffer stands for."""
+    def in_charge(self) -> bool:
+        """Whether the access logger's set-up is still the one this buffer stands for:
+        nothing that would see or drop a record (a filter, a level, another handler)."""
         logger = access_logger
         handler = self.handler
         return (
-            logger.handlers == [handler]
-            and not logger.filters
-            and not handler.filters
+            self.nothing_else_sees_records()
+            and handler.level <= logging.INFO
             and handler.formatter is self.formatter
             and logger.isEnabledFor(logging.INFO)
+            and not logger.disabled
+        )
+
+    def nothing_else_sees_records(self) -> bool:
+        """The part of in_charge that every line checks: a filter, a handler or a
+        propagation to the root logger's handlers, added at any time, sees that line.
+        (The protocols check the level per connection; the rest is checked on the
+        timed flush.)"""
+        return (
+            not access_logger.filters
+            and access_logger.handlers == self.handlers
+            and not self.handler.filters
+            and not access_logger.propagate
         )
 
     def add(self, message: str) -> None:
@@ -422,11 +610,11 @@ class AccessLogBuffer:
             self.timer = loop.call_later(ACCESS_FLUSH_SECONDS, self.timed_flush)
 
     def timed_flush(self) -> None:
-        global _access_buffer
         self.timer = None
-        self.flush()
-        if not self.still_in_charge():
-            _access_buffer = None
+        if self.in_charge():
+            self.flush()
+        else:
+            stop_buffering()
 
     def flush(self) -> None:
         """Write the buffered lines to the handler's stream, in one write."""
@@ -468,7 +656,18 @@ def flush_access_log() -> None:
 atexit.register(flush_access_log)
 
 
-def _access_fields(scope: dict, method: str, status: int, duration: float, body_bytes: int) -> dict:
+def stop_buffering() -> None:
+    """Write what the buffer holds and send every later access line through the
+    logging module."""
+    global _access_buffer
+    flush_access_log()
+    _access_buffer = None
+
+
+def _access_fields(scope: dict, args: tuple, duration: float, body_bytes: int) -> dict:
+    """The structured fields of an access record (ACCESS_FIELDS), and uvicorn's
+    (`client_addr`, `request_line`, `status_code`), from its args in uvicorn's order."""
+    client, method, full_path, http_version, status = args
     user_agent = referer = None
     for name, value in scope["headers"]:
         if name == b"user-agent":
@@ -476,17 +675,20 @@ def _access_fields(scope: dict, method: str, status: int, duration: float, body_
         elif name == b"referer":
             referer = value.decode("latin-1")
     return {
-        "client": format_client(scope),
+        "client": client,
         "method": method,
         "path": scope["raw_path"].decode("latin-1"),
         "query": scope["query_string"].decode("latin-1"),
-        "http_version": scope["http_version"],
+        "http_version": http_version,
         "status": status,
         "bytes": body_bytes,
         "duration_ms": round(duration * 1000, 3),
         "user_agent": user_agent,
         "referer": referer,
         "pid": _pid,
+        "client_addr": client,
+        "request_line": f"{method} {full_path} HTTP/{http_version}",
+        "status_code": STATUS_AND_PHRASE[status],
     }
 
 
@@ -496,33 +698,18 @@ def log_access(
     """The access record of one finished response (both HTTP modes call this):
     `started` is when its head was complete (time.monotonic()), `body_bytes` the
     body bytes written, `response_headers` the app's."""
-    args = (
-        format_client(scope),
-        scope["method"],
-        _path_with_query(scope),
-        scope["http_version"],
-        status,
-    )
-    _write_access(
-        ACCESS_LOG_FORMAT, args, scope, scope["method"], status, started, body_bytes,
-        response_headers,
-    )  # fmt: skip
+    _write_access(scope, scope["method"], status, started, body_bytes, response_headers)
 
 
 def log_websocket_access(scope: dict, status: int, started: float, response_headers: Any) -> None:
     """The access record of one WebSocket, once the app answered its handshake: 101
     when it accepted, else the status it refused with (403, its own, or 500). Its
     duration is from the handshake request to that answer; its bytes are 0."""
-    args = (format_client(scope), _path_with_query(scope), status)
     # a WebSocket scope has no method: the handshake's is GET
-    _write_access(
-        WEBSOCKET_ACCESS_LOG_FORMAT, args, scope, "GET", status, started, 0, response_headers
-    )
+    _write_access(scope, "GET", status, started, 0, response_headers)
 
 
 def _write_access(
-    line_format: str,
-    args: tuple,
     scope: dict,
     method: str,
     status: int,
@@ -530,21 +717,29 @@ def _write_access(
     body_bytes: int,
     response_headers: Any,
 ) -> None:
-    """One access record: the default line (`line_format % args`), buffered when
-    the set-up allows it, or the custom format's atoms; with the structured fields
-    when something may use them (access_fields)."""
-    if not access_fields:
-        if _access_buffer is not None:
-            _access_buffer.add(line_format % args)
-        else:
-            access_logger.info(line_format, *args)
+    """One access record: the default line, buffered while the set-up allows it, or
+    through the logging module with uvicorn's message and args, the structured
+    fields, and the custom format's atoms when there is one."""
+    client = format_client(scope)
+    path = _path_with_query(scope)
+    version = scope["http_version"]
+    buffer = _access_buffer
+    if buffer is not None:
+        if buffer.nothing_else_sees_records():
+            buffer.add(
+                DEFAULT_ACCESS_LINE % (client, method, path, version, STATUS_AND_PHRASE[status])
+            )
+            return
+        stop_buffering()
+    if not access_logger.isEnabledFor(logging.INFO):
         return
+    args = (client, method, path, version, status)
     duration = time.monotonic() - started
-    fields = _access_fields(scope, method, status, duration, body_bytes)
+    fields = _access_fields(scope, args, duration, body_bytes)
     if access_log_format is None:
-        access_logger.info(line_format, *args, extra=fields)
+        access_logger.info(ACCESS_LOG_FORMAT, *args, extra=fields)
     else:
-        atoms = access_atoms(fields, scope, duration, response_headers)
+        atoms = access_atoms(fields, scope, duration, response_headers, args)
         access_logger.info(access_log_format, atoms, extra=fields)
 
 

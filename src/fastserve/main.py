@@ -32,6 +32,8 @@ def run(
     use_colors: Optional[bool] = None,
     access_log_format: Optional[str] = None,
     log_format: str = "text",
+    access_logfile: Optional[str] = None,
+    error_logfile: Optional[str] = None,
     workers: Optional[int] = None,
     preload: bool = False,
     reload: bool = False,

@@ -125,7 +125,7 @@ class Server:
                 try:
                     config.load()
                 except ConfigError as exc:
-                    logger.error("%s", exc)
+                    logger.error("%s", exc, exc_info=exc.exc_info)
                     sys.exit(1)
             self.lifespan = config.lifespan_class(config.loaded_app, config.lifespan)
             await self.serve_loaded(on_its_own, sockets)

@@ -201,7 +201,7 @@ class Supervisor:
         try:
             self.start()
         except (ConfigError, OptionError) as exc:
-            logger.error("%s", exc)
+            logger.error("%s", exc, exc_info=getattr(exc, "exc_info", None))  # OptionError has none
             self.close_sockets()
             self.exit_process()
             return 1
