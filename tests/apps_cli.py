@@ -20,14 +20,7 @@ async def report(scope, receive, send):
             "env": os.environ.get("FASTSERVE_TEST_VALUE"),
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, body)
 
 
 async def whoami(scope, receive, send):
@@ -46,6 +39,10 @@ async def whoami(scope, receive, send):
             "env": os.environ.get("FASTSERVE_TEST_VALUE"),
         }
     ).encode()
+    await send_json(send, body)
+
+
+async def send_json(send, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -5,10 +5,12 @@ the proxy."""
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Optional
 
 import httpx
+import pytest
 
 from process_util import ServerProcess
 
@@ -54,3 +56,32 @@ def scope_through(url: str, headers=(), local_address: Optional[str] = None, **k
         response = client.get(url + "/scope", headers=list(headers))
     assert response.status_code == 200, response.text
     return response.json()
+
+
+# The shipped example's fixture params: each header style, upstream and HTTP mode.
+SHIPPED_PARAMS = [
+    pytest.param(
+        (style, upstream, mode), id=f"{style}-{upstream}-{mode}", marks=getattr(pytest.mark, mode)
+    )
+    for style in STYLES
+    for upstream in UPSTREAMS
+    for mode in HTTP_MODES
+]
+# No header, each spoofed header alone, all of them together.
+SPOOF_CASES = [[], *([one] for one in SPOOFED), SPOOFED]
+
+
+def assert_spoofing_changes_nothing(urls: dict, spoofed: list) -> None:
+    """From 127.0.0.1, an address fastserve trusts, through a proxy that overwrites
+    every header: the scope has the real client and scheme, over plain HTTP and TLS."""
+    scope = scope_through(urls["url"], spoofed)
+    assert (scope["client"], scope["scheme"]) == (["127.0.0.1", 0], "http")
+    spoofed = [(name, value.replace("https", "http")) for name, value in spoofed]
+    context = ssl.create_default_context(cafile=urls["ca"])
+    scope = scope_through(urls["tls_url"], spoofed, verify=context)
+    assert (scope["client"], scope["scheme"]) == (["127.0.0.1", 0], "https")
+
+
+def assert_ipv6_client_comes_through(urls: dict) -> None:
+    scope = scope_through(urls["ipv6_url"], SPOOFED)
+    assert (scope["client"], scope["scheme"]) == (["::1", 0], "http")

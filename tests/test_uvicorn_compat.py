@@ -34,6 +34,7 @@ from fastserve.config_file import COMMAND_OPTIONS
 from fastserve.interface import detect
 from fastserve.logging import LOGGING_CONFIG
 from process_util import ServerProcess
+from proxy_stack import HAS_IPV6
 
 # The `uvicorn` command (`uvicorn.main` is the function the package exports, not the module).
 UVICORN_COMMAND = importlib.import_module("uvicorn.main").main
@@ -451,16 +452,7 @@ def test_capture_signals_override_is_honoured(tmp_path) -> None:
 # -- --host :: ----------------------------------------------------------------------------------
 
 
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one process", "workers"])
 def test_host_ipv6_any_is_dual_stack(start, workers) -> None:
     server = start(f"{APPS}:context", *workers, host="::")
