@@ -246,6 +246,25 @@ class ProtocolSettings:
     reset_contextvars: bool  # app calls run in a fresh context, not a copy of the server's
 
 
+# The ProtocolSettings fields that the C protocol's `_Settings` (`_c_settings` in
+# _parser.pyx) does not copy: none is read per request on the hot path, so the C
+# mode reads them, when it needs them, from the Python object (`settings.source`).
+# Every other field is copied; tests/test_config.py checks that each is one or the other.
+PYTHON_ONLY_SETTINGS = frozenset(
+    {
+        # read once per connection (connection_made), from `settings.source`
+        "tls_server_cert",
+        "reset_contextvars",
+        # the WebSocket protocols are Python classes, handed `settings.source` on upgrade
+        "ws_max_size",
+        "ws_max_queue",
+        "ws_ping_interval",
+        "ws_ping_timeout",
+        "ws_per_message_deflate",
+    }
+)
+
+
 def _as_list(value: Union[list, tuple, str, None]) -> list:
     if value is None:
         return []
