@@ -22,8 +22,9 @@ from email.utils import formatdate
 from typing import Any, Callable, Optional
 
 from fastserve import systemd
+from fastserve.access_buffer import access_buffer
 from fastserve.config import Config, ConfigError
-from fastserve.logging import flush_access_log, log_running
+from fastserve.logging import log_running
 from fastserve.metrics import LogCounter, ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 from fastserve.protocols import proxy_protocol
@@ -157,7 +158,7 @@ class Server:
             await self.shutdown()
             logger.info("Finished server process [%d]", os.getpid())
         finally:
-            flush_access_log()
+            access_buffer.flush()
             if self.watchdog is not None:
                 self.watchdog.stop()
             if log_counter is not None:
