@@ -1,4 +1,4 @@
-"""The buffered access log (fastserve/logging.py, AccessLogBuffer): with the built-in
+"""The buffered access log (fastserve/access_buffer.py): with the built-in
 text line, every line arrives, in order and exactly as the logging module wrote it:
 within a second while the server runs, and on every way out.
 
@@ -17,13 +17,12 @@ import sys
 import httpx
 import pytest
 
+from fastserve.access_buffer import ACCESS_BUFFER_SIZE, access_buffer
 from fastserve.config import Config
 from fastserve.logging import (
-    ACCESS_BUFFER_SIZE,
     ACCESS_LOG_FORMAT,
     DEFAULT_ACCESS_LINE,
     STATUS_AND_PHRASE,
-    AccessLogBuffer,
     access_logger,
     format_client,
 )
@@ -35,8 +34,8 @@ APP = "tests.apps:app"
 # `python -c HELD ARGS`: the fastserve command, its lines written only when the buffer
 # is full or the process ends.
 HELD = (
-    "import fastserve.logging, fastserve.cli; "
-    "fastserve.logging.ACCESS_FLUSH_SECONDS = 3600.0; "
+    "import fastserve.access_buffer, fastserve.cli; "
+    "fastserve.access_buffer.ACCESS_FLUSH_SECONDS = 3600.0; "
     "fastserve.cli.main()"
 )
 LINE = re.compile(
@@ -156,8 +155,8 @@ def test_the_buffered_line_is_the_formatters_line(client, target):
     stream = io.StringIO()
     previous = handler.setStream(stream)
     try:
-        buffer = AccessLogBuffer.for_access_logger()
-        assert buffer is not None
+        buffer = access_buffer
+        assert buffer.handler is handler  # the built-in set-up: Config started it
         args = (format_client({"client": client}), "GET", target, "1.1", 200)
         record = access_logger.makeRecord(
             access_logger.name, logging.INFO, __file__, 0, ACCESS_LOG_FORMAT, args, None

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import socket
 import ssl
 import sys
 import uuid
+from pathlib import Path
 
 import click
 import pytest
@@ -26,6 +28,7 @@ from fastserve import Config
 from fastserve.config import (
     CLI_APP_DIR,
     FORWARDED_ALLOW_IPS,
+    PYTHON_ONLY_SETTINGS,
     ConfigError,
     ProtocolSettings,
 )
@@ -533,6 +536,30 @@ def test_protocol_settings_are_frozen(field):
     config.load()
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(config.protocol_settings, field, None)
+
+
+# The C protocol's copy of ProtocolSettings: `_c_settings` in the extension's source.
+PARSER_SOURCE = Path(__file__).parents[1] / "src" / "fastserve" / "_parser.pyx"
+PROTOCOL_SETTINGS_FIELDS = [field.name for field in dataclasses.fields(ProtocolSettings)]
+
+
+def c_settings_source() -> str:
+    """The source of `_c_settings`, up to the first blank line after its start."""
+    text = PARSER_SOURCE.read_text()
+    start = text.index("cdef _Settings _c_settings(")
+    return text[start : text.index("\n\n", start)]
+
+
+@pytest.mark.parametrize("field", PROTOCOL_SETTINGS_FIELDS)
+def test_each_protocol_setting_is_copied_to_c_or_marked_python_only(field):
+    """A new ProtocolSettings field is either read by `_c_settings` (so that the C
+    mode's hot path reads a C field) or in PYTHON_ONLY_SETTINGS, never both."""
+    copied = re.search(rf"\bsettings\.{field}\b", c_settings_source()) is not None
+    assert copied != (field in PYTHON_ONLY_SETTINGS), field
+
+
+def test_python_only_settings_are_protocol_settings():
+    assert PYTHON_ONLY_SETTINGS <= set(PROTOCOL_SETTINGS_FIELDS)
 
 
 def test_load_twice_is_refused():

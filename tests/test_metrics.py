@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from fastserve.metrics import ScrapeReader
 from process_util import ROOT, free_port, get, wait_until
 
 APP = "tests.apps_metrics:app"
@@ -259,3 +260,38 @@ def test_metrics_port_range():
     result = run_cli("--metrics-port", "70000")
     assert result.returncode != 0
     assert "--metrics-port must be between 0 and 65535" in result.stderr
+
+
+# -- the endpoint's request reader, in this process ----------------------------------
+
+EXPOSITION = b"# the exposition\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line", "body"),
+    [
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK", EXPOSITION),
+        (b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK", EXPOSITION),
+        (b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK", b""),
+        (b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 404 Not Found", b"Not Found\n"),
+        (
+            b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HTTP/1.1 405 Method Not Allowed",
+            b"GET /metrics\n",
+        ),
+        (b"not http\r\n\r\n", b"HTTP/1.1 400 Bad Request", b"Bad Request\n"),
+        (
+            b"GET /metrics HTTP/1.1\r\n" + b"x-pad: 0123456789\r\n" * 1000,
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+            b"Request Header Fields Too Large\n",
+        ),
+    ],
+)
+def test_scrape_reader_answers_once_the_head_is_complete(request_bytes, status_line, body):
+    reader = ScrapeReader(lambda: EXPOSITION)
+    answers = [reader.feed(request_bytes[at : at + 5]) for at in range(0, len(request_bytes), 5)]
+    answer = next(answer for answer in answers if answer is not None)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == status_line
+    assert b"connection: close" in head
+    assert rest == body

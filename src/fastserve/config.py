@@ -246,6 +246,25 @@ class ProtocolSettings:
     reset_contextvars: bool  # app calls run in a fresh context, not a copy of the server's
 
 
+# The ProtocolSettings fields that the C protocol's `_Settings` (`_c_settings` in
+# _parser.pyx) does not copy: none is read per request on the hot path, so the C
+# mode reads them, when it needs them, from the Python object (`settings.source`).
+# Every other field is copied; tests/test_config.py checks that each is one or the other.
+PYTHON_ONLY_SETTINGS = frozenset(
+    {
+        # read once per connection (connection_made), from `settings.source`
+        "tls_server_cert",
+        "reset_contextvars",
+        # the WebSocket protocols are Python classes, handed `settings.source` on upgrade
+        "ws_max_size",
+        "ws_max_queue",
+        "ws_ping_interval",
+        "ws_ping_timeout",
+        "ws_per_message_deflate",
+    }
+)
+
+
 def _as_list(value: Union[list, tuple, str, None]) -> list:
     if value is None:
         return []
@@ -266,6 +285,71 @@ def _workers(workers: Optional[int]) -> tuple[int, str]:
         return int(value), f"WEB_CONCURRENCY={value}"
     except ValueError:
         raise ConfigError(f"WEB_CONCURRENCY must be a number, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """What the numeric settings `settings` must be: above 0 (or at least 0 when
+    `zero_allowed`), or None when `optional` (None is then no limit, or off);
+    `wording` ends the error line."""
+
+    settings: tuple[str, ...]
+    optional: bool
+    zero_allowed: bool
+    wording: str
+
+
+# Counts and sizes are "positive numbers", seconds "greater than 0".
+NUMBER_RULES = (
+    NumberRule(
+        ("limit_request_head", "limit_request_fields", "backlog", "ws_max_size", "ws_max_queue")
+        + ("workers",),
+        optional=False,
+        zero_allowed=False,
+        wording="must be a positive number",
+    ),
+    NumberRule(
+        ("limit_concurrency", "limit_max_requests", "limit_request_body", "max_worker_memory"),
+        optional=True,
+        zero_allowed=False,
+        wording="must be a positive number",
+    ),
+    NumberRule(
+        ("timeout_keep_alive", "timeout_request_header"),
+        optional=False,
+        zero_allowed=False,
+        wording="must be greater than 0",
+    ),
+    NumberRule(
+        ("ws_ping_interval", "ws_ping_timeout", "timeout_request", "warn_loop_stall")
+        + ("timeout_worker_healthcheck",),
+        optional=True,
+        zero_allowed=False,
+        wording="must be greater than 0",
+    ),
+    NumberRule(
+        ("limit_max_requests_jitter", "reload_delay"),
+        optional=False,
+        zero_allowed=True,
+        wording="must not be negative",
+    ),
+    NumberRule(
+        ("timeout_graceful_shutdown",),
+        optional=True,
+        zero_allowed=True,
+        wording="must not be negative",
+    ),
+)
+# A setting whose option in error lines is not `--` + its name with dashes.
+OPTION_NAMES = {"limit_max_requests_jitter": "--max-requests-jitter"}
+
+
+def is_valid_header(name: str, value: str) -> bool:
+    """Whether --header NAME:VALUE is a header that may go on the wire."""
+    try:
+        return is_token(name.encode("latin-1")) and is_field_value(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return False  # a header is latin-1 bytes on the wire
 
 
 class Config:
@@ -358,101 +442,24 @@ class Config:
         hooks: Optional[ServerHooks] = None,
         env: Union[list, str, None] = None,
     ) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self.uds = uds
-        self.fd = fd
+        # every setting is kept under its argument's name, as uvicorn's Config keeps
+        # them (callers read them there); the lines below put some in working form
+        vars(self).update((k, v) for k, v in locals().items() if k not in ("self", "env_file"))
         self.bind = _as_list(bind)
-        self.user = user
-        self.group = group
-        self.umask = umask
-        self.chdir = chdir
-        self.pidfile = pidfile
-        self.hooks = hooks if hooks is not None else ServerHooks()
-        self.loop = loop
-        self.http = http
-        self.lifespan = lifespan
         self.env = _as_list(env)
-        self.log_config = log_config
-        self.log_level = log_level
-        self.access_log = access_log
-        self.use_colors = use_colors
-        self.access_log_format = access_log_format
-        self.log_format = log_format
-        self.access_logfile = access_logfile
-        self.error_logfile = error_logfile
-        self.workers, self.workers_origin = _workers(workers)
-        self.preload = preload
-        self.reload = reload
         self.reload_dirs = _as_list(reload_dirs)
         self.reload_includes = _as_list(reload_includes)
         self.reload_excludes = _as_list(reload_excludes)
-        self.reload_delay = reload_delay
-        self.reuse_port = reuse_port
-        self.timeout_worker_healthcheck = timeout_worker_healthcheck
-        self.metrics_port = metrics_port
-        self.metrics_host = metrics_host
-        self.statsd_host = statsd_host
-        self.statsd_prefix = statsd_prefix
-        self.dogstatsd_tags = dogstatsd_tags
-        self.max_worker_memory = max_worker_memory
-        self.proxy_headers = proxy_headers
-        self.server_header = server_header
-        self.date_header = date_header
-        self.root_path = root_path
-        self.limit_concurrency = limit_concurrency
-        self.limit_max_requests = limit_max_requests
-        self.limit_max_requests_jitter = limit_max_requests_jitter
-        self.limit_request_head = limit_request_head
-        self.limit_request_line = limit_request_line
-        self.limit_request_fields = limit_request_fields
-        self.limit_request_field_size = limit_request_field_size
-        self.limit_request_body = limit_request_body
-        self.backlog = backlog
-        self.timeout_keep_alive = timeout_keep_alive
-        self.timeout_request_header = timeout_request_header
-        self.timeout_request = timeout_request
-        self.warn_loop_stall = warn_loop_stall
-        self.ws = ws
-        self.ws_max_size = ws_max_size
-        self.ws_max_queue = ws_max_queue
-        self.ws_ping_interval = ws_ping_interval
-        self.ws_ping_timeout = ws_ping_timeout
-        self.ws_per_message_deflate = ws_per_message_deflate
-        self.timeout_graceful_shutdown = timeout_graceful_shutdown
-        self.timeout_notify = timeout_notify
-        self.callback_notify = callback_notify
-        self.ssl_keyfile = ssl_keyfile
-        self.ssl_certfile = ssl_certfile
-        self.ssl_keyfile_password = ssl_keyfile_password
-        self.ssl_version = ssl_version
-        self.ssl_cert_reqs = ssl_cert_reqs
-        self.ssl_ca_certs = ssl_ca_certs
-        self.ssl_ciphers = ssl_ciphers
+        self.hooks = hooks if hooks is not None else ServerHooks()
+        self.workers, self.workers_origin = _workers(workers)
         self.headers: list[tuple[str, str]] = [tuple(h) for h in headers or []]
-        self.factory = factory
-        self.app_dir = app_dir
-        self.interface = interface
-        self.http2 = http2
-        self.ssl_context_factory = ssl_context_factory
-        self.h11_max_incomplete_event_size = h11_max_incomplete_event_size
         if h11_max_incomplete_event_size is not None:
             # h11 buffers at most this much of an incomplete head: the head limit
             self.limit_request_head = h11_max_incomplete_event_size
-        self.reset_contextvars = reset_contextvars
-        self.loaded = False
-
         if forwarded_allow_ips is None:
-            forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS)
-        self.forwarded_allow_ips = forwarded_allow_ips
-        self.proxy_headers_style = proxy_headers_style
-        self.proxy_protocol = proxy_protocol
-
-        # uvicorn's rule: --reload wins over --workers (or WEB_CONCURRENCY), said once
-        ignored_workers = self.workers_origin if reload and self.workers > 1 else None
-        if ignored_workers is not None:
-            self.workers = 1
+            self.forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", FORWARDED_ALLOW_IPS)
+        self.loaded = False
+        ignored_workers = self.one_worker_with_reload()
         self.validate_process_options()
         self.validate()
         self.http_mode = resolve_http_mode(http) if isinstance(http, str) else http.__name__
@@ -462,6 +469,14 @@ class Config:
             load_env_file(env_file)  # what --env set wins (python-dotenv does not override)
         self.configure_logging()
         self.log_uvicorn_mappings(ignored_workers)
+
+    def one_worker_with_reload(self) -> Optional[str]:
+        """uvicorn's rule: --reload wins over --workers (or WEB_CONCURRENCY). What set
+        the number ignored (said once, by log_uvicorn_mappings), or None."""
+        if not (self.reload and self.workers > 1):
+            return None
+        self.workers = 1
+        return self.workers_origin
 
     def log_uvicorn_mappings(self, ignored_workers: Optional[str]) -> None:
         """One line for each uvicorn value that fastserve runs differently."""
@@ -514,6 +529,17 @@ class Config:
         return bool(self.bind) or self.uid is not None or self.gid is not None or bool(self.pidfile)
 
     def validate(self) -> None:
+        """Every setting's check, by topic; raises ConfigError with the first failure."""
+        self.validate_modes()
+        self.validate_uvicorn_settings()
+        self.validate_logging()
+        self.validate_numbers()
+        self.validate_sockets()
+        self.validate_metrics()
+        self.validate_http()
+
+    def validate_modes(self) -> None:
+        """The implementation choices: --http, --ws, --loop, --lifespan."""
         if isinstance(self.http, str) and self.http not in HTTP_CHOICES:
             raise ConfigError(f"--http must be one of {', '.join(HTTP_CHOICES)}, not {self.http!r}")
         if self.ws not in WS_CHOICES:
@@ -523,7 +549,12 @@ class Config:
                 f"--loop must be one of {', '.join(LOOP_CHOICES)}, or a loop factory as "
                 f'"module:function", not {self.loop!r}'
             )
-        self.validate_uvicorn_settings()
+        if self.lifespan not in LIFESPAN_MODES:
+            raise ConfigError(
+                f"--lifespan must be one of {', '.join(LIFESPAN_MODES)}, not {self.lifespan!r}"
+            )
+
+    def validate_logging(self) -> None:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(
                 f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
@@ -535,64 +566,42 @@ class Config:
                 raise ConfigError(
                     f"--access-log-format {self.access_log_format!r} is not a valid format: {exc}"
                 ) from None
-        if self.lifespan not in LIFESPAN_MODES:
-            raise ConfigError(
-                f"--lifespan must be one of {', '.join(LIFESPAN_MODES)}, not {self.lifespan!r}"
-            )
-        positive = {
-            "limit_request_head": self.limit_request_head,
-            "limit_request_fields": self.limit_request_fields,
-            "backlog": self.backlog,
-        }
-        for name, value in positive.items():
-            if value is None or value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-        for name in ("ws_max_size", "ws_max_queue"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-        for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_request", "warn_loop_stall"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
-        for name in ("limit_concurrency", "limit_max_requests", "limit_request_body"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-        for name in ("timeout_keep_alive", "timeout_request_header"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be greater than 0")
-        if self.workers < 1:
-            raise ConfigError("--workers must be a positive number")
-        if self.limit_max_requests_jitter < 0:
-            raise ConfigError("--max-requests-jitter must not be negative")
-        if self.timeout_worker_healthcheck is not None and self.timeout_worker_healthcheck <= 0:
-            raise ConfigError("--timeout-worker-healthcheck must be greater than 0")
+
+    def validate_numbers(self) -> None:
+        """The limits, sizes, counts and seconds, each by its rule in NUMBER_RULES."""
+        for rule in NUMBER_RULES:
+            for name in rule.settings:
+                value = getattr(self, name)
+                if value is None and rule.optional:
+                    continue
+                if value is None or value < 0 or (value == 0 and not rule.zero_allowed):
+                    option = OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+                    raise ConfigError(f"{option} {rule.wording}")
+
+    def validate_sockets(self) -> None:
+        if self.reuse_port and (self.uds or self.fd is not None):
+            raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
+        if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError("--reuse-port is not supported on this platform")
+
+    def validate_metrics(self) -> None:
+        """--metrics-port, --statsd-host, and --max-worker-memory's source of numbers."""
         if self.metrics_port is not None:
             if not 0 <= self.metrics_port <= MAX_PORT:
                 raise ConfigError(f"--metrics-port must be between 0 and {MAX_PORT}")
             missing = prometheus_missing()
             if missing:
                 raise ConfigError(missing)
-        if self.max_worker_memory is not None:
-            if self.max_worker_memory <= 0:
-                raise ConfigError("--max-worker-memory must be a positive number")
-            if not os.path.exists(PROC_STATM.format(pid="self")):
-                raise ConfigError(
-                    f"--max-worker-memory reads {PROC_STATM}, which this system has not"
-                )
-        if self.timeout_graceful_shutdown is not None and self.timeout_graceful_shutdown < 0:
-            raise ConfigError("--timeout-graceful-shutdown must not be negative")
+        if self.max_worker_memory is not None and not os.path.exists(PROC_STATM.format(pid="self")):
+            raise ConfigError(f"--max-worker-memory reads {PROC_STATM}, which this system has not")
         if self.statsd_host is not None:
             try:
                 parse_statsd_address(self.statsd_host)
             except ValueError as exc:
                 raise ConfigError(f"--statsd-host {self.statsd_host!r}: {exc}") from None
-        if self.reload_delay < 0:
-            raise ConfigError("--reload-delay must not be negative")
-        if self.reuse_port and (self.uds or self.fd is not None):
-            raise ConfigError("--reuse-port applies to TCP sockets only, not --uds or --fd")
-        if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
-            raise ConfigError("--reuse-port is not supported on this platform")
+
+    def validate_http(self) -> None:
+        """What shapes requests and responses: proxies, TLS, --root-path, --header."""
         if self.proxy_headers_style not in PROXY_HEADERS_STYLES:
             raise ConfigError(
                 f"--proxy-headers-style must be one of {', '.join(PROXY_HEADERS_STYLES)},"
@@ -609,11 +618,7 @@ class Config:
         if invalid_root_path is not None:
             raise ConfigError(f"--root-path {self.root_path!r} {invalid_root_path}")
         for name, value in self.headers:
-            try:
-                valid = is_token(name.encode("latin-1")) and is_field_value(value.encode("latin-1"))
-            except UnicodeEncodeError:
-                valid = False  # a header is latin-1 bytes on the wire
-            if not valid:
+            if not is_valid_header(name, value):
                 raise ConfigError(f"--header {name!r}:{value!r} is not a valid HTTP header")
 
     def validate_uvicorn_settings(self) -> None:

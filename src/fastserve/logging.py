@@ -1,10 +1,20 @@
-"""Log formatting: uvicorn's line shapes, under the `fastserve.*` loggers; Gunicorn's
-access-log atoms (--access-log-format); one JSON object per record (--log-format json)."""
+"""fastserve's logging, in this order:
+
+- the loggers (`fastserve`, `fastserve.error`, `fastserve.access`: ServerLogger), the
+  log levels and the built-in config (LOGGING_CONFIG);
+- the formatters: uvicorn's line shapes (DefaultFormatter, AccessFormatter) and one
+  JSON object per record (JsonFormatter, --log-format json);
+- uvicorn's logging contract: its loggers as aliases of fastserve's, its formatter
+  classes (or fastserve's stand-ins) in a dictConfig or fileConfig;
+- --access-logfile / --error-logfile (log_to_file);
+- the access record of a response or a WebSocket (log_access, log_websocket_access):
+  its structured fields as record attributes, and the default line or Gunicorn's
+  atoms of --access-log-format (AccessAtoms, AccessLogFormat); configure_access_log
+  decides whether the default lines go through the buffer of access_buffer.py;
+- the start-up line (log_running)."""
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import base64
 import binascii
 import configparser
@@ -19,6 +29,8 @@ import sys
 import time
 from copy import copy
 from typing import Any, Optional
+
+from fastserve.access_buffer import access_buffer
 
 TRACE_LOG_LEVEL = 5
 
@@ -366,9 +378,6 @@ _pid = os.getpid()
 def _after_fork_in_child() -> None:
     global _pid
     _pid = os.getpid()
-    if _access_buffer is not None:
-        # the parent writes the lines it buffered; the child starts empty
-        _access_buffer.forget()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -502,166 +511,48 @@ access_log_format: Optional[str] = None
 def configure_access_log(fmt: Optional[str]) -> None:
     """Use `fmt` (Gunicorn's atoms) for access lines, or the default line (None).
     Call it once the access logger's handlers are set up: it decides whether the
-    lines go through the buffer (AccessLogBuffer)."""
-    global access_log_format, _access_buffer
+    lines go through the buffer (access_buffer.py)."""
+    global access_log_format
     access_log_format = None if fmt is None else AccessLogFormat(fmt).format
-    flush_access_log()
-    _access_buffer = None if fmt is not None else AccessLogBuffer.for_access_logger()
+    access_buffer.stop()
+    prefix = None if fmt is not None else builtin_line_prefix()
+    if prefix is not None:
+        access_buffer.start(access_logger, access_logger.handlers[0], prefix)
 
 
-# The buffered access log, as Nginx's `access_log ... buffer= flush=`: lines wait
-# in memory and go to the stream in one write per batch.
-ACCESS_BUFFER_SIZE = 64 * 1024  # characters: a batch this big is written at once
-ACCESS_FLUSH_SECONDS = 1.0  # the longest a line waits in the buffer
-
-
-class AccessLogBuffer:
-    """The default access lines of the built-in config (one StreamHandler, or
-    FileHandler, with the built-in AccessFormatter and line, no colours, no
-    filters), formatted here byte for byte as that handler would, and written to its
-    stream in batches: when the buffer passes ACCESS_BUFFER_SIZE, at most
-    ACCESS_FLUSH_SECONDS after a line came (one timer on the event loop, armed by the
-    first line of a batch), and on every exit path (flush_access_log). Each line
-    first checks that the set-up is still that one (in_charge): a filter, a handler
-    or a level the app sets at any time sends that line, and every later one,
-    through the logging module."""
-
-    def __init__(self, handler: logging.StreamHandler, prefix: str) -> None:
-        self.handler = handler
-        self.handlers = [handler]
-        self.formatter = handler.formatter
-        self.prefix = prefix
-        self.lines: list[str] = []
-        self.size = 0
-        self.timer: Optional[asyncio.TimerHandle] = None
-
-    @classmethod
-    def for_access_logger(cls) -> Optional[AccessLogBuffer]:
-        """A buffer for the access logger when its set-up is the built-in one, else
-        None."""
-        logger = access_logger
-        if logger.propagate or len(logger.handlers) != 1:
-            return None
-        handler = logger.handlers[0]
-        formatter = handler.formatter
-        if (
-            type(handler) not in (logging.StreamHandler, logging.FileHandler)
-            or handler.stream is None
-            or type(formatter) is not AccessFormatter
-            or formatter.use_colors
-            or type(formatter._style) is not logging.PercentStyle
-            or formatter._fmt != ACCESS_LINE_FORMAT
-        ):
-            return None
-        # what the formatter puts before the line, by its own hand
-        args = ("127.0.0.1:1", "GET", "/", "1.1", 200)
-        sample = logging.makeLogRecord(
-            {
-                "name": logger.name,
-                "levelno": logging.INFO,
-                "levelname": logging.getLevelName(logging.INFO),
-                "msg": ACCESS_LOG_FORMAT,
-                "args": args,
-            }
-        )
-        text = formatter.format(sample)
-        line = DEFAULT_ACCESS_LINE % (*args[:4], STATUS_AND_PHRASE[200])
-        if not text.endswith(line):
-            return None
-        buffer = cls(handler, text[: -len(line)])
-        return buffer if buffer.in_charge() else None
-
-    def in_charge(self) -> bool:
-        """Whether the access logger's set-up is still the one this buffer stands for:
-        nothing that would see or drop a record (a filter, a level, another handler)."""
-        logger = access_logger
-        handler = self.handler
-        return (
-            self.nothing_else_sees_records()
-            and handler.level <= logging.INFO
-            and handler.formatter is self.formatter
-            and logger.isEnabledFor(logging.INFO)
-            and not logger.disabled
-        )
-
-    def nothing_else_sees_records(self) -> bool:
-        """The part of in_charge that every line checks: a filter, a handler or a
-        propagation to the root logger's handlers, added at any time, sees that line.
-        (The protocols check the level per connection; the rest is checked on the
-        timed flush.)"""
-        return (
-            not access_logger.filters
-            and access_logger.handlers == self.handlers
-            and not self.handler.filters
-            and not access_logger.propagate
-        )
-
-    def add(self, message: str) -> None:
-        self.lines.append(message)
-        self.size += len(message)
-        if self.size >= ACCESS_BUFFER_SIZE:
-            self.flush()
-        elif self.timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # a line from outside an event loop
-                self.flush()
-                return
-            self.timer = loop.call_later(ACCESS_FLUSH_SECONDS, self.timed_flush)
-
-    def timed_flush(self) -> None:
-        self.timer = None
-        if self.in_charge():
-            self.flush()
-        else:
-            stop_buffering()
-
-    def flush(self) -> None:
-        """Write the buffered lines to the handler's stream, in one write."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not self.lines:
-            return
-        separator = self.handler.terminator + self.prefix
-        text = self.prefix + separator.join(self.lines) + self.handler.terminator
-        self.forget()
-        handler = self.handler
-        with handler.lock:
-            try:
-                handler.stream.write(text)
-                handler.stream.flush()
-            except Exception:
-                handler.handleError(
-                    logging.makeLogRecord({"name": access_logger.name, "msg": text})
-                )
-
-    def forget(self) -> None:
-        self.lines = []
-        self.size = 0
-        self.timer = None
-
-
-# The buffer of the access lines, when the set-up allows one (configure_access_log).
-_access_buffer: Optional[AccessLogBuffer] = None
-
-
-def flush_access_log() -> None:
-    """Write the buffered access lines now: every exit path calls this (a server's
-    end, a worker's os._exit, the interpreter's exit)."""
-    if _access_buffer is not None:
-        _access_buffer.flush()
-
-
-atexit.register(flush_access_log)
-
-
-def stop_buffering() -> None:
-    """Write what the buffer holds and send every later access line through the
-    logging module."""
-    global _access_buffer
-    flush_access_log()
-    _access_buffer = None
+def builtin_line_prefix() -> Optional[str]:
+    """What the access logger's one handler puts before the default line, when its
+    set-up is the built-in one (a StreamHandler or FileHandler with the built-in
+    AccessFormatter and line, no colours): the lines the buffer may write by itself.
+    None for any other set-up."""
+    logger = access_logger
+    if logger.propagate or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    formatter = handler.formatter
+    if (
+        type(handler) not in (logging.StreamHandler, logging.FileHandler)
+        or handler.stream is None
+        or type(formatter) is not AccessFormatter
+        or formatter.use_colors
+        or type(formatter._style) is not logging.PercentStyle
+        or formatter._fmt != ACCESS_LINE_FORMAT
+    ):
+        return None
+    # what the formatter puts before the line, by its own hand
+    args = ("127.0.0.1:1", "GET", "/", "1.1", 200)
+    sample = logging.makeLogRecord(
+        {
+            "name": logger.name,
+            "levelno": logging.INFO,
+            "levelname": logging.getLevelName(logging.INFO),
+            "msg": ACCESS_LOG_FORMAT,
+            "args": args,
+        }
+    )
+    text = formatter.format(sample)
+    line = DEFAULT_ACCESS_LINE % (*args[:4], STATUS_AND_PHRASE[200])
+    return text[: -len(line)] if text.endswith(line) else None
 
 
 def _access_fields(scope: dict, args: tuple, duration: float, body_bytes: int) -> dict:
@@ -723,14 +614,14 @@ def _write_access(
     client = format_client(scope)
     path = _path_with_query(scope)
     version = scope["http_version"]
-    buffer = _access_buffer
-    if buffer is not None:
+    buffer = access_buffer
+    if buffer.handler is not None:
         if buffer.nothing_else_sees_records():
             buffer.add(
                 DEFAULT_ACCESS_LINE % (client, method, path, version, STATUS_AND_PHRASE[status])
             )
             return
-        stop_buffering()
+        buffer.stop()
     if not access_logger.isEnabledFor(logging.INFO):
         return
     args = (client, method, path, version, status)

@@ -14,7 +14,7 @@ reports, and the Prometheus `/metrics` endpoint.
 - `Aggregate` (the master) keeps each worker's latest snapshot and the summed
   counters of workers that exited, so that counters never go down.
 - `Collector` turns the numbers into Prometheus metric families;
-  `render_response()` answers one HTTP request for `/metrics`, both for the
+  `ScrapeReader` reads one HTTP request (h11) and answers it for `/metrics`, both for the
   asyncio endpoint of a single process (`serve_endpoint`) and the master's
   (`MasterEndpoint`, run from its select loop: the master forks, so no threads).
 """
@@ -31,7 +31,10 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import Counter
+from http import HTTPStatus
 from typing import Callable, NamedTuple, Optional
+
+import h11
 
 logger = logging.getLogger("fastserve.error")
 
@@ -380,32 +383,50 @@ def exposition(take_view: Callable[[], View]) -> Callable[[], bytes]:
     return lambda: generate_latest(registry)
 
 
-def render_response(head: bytes, render: Callable[[], bytes]) -> bytes:
-    """The whole HTTP/1.1 answer (then close) to one request head."""
+def render_response(method: bytes, target: bytes, render: Callable[[], bytes]) -> bytes:
+    """The whole HTTP/1.1 answer (then close) to one request."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    parts = head.split(b"\r\n", 1)[0].split(b" ")
-    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+    if method not in (b"GET", b"HEAD"):
         status, body, content_type = b"405 Method Not Allowed", b"GET /metrics\n", "text/plain"
-    elif parts[1].split(b"?", 1)[0] != METRICS_PATH:
+    elif target.split(b"?", 1)[0] != METRICS_PATH:
         status, body, content_type = b"404 Not Found", b"Not Found\n", "text/plain"
     else:
         status, body, content_type = b"200 OK", render(), CONTENT_TYPE_LATEST
-    head_out = (
-        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        % (
-            status,
-            content_type.encode("latin-1"),
-            len(body),
-        )
+    return response_head(status, content_type, len(body)) + (b"" if method == b"HEAD" else body)
+
+
+def response_head(status: bytes, content_type: str, length: int) -> bytes:
+    """The head of an answer of `length` body bytes, after which the connection closes."""
+    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        status,
+        content_type.encode("latin-1"),
+        length,
     )
-    return head_out if parts[0] == b"HEAD" else head_out + body
 
 
-def head_end(data: bytes) -> int:
-    """Where a request head ends in `data`, or -1."""
-    end = data.find(b"\r\n\r\n")
-    return -1 if end < 0 else end + 4
+class ScrapeReader:
+    """One scrape's request, read by h11 (a dependency already: the pure mode's
+    parser) as its bytes arrive, for both endpoints. `feed(data)` returns the whole
+    answer once the head is complete, None while it is not; a head that is malformed
+    or bigger than MAX_REQUEST_HEAD gets the status h11 names (400, 431)."""
+
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        self.render = render
+        self.connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+
+    def feed(self, data: bytes) -> Optional[bytes]:
+        self.connection.receive_data(data)
+        try:
+            event = self.connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = HTTPStatus(exc.error_status_hint)
+            body = status.phrase.encode("latin-1") + b"\n"
+            status_line = b"%d %s" % (status.value, status.phrase.encode("latin-1"))
+            return response_head(status_line, "text/plain", len(body)) + body
+        if isinstance(event, h11.Request):
+            return render_response(event.method, event.target, self.render)
+        return None
 
 
 # -- single process: an endpoint on the server's own loop --------------------------
@@ -413,8 +434,7 @@ def head_end(data: bytes) -> int:
 
 class EndpointProtocol(asyncio.Protocol):
     def __init__(self, render: Callable[[], bytes]) -> None:
-        self.render = render
-        self.buffer = b""
+        self.reader = ScrapeReader(render)
         self.transport = None
         self.timer = None
 
@@ -426,11 +446,9 @@ class EndpointProtocol(asyncio.Protocol):
         self.timer.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if head_end(self.buffer) >= 0:
-            self.transport.write(render_response(self.buffer, self.render))
-            self.transport.close()
-        elif len(self.buffer) > MAX_REQUEST_HEAD:
+        answer = self.reader.feed(data)
+        if answer is not None:
+            self.transport.write(answer)
             self.transport.close()
 
 
@@ -473,8 +491,8 @@ class MasterEndpoint:
             raise
         self.listener.listen(MAX_MASTER_CONNECTIONS)
         self.listener.setblocking(False)
-        # fd -> (socket, bytes read, deadline)
-        self.scrapes: dict[int, tuple[socket.socket, bytes, float]] = {}
+        # fd -> (socket, its request so far, deadline)
+        self.scrapes: dict[int, tuple[socket.socket, ScrapeReader, float]] = {}
         log_endpoint(self.listener)
 
     def fds(self) -> list[int]:
@@ -487,20 +505,19 @@ class MasterEndpoint:
         if fd == self.listener.fileno():
             self._accept()
             return
-        sock, data, deadline = self.scrapes[fd]
+        sock, reader, _ = self.scrapes[fd]
         try:
             chunk = sock.recv(MAX_REQUEST_HEAD)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
-        data += chunk
-        if not chunk or len(data) > MAX_REQUEST_HEAD:
+        if not chunk:
             self._drop(fd)
-        elif head_end(data) >= 0:
-            self._answer(fd, render_response(data, self.render))
-        else:
-            self.scrapes[fd] = (sock, data, deadline)
+            return
+        answer = reader.feed(chunk)
+        if answer is not None:
+            self._answer(fd, answer)
 
     def expire(self) -> None:
         now = time.monotonic()
@@ -521,7 +538,8 @@ class MasterEndpoint:
         sock.setblocking(False)
         if len(self.scrapes) >= MAX_MASTER_CONNECTIONS:
             self._drop(min(self.scrapes, key=lambda fd: self.scrapes[fd][2]))
-        self.scrapes[sock.fileno()] = (sock, b"", time.monotonic() + REQUEST_TIMEOUT)
+        reader = ScrapeReader(self.render)
+        self.scrapes[sock.fileno()] = (sock, reader, time.monotonic() + REQUEST_TIMEOUT)
 
     def _answer(self, fd: int, response: bytes) -> None:
         sock = self.scrapes[fd][0]

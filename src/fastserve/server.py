@@ -19,11 +19,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from email.utils import formatdate
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from fastserve import systemd
+from fastserve.access_buffer import access_buffer
 from fastserve.config import Config, ConfigError
-from fastserve.logging import flush_access_log, log_running
+from fastserve.logging import log_running
 from fastserve.metrics import LogCounter, ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 from fastserve.protocols import proxy_protocol
@@ -157,7 +158,7 @@ class Server:
             await self.shutdown()
             logger.info("Finished server process [%d]", os.getpid())
         finally:
-            flush_access_log()
+            access_buffer.flush()
             if self.watchdog is not None:
                 self.watchdog.stop()
             if log_counter is not None:
@@ -214,89 +215,104 @@ class Server:
         if self.lifespan.should_exit:
             self.should_exit = True
             return
-
-        config = self.config
-        server_state = self.server_state
-        protocol_class = config.http_protocol_class
-        settings = config.protocol_settings
-        app_state = self.lifespan.state
         self.update_default_headers()
-
-        def create_protocol() -> asyncio.Protocol:
-            return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
-
-        listener_ssl = config.ssl
-        if config.proxy_protocol != "off":
-            # The header comes before the TLS handshake: the reader starts TLS itself.
-            http_protocol, listener_ssl = create_protocol, None
-            versions = proxy_protocol.VERSIONS[config.proxy_protocol]
-
-            def create_protocol() -> asyncio.Protocol:
-                return proxy_protocol.ProxyHeaderReader(
-                    versions, settings, server_state, http_protocol, config.ssl
-                )
-
-        loop = asyncio.get_running_loop()
-        listeners = sockets if sockets is not None else self.own_listeners()
+        create_protocol, listener_ssl = self.protocol_factory()
         try:
-            if listeners is not None:
-                for sock in listeners:
-                    self.servers.append(
-                        await loop.create_server(
-                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
-                        )
-                    )
-            elif config.fd is not None or config.uds or config.is_ipv6_host:
-                if config.uds or config.fd is not None:
-                    sock = config.bind_socket()
-                else:  # as the supervisor binds it: `::` is dual-stack
-                    sock = config.bind_tcp_socket(reuse_port=config.reuse_port)
-                if config.uds:
-                    self.servers.append(
-                        await loop.create_unix_server(
-                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
-                        )
-                    )
-                else:
-                    self.servers.append(
-                        await loop.create_server(
-                            create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
-                        )
-                    )
-            else:
-                self.servers.append(
-                    await loop.create_server(
-                        create_protocol,
-                        host=config.host,
-                        port=config.port,
-                        ssl=listener_ssl,
-                        backlog=config.backlog,
-                        reuse_address=True,
-                        reuse_port=config.reuse_port or None,
-                    )
-                )
+            await self.start_serving(create_protocol, listener_ssl, sockets)
         except (OSError, ConfigError) as exc:
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             logger.error("Cannot start serving on %s: %s", self.bind_description(), message)
             await self.lifespan.shutdown()
             sys.exit(1)
-
         if sockets is None:
             self.log_started_message()
-        metrics = server_state.metrics
-        if metrics is not None:
-            self._lag_probe = loop.create_task(metrics.probe_loop_lag())
-            if sockets is None:  # a supervised worker reports to its master instead
-                if config.metrics_port is not None:
-                    await self.start_metrics_endpoint(metrics)
-            if sockets is None or self.own_statsd:
-                self.statsd = create_reporter(
-                    config.statsd_host,
-                    config.statsd_prefix,
-                    config.dogstatsd_tags,
-                    workers_gauge=sockets is None,
-                )
+        await self.start_metrics(supervised=sockets is not None)
         self.started = True
+
+    def protocol_factory(self) -> tuple[Callable[[], asyncio.Protocol], Any]:
+        """What makes each connection's protocol, and the SSL context the listener
+        takes (None under --proxy-protocol, whose reader starts TLS itself)."""
+        config = self.config
+        server_state = self.server_state
+        protocol_class = config.http_protocol_class
+        settings = config.protocol_settings
+        app_state = self.lifespan.state
+
+        def create_protocol() -> asyncio.Protocol:
+            return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
+
+        if config.proxy_protocol == "off":
+            return create_protocol, config.ssl
+        # The header comes before the TLS handshake: the reader starts TLS itself.
+        versions = proxy_protocol.VERSIONS[config.proxy_protocol]
+
+        def create_proxy_header_reader() -> asyncio.Protocol:
+            return proxy_protocol.ProxyHeaderReader(
+                versions, settings, server_state, create_protocol, config.ssl
+            )
+
+        return create_proxy_header_reader, None
+
+    async def start_serving(
+        self,
+        create_protocol: Callable[[], asyncio.Protocol],
+        listener_ssl: Any,
+        sockets: Optional[Sequence[socket.socket]],
+    ) -> None:
+        """Serve on the supervisor's `sockets`, else this server's own (systemd's,
+        bound early, or bound now from --uds, --fd or --host/--port)."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        listeners = sockets if sockets is not None else self.own_listeners()
+        if listeners is not None:
+            for sock in listeners:
+                self.servers.append(
+                    await loop.create_server(
+                        create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
+                    )
+                )
+        elif config.fd is not None or config.uds or config.is_ipv6_host:
+            if config.uds or config.fd is not None:
+                sock = config.bind_socket()
+            else:  # as the supervisor binds it: `::` is dual-stack
+                sock = config.bind_tcp_socket(reuse_port=config.reuse_port)
+            create_server = loop.create_unix_server if config.uds else loop.create_server
+            self.servers.append(
+                await create_server(
+                    create_protocol, sock=sock, ssl=listener_ssl, backlog=config.backlog
+                )
+            )
+        else:
+            self.servers.append(
+                await loop.create_server(
+                    create_protocol,
+                    host=config.host,
+                    port=config.port,
+                    ssl=listener_ssl,
+                    backlog=config.backlog,
+                    reuse_address=True,
+                    reuse_port=config.reuse_port or None,
+                )
+            )
+
+    async def start_metrics(self, supervised: bool) -> None:
+        """The loop-lag probe, and on a server on its own the /metrics endpoint and
+        the StatsD reporter (a supervised worker reports to its master instead, and
+        sends StatsD itself only when own_statsd)."""
+        metrics = self.server_state.metrics
+        if metrics is None:
+            return
+        config = self.config
+        self._lag_probe = asyncio.get_running_loop().create_task(metrics.probe_loop_lag())
+        if not supervised and config.metrics_port is not None:
+            await self.start_metrics_endpoint(metrics)
+        if not supervised or self.own_statsd:
+            self.statsd = create_reporter(
+                config.statsd_host,
+                config.statsd_prefix,
+                config.dogstatsd_tags,
+                workers_gauge=not supervised,
+            )
 
     def own_listeners(self) -> Optional[list[socket.socket]]:
         """A server on its own: systemd's sockets, or those it bound early, or None

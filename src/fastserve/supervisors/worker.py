@@ -16,9 +16,9 @@ import threading
 from collections.abc import Sequence
 from typing import Callable, Optional
 
+from fastserve.access_buffer import access_buffer
 from fastserve.config import STARTUP_FAILURE, Config
 from fastserve.hooks import HookWorker
-from fastserve.logging import flush_access_log
 from fastserve.metrics import MAX_REQUESTS_NOTICE, frame
 from fastserve.process import OptionError, drop_privileges
 from fastserve.server import Server
@@ -174,7 +174,7 @@ class WorkerServer(Server):
 
 
 def flush_logs() -> None:
-    flush_access_log()
+    access_buffer.flush()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
