@@ -544,13 +544,19 @@ class Supervisor:
         worker = WorkerProcess(self.generation, read_fd, self.free_index())
         hooks = self.config.hooks
         hooks.run("pre_fork", self.hook_server(), hooks.child(self.config, None, worker.index))
+        # Blocked across fork: a signal sent to the new worker before prepare_child
+        # would run the master's handler there and be lost; it waits, pending, for
+        # the worker's own disposition.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
         try:
             pid = os.fork()
         except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read_fd)
             os.close(write_fd)
             raise
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(write_fd)
             worker.pid = pid
             self.workers[pid] = worker
@@ -561,6 +567,7 @@ class Supervisor:
         try:
             os.close(read_fd)
             self.prepare_child()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             set_process_title(f"worker {worker.index}", self.config)
             code = run_worker(
                 self.config, self.worker_sockets(), write_fd, self.timeout, worker.index
