@@ -9,6 +9,7 @@ import binascii
 from collections.abc import Sequence
 from typing import Optional
 
+from fastserve.protocols.asgi import ASGI_VERSION
 from fastserve.protocols.http.headers import STATUS_LINES
 from fastserve.protocols.tls import TLS
 
@@ -101,7 +102,7 @@ def websocket_scope(scope: dict, secure: bool) -> dict:
         extensions[TLS] = tls
     return {
         "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "asgi": ASGI_VERSION.copy(),
         "http_version": scope["http_version"],
         "scheme": "wss" if secure else "ws",
         "server": scope["server"],
