@@ -86,12 +86,8 @@ from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import host_error, request_paths, with_root_path
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
-from fastserve.protocols.websockets.handshake import (
-    hand_over,
-    handshake_error,
-    is_websocket_upgrade,
-    websocket_scope,
-)
+from fastserve.protocols.websockets.handshake import accept as accept_handshake
+from fastserve.protocols.websockets.handshake import hand_over, is_websocket_upgrade
 
 LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
 
@@ -130,6 +126,9 @@ cdef object _fail_cycle = cycle_rules.fail_cycle
 cdef object _timed_out = cycle_rules.timed_out
 cdef object _broken_length = cycle_rules.broken_length
 cdef object _send_path = cycle_rules.send_path
+cdef object _lose_connection = cycle_rules.lose_connection
+cdef object _shut_down = cycle_rules.shut_down
+cdef object _skip_body = cycle_rules.skip_body
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
 cdef object _is_chunked_only = fr.is_chunked_only
@@ -139,8 +138,7 @@ cdef object _host_error = host_error
 cdef object _apply_proxy_headers = apply_proxy_headers
 cdef object _log_access = log_access
 cdef object _is_websocket_upgrade = is_websocket_upgrade
-cdef object _handshake_error = handshake_error
-cdef object _websocket_scope = websocket_scope
+cdef object _accept_handshake = accept_handshake
 cdef object _hand_over = hand_over
 cdef bytes _CONTINUE = fr.CONTINUE_RESPONSE
 cdef bytes _LAST_CHUNK = fr.LAST_CHUNK
@@ -329,6 +327,8 @@ cdef void buf_free(Buf* b) noexcept:
     b.data = NULL
     b.len = 0
     b.cap = 0
+
+
 
 
 cdef inline double _now() noexcept:
@@ -845,7 +845,7 @@ cdef class HttpProtocol(_ParserCore):
     (`final`, and the names protocols/http/cycle.py uses `public` or `cpdef`: the
     C code calls those methods directly, the shared Python code through Python.)"""
 
-    cdef object server_state
+    cdef readonly object server_state
     cdef readonly _MetricsCounters metrics  # None: --metrics-port is off
     cdef object app_state
     cdef object loop
@@ -868,11 +868,11 @@ cdef class HttpProtocol(_ParserCore):
     cdef Py_ssize_t flush_mark
     cdef bint flush_scheduled     # in the flusher's list
     cdef _CorkedFlusher flusher   # the loop's
-    cdef object timer
+    cdef public object timer
     cdef double timer_when
     cdef double header_deadline
-    cdef readonly bint closed
-    cdef bint shutting_down
+    cdef public bint closed
+    cdef public bint shutting_down
     cdef readonly bint access_log
     cdef bint eof
     cdef bint ssl
@@ -938,19 +938,7 @@ cdef class HttpProtocol(_ParserCore):
         self._arm(self.header_deadline)
 
     def connection_lost(self, exc):
-        self.closed = True
-        self.connections.discard(self)
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.wake()
-        if self.flow is not None:
-            self.flow.resume_writing()  # wakes a send() waiting to drain
-        self.pending = b""
+        _lose_connection(self)
         self.corked = None
 
     def eof_received(self):
@@ -986,13 +974,7 @@ cdef class HttpProtocol(_ParserCore):
     # -- server -------------------------------------------------------------------
 
     def shutdown(self):
-        """Graceful stop: close now if idle, else after the current response."""
-        self.shutting_down = True
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self._close()
-        else:
-            cycle.keep_alive = False
+        _shut_down(self)
 
     def abort(self):
         """Past the graceful-shutdown bound: drop the connection now (a running app
@@ -1171,15 +1153,12 @@ cdef class HttpProtocol(_ParserCore):
         the connection over once llhttp has parsed the whole request."""
         has_body = (p.flags & ll.F_CHUNKED) or \
             ((p.flags & ll.F_CONTENT_LENGTH) and p.content_length > 0)
-        refused = _handshake_error(scope["method"], scope["http_version"], scope["headers"], has_body)
+        ws_scope, refused = _accept_handshake(scope, has_body, self.ssl, self.settings.source,
+                                              self.server_state)
         if refused is not None:
             self.refusal = refused
             return -1
-        ws_scope = _websocket_scope(scope, self.ssl)
-        if self.settings.proxy_headers:
-            _apply_proxy_headers(ws_scope, self.settings.proxy_trust)
         self.upgrade_scope = ws_scope
-        self.server_state.total_requests += 1
         return 0
 
     cdef _upgrade(self, dict ws_scope, bytes rest):
@@ -1286,15 +1265,7 @@ cdef class HttpProtocol(_ParserCore):
         if cycle is not self.cycle:
             return
         if not cycle.message_complete:
-            # The app answered without reading the whole body: read and discard
-            # it, then go on -- unless the client still waits for a 100 Continue
-            # that never came (it might never send the body): close then.
-            if cycle.expect_100:
-                self._close()
-                return
-            cycle.body_chunks = None
-            cycle.body_buffered = 0
-            self._resume_reading()
+            _skip_body(self, cycle)
             return
         self._cycle_done()
         started = self.started
@@ -1429,7 +1400,7 @@ cdef class HttpProtocol(_ParserCore):
         if not self.closed:
             self.flow.pause_reading()
 
-    cdef _resume_reading(self):
+    cpdef _resume_reading(self):
         if not self.closed:
             self.flow.resume_reading()
 
@@ -1463,12 +1434,12 @@ cdef class RequestCycle:
     cdef object waiter
     cdef object message_error
     # request body
-    cdef list body_chunks
-    cdef Py_ssize_t body_buffered
+    cdef public list body_chunks
+    cdef public Py_ssize_t body_buffered
     cdef bint message_complete
     cdef bint final_delivered
     cdef public bint disconnected
-    cdef bint expect_100
+    cdef public bint expect_100
     cdef public bint keep_alive
     cdef bint http10
     cdef bint head_request
@@ -1537,6 +1508,8 @@ cdef class RequestCycle:
         _fail_cycle(self, status)
 
     async def receive(self):
+        # Hot-path twin: the wait loop and the body handed out are written again in
+        # h11_impl.py's `receive`; change both (the parity tests bind them).
         cdef HttpProtocol protocol = self.protocol
         if self.disconnected or self.response_complete:
             return _disconnect()
@@ -1573,6 +1546,7 @@ cdef class RequestCycle:
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def send(self, message):
+        # Hot-path twin (with `_send`) of h11_impl.py's `send`; change both.
         # A real coroutine function (not a cheaper ready-made awaitable), so that
         # apps may hand send(...) to create_task() and see errors when they await.
         cdef HttpProtocol protocol = self.protocol
@@ -1610,6 +1584,8 @@ cdef class RequestCycle:
     # -- response -------------------------------------------------------------------
 
     cdef int _start(self, message) except -1:
+        # Hot-path twin of h11_impl.py's `_start` (which checks and encodes the
+        # headers through headers.encode_response_headers); change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
         cdef const unsigned char* s
@@ -1772,6 +1748,8 @@ cdef class RequestCycle:
         protocol._flush()
 
     cdef _first_body(self, bytes body, bint more_body):
+        # Hot-path twin of h11_impl.py's `_first_body` (the framing of the first body
+        # message, written again there over Python bytes); change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -1826,6 +1804,7 @@ cdef class RequestCycle:
             self._complete()
 
     cdef _more_body(self, bytes body, bint more_body):
+        # Hot-path twin of h11_impl.py's `_more_body`; change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -1864,6 +1843,7 @@ cdef class RequestCycle:
             self._complete()
 
     cpdef _complete(self):
+        # Hot-path twin of h11_impl.py's `_complete`; change both.
         cdef HttpProtocol protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:

@@ -24,6 +24,47 @@ from fastserve.protocols.http.errors import (
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 
 
+def lose_connection(protocol) -> None:
+    """The protocol's `connection_lost`: closed, its timer stopped, the request in
+    flight sees a disconnect and a send() waiting to drain wakes."""
+    protocol.closed = True
+    protocol.server_state.connections.discard(protocol)
+    timer = protocol.timer
+    if timer is not None:
+        protocol.timer = None
+        timer.cancel()
+    cycle = protocol.cycle
+    if cycle is not None:
+        cycle.disconnected = True
+        cycle.wake()
+    if protocol.flow is not None:
+        protocol.flow.resume_writing()
+    protocol.pending = b""
+
+
+def shut_down(protocol) -> None:
+    """The protocol's `shutdown`, a graceful stop: close now if idle, else after
+    the current response."""
+    protocol.shutting_down = True
+    cycle = protocol.cycle
+    if cycle is None or cycle.response_complete:
+        protocol._close()
+    else:
+        cycle.keep_alive = False
+
+
+def skip_body(protocol, cycle) -> None:
+    """The app answered without reading the whole body: read and discard it, then
+    go on -- unless the client still waits for a 100 Continue that never came (it
+    might never send the body): close then."""
+    if cycle.expect_100:
+        protocol._close()
+        return
+    cycle.body_chunks = None
+    cycle.body_buffered = 0
+    protocol._resume_reading()
+
+
 def fail_connection(protocol, status: int, response: bytes | None) -> None:
     """The protocol's `_fail`: answer with `response` (or the canned answer for
     `status`) unless the app's response has begun, end the request, close."""

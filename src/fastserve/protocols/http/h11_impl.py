@@ -79,7 +79,10 @@ from fastserve.protocols.http.cycle import (
     broken_length,
     fail_connection,
     fail_cycle,
+    lose_connection,
     send_path,
+    shut_down,
+    skip_body,
     timed_out,
 )
 from fastserve.protocols.http.errors import (
@@ -93,12 +96,7 @@ from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import host_error, is_valid_target, request_paths
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
-from fastserve.protocols.websockets.handshake import (
-    hand_over,
-    handshake_error,
-    is_websocket_upgrade,
-    websocket_scope,
-)
+from fastserve.protocols.websockets.handshake import accept, hand_over, is_websocket_upgrade
 
 _H11_REQUEST = h11.Request
 _H11_ERROR = h11.RemoteProtocolError
@@ -224,21 +222,10 @@ class H11Protocol(asyncio.Protocol):
         self.timer = self.loop.call_later(timeout, self._on_timer)
 
     def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.server_state.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.wake()
-        if self.flow is not None:
-            self.flow.resume_writing()  # wakes a send() waiting to drain
+        lose_connection(self)
         self.chunk_left = None
         self.chunk_buf = b""
         self.body_left = 0
-        self.pending = b""
 
     # eof_received: not defined, so asyncio closes the transport on EOF. A client
     # half-close cannot be told from a close; the app sees http.disconnect.
@@ -280,13 +267,7 @@ class H11Protocol(asyncio.Protocol):
     # -- server ---------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Graceful stop: close now if idle, else after the current response."""
-        self.shutting_down = True
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self._close()
-        else:
-            cycle.keep_alive = False
+        shut_down(self)
 
     def abort(self) -> None:
         """Past the graceful-shutdown bound: drop the connection now (a running app
@@ -437,17 +418,11 @@ class H11Protocol(asyncio.Protocol):
 
     def _upgrade_head(self, scope: dict, has_body: bool) -> Optional[dict]:
         """A WebSocket handshake: refuse it (400 / 426; None), or its WebSocket scope."""
-        refused = handshake_error(
-            scope["method"], scope["http_version"], scope["headers"], has_body
+        ws_scope, refused = accept(
+            scope, has_body, self.scheme == "https", self.settings, self.server_state
         )
         if refused is not None:
             self._fail(400, refused)
-            return None
-        settings = self.settings
-        ws_scope = websocket_scope(scope, self.scheme == "https")
-        if settings.proxy_headers:
-            apply_proxy_headers(ws_scope, settings.proxy_trust)
-        self.server_state.total_requests += 1
         return ws_scope
 
     def _upgrade(self, ws_scope: dict, rest: bytes) -> None:
@@ -613,15 +588,7 @@ class H11Protocol(asyncio.Protocol):
             self._close()
             return
         if not cycle.message_complete:
-            # The app answered without reading the whole body: read and discard
-            # it, then go on -- unless the client still waits for a 100 Continue
-            # that never came (it might never send the body): close then.
-            if cycle.expect_100:
-                self._close()
-                return
-            cycle.body_chunks = None
-            cycle.body_buffered = 0
-            self._resume_reading()
+            skip_body(self, cycle)
             return
         self._cycle_done()
         self._resume_parsing()
@@ -912,6 +879,8 @@ class RequestCycle:
         fail_cycle(self, status)
 
     async def receive(self):
+        # Hot-path twin: the wait loop and the body handed out are written again in
+        # _parser.pyx's `receive`; change both (the parity tests bind them).
         protocol = self.protocol
         if self.disconnected or self.response_complete:
             return dict(_DISCONNECT)
@@ -947,6 +916,7 @@ class RequestCycle:
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def send(self, message) -> None:
+        # Hot-path twin of _parser.pyx's `send` (with its `_send`); change both.
         protocol = self.protocol
         if protocol.flow.write_paused and not self.disconnected and not protocol.closed:
             await protocol.flow.drain()
@@ -969,6 +939,7 @@ class RequestCycle:
     # -- response -------------------------------------------------------------------
 
     def _start(self, message) -> None:
+        # Hot-path twin of _parser.pyx's `_start`; change both.
         status, headers = response_start(message)
         lines, content_length, app_chunked, close = encode_response_headers(headers, self.http10)
         self.response_started = True
@@ -1036,6 +1007,8 @@ class RequestCycle:
         self.transport.write(self.head + extra)
 
     def _first_body(self, body, more_body: bool) -> None:
+        # Hot-path twin of _parser.pyx's `_first_body` (the framing of the first body
+        # message, written again there over a C buffer); change both.
         n = len(body)
         self._framing(n, more_body)
         head = self.head
@@ -1076,6 +1049,7 @@ class RequestCycle:
             self._complete()
 
     def _more_body(self, body, more_body: bool) -> None:
+        # Hot-path twin of _parser.pyx's `_more_body`; change both.
         n = len(body)
         framing = self.framing
         write = self.transport.write
@@ -1108,6 +1082,7 @@ class RequestCycle:
             self._complete()
 
     def _complete(self) -> None:
+        # Hot-path twin of _parser.pyx's `_complete`; change both.
         protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:
