@@ -35,7 +35,9 @@ Behaviour is identical to the pure-Python protocol
 (``protocols/http/h11_impl.py``), and the two read side by side: the same class,
 attribute and method names for the same things. What is not hot-path code --
 the framing decision, error answers and messages, the access-log call, flow
-control, the ASGI checks -- is shared once, in ``fastserve.protocols``.
+control, the ASGI checks, what a failure, a timeout or a pathsend does
+(``protocols/http/cycle.py``) -- is shared once, in ``fastserve.protocols``. The
+byte buffer (``_buffer.pxd``) and the clock (``_clock.pxd``) are cimported.
 """
 
 import asyncio
@@ -56,9 +58,18 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from fastserve cimport _llhttp as ll
+from fastserve._buffer cimport (
+    Buf,
+    buf_add,
+    buf_bytes,
+    buf_chunk_head,
+    buf_decimal,
+    buf_free,
+    buf_reserve,
+)
+from fastserve._clock cimport monotonic as _monotonic
 
 from fastserve.logging import access_logger, log_access
 from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
@@ -245,98 +256,6 @@ cdef _MetricsCounters _metrics_counters(metrics):
         counters.response_bytes = metrics.response_bytes
         _counters = counters
     return _counters
-
-
-# -- a growable C byte buffer ---------------------------------------------------------
-
-cdef struct Buf:
-    char* data
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept:
-    """Room for `extra` more bytes; -1 when out of memory (no Python exception)."""
-    cdef Py_ssize_t need = b.len + extra
-    cdef Py_ssize_t cap
-    cdef char* p
-    if need <= b.cap:
-        return 0
-    cap = b.cap * 2 if b.cap else 1024
-    while cap < need:
-        cap *= 2
-    p = <char*>realloc(b.data, cap)
-    if p == NULL:
-        return -1
-    b.data = p
-    b.cap = cap
-    return 0
-
-
-cdef inline int buf_add(Buf* b, const char* s, Py_ssize_t n) noexcept:
-    if b.len + n > b.cap and buf_reserve(b, n) < 0:
-        return -1
-    memcpy(b.data + b.len, s, n)
-    b.len += n
-    return 0
-
-
-cdef inline int buf_bytes(Buf* b, bytes s) except -1:
-    if buf_add(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s)) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef int buf_decimal(Buf* b, unsigned long long n) except -1:
-    cdef char tmp[24]
-    cdef int i = 24
-    if n == 0:
-        i -= 1
-        tmp[i] = 48
-    while n:
-        i -= 1
-        tmp[i] = <char>(48 + n % 10)
-        n //= 10
-    if buf_add(b, tmp + i, 24 - i) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef int buf_chunk_head(Buf* b, unsigned long long n) except -1:
-    """`<hex size>\\r\\n` of a chunk."""
-    cdef char tmp[24]
-    cdef int i = 22
-    cdef const char* digits = b"0123456789abcdef"
-    tmp[22] = 13
-    tmp[23] = 10
-    if n == 0:
-        i -= 1
-        tmp[i] = 48
-    while n:
-        i -= 1
-        tmp[i] = digits[n & 15]
-        n >>= 4
-    if buf_add(b, tmp + i, 24 - i) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef void buf_free(Buf* b) noexcept:
-    if b.data != NULL:
-        free(b.data)
-    b.data = NULL
-    b.len = 0
-    b.cap = 0
-
-
-
-
-cdef inline double _now() noexcept:
-    """Monotonic seconds (a vDSO call, cheaper than loop.time()); timers are armed
-    with relative delays, so its origin need not match the loop's clock."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef struct HeaderSpan:
@@ -530,7 +449,6 @@ cdef inline int _out_of_memory(_ParserCore self) noexcept:
     return -1
 
 
-
 cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
     cdef _ParserCore self = <_ParserCore>p.data
     self.head.len = 0
@@ -577,7 +495,8 @@ cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
         return -1
     if _count_head(self, at, length) < 0:
         return -1
-    if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
+    if self.url_len == 0 and \
+            self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
         return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
     if buf_add(&self.head, at, length) < 0:
@@ -934,7 +853,7 @@ cdef class HttpProtocol(_ParserCore):
         self.context = _connection_context(self.settings.source.reset_contextvars)
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
-        self.header_deadline = _now() + self.settings.timeout_header
+        self.header_deadline = _monotonic() + self.settings.timeout_header
         self._arm(self.header_deadline)
 
     def connection_lost(self, exc):
@@ -1134,7 +1053,7 @@ cdef class HttpProtocol(_ParserCore):
         cycle.expect_100 = expect_100
         cycle.content_length = -1
         cycle.method_id = p.method
-        cycle.started = _now()
+        cycle.started = _monotonic()
         self.cycle = cycle
         self.started += 1
 
@@ -1296,7 +1215,7 @@ cdef class HttpProtocol(_ParserCore):
 
     cpdef void _count_response(self, RequestCycle cycle) noexcept:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
-        self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
+        self.metrics.count(cycle.method_id, cycle.status, _monotonic() - cycle.started, cycle.body_bytes)
 
     cdef _cork(self):
         """Hold writes back until the end of this loop pass (or HIGH_WATER bytes):
@@ -1362,7 +1281,9 @@ cdef class HttpProtocol(_ParserCore):
         self._flush()
 
     cdef _cycle_done(self):
-        cdef double now = _now()
+        """The request and its response are done: forget it, start the wait for the
+        next head (its deadline and the keep-alive one; the timer re-armed lazily)."""
+        cdef double now = _monotonic()
         self.cycle = None
         self.ka_deadline = now + self.settings.timeout_keep_alive
         self.header_deadline = now + self.settings.timeout_header
@@ -1377,13 +1298,13 @@ cdef class HttpProtocol(_ParserCore):
                 return  # fires earlier, and re-arms itself then
             timer.cancel()
         self.timer_when = when
-        self.timer = self.loop.call_later(max(when - _now(), 0.0), self._on_timer)
+        self.timer = self.loop.call_later(max(when - _monotonic(), 0.0), self._on_timer)
 
     def _on_timer(self):
         self.timer = None
         if self.closed:
             return
-        cdef double now = _now() + 0.001
+        cdef double now = _monotonic() + 0.001
         cdef double ka = self.ka_deadline
         cdef double hd = self.header_deadline
         if self.cycle is None and ((ka and now >= ka) or (hd and now >= hd)):
