@@ -70,6 +70,15 @@ from fastserve._buffer cimport (
     buf_reserve,
 )
 from fastserve._clock cimport monotonic as _monotonic
+from fastserve._writer cimport (
+    HEADER_BAD,
+    HEADER_WRITE,
+    HeaderFacts,
+    ascii_lower_eq,
+    check_header,
+    init_tables,
+    write_header_line,
+)
 
 from fastserve.logging import access_logger, log_access
 from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
@@ -168,14 +177,11 @@ cdef str _V10 = "1.0"
 
 # -- tables read once from protocols/http/headers.py ---------------------------------
 
-cdef unsigned char _TOKEN[256]
-cdef unsigned char _FVALUE[256]
 cdef unsigned char _LOWER[256]
 cdef int _i
 for _i in range(256):
-    _TOKEN[_i] = TOKEN_TABLE[_i]
-    _FVALUE[_i] = FIELD_VALUE_TABLE[_i]
     _LOWER[_i] = (_i + 32) if 65 <= _i <= 90 else _i
+init_tables(TOKEN_TABLE, FIELD_VALUE_TABLE)
 
 # status line per code (index = status; ASGI checks that an app's status is in range)
 cdef list _STATUS_LINES = [STATUS_LINES.get(_i) for _i in range(STATUS_RANGE.stop)]
@@ -263,21 +269,6 @@ cdef struct HeaderSpan:
     Py_ssize_t name_len
     Py_ssize_t value_off
     Py_ssize_t value_len
-
-
-cdef inline bint _lower_eq(const char* s, Py_ssize_t n, const char* lit, Py_ssize_t ln) noexcept:
-    cdef Py_ssize_t i
-    if n != ln:
-        return False
-    for i in range(n):
-        if _LOWER[<unsigned char>s[i]] != <unsigned char>lit[i]:
-            return False
-    return True
-
-
-cdef inline bint _is_ws(unsigned char c) noexcept:
-    # bytes.strip() whitespace
-    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
 
 
 # -- the ProtocolSettings (config.py), as C values -------------------------------------
@@ -430,7 +421,7 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         if h.name_len == 4 and memcmp(data + h.name_off, b"host", 4) == 0:
             info.host_count += 1
         elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
-            if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
+            if not http10 and ascii_lower_eq(v, vlen, b"100-continue", 12):
                 info.expect_100 = True
         elif ((h.name_len == 15 or h.name_len == 17) and
                 memcmp(data + h.name_off, b"x-forwarded-", 12) == 0) or \
@@ -1511,9 +1502,9 @@ cdef class RequestCycle:
         cdef Buf* out = &protocol.out
         cdef const unsigned char* s
         cdef const char* vs
-        cdef Py_ssize_t n, vn, i, a, b
-        cdef long long cl
-        cdef bint te = False, close = False
+        cdef Py_ssize_t n, vn
+        cdef int verdict
+        cdef HeaderFacts facts
         status = None
         headers = None
         if type(message) is dict:
@@ -1528,7 +1519,9 @@ cdef class RequestCycle:
         default_head = protocol.server_state.default_head
         if default_head:
             buf_bytes(out, <bytes>default_head)
-        cl = -1
+        facts.content_length = -1
+        facts.chunked = False
+        facts.close = False
         for item in headers:
             if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
                 name = (<tuple>item)[0]
@@ -1542,63 +1535,20 @@ cdef class RequestCycle:
                 raise _bad_header(name, value)
             s = <const unsigned char*>PyBytes_AS_STRING(name)
             n = PyBytes_GET_SIZE(name)
-            if n == 0:
-                raise _bad_header(name, value)
-            for i in range(n):
-                if not _TOKEN[s[i]]:
-                    raise _bad_header(name, value)
             vs = PyBytes_AS_STRING(value)
             vn = PyBytes_GET_SIZE(value)
-            for i in range(vn):
-                if not _FVALUE[<unsigned char>vs[i]]:
-                    raise _bad_header(name, value)
-            if n == 14 and _lower_eq(<const char*>s, n, b"content-length", 14):
-                a = 0
-                b = vn
-                while a < b and _is_ws(vs[a]):
-                    a += 1
-                while b > a and _is_ws(vs[b - 1]):
-                    b -= 1
-                if a == b:
-                    raise _bad_header(name, value)
-                for i in range(a, b):
-                    if not (48 <= vs[i] <= 57):
-                        raise _bad_header(name, value)
-                if b - a > 18:
-                    cl = min(int(value), 1 << 62)
-                else:
-                    cl = 0
-                    for i in range(a, b):
-                        cl = cl * 10 + (vs[i] - 48)
-            elif n == 17 and _lower_eq(<const char*>s, n, b"transfer-encoding", 17):
-                if self.http10:
-                    continue  # not to an HTTP/1.0 client (headers.encode_response_headers)
-                te = True
-            elif n == 10 and _lower_eq(<const char*>s, n, b"connection", 10):
-                a = 0
-                b = vn
-                while a < b and _is_ws(vs[a]):
-                    a += 1
-                while b > a and _is_ws(vs[b - 1]):
-                    b -= 1
-                if _lower_eq(vs + a, b - a, b"close", 5):
-                    close = True
-            if buf_reserve(out, n + vn + 4) < 0:
-                raise MemoryError()
-            memcpy(out.data + out.len, s, n)
-            out.data[out.len + n] = 58  # ':'
-            out.data[out.len + n + 1] = 32
-            memcpy(out.data + out.len + n + 2, vs, vn)
-            out.data[out.len + n + 2 + vn] = 13
-            out.data[out.len + n + 3 + vn] = 10
-            out.len += n + vn + 4
+            verdict = check_header(s, n, vs, vn, value, self.http10, &facts)
+            if verdict == HEADER_WRITE:
+                write_header_line(out, s, n, vs, vn)
+            elif verdict == HEADER_BAD:
+                raise _bad_header(name, value)
         self.response_started = True
         self.head_pending = True
         self.status = status
         self.response_headers = headers
-        self.content_length = cl
-        self.app_chunked = te
-        if close:
+        self.content_length = facts.content_length
+        self.app_chunked = facts.chunked
+        if facts.close:
             self.keep_alive = False
             self.app_close = True
         return 0
