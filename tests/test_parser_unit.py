@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import time
 
 import pytest
 
@@ -315,5 +316,29 @@ def test_trailers_after_a_large_chunk_are_ignored():
         await settle()
         assert conn.transport.data.startswith(b"HTTP/1.1 200 OK"), conn.transport.data[:40]
         assert conn.transport.data.endswith(b"\r\n\r\n100000")
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", ["c", "python"])
+def test_request_start_is_on_time_monotonic_clock(mode):
+    """A request's start time, which logging.py and the metrics subtract from
+    time.monotonic(), is read from that very clock in both modes."""
+    from fastserve.protocols.http.h11_impl import H11Protocol
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(time.monotonic())
+        await hello(scope, receive, send)
+
+    async def main():
+        conn = Connection(HttpProtocol if mode == "c" else H11Protocol, app)
+        before = time.monotonic()
+        conn.protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        cycle = conn.protocol.cycle
+        await settle()
+        assert before <= cycle.started <= seen[0]
+        conn.protocol.connection_lost(None)
 
     run(main())

@@ -52,10 +52,10 @@ def pure_members(class_name: str) -> set[str]:
     return names
 
 
-# `cdef class Name(Base):` and, inside a class, `cdef TYPE name...`, `def name(`, ...
+# `cdef class Name(Base):` and, inside a class, `cdef TYPE name...`, `cpdef TYPE name(`, `def name(`, ...
 C_CLASS = re.compile(r"^cdef class (\w+)(?:\((\w+)\))?:\n(.*?)(?=^\S)", re.M | re.S)
 C_MEMBER = re.compile(
-    r"^    (?:cdef (?:inline |public |readonly )?[\w.\[\]:*, ]*?\b(\w+)\s*(?:\(|$|#|=)"
+    r"^    (?:cp?def (?:inline |public |readonly )?[\w.\[\]:*, ]*?\b(\w+)\s*(?:\(|$|#|=)"
     r"|(?:async )?def (\w+)\()",
     re.M,
 )

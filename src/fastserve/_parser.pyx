@@ -35,7 +35,9 @@ Behaviour is identical to the pure-Python protocol
 (``protocols/http/h11_impl.py``), and the two read side by side: the same class,
 attribute and method names for the same things. What is not hot-path code --
 the framing decision, error answers and messages, the access-log call, flow
-control, the ASGI checks -- is shared once, in ``fastserve.protocols``.
+control, the ASGI checks, what a failure, a timeout or a pathsend does
+(``protocols/http/cycle.py``) -- is shared once, in ``fastserve.protocols``. The
+byte buffer (``_buffer.pxd``) and the clock (``_clock.pxd``) are cimported.
 """
 
 import asyncio
@@ -56,9 +58,27 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from fastserve cimport _llhttp as ll
+from fastserve._buffer cimport (
+    Buf,
+    buf_add,
+    buf_bytes,
+    buf_chunk_head,
+    buf_decimal,
+    buf_free,
+    buf_reserve,
+)
+from fastserve._clock cimport monotonic as _monotonic
+from fastserve._writer cimport (
+    HEADER_BAD,
+    HEADER_WRITE,
+    HeaderFacts,
+    ascii_lower_eq,
+    check_header,
+    init_tables,
+    write_header_line,
+)
 
 from fastserve.logging import access_logger, log_access
 from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
@@ -66,17 +86,14 @@ from fastserve.metrics import METHOD_INDEX as _METRIC_METHOD_INDEX
 from fastserve.metrics import OTHER_METHOD_INDEX as _OTHER_METHOD_INDEX
 from fastserve.metrics import MIN_STATUS, STATUS_SPAN
 from fastserve.protocols import asgi
+from fastserve.protocols.http import cycle as cycle_rules
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
     PROTOCOL_INTERNAL_ERROR,
-    REQUEST_TIMEOUT,
-    error_body,
     error_logger,
-    error_response,
     log_invalid_request,
-    log_request_timeout,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import (
@@ -85,17 +102,12 @@ from fastserve.protocols.http.headers import (
     STATUS_RANGE,
     TOKEN_TABLE,
 )
-from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import decode_path, host_error, split_target, with_root_path
+from fastserve.protocols.http.target import host_error, request_paths, with_root_path
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
-from fastserve.protocols.websockets.handshake import (
-    hand_over,
-    handshake_error,
-    is_websocket_upgrade,
-    websocket_scope,
-)
+from fastserve.protocols.websockets.handshake import accept as accept_handshake
+from fastserve.protocols.websockets.handshake import hand_over, is_websocket_upgrade
 
 LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
 
@@ -128,26 +140,25 @@ cdef int _APP_FAIL = asgi.APP_FAIL
 cdef int _APP_CLOSE = asgi.APP_CLOSE
 cdef object _response_start = asgi.response_start
 cdef object _response_body = asgi.response_body
-cdef object _response_pathsend = asgi.response_pathsend
-cdef object _pathsend_after_body = asgi.pathsend_after_body
 cdef object _message_type_of = asgi.message_type_of
-cdef object _open_path = open_path
-cdef object _file_length_error = length_error
-cdef object _chunk_frame = chunk_frame
-cdef object _send_file = send_file
+cdef object _fail_connection = cycle_rules.fail_connection
+cdef object _fail_cycle = cycle_rules.fail_cycle
+cdef object _timed_out = cycle_rules.timed_out
+cdef object _broken_length = cycle_rules.broken_length
+cdef object _send_path = cycle_rules.send_path
+cdef object _lose_connection = cycle_rules.lose_connection
+cdef object _shut_down = cycle_rules.shut_down
+cdef object _skip_body = cycle_rules.skip_body
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
 cdef object _is_chunked_only = fr.is_chunked_only
-cdef object _error_response = error_response
-cdef object _split_target = split_target
-cdef object _decode_path = decode_path
+cdef object _request_paths = request_paths
 cdef object _with_root_path = with_root_path
 cdef object _host_error = host_error
 cdef object _apply_proxy_headers = apply_proxy_headers
 cdef object _log_access = log_access
 cdef object _is_websocket_upgrade = is_websocket_upgrade
-cdef object _handshake_error = handshake_error
-cdef object _websocket_scope = websocket_scope
+cdef object _accept_handshake = accept_handshake
 cdef object _hand_over = hand_over
 cdef bytes _CONTINUE = fr.CONTINUE_RESPONSE
 cdef bytes _LAST_CHUNK = fr.LAST_CHUNK
@@ -159,20 +170,18 @@ cdef bytes _KEEP_ALIVE_LINE = fr.KEEP_ALIVE_LINE
 cdef str _START = "http.response.start"
 cdef str _BODY = "http.response.body"
 cdef str _PATHSEND = asgi.PATHSEND
+cdef dict _ASGI_VERSION = asgi.ASGI_VERSION
 cdef str _TLS = TLS
 cdef str _V11 = "1.1"
 cdef str _V10 = "1.0"
 
 # -- tables read once from protocols/http/headers.py ---------------------------------
 
-cdef unsigned char _TOKEN[256]
-cdef unsigned char _FVALUE[256]
 cdef unsigned char _LOWER[256]
 cdef int _i
 for _i in range(256):
-    _TOKEN[_i] = TOKEN_TABLE[_i]
-    _FVALUE[_i] = FIELD_VALUE_TABLE[_i]
     _LOWER[_i] = (_i + 32) if 65 <= _i <= 90 else _i
+init_tables(TOKEN_TABLE, FIELD_VALUE_TABLE)
 
 # status line per code (index = status; ASGI checks that an app's status is in range)
 cdef list _STATUS_LINES = [STATUS_LINES.get(_i) for _i in range(STATUS_RANGE.stop)]
@@ -255,116 +264,11 @@ cdef _MetricsCounters _metrics_counters(metrics):
     return _counters
 
 
-# -- a growable C byte buffer ---------------------------------------------------------
-
-cdef struct Buf:
-    char* data
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept:
-    """Room for `extra` more bytes; -1 when out of memory (no Python exception)."""
-    cdef Py_ssize_t need = b.len + extra
-    cdef Py_ssize_t cap
-    cdef char* p
-    if need <= b.cap:
-        return 0
-    cap = b.cap * 2 if b.cap else 1024
-    while cap < need:
-        cap *= 2
-    p = <char*>realloc(b.data, cap)
-    if p == NULL:
-        return -1
-    b.data = p
-    b.cap = cap
-    return 0
-
-
-cdef inline int buf_add(Buf* b, const char* s, Py_ssize_t n) noexcept:
-    if b.len + n > b.cap and buf_reserve(b, n) < 0:
-        return -1
-    memcpy(b.data + b.len, s, n)
-    b.len += n
-    return 0
-
-
-cdef inline int buf_bytes(Buf* b, bytes s) except -1:
-    if buf_add(b, PyBytes_AS_STRING(s), PyBytes_GET_SIZE(s)) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef int buf_decimal(Buf* b, unsigned long long n) except -1:
-    cdef char tmp[24]
-    cdef int i = 24
-    if n == 0:
-        i -= 1
-        tmp[i] = 48
-    while n:
-        i -= 1
-        tmp[i] = <char>(48 + n % 10)
-        n //= 10
-    if buf_add(b, tmp + i, 24 - i) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef int buf_chunk_head(Buf* b, unsigned long long n) except -1:
-    """`<hex size>\\r\\n` of a chunk."""
-    cdef char tmp[24]
-    cdef int i = 22
-    cdef const char* digits = b"0123456789abcdef"
-    tmp[22] = 13
-    tmp[23] = 10
-    if n == 0:
-        i -= 1
-        tmp[i] = 48
-    while n:
-        i -= 1
-        tmp[i] = digits[n & 15]
-        n >>= 4
-    if buf_add(b, tmp + i, 24 - i) < 0:
-        raise MemoryError()
-    return 0
-
-
-cdef void buf_free(Buf* b) noexcept:
-    if b.data != NULL:
-        free(b.data)
-    b.data = NULL
-    b.len = 0
-    b.cap = 0
-
-
-cdef inline double _now() noexcept:
-    """Monotonic seconds (a vDSO call, cheaper than loop.time()); timers are armed
-    with relative delays, so its origin need not match the loop's clock."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
-
-
 cdef struct HeaderSpan:
     Py_ssize_t name_off
     Py_ssize_t name_len
     Py_ssize_t value_off
     Py_ssize_t value_len
-
-
-cdef inline bint _lower_eq(const char* s, Py_ssize_t n, const char* lit, Py_ssize_t ln) noexcept:
-    cdef Py_ssize_t i
-    if n != ln:
-        return False
-    for i in range(n):
-        if _LOWER[<unsigned char>s[i]] != <unsigned char>lit[i]:
-            return False
-    return True
-
-
-cdef inline bint _is_ws(unsigned char c) noexcept:
-    # bytes.strip() whitespace
-    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
 
 
 # -- the ProtocolSettings (config.py), as C values -------------------------------------
@@ -517,7 +421,7 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         if h.name_len == 4 and memcmp(data + h.name_off, b"host", 4) == 0:
             info.host_count += 1
         elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
-            if not http10 and _lower_eq(v, vlen, b"100-continue", 12):
+            if not http10 and ascii_lower_eq(v, vlen, b"100-continue", 12):
                 info.expect_100 = True
         elif ((h.name_len == 15 or h.name_len == 17) and
                 memcmp(data + h.name_off, b"x-forwarded-", 12) == 0) or \
@@ -534,7 +438,6 @@ cdef inline int _out_of_memory(_ParserCore self) noexcept:
     """A buffer could not grow: the request fails with 500 (the server's fault)."""
     self.error_status = 500
     return -1
-
 
 
 cdef int cb_message_begin(ll.llhttp_t* p) noexcept:
@@ -583,7 +486,8 @@ cdef int cb_url(ll.llhttp_t* p, const char* at, size_t length) noexcept:
         return -1
     if _count_head(self, at, length) < 0:
         return -1
-    if self.url_len == 0 and self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
+    if self.url_len == 0 and \
+            self.head_carried + (at - self.chunk_ptr) - self.msg_start != self.method_end + 1:
         return -1  # more than one SP after the method (llhttp skips them; RFC 9112 3 allows one)
     self.url_len += length
     if buf_add(&self.head, at, length) < 0:
@@ -844,22 +748,26 @@ cdef _CorkedFlusher _flusher_of(loop):
     return _flusher
 
 
+@cython.final
 cdef class HttpProtocol(_ParserCore):
-    """asyncio Protocol for HTTP/1.1 over llhttp (one per connection)."""
+    """asyncio Protocol for HTTP/1.1 over llhttp (one per connection).
 
-    cdef object server_state
-    cdef _MetricsCounters metrics  # None: --metrics-port is off
+    (`final`, and the names protocols/http/cycle.py uses `public` or `cpdef`: the
+    C code calls those methods directly, the shared Python code through Python.)"""
+
+    cdef readonly object server_state
+    cdef readonly _MetricsCounters metrics  # None: --metrics-port is off
     cdef object app_state
     cdef object loop
-    cdef object transport
-    cdef object flow           # FlowControl: read pauses, write pauses and drain
+    cdef readonly object transport
+    cdef readonly object flow  # FlowControl: read pauses, write pauses and drain
     cdef object write          # transport.write
     cdef object context        # copy of the context at connection_made
     cdef object connections
     cdef object tasks
     cdef dict template
-    cdef RequestCycle cycle
-    cdef bytes pending         # unparsed bytes after a paused message
+    cdef readonly RequestCycle cycle
+    cdef public bytes pending  # unparsed bytes after a paused message (b"": none)
     cdef dict upgrade_scope    # a valid WebSocket handshake, handed over once parsed
     cdef bytes refusal         # the answer to a refused WebSocket handshake
     cdef const char* body_span  # body bytes of this _execute not copied yet (NULL: none)
@@ -870,12 +778,12 @@ cdef class HttpProtocol(_ParserCore):
     cdef Py_ssize_t flush_mark
     cdef bint flush_scheduled     # in the flusher's list
     cdef _CorkedFlusher flusher   # the loop's
-    cdef object timer
+    cdef public object timer
     cdef double timer_when
     cdef double header_deadline
-    cdef bint closed
-    cdef bint shutting_down
-    cdef bint access_log
+    cdef public bint closed
+    cdef public bint shutting_down
+    cdef readonly bint access_log
     cdef bint eof
     cdef bint ssl
     cdef dict tls              # the `tls` extension every scope references; None: plain TCP
@@ -901,6 +809,7 @@ cdef class HttpProtocol(_ParserCore):
         self.flusher = _flusher_of(_loop)
         self.tasks = server_state.tasks
         self.access_log = self.settings.access_log
+        self.pending = b""
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -935,23 +844,11 @@ cdef class HttpProtocol(_ParserCore):
         self.context = _connection_context(self.settings.source.reset_contextvars)
         if self.access_log and not access_logger.isEnabledFor(logging.INFO):
             self.access_log = False
-        self.header_deadline = _now() + self.settings.timeout_header
+        self.header_deadline = _monotonic() + self.settings.timeout_header
         self._arm(self.header_deadline)
 
     def connection_lost(self, exc):
-        self.closed = True
-        self.connections.discard(self)
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.wake()
-        if self.flow is not None:
-            self.flow.resume_writing()  # wakes a send() waiting to drain
-        self.pending = None
+        _lose_connection(self)
         self.corked = None
 
     def eof_received(self):
@@ -976,7 +873,7 @@ cdef class HttpProtocol(_ParserCore):
         if err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE:
             # The current request is complete and its response is not: keep what
             # the client pipelined and read no more until the response is done.
-            if self.pending is None:
+            if not self.pending:
                 self.pending = data
             else:
                 self.pending += data
@@ -987,13 +884,7 @@ cdef class HttpProtocol(_ParserCore):
     # -- server -------------------------------------------------------------------
 
     def shutdown(self):
-        """Graceful stop: close now if idle, else after the current response."""
-        self.shutting_down = True
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self._close()
-        else:
-            cycle.keep_alive = False
+        _shut_down(self)
 
     def abort(self):
         """Past the graceful-shutdown bound: drop the connection now (a running app
@@ -1020,7 +911,7 @@ cdef class HttpProtocol(_ParserCore):
                 return
             if self.upgrade_scope is not None and (err == ll.HPE_PAUSED or err == ll.HPE_PAUSED_UPGRADE):
                 consumed = self.parser.error_pos - ptr
-                self._upgrade(data[(ptr - base) + consumed:])
+                self._upgrade(self.upgrade_scope, data[(ptr - base) + consumed:])
                 return
             if err == ll.HPE_PAUSED_UPGRADE and self.cycle is None:
                 # An Upgrade request already answered as plain HTTP: go on parsing.
@@ -1051,76 +942,23 @@ cdef class HttpProtocol(_ParserCore):
 
     cdef int _headers_complete(self) except -2:
         cdef ll.llhttp_t* p = &self.parser
-        cdef const char* data = self.head.data
-        cdef const char* q
-        cdef Py_ssize_t n
         cdef HeadInfo info
         cdef bint http10
-        cdef RequestCycle cycle
-        cdef Py_ssize_t limit
-        cdef dict scope
+        cdef int status
         cdef list headers
+        cdef dict scope
         self.in_head = False
         self.header_deadline = 0.0
         if not _version_ok(p):
             self.error_status = 400
             return -1
         http10 = p.http_minor == 0
-        http_version = _V10 if http10 else _V11
-
-        # target -> raw_path, query_string, path
-        n = self.url_len
-        if n > 0 and data[0] == 47:  # '/'
-            q = <const char*>memchr(data, 63, n)  # '?'
-
-            if q == NULL:
-                raw_path = PyBytes_FromStringAndSize(data, n)
-                query = b""
-            else:
-                raw_path = PyBytes_FromStringAndSize(data, q - data)
-                query = PyBytes_FromStringAndSize(q + 1, n - (q - data) - 1)
-        else:
-            raw_path, query = _split_target(PyBytes_FromStringAndSize(data, n))
-        if memchr(PyBytes_AS_STRING(raw_path), 37, PyBytes_GET_SIZE(raw_path)) == NULL:  # '%' 
-            path = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(raw_path), PyBytes_GET_SIZE(raw_path), NULL)
-        else:
-            path = _decode_path(raw_path)
-        if self.settings.root_path:  # (only a test of the string's length when empty)
-            raw_path, path = _with_root_path(self.settings.root_path, raw_path, path)
-
         headers = _build_headers(self, http10, &info)
-
-        # shared rules
-        if info.host_count != 1 and _host_error(http_version, headers) is not None:
-            self.error_status = 400
+        status = self._head_error(p, &info, headers, http10)
+        if status:
+            self.error_status = status
             return -1
-        if (p.flags & ll.F_TRANSFER_ENCODING) and not _is_chunked_only(headers):
-            self.error_status = 400  # (the pure mode: h11 has this rule)
-            return -1
-        if self.settings.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
-                p.content_length > <uint64_t>self.settings.limit_body:
-            self.error_status = 413
-            return -1
-        limit = self.settings.limit_concurrency
-        if limit >= 0 and (len(self.connections) > limit or len(self.tasks) >= limit):
-            self.error_status = 503
-            return -1
-
-        scope = self.template.copy()
-        scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}  # a new dict per scope
-        if http10:
-            scope["http_version"] = _V10
-        scope["method"] = <str>_METHODS[p.method]
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = query
-        scope["headers"] = headers
-        scope["state"] = self.app_state.copy()
-        # a new dict per scope, as "asgi"; the tls extension is the connection's
-        if self.tls is None:
-            scope["extensions"] = {_PATHSEND: {}}
-        else:
-            scope["extensions"] = {_PATHSEND: {}, _TLS: self.tls}
+        scope = self._scope(p, headers, http10)
         if info.upgrade and self.settings.ws_protocol_class is not None and \
                 _is_websocket_upgrade(headers):
             return self._upgrade_head(scope, p)
@@ -1128,8 +966,72 @@ cdef class HttpProtocol(_ParserCore):
             # (without a Forwarded or X-Forwarded-For/-Proto header it would change nothing,
             # and its trust check costs more than the rest of the request)
             _apply_proxy_headers(scope, self.settings.proxy_trust)
+        self._start_request(scope, p, info.expect_100, http10)
+        return 0
 
-        cycle = RequestCycle.__new__(RequestCycle)
+    cdef inline int _head_error(self, ll.llhttp_t* p, HeadInfo* info, list headers,
+                                bint http10) except -1:
+        """The shared rules of a parsed head: the status that refuses it, or 0."""
+        cdef Py_ssize_t limit
+        if info.host_count != 1 and _host_error(_V10 if http10 else _V11, headers) is not None:
+            return 400
+        if (p.flags & ll.F_TRANSFER_ENCODING) and not _is_chunked_only(headers):
+            return 400  # (the pure mode: h11 has this rule)
+        if self.settings.limit_body >= 0 and (p.flags & ll.F_CONTENT_LENGTH) and \
+                p.content_length > <uint64_t>self.settings.limit_body:
+            return 413
+        limit = self.settings.limit_concurrency
+        if limit >= 0 and (len(self.connections) > limit or len(self.tasks) >= limit):
+            return 503
+        return 0
+
+    cdef inline dict _scope(self, ll.llhttp_t* p, list headers, bint http10):
+        cdef dict scope = self.template.copy()
+        scope["asgi"] = _ASGI_VERSION.copy()  # a new dict per scope
+        if http10:
+            scope["http_version"] = _V10
+        scope["method"] = <str>_METHODS[p.method]
+        self._request_target(scope)
+        scope["headers"] = headers
+        scope["state"] = self.app_state.copy()
+        # a new dict per scope, as "asgi"; the tls extension is the connection's
+        if self.tls is None:
+            scope["extensions"] = {_PATHSEND: {}}
+        else:
+            scope["extensions"] = {_PATHSEND: {}, _TLS: self.tls}
+        return scope
+
+    cdef inline int _request_target(self, dict scope) except -1:
+        """The target as the scope has it: raw_path, query_string, path, --root-path
+        before them. (Hot-path twin of `target.request_paths`, which the pure mode
+        calls: an origin-form target without "%" in its path is done here.)"""
+        cdef const char* data = self.head.data
+        cdef Py_ssize_t n = self.url_len
+        cdef Py_ssize_t path_len
+        cdef const char* q
+        if n > 0 and data[0] == 47:  # '/'
+            q = <const char*>memchr(data, 63, n)  # '?'
+            path_len = n if q == NULL else q - data
+            if memchr(data, 37, path_len) == NULL:  # '%'
+                raw_path = PyBytes_FromStringAndSize(data, path_len)
+                path = PyUnicode_DecodeLatin1(data, path_len, NULL)
+                if self.settings.root_path:  # (only a test of the string's length when empty)
+                    raw_path, path = _with_root_path(self.settings.root_path, raw_path, path)
+                scope["raw_path"] = raw_path
+                scope["path"] = path
+                scope["query_string"] = b"" if q == NULL else \
+                    PyBytes_FromStringAndSize(q + 1, n - path_len - 1)
+                return 0
+        raw_path, query, path = _request_paths(PyBytes_FromStringAndSize(data, n),
+                                               self.settings.root_path)
+        scope["raw_path"] = raw_path
+        scope["path"] = path
+        scope["query_string"] = query
+        return 0
+
+    cdef inline _start_request(self, dict scope, ll.llhttp_t* p, bint expect_100, bint http10):
+        """The head is good: a cycle for it, and the app's Task."""
+        cdef RequestCycle cycle = RequestCycle.__new__(RequestCycle)
         cycle.protocol = self
         cycle.scope = scope
         # CONNECT has no body (llhttp reads none); what follows its head would be a
@@ -1139,10 +1041,10 @@ cdef class HttpProtocol(_ParserCore):
             p.method != ll.HTTP_CONNECT
         cycle.http10 = http10
         cycle.head_request = p.method == ll.HTTP_HEAD
-        cycle.expect_100 = info.expect_100
+        cycle.expect_100 = expect_100
         cycle.content_length = -1
         cycle.method_id = p.method
-        cycle.started = _now()
+        cycle.started = _monotonic()
         self.cycle = cycle
         self.started += 1
 
@@ -1155,27 +1057,23 @@ cdef class HttpProtocol(_ParserCore):
             task = _start_task(self.loop, self.context, cycle.run(), _REQUEST_TASK_NAME)
         cycle.task = task
         self.tasks[task] = scope
-        return 0
 
     cdef int _upgrade_head(self, dict scope, ll.llhttp_t* p) except -2:
         """A WebSocket handshake: refuse it (400 / 426), or keep its scope to hand
         the connection over once llhttp has parsed the whole request."""
         has_body = (p.flags & ll.F_CHUNKED) or \
             ((p.flags & ll.F_CONTENT_LENGTH) and p.content_length > 0)
-        refused = _handshake_error(scope["method"], scope["http_version"], scope["headers"], has_body)
+        ws_scope, refused = _accept_handshake(scope, has_body, self.ssl, self.settings.source,
+                                              self.server_state)
         if refused is not None:
             self.refusal = refused
             return -1
-        ws_scope = _websocket_scope(scope, self.ssl)
-        if self.settings.proxy_headers:
-            _apply_proxy_headers(ws_scope, self.settings.proxy_trust)
         self.upgrade_scope = ws_scope
-        self.server_state.total_requests += 1
         return 0
 
-    cdef _upgrade(self, bytes rest):
-        """Give the connection to the WebSocket protocol; this one is done."""
-        scope = self.upgrade_scope
+    cdef _upgrade(self, dict ws_scope, bytes rest):
+        """Give the connection to the WebSocket protocol with the bytes that
+        followed the handshake; this one is done."""
         self.upgrade_scope = None
         self._flush()  # responses to requests pipelined before the handshake
         self.closed = True
@@ -1185,7 +1083,7 @@ cdef class HttpProtocol(_ParserCore):
             self.timer = None
             timer.cancel()
         self.flow.resume_reading()
-        _hand_over(self.transport, self.settings.source, self.server_state, scope, rest, self.loop)
+        _hand_over(self.transport, self.settings.source, self.server_state, ws_scope, rest, self.loop)
 
     cdef int _on_body(self, const char* at, size_t length) noexcept:
         cdef RequestCycle cycle = self.cycle
@@ -1252,15 +1150,15 @@ cdef class HttpProtocol(_ParserCore):
         elif err == ll.HPE_PAUSED_UPGRADE:
             ll.llhttp_resume_after_upgrade(&self.parser)
         data = self.pending
-        if data is not None:
-            self.pending = None
+        if data:
+            self.pending = b""
             self._execute(<bytes>data, 0)
         if self.closed:
             return
         if self.eof and self.cycle is None:
             self._close()
             return
-        if self.pending is None:
+        if not self.pending:
             if self.cycle is None or self.cycle.body_buffered <= HIGH_WATER:
                 self._resume_reading()
 
@@ -1277,20 +1175,12 @@ cdef class HttpProtocol(_ParserCore):
         if cycle is not self.cycle:
             return
         if not cycle.message_complete:
-            # The app answered without reading the whole body: read and discard
-            # it, then go on -- unless the client still waits for a 100 Continue
-            # that never came (it might never send the body): close then.
-            if cycle.expect_100:
-                self._close()
-                return
-            cycle.body_chunks = None
-            cycle.body_buffered = 0
-            self._resume_reading()
+            _skip_body(self, cycle)
             return
         self._cycle_done()
         started = self.started
         self._resume_parsing()
-        if self.cycle is None and self.pending is None and not self.in_head \
+        if self.cycle is None and not self.pending and not self.in_head \
                 and self.corked is None and not self.closed:
             self._release_buffers()
         elif self.started != started and self.cycle is not None and not self.closed:
@@ -1314,9 +1204,9 @@ cdef class HttpProtocol(_ParserCore):
             self.hdrs = NULL
             self.hdrs_cap = 0
 
-    cdef inline void _count_response(self, RequestCycle cycle) noexcept:
+    cpdef void _count_response(self, RequestCycle cycle) noexcept:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
-        self.metrics.count(cycle.method_id, cycle.status, _now() - cycle.started, cycle.body_bytes)
+        self.metrics.count(cycle.method_id, cycle.status, _monotonic() - cycle.started, cycle.body_bytes)
 
     cdef _cork(self):
         """Hold writes back until the end of this loop pass (or HIGH_WATER bytes):
@@ -1330,7 +1220,7 @@ cdef class HttpProtocol(_ParserCore):
             self.flush_mark = self.started
             self.flusher.add(self)
 
-    cdef inline _out(self, data):
+    cpdef _out(self, data):
         if self.corked is None:
             self.write(data)
         else:
@@ -1382,7 +1272,9 @@ cdef class HttpProtocol(_ParserCore):
         self._flush()
 
     cdef _cycle_done(self):
-        cdef double now = _now()
+        """The request and its response are done: forget it, start the wait for the
+        next head (its deadline and the keep-alive one; the timer re-armed lazily)."""
+        cdef double now = _monotonic()
         self.cycle = None
         self.ka_deadline = now + self.settings.timeout_keep_alive
         self.header_deadline = now + self.settings.timeout_header
@@ -1397,13 +1289,13 @@ cdef class HttpProtocol(_ParserCore):
                 return  # fires earlier, and re-arms itself then
             timer.cancel()
         self.timer_when = when
-        self.timer = self.loop.call_later(max(when - _now(), 0.0), self._on_timer)
+        self.timer = self.loop.call_later(max(when - _monotonic(), 0.0), self._on_timer)
 
     def _on_timer(self):
         self.timer = None
         if self.closed:
             return
-        cdef double now = _now() + 0.001
+        cdef double now = _monotonic() + 0.001
         cdef double ka = self.ka_deadline
         cdef double hd = self.header_deadline
         if self.cycle is None and ((ka and now >= ka) or (hd and now >= hd)):
@@ -1420,27 +1312,16 @@ cdef class HttpProtocol(_ParserCore):
         if not self.closed:
             self.flow.pause_reading()
 
-    cdef _resume_reading(self):
+    cpdef _resume_reading(self):
         if not self.closed:
             self.flow.resume_reading()
 
     cdef _fail(self, int status, bytes response=None):
         """A request the server answers itself (parse error, limit, refused
         handshake): answer with `response` or the canned one for `status`, close."""
-        cdef RequestCycle cycle = self.cycle
-        cdef bint started = False
-        self.pending = None
-        if cycle is not None:
-            started = cycle.response_started
-            if not cycle.response_complete:
-                cycle.disconnected = True
-                cycle.keep_alive = False
-            cycle.wake()
-        if not started and not self.closed:
-            self._out(response if response is not None else _error_response(status))
-        self._close()
+        _fail_connection(self, status, response)
 
-    cdef _close(self):
+    cpdef _close(self):
         if not self.closed:
             self._flush()
             self.closed = True
@@ -1455,42 +1336,43 @@ cdef dict _disconnect():
     return {"type": "http.disconnect"}
 
 
+@cython.final
 cdef class RequestCycle:
     """One request: the app's `receive` and `send`, and the response state."""
 
-    cdef HttpProtocol protocol
-    cdef dict scope
+    cdef readonly HttpProtocol protocol
+    cdef readonly dict scope
     cdef object task
     cdef object waiter
     cdef object message_error
     # request body
-    cdef list body_chunks
-    cdef Py_ssize_t body_buffered
+    cdef public list body_chunks
+    cdef public Py_ssize_t body_buffered
     cdef bint message_complete
     cdef bint final_delivered
-    cdef bint disconnected
-    cdef bint expect_100
-    cdef bint keep_alive
+    cdef public bint disconnected
+    cdef public bint expect_100
+    cdef public bint keep_alive
     cdef bint http10
     cdef bint head_request
     cdef bint running            # the app's Task has begun
     # response
-    cdef bint response_started
-    cdef bint head_pending       # started, head in protocol.out, not written yet
-    cdef bint response_complete
+    cdef public bint response_started
+    cdef public bint head_pending  # started, head in protocol.out, not written yet
+    cdef public bint response_complete
     cdef bint app_chunked
     cdef bint app_close
-    cdef readonly int status
+    cdef public int status
     cdef int method_id                # llhttp's method number (--metrics-port)
-    cdef int framing
-    cdef long long content_length  # the app's, or computed; -1: none
+    cdef readonly int framing
+    cdef readonly long long content_length  # the app's, or computed; -1: none
     cdef long long written
     cdef object response_headers   # the app's, for the access log
     # time.monotonic() when the head was complete; body bytes handed to the transport
     cdef readonly double started
-    cdef readonly Py_ssize_t body_bytes
+    cdef public Py_ssize_t body_bytes
 
-    cdef inline void wake(self) noexcept:
+    cpdef void wake(self) noexcept:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -1508,7 +1390,7 @@ cdef class RequestCycle:
         self.running = True
         timer = None
         if timeout > 0:
-            timer = protocol.loop.call_later(timeout, self._timed_out, self.task, timeout)
+            timer = protocol.loop.call_later(timeout, _timed_out, self, self.task, timeout)
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
@@ -1534,34 +1416,12 @@ cdef class RequestCycle:
             protocol.tasks.pop(self.task, None)
             self.task = None
 
-    def _timed_out(self, task, double timeout):
-        """--timeout-request passed (the rule: errors.log_request_timeout)."""
-        if self.response_complete:
-            return
-        log_request_timeout(self.scope, timeout)
-        self._fail(REQUEST_TIMEOUT)
-        task.cancel()
-
-    cdef _fail(self, int status=500):
-        cdef HttpProtocol protocol = self.protocol
-        # (started with the head not written yet: an error can still replace it)
-        if (not self.response_started or self.head_pending) and not self.disconnected \
-                and not protocol.closed:
-            self.response_started = True
-            self.head_pending = False
-            self.status = status
-            protocol._out(_error_response(status))
-            self.body_bytes = len(error_body(status))
-            # the app's request got an answer: logged and counted as one
-            if protocol.access_log:
-                _log_access(self.scope, status, self.started, self.body_bytes, None)
-            if protocol.metrics is not None:
-                protocol._count_response(self)
-        self.response_complete = True
-        self.wake()
-        protocol._close()
+    cpdef _fail(self, int status=500):
+        _fail_cycle(self, status)
 
     async def receive(self):
+        # Hot-path twin: the wait loop and the body handed out are written again in
+        # h11_impl.py's `receive`; change both (the parity tests bind them).
         cdef HttpProtocol protocol = self.protocol
         if self.disconnected or self.response_complete:
             return _disconnect()
@@ -1572,7 +1432,7 @@ cdef class RequestCycle:
                     protocol._out(_CONTINUE)
                     protocol._flush()
             while self.body_chunks is None and (not self.message_complete or self.final_delivered):
-                if not self.message_complete and protocol.pending is None:
+                if not self.message_complete and not protocol.pending:
                     protocol._resume_reading()
                 waiter = self.waiter = protocol.loop.create_future()
                 try:
@@ -1593,11 +1453,12 @@ cdef class RequestCycle:
         more_body = not self.message_complete
         if not more_body:
             self.final_delivered = True
-        elif protocol.pending is None:
+        elif not protocol.pending:
             protocol._resume_reading()
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def send(self, message):
+        # Hot-path twin (with `_send`) of h11_impl.py's `send`; change both.
         # A real coroutine function (not a cheaper ready-made awaitable), so that
         # apps may hand send(...) to create_task() and see errors when they await.
         cdef HttpProtocol protocol = self.protocol
@@ -1635,13 +1496,15 @@ cdef class RequestCycle:
     # -- response -------------------------------------------------------------------
 
     cdef int _start(self, message) except -1:
+        # Hot-path twin of h11_impl.py's `_start` (which checks and encodes the
+        # headers through headers.encode_response_headers); change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
         cdef const unsigned char* s
         cdef const char* vs
-        cdef Py_ssize_t n, vn, i, a, b
-        cdef long long cl
-        cdef bint te = False, close = False
+        cdef Py_ssize_t n, vn
+        cdef int verdict
+        cdef HeaderFacts facts
         status = None
         headers = None
         if type(message) is dict:
@@ -1656,7 +1519,9 @@ cdef class RequestCycle:
         default_head = protocol.server_state.default_head
         if default_head:
             buf_bytes(out, <bytes>default_head)
-        cl = -1
+        facts.content_length = -1
+        facts.chunked = False
+        facts.close = False
         for item in headers:
             if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
                 name = (<tuple>item)[0]
@@ -1670,63 +1535,20 @@ cdef class RequestCycle:
                 raise _bad_header(name, value)
             s = <const unsigned char*>PyBytes_AS_STRING(name)
             n = PyBytes_GET_SIZE(name)
-            if n == 0:
-                raise _bad_header(name, value)
-            for i in range(n):
-                if not _TOKEN[s[i]]:
-                    raise _bad_header(name, value)
             vs = PyBytes_AS_STRING(value)
             vn = PyBytes_GET_SIZE(value)
-            for i in range(vn):
-                if not _FVALUE[<unsigned char>vs[i]]:
-                    raise _bad_header(name, value)
-            if n == 14 and _lower_eq(<const char*>s, n, b"content-length", 14):
-                a = 0
-                b = vn
-                while a < b and _is_ws(vs[a]):
-                    a += 1
-                while b > a and _is_ws(vs[b - 1]):
-                    b -= 1
-                if a == b:
-                    raise _bad_header(name, value)
-                for i in range(a, b):
-                    if not (48 <= vs[i] <= 57):
-                        raise _bad_header(name, value)
-                if b - a > 18:
-                    cl = min(int(value), 1 << 62)
-                else:
-                    cl = 0
-                    for i in range(a, b):
-                        cl = cl * 10 + (vs[i] - 48)
-            elif n == 17 and _lower_eq(<const char*>s, n, b"transfer-encoding", 17):
-                if self.http10:
-                    continue  # not to an HTTP/1.0 client (headers.encode_response_headers)
-                te = True
-            elif n == 10 and _lower_eq(<const char*>s, n, b"connection", 10):
-                a = 0
-                b = vn
-                while a < b and _is_ws(vs[a]):
-                    a += 1
-                while b > a and _is_ws(vs[b - 1]):
-                    b -= 1
-                if _lower_eq(vs + a, b - a, b"close", 5):
-                    close = True
-            if buf_reserve(out, n + vn + 4) < 0:
-                raise MemoryError()
-            memcpy(out.data + out.len, s, n)
-            out.data[out.len + n] = 58  # ':'
-            out.data[out.len + n + 1] = 32
-            memcpy(out.data + out.len + n + 2, vs, vn)
-            out.data[out.len + n + 2 + vn] = 13
-            out.data[out.len + n + 3 + vn] = 10
-            out.len += n + vn + 4
+            verdict = check_header(s, n, vs, vn, value, self.http10, &facts)
+            if verdict == HEADER_WRITE:
+                write_header_line(out, s, n, vs, vn)
+            elif verdict == HEADER_BAD:
+                raise _bad_header(name, value)
         self.response_started = True
         self.head_pending = True
         self.status = status
         self.response_headers = headers
-        self.content_length = cl
-        self.app_chunked = te
-        if close:
+        self.content_length = facts.content_length
+        self.app_chunked = facts.chunked
+        if facts.close:
             self.keep_alive = False
             self.app_close = True
         return 0
@@ -1757,44 +1579,9 @@ cdef class RequestCycle:
         return 0
 
     async def _pathsend(self, message):
-        """`http.response.pathsend`: the body is the file at the message's path,
-        framed as a body of its size in one message (see pathsend.py)."""
-        cdef HttpProtocol protocol = self.protocol
-        if not self.head_pending:
-            raise _pathsend_after_body(message)
-        opened = _open_path(_response_pathsend(message))
-        try:
-            size = opened.size
-            self._framing(size, False)
-            if self.framing == M_LENGTH and self.content_length != size:
-                # the app's Content-Length: nothing of the response is written
-                self._length_error(_file_length_error(self.content_length, size))
-                return
-            tail = b""
-            if self.framing == M_CHUNKED:
-                prefix, tail = _chunk_frame(size)
-                buf_bytes(&protocol.out, prefix)
-            protocol._out(PyBytes_FromStringAndSize(protocol.out.data, protocol.out.len))
-            # responses held back for a pipelined batch, and this head, go before the file
-            protocol._flush()
-            if self.framing != M_NONE and size:  # (NONE: HEAD, 204, 304: the head only)
-                try:
-                    sent = await _send_file(protocol.transport, protocol.flow, opened)
-                except _ClientDisconnected:
-                    self.disconnected = True
-                    protocol._close()
-                    raise
-                self.body_bytes = sent
-                if sent < size:  # the file shrank since it was opened
-                    self._length_error(CONTENT_SHORTER)
-                    return
-                if tail:
-                    protocol._out(tail)
-        finally:
-            opened.close()
-        self._complete()
+        await _send_path(self, message)
 
-    cdef int _framing(self, Py_ssize_t n, bint more_body) except -1:
+    cpdef int _framing(self, Py_ssize_t n, bint more_body) except -1:
         """Choose the framing at the first body message; end the head in protocol.out."""
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
@@ -1823,7 +1610,17 @@ cdef class RequestCycle:
         buf_bytes(out, b"\r\n")
         return 0
 
+    cpdef _write_head(self, bytes extra):
+        """Write the head `_framing` ended (in protocol.out), and `extra` after it;
+        responses held back for a pipelined batch go first."""
+        cdef HttpProtocol protocol = self.protocol
+        buf_bytes(&protocol.out, extra)
+        protocol._out(PyBytes_FromStringAndSize(protocol.out.data, protocol.out.len))
+        protocol._flush()
+
     cdef _first_body(self, bytes body, bint more_body):
+        # Hot-path twin of h11_impl.py's `_first_body` (the framing of the first body
+        # message, written again there over Python bytes); change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out = &protocol.out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -1878,6 +1675,7 @@ cdef class RequestCycle:
             self._complete()
 
     cdef _more_body(self, bytes body, bint more_body):
+        # Hot-path twin of h11_impl.py's `_more_body`; change both.
         cdef HttpProtocol protocol = self.protocol
         cdef Buf* out
         cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -1915,7 +1713,8 @@ cdef class RequestCycle:
         if not more_body:
             self._complete()
 
-    cdef _complete(self):
+    cpdef _complete(self):
+        # Hot-path twin of h11_impl.py's `_complete`; change both.
         cdef HttpProtocol protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:
@@ -1925,12 +1724,5 @@ cdef class RequestCycle:
         self.wake()
         protocol._response_complete(self)
 
-    cdef _length_error(self, str reason):
-        """The app broke its own Content-Length: log it and close; nothing of the
-        message that overran is written."""
-        error_logger.error(reason)
-        self.response_complete = True
-        self.keep_alive = False
-        self.disconnected = True
-        self.wake()
-        self.protocol._close()
+    cpdef _length_error(self, str reason):
+        _broken_length(self, reason)

@@ -25,6 +25,9 @@ CAUSE_DEPTH_LIMIT = 16
 # The names of the Tasks an app's calls run in, instead of asyncio's "Task-<n>": on
 # Python 3.11, formatting that name cost a twentieth of the C mode's own time per
 # request (bench/NOTES.md).
+# A scope's "asgi" key (HTTP and WebSocket): copied per scope, never handed out itself.
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
 REQUEST_TASK_NAME = "fastserve.request"
 WEBSOCKET_TASK_NAME = "fastserve.websocket"
 # asyncio.Task takes the context to run in (3.11+); before, the Task is made inside it.

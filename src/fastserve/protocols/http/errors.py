@@ -74,8 +74,8 @@ def log_invalid_request(data: bytes) -> None:
 def log_request_timeout(scope: dict, seconds: float) -> None:
     """One warning per request cut by --timeout-request.
 
-    The rule, the same in both HTTP modes (each RequestCycle's `run` and
-    `_timed_out`): with the option set, a timer starts with the app call and stops
+    The rule, the same in both HTTP modes (each RequestCycle's `run`, then
+    `cycle.timed_out`): with the option set, a timer starts with the app call and stops
     when it returns. When it fires before the response is complete, the client gets
     a 504 if the response had not started, else the connection is closed mid-body;
     then the app's Task is cancelled. The connection is closed in both cases, not

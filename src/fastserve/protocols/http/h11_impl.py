@@ -59,6 +59,7 @@ from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
+    ASGI_VERSION,
     DISCONNECTED,
     PATHSEND,
     REQUEST_TASK_NAME,
@@ -69,42 +70,33 @@ from fastserve.protocols.asgi import (
     connection_context,
     log_app_exception,
     message_type_of,
-    pathsend_after_body,
     response_body,
-    response_pathsend,
     response_start,
     start_task,
 )
 from fastserve.protocols.http import framing as fr
+from fastserve.protocols.http.cycle import (
+    broken_length,
+    fail_connection,
+    fail_cycle,
+    lose_connection,
+    send_path,
+    shut_down,
+    skip_body,
+    timed_out,
+)
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
-    REQUEST_TIMEOUT,
-    error_body,
-    error_logger,
-    error_response,
     log_invalid_request,
-    log_request_timeout,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, encode_response_headers
-from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.http.proxy import apply_proxy_headers
-from fastserve.protocols.http.target import (
-    decode_path,
-    host_error,
-    is_valid_target,
-    split_target,
-    with_root_path,
-)
+from fastserve.protocols.http.target import host_error, is_valid_target, request_paths
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
-from fastserve.protocols.websockets.handshake import (
-    hand_over,
-    handshake_error,
-    is_websocket_upgrade,
-    websocket_scope,
-)
+from fastserve.protocols.websockets.handshake import accept, hand_over, is_websocket_upgrade
 
 _H11_REQUEST = h11.Request
 _H11_ERROR = h11.RemoteProtocolError
@@ -172,7 +164,6 @@ _CHUNK_SIZE = 0  # a size line is next
 _CHUNK_CRLF = -1  # the CRLF after chunk data is next
 _CHUNK_TRAILERS = -2  # trailer lines (or the final empty line) are next
 
-_ASGI = {"version": "3.0", "spec_version": "2.4"}  # copied per scope
 _DISCONNECT = {"type": "http.disconnect"}  # copied on return, never handed out itself
 
 
@@ -181,7 +172,7 @@ class H11Protocol(asyncio.Protocol):
 
     __slots__ = (
         "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
-        "client", "server", "scheme", "tls", "context", "pending", "scan_from", "chunk_left",
+        "client", "server", "scheme", "tls", "context", "pending", "metrics", "scan_from", "chunk_left",
         "chunk_buf", "body_left", "cycle", "timer", "header_deadline", "closed",
         "shutting_down",
     )  # fmt: skip
@@ -194,6 +185,7 @@ class H11Protocol(asyncio.Protocol):
         self.transport = None
         self.flow = None
         self.access_log = settings.access_log
+        self.metrics = server_state.metrics  # ProcessMetrics; None: --metrics-port is off
         self.client = self.server = None
         self.scheme = "http"
         self.tls = None  # the `tls` extension every scope references; None: plain TCP
@@ -230,21 +222,10 @@ class H11Protocol(asyncio.Protocol):
         self.timer = self.loop.call_later(timeout, self._on_timer)
 
     def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.server_state.connections.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.wake()
-        if self.flow is not None:
-            self.flow.resume_writing()  # wakes a send() waiting to drain
+        lose_connection(self)
         self.chunk_left = None
         self.chunk_buf = b""
         self.body_left = 0
-        self.pending = b""
 
     # eof_received: not defined, so asyncio closes the transport on EOF. A client
     # half-close cannot be told from a close; the app sees http.disconnect.
@@ -286,13 +267,7 @@ class H11Protocol(asyncio.Protocol):
     # -- server ---------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Graceful stop: close now if idle, else after the current response."""
-        self.shutting_down = True
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self._close()
-        else:
-            cycle.keep_alive = False
+        shut_down(self)
 
     def abort(self) -> None:
         """Past the graceful-shutdown bound: drop the connection now (a running app
@@ -303,190 +278,124 @@ class H11Protocol(asyncio.Protocol):
     # -- request head -----------------------------------------------------------------
 
     def _read_head(self) -> None:
-        """Parse the request head at the start of self.pending, if it is complete."""
+        """Parse the request head at the start of self.pending, if it is complete,
+        and start its request: the steps below, each failing with _Refused."""
+        try:
+            end = self._head_end()
+            if end < 0:
+                return
+            buf = self.pending
+            if type(buf) is not bytes:
+                buf = bytes(buf)
+            head = buf[: end + 2]
+            content_length = _check_head(head, end, self.settings)
+            event = _h11_request(buf[: end + 4], self.settings.limit_request_head)
+            rest = buf[end + 4 :]
+            self.pending = b""
+            http_version, method = self._request_line(event, head)
+            request = _Request(head, event, http_version, method, content_length)
+            self._check_request(request)
+        except _Refused as refused:
+            self._fail(refused.status)
+            return
+        raw_path, query_string, path = request_paths(event.target, self.settings.root_path)
+        scope = self._scope(request, raw_path, query_string, path)
+        if self.settings.ws_protocol_class is not None and is_websocket_upgrade(request.headers):
+            ws_scope = self._upgrade_head(scope, request.has_body)
+            if ws_scope is not None:
+                self._upgrade(ws_scope, rest)
+            return
+        self._start_request(scope, request, rest)
+
+    def _head_end(self) -> int:
+        """Where the head at the start of self.pending ends (its CRLF CRLF), or -1:
+        not yet (the timer is armed), or never (_Refused)."""
         buf = self.pending
-        settings = self.settings
         if buf[0] in (_CR, _LF):  # empty lines before a request line are ignored
-            buf = buf.lstrip(b"\r\n")
-            self.pending = buf
+            buf = self.pending = buf.lstrip(b"\r\n")
             self.scan_from = 0
             if not buf:
                 self._wait_head()
-                return
+                return -1
         scan_from = self.scan_from
-        limit_head = settings.limit_request_head
+        limit_head = self.settings.limit_request_head
         end = buf.find(b"\r\n\r\n", scan_from)
-        if end < 0 or end + 4 > limit_head:
-            if not _may_start_request(buf):  # first: llhttp refuses these at byte one
-                log_invalid_request(bytes(buf))
-                self._fail(400)
-            elif len(buf) > limit_head:
-                self._fail(431)
-            elif (
-                buf.find(b"\n\n", scan_from) >= 0
-                or buf.find(b"\n\r\n", scan_from) >= 0
-                or _LONE_CR_RE.search(buf, scan_from) is not None
-            ):
-                self._fail(400)  # the head ended with a bare LF, or a CR without LF
-            else:
-                # search only the new bytes next time (a trickled head stays O(n))
-                self.scan_from = max(0, len(buf) - 3)
-                self._wait_head()
-            return
-        self.scan_from = 0
-        if type(buf) is not bytes:
-            buf = bytes(buf)
-        head = buf[: end + 2]
+        if 0 <= end and end + 4 <= limit_head:
+            self.scan_from = 0
+            return end
+        if not _may_start_request(buf):  # first: llhttp refuses these at byte one
+            log_invalid_request(bytes(buf))
+            raise _Refused(400)
+        if len(buf) > limit_head:
+            raise _Refused(431)
+        if (
+            buf.find(b"\n\n", scan_from) >= 0
+            or buf.find(b"\n\r\n", scan_from) >= 0
+            or _LONE_CR_RE.search(buf, scan_from) is not None
+        ):
+            raise _Refused(400)  # the head ended with a bare LF, or a CR without LF
+        # search only the new bytes next time (a trickled head stays O(n))
+        self.scan_from = max(0, len(buf) - 3)
+        self._wait_head()
+        return -1
 
-        # --- what h11 accepts but llhttp (and we) reject, in one pass per check ---
-        lines = head.count(b"\r\n")
-        if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            self._fail(400)  # bare LF or CR
-            return
-        if b"\n " in head or b"\n\t" in head:
-            self._fail(400)  # obs-fold
-            return
-        if head.translate(None, _HEAD_BYTES):
-            log_invalid_request(head)
-            self._fail(400)  # control bytes
-            return
-        if lines - 1 > settings.limit_request_fields:
-            self._fail(431)
-            return
-        if settings.limit_request_field_size:
-            # A field's size is counted as the C mode counts it: name and value
-            # (from its first non-blank byte) plus 2, as if written `name: value`.
-            limit = settings.limit_request_field_size - 1
-            start = head.find(b"\r\n") + 2
-            while start < end:
-                stop = head.find(b"\r\n", start)
-                if stop - start > limit:  # (the whole line is longer than that count)
-                    value = head.find(b":", start, stop) + 1
-                    blank = len(head[value:stop]) - len(head[value:stop].lstrip(b" \t"))
-                    if stop - start - blank > limit:
-                        self._fail(431)
-                        return
-                start = stop + 2
-        content_length = -1
-        found = _CONTENT_LENGTH_RE.findall(head)
-        if found:
-            value = found[0].strip()
-            if len(found) > 1 or not value.isdigit():
-                self._fail(400)
-                return
-            content_length = int(value)
-            if content_length > _MAX_CONTENT_LENGTH:
-                self._fail(400)
-                return
-
-        # --- h11 parses the head (fresh Connection per request, see module doc) ---
-        parser = h11.Connection(_H11_SERVER, max_incomplete_event_size=limit_head + 4)
-        size = end + 4
-        if len(buf) == size:
-            parser.receive_data(buf)
-            rest = b""
-        else:
-            parser.receive_data(buf[:size])
-            rest = buf[size:]
-        self.pending = b""
-        try:
-            event = parser.next_event()
-        except _H11_ERROR:
-            self._fail(400)
-            return
-        if type(event) is not _H11_REQUEST:  # cannot happen with a complete head
-            self._fail(400)
-            return
-
+    def _request_line(self, event, head: bytes) -> tuple[str, str]:
+        """The version and method of h11's Request, as llhttp takes them."""
         http_version = _VERSIONS.get(event.http_version)
         method = _METHODS.get(event.method)
         if http_version is None or method is None or not is_valid_target(method, event.target):
             log_invalid_request(head)  # (HTTP/2's preface, for one)
-            self._fail(400)
-            return
-        http10 = http_version == "1.0"
-        target = event.target
-        if settings.limit_request_line and len(target) > settings.limit_request_line:
-            self._fail(414)
-            return
-        headers = list(event.headers)
-        keep_alive = not http10
-        expect_100 = False
-        chunked = False
-        for name, value in headers:
-            if name == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip()
-                    if token == b"close":
-                        keep_alive = False
-                        break
-                    if token == b"keep-alive" and http10:
-                        keep_alive = True
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"expect":
-                if value.lower() == b"100-continue" and not http10:
-                    expect_100 = True
-        if chunked:
-            if content_length >= 0:
-                self._fail(400)
-                return
-            sent = _TRANSFER_ENCODING_RE.search(head).group(1)
-            if sent != b"chunked":  # the app sees the header as sent, as in C mode
-                headers[headers.index(_CHUNKED_HEADER)] = (b"transfer-encoding", sent)
-        if method == "CONNECT":
-            # No body, and no tunnel: close after the response (as the C mode does,
-            # where llhttp reads no body for CONNECT).
-            chunked = False
-            content_length = -1
-            keep_alive = False
-        if host_error(http_version, headers) is not None:
-            self._fail(400)
-            return
+            raise _Refused(400)
+        limit_line = self.settings.limit_request_line
+        if limit_line and len(event.target) > limit_line:
+            raise _Refused(414)
+        return http_version, method
+
+    def _check_request(self, request: _Request) -> None:
+        """The shared rules of a parsed head: Host, the body limit, concurrency."""
+        if host_error(request.http_version, request.headers) is not None:
+            raise _Refused(400)
+        settings = self.settings
         limit_body = settings.limit_request_body
-        if limit_body is not None and content_length > limit_body:
-            self._fail(413)
-            return
+        if limit_body is not None and request.content_length > limit_body:
+            raise _Refused(413)
         limit = settings.limit_concurrency
         if limit is not None:
             state = self.server_state
             if len(state.connections) > limit or len(state.tasks) >= limit:
-                self._fail(503)
-                return
+                raise _Refused(503)
 
-        raw_path, query_string = split_target(target)
-        path = decode_path(raw_path)
-        if settings.root_path:
-            raw_path, path = with_root_path(settings.root_path, raw_path, path)
+    def _scope(self, request: _Request, raw_path: bytes, query_string: bytes, path: str) -> dict:
         scope = {
             "type": "http",
-            "asgi": dict(_ASGI),
-            "http_version": http_version,
+            "asgi": ASGI_VERSION.copy(),
+            "http_version": request.http_version,
             "server": self.server,
             "client": self.client,
             "scheme": self.scheme,
-            "method": method,
-            "root_path": settings.root_path,
+            "method": request.method,
+            "root_path": self.settings.root_path,
             "path": path,
             "raw_path": raw_path,
             "query_string": query_string,
-            "headers": headers,
+            "headers": request.headers,
             "state": self.app_state.copy(),
             "extensions": {PATHSEND: {}},  # a new dict per scope, as "asgi"
         }
         if self.tls is not None:
             scope["extensions"][TLS] = self.tls
-        if settings.ws_protocol_class is not None and is_websocket_upgrade(headers):
-            self._upgrade(scope, chunked or content_length > 0, rest)
-            return
+        return scope
+
+    def _start_request(self, scope: dict, request: _Request, rest: bytes) -> None:
+        """The head is good: start the app's Task, then read the body that follows."""
+        settings = self.settings
         if settings.proxy_headers:
             apply_proxy_headers(scope, settings.proxy_trust)
-
         cycle = RequestCycle(self, scope)
-        cycle.keep_alive = keep_alive and not self.shutting_down
-        cycle.http10 = http10
-        cycle.head_request = method == "HEAD"
-        cycle.expect_100 = expect_100
+        cycle.keep_alive = request.keep_alive and not self.shutting_down
+        cycle.http10 = request.http_version == "1.0"
+        cycle.head_request = request.method == "HEAD"
+        cycle.expect_100 = request.expect_100
         self.cycle = cycle
         self.header_deadline = 0.0
         # The app starts with the head, before any body byte is read (as in the C
@@ -496,31 +405,29 @@ class H11Protocol(asyncio.Protocol):
         tasks = self.server_state.tasks
         tasks[task] = scope
         task.add_done_callback(tasks.pop)
-        if chunked:
+        if request.chunked:
             self.chunk_left = _CHUNK_SIZE
             self._read_chunked(rest)
-        elif content_length > 0:
-            self.body_left = content_length
+        elif request.content_length > 0:
+            self.body_left = request.content_length
             if rest:
                 self._take_body(rest)
         else:
             cycle.message_complete = True
             self.pending = rest
 
-    def _upgrade(self, scope: dict, has_body: bool, rest: bytes) -> None:
-        """A WebSocket handshake: refuse it (400 / 426), or give the connection to
-        the WebSocket protocol with the bytes that followed; this one is done."""
-        refused = handshake_error(
-            scope["method"], scope["http_version"], scope["headers"], has_body
+    def _upgrade_head(self, scope: dict, has_body: bool) -> Optional[dict]:
+        """A WebSocket handshake: refuse it (400 / 426; None), or its WebSocket scope."""
+        ws_scope, refused = accept(
+            scope, has_body, self.scheme == "https", self.settings, self.server_state
         )
         if refused is not None:
             self._fail(400, refused)
-            return
-        settings = self.settings
-        ws_scope = websocket_scope(scope, self.scheme == "https")
-        if settings.proxy_headers:
-            apply_proxy_headers(ws_scope, settings.proxy_trust)
-        self.server_state.total_requests += 1
+        return ws_scope
+
+    def _upgrade(self, ws_scope: dict, rest: bytes) -> None:
+        """Give the connection to the WebSocket protocol with the bytes that
+        followed the handshake; this one is done."""
         self.closed = True
         self.server_state.connections.discard(self)
         if self.timer is not None:
@@ -529,7 +436,7 @@ class H11Protocol(asyncio.Protocol):
         # (paused when the handshake was pipelined behind a request: the WebSocket
         # protocol starts with reading on)
         self.flow.resume_reading()
-        hand_over(self.transport, settings, self.server_state, ws_scope, rest, self.loop)
+        hand_over(self.transport, self.settings, self.server_state, ws_scope, rest, self.loop)
 
     def _wait_head(self) -> None:
         """Part of a head is here (or none): time out at the head deadline."""
@@ -551,37 +458,49 @@ class H11Protocol(asyncio.Protocol):
         """Content-Length body bytes: framing is a count (the value was checked
         strictly at the head), so h11 is not needed for it."""
         left = self.body_left
-        cycle = self.cycle
+        rest = b""
         if len(data) > left:
             rest = data[left:]
             data = data[:left]
-        else:
-            rest = b""
-        left -= len(data)
-        self.body_left = left
-        if not cycle.response_complete:  # else: answered already, discard
-            cycle.expect_100 = False
-            cycle.body_chunks.append(data)
-            size = cycle.body_buffered + len(data)
-            cycle.body_buffered = size
-            if left:
-                cycle.wake()
-                if size > HIGH_WATER_LIMIT:
-                    self._pause_reading()
+        self.body_left = left = left - len(data)
+        self._queue_body(data)
         if not left:
-            cycle.message_complete = True
-            self.pending = rest
-            if cycle.response_complete:
-                self._resume_parsing()
-            else:
-                cycle.wake()
-                if rest:
-                    self._pause_reading()
+            self._body_complete(rest)
+
+    def _queue_body(self, piece: bytes) -> None:
+        """Body bytes for the app (the C mode's `_flush_body`): queued, the app
+        woken; reading pauses above HIGH_WATER_LIMIT. Discarded once answered."""
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.expect_100 = False
+        if cycle.body_chunks is None:
+            cycle.body_chunks = [piece]
+        else:
+            cycle.body_chunks.append(piece)
+        cycle.body_buffered += len(piece)
+        cycle.wake()
+        if cycle.body_buffered > HIGH_WATER_LIMIT:
+            self._pause_reading()
+
+    def _body_complete(self, rest: bytes) -> None:
+        """The whole body is read (the C mode's `_message_complete`): parse `rest`
+        now if the response is done, else once it is."""
+        cycle = self.cycle
+        cycle.message_complete = True
+        cycle.expect_100 = False
+        self.pending = rest
+        if cycle.response_complete:
+            self._cycle_done()
+            self._resume_parsing()
+        else:
+            cycle.wake()
+            if rest:
+                self._pause_reading()
 
     def _read_chunked(self, data: bytes) -> None:
-        """Decode chunked body bytes (strict like llhttp, see the module doc)."""
-        cycle = self.cycle
-        limit_body = self.settings.limit_request_body
+        """Decode chunked body bytes (strict like llhttp, see the module doc): one
+        step per state of `chunk_left` until the bytes run out or the body ends."""
         buf = self.chunk_buf
         if buf:
             buf += data
@@ -590,132 +509,113 @@ class H11Protocol(asyncio.Protocol):
             buf = data
         pos = 0
         end = len(buf)
-        left = self.chunk_left
-        while pos < end:
-            if left > 0:  # chunk data
-                take = end - pos
-                if take > left:
-                    take = left
-                piece = buf if take == end else buf[pos : pos + take]
-                pos += take
-                left -= take
-                if not left:
-                    left = _CHUNK_CRLF
-                if cycle.response_complete:  # answered already: discard the rest
-                    continue
-                cycle.expect_100 = False
-                cycle.body_received += take
-                if limit_body is not None and cycle.body_received > limit_body:
-                    self._fail(413)
-                    return
-                cycle.body_chunks.append(piece)
-                cycle.body_buffered += take
-                cycle.wake()
-                if cycle.body_buffered > HIGH_WATER_LIMIT:
-                    self._pause_reading()
-            elif left == _CHUNK_CRLF:
-                if buf[pos] != _CR or (end - pos > 1 and buf[pos + 1] != _LF):
-                    self._fail(400)
-                    return
-                if end - pos == 1:
-                    break  # keep the CR
-                pos += 2
-                left = _CHUNK_SIZE
-            else:  # a size line or a trailer line
-                lf = buf.find(b"\n", pos)
-                if lf < 0:
-                    cr = buf.find(b"\r", pos)
-                    if end - pos > self.settings.limit_request_head or 0 <= cr < end - 1:
-                        self._fail(400)  # too long, or a CR without LF
-                        return
-                    break
-                if lf == pos or buf[lf - 1] != _CR:
-                    self._fail(400)  # bare LF
-                    return
-                if left == _CHUNK_SIZE:
-                    match = _CHUNK_LINE_RE.fullmatch(buf, pos, lf - 1)
-                    if match is None or buf[lf - 2] == _SEMICOLON:
-                        self._fail(400)
-                        return
-                    digits = match.group(1).lstrip(b"0")
-                    if len(digits) > _MAX_CHUNK_DIGITS:
-                        self._fail(400)
-                        return
-                    left = int(digits, 16) if digits else _CHUNK_TRAILERS
-                    pos = lf + 1
-                elif lf == pos + 1:  # the empty line: end of the body
-                    self.chunk_left = None
-                    rest = buf[lf + 1 :]
-                    cycle.message_complete = True
-                    cycle.expect_100 = False
-                    if rest:
-                        self.pending = rest
-                    if cycle.response_complete:
-                        self._resume_parsing()
-                    else:
-                        cycle.wake()
-                        if rest:
-                            self._pause_reading()
-                    return
-                else:  # a trailer field: checked, then ignored
-                    line = buf[pos : lf + 1]
-                    if (
-                        _TRAILER_RE.fullmatch(line) is None
-                        or line.translate(None, _HEAD_BYTES)
-                        or _TRAILER_FORBIDDEN_RE.match(line) is not None
-                    ):
-                        self._fail(400)
-                        return
-                    pos = lf + 1
-        self.chunk_left = left
-        if pos < end:
+        try:
+            while pos < end and self.chunk_left is not None:
+                left = self.chunk_left
+                if left > 0:
+                    step = self._chunk_data(buf, pos, end)
+                elif left == _CHUNK_CRLF:
+                    step = self._chunk_crlf(buf, pos, end)
+                else:
+                    step = self._chunk_line(buf, pos, end)
+                if step == pos:
+                    break  # the rest waits for more bytes
+                pos = step
+        except _Refused as refused:
+            self._fail(refused.status)
+            return
+        if self.chunk_left is None:  # the body ended: the rest is the next request
+            self._body_complete(buf[pos:])
+        elif pos < end:
             self.chunk_buf = buf[pos:]
+
+    def _chunk_data(self, buf: bytes, pos: int, end: int) -> int:
+        """Chunk data: sliced off for the app (counted against the body limit)."""
+        left = self.chunk_left
+        take = min(end - pos, left)
+        piece = buf if take == end else buf[pos : pos + take]
+        left -= take
+        self.chunk_left = left if left else _CHUNK_CRLF
+        cycle = self.cycle
+        if not cycle.response_complete:  # (answered already: discarded)
+            cycle.body_received += take
+            limit_body = self.settings.limit_request_body
+            if limit_body is not None and cycle.body_received > limit_body:
+                raise _Refused(413)
+            self._queue_body(piece)
+        return pos + take
+
+    def _chunk_crlf(self, buf: bytes, pos: int, end: int) -> int:
+        """The CRLF after chunk data (a lone CR waits for its LF)."""
+        if buf[pos] != _CR or (end - pos > 1 and buf[pos + 1] != _LF):
+            raise _Refused(400)
+        if end - pos == 1:
+            return pos  # keep the CR
+        self.chunk_left = _CHUNK_SIZE
+        return pos + 2
+
+    def _chunk_line(self, buf: bytes, pos: int, end: int) -> int:
+        """A size line, a trailer line or the final empty line, once its LF is here."""
+        lf = buf.find(b"\n", pos)
+        if lf < 0:
+            cr = buf.find(b"\r", pos)
+            if end - pos > self.settings.limit_request_head or 0 <= cr < end - 1:
+                raise _Refused(400)  # too long, or a CR without LF
+            return pos
+        if lf == pos or buf[lf - 1] != _CR:
+            raise _Refused(400)  # bare LF
+        if self.chunk_left == _CHUNK_SIZE:
+            self.chunk_left = _chunk_size(buf, pos, lf)
+        elif lf == pos + 1:  # the empty line: end of the body
+            self.chunk_left = None
+        else:  # a trailer field: checked, then ignored
+            line = buf[pos : lf + 1]
+            if (
+                _TRAILER_RE.fullmatch(line) is None
+                or line.translate(None, _HEAD_BYTES)
+                or _TRAILER_FORBIDDEN_RE.match(line) is not None
+            ):
+                raise _Refused(400)
+        return lf + 1
 
     # -- response done / next request -------------------------------------------------
 
     def _response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle once the last response byte is written."""
-        if self.server_state.metrics is not None:
+        if self.metrics is not None:
             self._count_response(cycle)
         if not cycle.keep_alive or self.shutting_down or self.closed:
             self._close()
             return
         if not cycle.message_complete:
-            # The app answered without reading the whole body: read and discard
-            # it, then go on -- unless the client still waits for a 100 Continue
-            # that never came (it might never send the body): close then.
-            if cycle.expect_100:
-                self._close()
-                return
-            cycle.body_chunks.clear()
-            cycle.body_buffered = 0
-            self._resume_reading()
+            skip_body(self, cycle)
             return
+        self._cycle_done()
         self._resume_parsing()
 
     def _count_response(self, cycle: RequestCycle) -> None:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
-        self.server_state.metrics.count_response(
+        self.metrics.count_response(
             cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
         )
 
     def _cycle_done(self) -> None:
+        """The request and its response are done: forget it, start the wait for the
+        next head (its deadline; the keep-alive timer unless bytes of it are here)."""
         self.cycle = None
         self.header_deadline = self.loop.time() + self.settings.timeout_request_header
+        if not self.pending and self.timer is None:
+            self.timer = self.loop.call_later(self.settings.timeout_keep_alive, self._on_timer)
 
     def _resume_parsing(self) -> None:
-        """The request is done: parse what the client pipelined meanwhile. Reading
-        resumes only once that is used up (as in C mode): a client that pipelines
-        without reading answers would otherwise get one more read buffered for
-        each answer."""
-        self._cycle_done()
+        """Parse what the client pipelined meanwhile. Reading resumes only once
+        that is used up (as in C mode): a client that pipelines without reading
+        answers would otherwise get one more read buffered for each answer."""
         if self.pending:
             self._read_head()
             cycle = self.cycle
             if cycle is not None and (self.pending or cycle.body_buffered > HIGH_WATER_LIMIT):
                 return
-        elif self.timer is None:
-            self.timer = self.loop.call_later(self.settings.timeout_keep_alive, self._on_timer)
         self._resume_reading()
 
     # -- helpers ------------------------------------------------------------------------
@@ -728,24 +628,16 @@ class H11Protocol(asyncio.Protocol):
         if not self.closed:
             self.flow.resume_reading()
 
+    def _out(self, data: bytes) -> None:
+        self.transport.write(data)
+
     def _fail(self, status: int, response: Optional[bytes] = None) -> None:
         """A request the server answers itself (parse error, limit, refused
         handshake): answer with `response` or the canned one for `status`, close."""
-        cycle = self.cycle
-        started = False
         self.chunk_left = None
         self.chunk_buf = b""
         self.body_left = 0
-        self.pending = b""
-        if cycle is not None:
-            started = cycle.response_started
-            if not cycle.response_complete:
-                cycle.disconnected = True
-                cycle.keep_alive = False
-            cycle.wake()
-        if not started and not self.closed:
-            self.transport.write(response if response is not None else error_response(status))
-        self._close()
+        fail_connection(self, status, response)
 
     def _close(self) -> None:
         if not self.closed:
@@ -755,6 +647,137 @@ class H11Protocol(asyncio.Protocol):
         if timer is not None:
             timer.cancel()
             self.timer = None
+
+
+class _Refused(Exception):
+    """Bytes the server answers itself with `status`, then closes."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _check_head(head: bytes, end: int, settings) -> int:
+    """What h11 accepts but llhttp (and we) reject, one pass per check; the
+    Content-Length (-1: none)."""
+    lines = head.count(b"\r\n")
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        raise _Refused(400)  # bare LF or CR
+    if b"\n " in head or b"\n\t" in head:
+        raise _Refused(400)  # obs-fold
+    if head.translate(None, _HEAD_BYTES):
+        log_invalid_request(head)
+        raise _Refused(400)  # control bytes
+    if lines - 1 > settings.limit_request_fields:
+        raise _Refused(431)
+    if settings.limit_request_field_size:
+        _check_field_sizes(head, end, settings.limit_request_field_size)
+    return _content_length(head)
+
+
+def _check_field_sizes(head: bytes, end: int, limit_field_size: int) -> None:
+    """A field's size is counted as the C mode counts it: name and value (from its
+    first non-blank byte) plus 2, as if written `name: value`."""
+    limit = limit_field_size - 1
+    start = head.find(b"\r\n") + 2
+    while start < end:
+        stop = head.find(b"\r\n", start)
+        if stop - start > limit:  # (the whole line is longer than that count)
+            value = head.find(b":", start, stop) + 1
+            blank = len(head[value:stop]) - len(head[value:stop].lstrip(b" \t"))
+            if stop - start - blank > limit:
+                raise _Refused(431)
+        start = stop + 2
+
+
+def _content_length(head: bytes) -> int:
+    """The one plain-number Content-Length of a head (-1: none)."""
+    found = _CONTENT_LENGTH_RE.findall(head)
+    if not found:
+        return -1
+    value = found[0].strip()
+    if len(found) > 1 or not value.isdigit():
+        raise _Refused(400)
+    content_length = int(value)
+    if content_length > _MAX_CONTENT_LENGTH:
+        raise _Refused(400)
+    return content_length
+
+
+def _h11_request(head: bytes, limit_head: int):
+    """h11's Request for a whole head (a fresh Connection each, see the module doc)."""
+    parser = h11.Connection(_H11_SERVER, max_incomplete_event_size=limit_head + 4)
+    parser.receive_data(head)
+    try:
+        event = parser.next_event()
+    except _H11_ERROR:
+        raise _Refused(400) from None
+    if type(event) is not _H11_REQUEST:  # cannot happen with a complete head
+        raise _Refused(400)
+    return event
+
+
+class _Request:
+    """What the head's fields say about the request: keep-alive, 100-continue,
+    the body's framing; the headers as the app sees them."""
+
+    __slots__ = (
+        "http_version", "method", "headers", "content_length", "chunked", "keep_alive",
+        "expect_100",
+    )  # fmt: skip
+
+    def __init__(self, head, event, http_version: str, method: str, content_length: int):
+        self.http_version = http_version
+        self.method = method
+        self.headers = headers = list(event.headers)
+        self.content_length = content_length
+        self._read_fields(http_version == "1.0")
+        if self.chunked:
+            if content_length >= 0:
+                raise _Refused(400)
+            sent = _TRANSFER_ENCODING_RE.search(head).group(1)
+            if sent != b"chunked":  # the app sees the header as sent, as in C mode
+                headers[headers.index(_CHUNKED_HEADER)] = (b"transfer-encoding", sent)
+        if method == "CONNECT":
+            # No body, and no tunnel: close after the response (as the C mode does,
+            # where llhttp reads no body for CONNECT).
+            self.chunked = False
+            self.content_length = -1
+            self.keep_alive = False
+
+    def _read_fields(self, http10: bool) -> None:
+        keep_alive = not http10
+        self.expect_100 = self.chunked = False
+        for name, value in self.headers:
+            if name == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip()
+                    if token == b"close":
+                        keep_alive = False
+                        break
+                    if token == b"keep-alive" and http10:
+                        keep_alive = True
+            elif name == b"transfer-encoding":
+                self.chunked = True
+            elif name == b"expect":
+                if value.lower() == b"100-continue" and not http10:
+                    self.expect_100 = True
+        self.keep_alive = keep_alive
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
+
+def _chunk_size(buf: bytes, pos: int, lf: int) -> int:
+    """A chunk's size line (ending at `lf`): data bytes to come, or _CHUNK_TRAILERS
+    for the last chunk."""
+    match = _CHUNK_LINE_RE.fullmatch(buf, pos, lf - 1)
+    if match is None or buf[lf - 2] == _SEMICOLON:
+        raise _Refused(400)
+    digits = match.group(1).lstrip(b"0")
+    if len(digits) > _MAX_CHUNK_DIGITS:
+        raise _Refused(400)
+    return int(digits, 16) if digits else _CHUNK_TRAILERS
 
 
 def _may_start_request(buf) -> bool:
@@ -775,7 +798,7 @@ class RequestCycle:
         "final_delivered", "disconnected", "expect_100", "keep_alive", "http10",
         "head_request", "response_started", "head_pending", "response_complete",
         "app_chunked", "app_close", "status", "framing", "content_length", "written",
-        "header_lines", "response_headers", "started", "body_bytes",
+        "header_lines", "head", "response_headers", "started", "body_bytes",
     )  # fmt: skip
 
     def __init__(self, protocol: H11Protocol, scope: dict) -> None:
@@ -785,7 +808,7 @@ class RequestCycle:
         self.waiter = None
         self.message_error: Optional[BaseException] = None
         # request body
-        self.body_chunks: list = []
+        self.body_chunks: Optional[list] = None  # None: no body bytes for the app
         self.body_buffered = 0
         self.body_received = 0
         self.message_complete = False
@@ -806,6 +829,7 @@ class RequestCycle:
         self.content_length = -1  # the app's, or computed; -1: none
         self.written = 0
         self.header_lines = b""
+        self.head = b""  # the whole head, once _framing has ended it
         self.response_headers = None  # the app's, for the access log
         # when the head was complete; body bytes handed to the transport
         self.started = time.monotonic()
@@ -826,7 +850,7 @@ class RequestCycle:
         timeout = protocol.settings.timeout_request
         if timeout is not None:
             task = asyncio.current_task()
-            timer = protocol.loop.call_later(timeout, self._timed_out, task, timeout)
+            timer = protocol.loop.call_later(timeout, timed_out, self, task, timeout)
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
@@ -851,46 +875,21 @@ class RequestCycle:
             if timer is not None:
                 timer.cancel()
 
-    def _timed_out(self, task: asyncio.Task, timeout: float) -> None:
-        """--timeout-request passed (the rule: errors.log_request_timeout)."""
-        if self.response_complete:
-            return
-        log_request_timeout(self.scope, timeout)
-        self._fail(REQUEST_TIMEOUT)
-        task.cancel()
-
     def _fail(self, status: int = 500) -> None:
-        protocol = self.protocol
-        # (started with the head not written yet: an error can still replace it)
-        if (
-            (not self.response_started or self.head_pending)
-            and not self.disconnected
-            and not protocol.closed
-        ):
-            self.response_started = True
-            self.head_pending = False
-            self.status = status
-            self.transport.write(error_response(status))
-            self.body_bytes = len(error_body(status))
-            # the app's request got an answer: logged and counted as one
-            if protocol.access_log:
-                log_access(self.scope, status, self.started, self.body_bytes, None)
-            if protocol.server_state.metrics is not None:
-                protocol._count_response(self)
-        self.response_complete = True
-        self.wake()
-        protocol._close()
+        fail_cycle(self, status)
 
     async def receive(self):
+        # Hot-path twin: the wait loop and the body handed out are written again in
+        # _parser.pyx's `receive`; change both (the parity tests bind them).
         protocol = self.protocol
         if self.disconnected or self.response_complete:
             return dict(_DISCONNECT)
-        if not self.body_chunks and (not self.message_complete or self.final_delivered):
+        if self.body_chunks is None and (not self.message_complete or self.final_delivered):
             if self.expect_100 and not self.message_complete:
                 self.expect_100 = False
                 if not self.response_started and not protocol.closed:
                     self.transport.write(fr.CONTINUE_RESPONSE)
-            while not self.body_chunks and (not self.message_complete or self.final_delivered):
+            while self.body_chunks is None and (not self.message_complete or self.final_delivered):
                 if not self.message_complete:
                     protocol._resume_reading()
                 waiter = self.waiter = protocol.loop.create_future()
@@ -901,13 +900,13 @@ class RequestCycle:
                 if self.disconnected or self.response_complete:
                     return dict(_DISCONNECT)
         chunks = self.body_chunks
-        if not chunks:
+        if chunks is None:
             body = b""
         elif len(chunks) == 1:
             body = chunks[0]
         else:
             body = b"".join(chunks)
-        chunks.clear()
+        self.body_chunks = None
         self.body_buffered = 0
         more_body = not self.message_complete
         if not more_body:
@@ -917,6 +916,7 @@ class RequestCycle:
         return {"type": "http.request", "body": body, "more_body": more_body}
 
     async def send(self, message) -> None:
+        # Hot-path twin of _parser.pyx's `send` (with its `_send`); change both.
         protocol = self.protocol
         if protocol.flow.write_paused and not self.disconnected and not protocol.closed:
             await protocol.flow.drain()
@@ -939,6 +939,7 @@ class RequestCycle:
     # -- response -------------------------------------------------------------------
 
     def _start(self, message) -> None:
+        # Hot-path twin of _parser.pyx's `_start`; change both.
         status, headers = response_start(message)
         lines, content_length, app_chunked, close = encode_response_headers(headers, self.http10)
         self.response_started = True
@@ -964,44 +965,10 @@ class RequestCycle:
         return False
 
     async def _pathsend(self, message) -> None:
-        """`http.response.pathsend`: the body is the file at the message's path,
-        framed as a body of its size in one message (see pathsend.py)."""
-        protocol = self.protocol
-        if not self.head_pending:
-            raise pathsend_after_body(message)
-        opened = open_path(response_pathsend(message))
-        try:
-            size = opened.size
-            head = self._framing(size, False)
-            framing = self.framing
-            if framing == fr.LENGTH and self.content_length != size:
-                # the app's Content-Length: nothing of the response is written
-                self._length_error(length_error(self.content_length, size))
-                return
-            tail = b""
-            if framing == fr.CHUNKED:
-                prefix, tail = chunk_frame(size)
-                head += prefix
-            self.transport.write(head)
-            if framing != fr.NONE and size:  # (NONE: HEAD, 204, 304: the head only)
-                try:
-                    sent = await send_file(self.transport, protocol.flow, opened)
-                except ClientDisconnected:
-                    self.disconnected = True
-                    protocol._close()
-                    raise
-                self.body_bytes = sent
-                if sent < size:  # the file shrank since it was opened
-                    self._length_error(CONTENT_SHORTER)
-                    return
-                if tail:
-                    self.transport.write(tail)
-        finally:
-            opened.close()
-        self._complete()
+        await send_path(self, message)
 
-    def _framing(self, n: int, more_body: bool) -> bytes:
-        """Choose the framing at the first body message; the whole response head."""
+    def _framing(self, n: int, more_body: bool) -> None:
+        """Choose the framing at the first body message; end the head (self.head)."""
         protocol = self.protocol
         self.head_pending = False
         framing = fr.choose_framing(
@@ -1025,7 +992,7 @@ class RequestCycle:
                 lines += fr.CLOSE_LINE
         elif self.http10:
             lines += fr.KEEP_ALIVE_LINE
-        return b"".join(
+        self.head = b"".join(
             (
                 STATUS_LINES[self.status],
                 protocol.server_state.default_head,
@@ -1035,9 +1002,16 @@ class RequestCycle:
             )
         )
 
+    def _write_head(self, extra: bytes) -> None:
+        """Write the head `_framing` ended, and `extra` after it."""
+        self.transport.write(self.head + extra)
+
     def _first_body(self, body, more_body: bool) -> None:
+        # Hot-path twin of _parser.pyx's `_first_body` (the framing of the first body
+        # message, written again there over a C buffer); change both.
         n = len(body)
-        head = self._framing(n, more_body)
+        self._framing(n, more_body)
+        head = self.head
         framing = self.framing
         data = b""
         tail = b""
@@ -1075,6 +1049,7 @@ class RequestCycle:
             self._complete()
 
     def _more_body(self, body, more_body: bool) -> None:
+        # Hot-path twin of _parser.pyx's `_more_body`; change both.
         n = len(body)
         framing = self.framing
         write = self.transport.write
@@ -1107,6 +1082,7 @@ class RequestCycle:
             self._complete()
 
     def _complete(self) -> None:
+        # Hot-path twin of _parser.pyx's `_complete`; change both.
         protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:
@@ -1117,11 +1093,4 @@ class RequestCycle:
         protocol._response_complete(self)
 
     def _length_error(self, reason: str) -> None:
-        """The app broke its own Content-Length: log it and close; nothing of the
-        message that overran is written."""
-        error_logger.error(reason)
-        self.response_complete = True
-        self.keep_alive = False
-        self.disconnected = True
-        self.wake()
-        self.protocol._close()
+        broken_length(self, reason)

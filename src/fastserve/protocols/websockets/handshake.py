@@ -9,7 +9,9 @@ import binascii
 from collections.abc import Sequence
 from typing import Optional
 
+from fastserve.protocols.asgi import ASGI_VERSION
 from fastserve.protocols.http.headers import STATUS_LINES
+from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.tls import TLS
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -101,7 +103,7 @@ def websocket_scope(scope: dict, secure: bool) -> dict:
         extensions[TLS] = tls
     return {
         "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "asgi": ASGI_VERSION.copy(),
         "http_version": scope["http_version"],
         "scheme": "wss" if secure else "ws",
         "server": scope["server"],
@@ -115,6 +117,22 @@ def websocket_scope(scope: dict, secure: bool) -> dict:
         "state": scope["state"],
         "extensions": extensions,
     }
+
+
+def accept(
+    scope: dict, has_body: bool, secure: bool, settings, server_state
+) -> tuple[Optional[dict], Optional[bytes]]:
+    """A WebSocket handshake that both HTTP modes parsed as the request `scope`:
+    (its WebSocket scope, None) -- proxy headers applied, counted as a request --
+    or (None, the answer that refuses it: 400 / 426)."""
+    refused = handshake_error(scope["method"], scope["http_version"], scope["headers"], has_body)
+    if refused is not None:
+        return None, refused
+    ws_scope = websocket_scope(scope, secure)
+    if settings.proxy_headers:
+        apply_proxy_headers(ws_scope, settings.proxy_trust)
+    server_state.total_requests += 1
+    return ws_scope, None
 
 
 def hand_over(transport, settings, server_state, scope: dict, rest: bytes, loop) -> None:

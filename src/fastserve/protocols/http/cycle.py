@@ -1,0 +1,165 @@
+"""What both HTTP/1.1 protocols do off the hot path, written once over their twin
+names (docs/architecture.md, "One request, both modes"): a request the server
+answers itself, a request past --timeout-request, an app that breaks its own
+Content-Length, and a pathsend after its head.
+
+Each function takes a `RequestCycle` (or an `HttpProtocol` / `H11Protocol`) of
+either mode and uses only the names the two share: in the C mode those are
+`public` attributes and `cpdef` methods of `final` classes, so the C code calls
+them directly and only these functions go through Python."""
+
+from __future__ import annotations
+
+from fastserve.logging import log_access
+from fastserve.protocols.asgi import ClientDisconnected, pathsend_after_body, response_pathsend
+from fastserve.protocols.http import framing as fr
+from fastserve.protocols.http.errors import (
+    CONTENT_SHORTER,
+    REQUEST_TIMEOUT,
+    error_body,
+    error_logger,
+    error_response,
+    log_request_timeout,
+)
+from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
+
+
+def lose_connection(protocol) -> None:
+    """The protocol's `connection_lost`: closed, its timer stopped, the request in
+    flight sees a disconnect and a send() waiting to drain wakes."""
+    protocol.closed = True
+    protocol.server_state.connections.discard(protocol)
+    timer = protocol.timer
+    if timer is not None:
+        protocol.timer = None
+        timer.cancel()
+    cycle = protocol.cycle
+    if cycle is not None:
+        cycle.disconnected = True
+        cycle.wake()
+    if protocol.flow is not None:
+        protocol.flow.resume_writing()
+    protocol.pending = b""
+
+
+def shut_down(protocol) -> None:
+    """The protocol's `shutdown`, a graceful stop: close now if idle, else after
+    the current response."""
+    protocol.shutting_down = True
+    cycle = protocol.cycle
+    if cycle is None or cycle.response_complete:
+        protocol._close()
+    else:
+        cycle.keep_alive = False
+
+
+def skip_body(protocol, cycle) -> None:
+    """The app answered without reading the whole body: read and discard it, then
+    go on -- unless the client still waits for a 100 Continue that never came (it
+    might never send the body): close then."""
+    if cycle.expect_100:
+        protocol._close()
+        return
+    cycle.body_chunks = None
+    cycle.body_buffered = 0
+    protocol._resume_reading()
+
+
+def fail_connection(protocol, status: int, response: bytes | None) -> None:
+    """The protocol's `_fail`: answer with `response` (or the canned answer for
+    `status`) unless the app's response has begun, end the request, close."""
+    cycle = protocol.cycle
+    started = False
+    protocol.pending = b""
+    if cycle is not None:
+        started = cycle.response_started
+        if not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.keep_alive = False
+        cycle.wake()
+    if not started and not protocol.closed:
+        protocol._out(response if response is not None else error_response(status))
+    protocol._close()
+
+
+def fail_cycle(cycle, status: int) -> None:
+    """The cycle's `_fail`: the app failed (or timed out); answer with `status` if
+    nothing of its response is written yet (its head may be, unwritten), close."""
+    protocol = cycle.protocol
+    if (
+        (not cycle.response_started or cycle.head_pending)
+        and not cycle.disconnected
+        and not protocol.closed
+    ):
+        cycle.response_started = True
+        cycle.head_pending = False
+        cycle.status = status
+        protocol._out(error_response(status))
+        cycle.body_bytes = len(error_body(status))
+        # the app's request got an answer: logged and counted as one
+        if protocol.access_log:
+            log_access(cycle.scope, status, cycle.started, cycle.body_bytes, None)
+        if protocol.metrics is not None:
+            protocol._count_response(cycle)
+    cycle.response_complete = True
+    cycle.wake()
+    protocol._close()
+
+
+def timed_out(cycle, task, timeout: float) -> None:
+    """--timeout-request passed (the rule: errors.log_request_timeout); the cycle's
+    `run` schedules this with the loop when the app starts."""
+    if cycle.response_complete:
+        return
+    log_request_timeout(cycle.scope, timeout)
+    cycle._fail(REQUEST_TIMEOUT)
+    task.cancel()
+
+
+def broken_length(cycle, reason: str) -> None:
+    """The cycle's `_length_error`: the app broke its own Content-Length. Log it and
+    close; nothing of the message that overran is written."""
+    error_logger.error(reason)
+    cycle.response_complete = True
+    cycle.keep_alive = False
+    cycle.disconnected = True
+    cycle.wake()
+    cycle.protocol._close()
+
+
+async def send_path(cycle, message) -> None:
+    """The cycle's `_pathsend`: `http.response.pathsend`, the body is the file at the
+    message's path, framed as a body of its size in one message (see pathsend.py).
+    The cycle's `_framing` ends the head, its `_write_head` writes it."""
+    if not cycle.head_pending:
+        raise pathsend_after_body(message)
+    opened = open_path(response_pathsend(message))
+    try:
+        size = opened.size
+        cycle._framing(size, False)
+        framing = cycle.framing
+        if framing == fr.LENGTH and cycle.content_length != size:
+            # the app's Content-Length: nothing of the response is written
+            cycle._length_error(length_error(cycle.content_length, size))
+            return
+        prefix = tail = b""
+        if framing == fr.CHUNKED:
+            prefix, tail = chunk_frame(size)
+        cycle._write_head(prefix)
+        if framing != fr.NONE and size:  # (NONE: HEAD, 204, 304: the head only)
+            protocol = cycle.protocol
+            try:
+                sent = await send_file(protocol.transport, protocol.flow, opened)
+            except ClientDisconnected:
+                cycle.disconnected = True
+                protocol._close()
+                raise
+            cycle.body_bytes = sent
+            if sent < size:  # the file shrank since it was opened
+                cycle._length_error(CONTENT_SHORTER)
+                return
+            if tail:
+                protocol._out(tail)
+    finally:
+        opened.close()
+    cycle._complete()
