@@ -97,6 +97,16 @@ def test_http2_prior_knowledge_gets_400_and_one_warning(server, token):
     assert_rejected(server, HTTP2_PREFACE_START + b"\r\nSM\r\n\r\n")
 
 
+def test_http2_preface_in_pieces_gets_400_at_its_first_line(server, token):
+    """A preface whose first line comes alone is refused then, not once it is whole."""
+    before = count_in_log(server, HTTP2_PRIOR_KNOWLEDGE, f"before-{token}")
+    with server.client() as client:
+        client.send(HTTP2_PREFACE_START)
+        assert client.read_response().status == 400
+        assert client.wait_closed() == b""
+    assert count_in_log(server, HTTP2_PRIOR_KNOWLEDGE, token) == before + 1
+
+
 # -- Host (RFC 9112 3.2) ------------------------------------------------------------------
 
 

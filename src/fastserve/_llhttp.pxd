@@ -119,6 +119,7 @@ cdef extern from "llhttp.h":
         HTTP_PUT
         HTTP_CONNECT
         HTTP_OPTIONS
+        HTTP_PRI
         HTTP_QUERY
 
     void llhttp_init(llhttp_t* parser, llhttp_type_t type, const llhttp_settings_t* settings)

@@ -501,6 +501,10 @@ cdef int cb_version(ll.llhttp_t* p, const char* at, size_t length) noexcept:
         return -1
     if not self.version_seen:
         self.version_seen = True
+        if p.method == ll.HTTP_PRI:
+            # HTTP/2 (its preface, `PRI * HTTP/2.0`): refused at the first line, where
+            # llhttp would wait for the rest of the head (the pure mode: _head_end)
+            return -1
         # The version span is the digits after "HTTP/" (5 bytes llhttp already checked).
         if self.head_carried + (at - self.chunk_ptr) - self.msg_start != \
                 self.method_end + 1 + self.url_len + 1 + 5:

@@ -88,6 +88,7 @@ from fastserve.protocols.http.cycle import (
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
+    HTTP2_PREFACE_START,
     log_invalid_request,
 )
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
@@ -323,7 +324,8 @@ class H11Protocol(asyncio.Protocol):
         if 0 <= end and end + 4 <= limit_head:
             self.scan_from = 0
             return end
-        if not _may_start_request(buf):  # first: llhttp refuses these at byte one
+        # first: llhttp refuses these at byte one, and HTTP/2's preface at its first line
+        if not _may_start_request(buf) or buf.startswith(HTTP2_PREFACE_START):
             log_invalid_request(bytes(buf))
             raise _Refused(400)
         if len(buf) > limit_head:
