@@ -91,6 +91,23 @@ def length_field(size: int, mask_bit: int) -> bytes:
     return bytes([mask_bit | LENGTH_64]) + size.to_bytes(8, "big")
 
 
+def frame_head(data: bytes, position: int, end: int) -> Optional[tuple[int, int]]:
+    """(head length, payload length) of the server frame at `position`; None when its
+    head is not all in `data[:end]`; ValueError for a masked frame."""
+    size = data[position + 1]
+    if size < LENGTH_16:
+        return SHORT_HEAD, size
+    if size == LENGTH_16:
+        head = HEAD_16
+    elif size == LENGTH_64:
+        head = HEAD_64
+    else:  # the mask bit, which a server must not set
+        raise ValueError("the server masked a frame")
+    if end - position < head:
+        return None
+    return head, int.from_bytes(data[position + SHORT_HEAD : position + head], "big")
+
+
 def client_frame(opcode: int, payload: bytes) -> bytes:
     """One final, masked frame (a client must mask; the key is drawn once per frame
     built, and the bytes are reused for every send)."""
@@ -272,21 +289,14 @@ class EchoConnection(asyncio.Protocol):
         echoed = 0
         while end - position >= SHORT_HEAD:
             first = data[position]
-            size = data[position + 1]
-            head = SHORT_HEAD
-            if size == LENGTH_16:
-                head = HEAD_16
-                if end - position < head:
-                    break
-                size = int.from_bytes(data[position + SHORT_HEAD : position + head], "big")
-            elif size > LENGTH_16:  # LENGTH_64, or a mask bit a server must not set
-                head = HEAD_64
-                if size != LENGTH_64:
-                    self.fail("the server masked a frame")
-                    return
-                if end - position < head:
-                    break
-                size = int.from_bytes(data[position + SHORT_HEAD : position + head], "big")
+            try:
+                frame = frame_head(data, position, end)
+            except ValueError as exc:
+                self.fail(str(exc))
+                return
+            if frame is None:
+                break
+            head, size = frame
             if first & OPCODE_BITS >= FIRST_CONTROL_OPCODE:
                 if end - position < head + size:
                     break  # a control frame is read whole: keep it for the next read
@@ -306,14 +316,19 @@ class EchoConnection(asyncio.Protocol):
             self.skip = 0
             self.partial = data[position:]
         if echoed:
-            load.messages += echoed
-            self.outstanding -= echoed
-            if self.outstanding == 0:
-                if load.running:
-                    self.send_window()
-                elif not self.close_sent:
-                    self.close_sent = True
-                    self.transport.write(load.close_bytes)
+            self.count_echoes(echoed)
+
+    def count_echoes(self, echoed: int) -> None:
+        """`echoed` messages came back: the next window, or the close once the run ends."""
+        load = self.load
+        load.messages += echoed
+        self.outstanding -= echoed
+        if self.outstanding == 0:
+            if load.running:
+                self.send_window()
+            elif not self.close_sent:
+                self.close_sent = True
+                self.transport.write(load.close_bytes)
 
     def control_frame(self, opcode: int, payload: bytes) -> bool:
         """Answer a ping, accept a pong, end on close; False when the connection ends."""

@@ -395,11 +395,15 @@ HYPOTHESIS_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# A generated run is EXAMPLES examples in one test: under the sanitizers on a loaded
+# machine it takes minutes (pyproject's 120 s bounds one example's worth of work).
+WHOLE_RUN_TIMEOUT = pytest.mark.timeout(600)
 
 
 # -- tests -----------------------------------------------------------------------------
 
 
+@WHOLE_RUN_TIMEOUT
 @HYPOTHESIS_SETTINGS
 @given(connection_and_cuts())
 def test_both_modes_read_generated_requests_alike(case):
@@ -423,6 +427,7 @@ def without_head_error_status(record: dict) -> dict:
     return {**record, "written": written}
 
 
+@WHOLE_RUN_TIMEOUT
 @HYPOTHESIS_SETTINGS
 @given(connection_and_cuts())
 def test_both_modes_apply_limits_alike(case):

@@ -28,7 +28,7 @@ from process_util import open_paths, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.apps:app"
-STARLETTE_APP = "tests.apps:starlette_app"
+STARLETTE_APP = "tests.apps_starlette:app"
 EXTENSIONS = ["http.response.pathsend"]
 MIB = 1 << 20
 # Big enough that the client can stop reading (and go away) in the middle of it.

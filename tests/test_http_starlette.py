@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(30)
 
-STARLETTE_APP = "tests.apps:starlette_app"
+STARLETTE_APP = "tests.apps_starlette:app"
 
 
 @pytest.fixture

@@ -122,46 +122,64 @@ def check_responses(data: bytes, closed: bool, calls: list) -> None:
         if data.startswith(CONTINUE, pos):
             pos += len(CONTINUE)
             continue
-        line = _STATUS_LINE.match(data, pos)
-        end = data.find(b"\r\n\r\n", pos)
-        if line is None or end < 0:
-            raise InvariantError("not a response at %d: %r" % (pos, data[pos:]))
-        status = int(line.group(1))
-        headers = dict(
-            field.split(b": ", 1) for field in data[line.end() : end].split(b"\r\n") if field
-        )
+        status, headers, body_at = _read_head(data, pos)
         length = int(headers[b"content-length"])
         if status == APP_STATUS:
-            number = int(headers[b"x-call"])
-            if number != answered:
-                raise InvariantError("response to request %d, expected %d" % (number, answered))
-            method, target, size = calls[number]
-            if size is None:
-                raise InvariantError("request %d answered before its body" % number)
-            expected = b"%s %s %d" % (method.encode(), target, size)
-            if method == "HEAD":
+            if calls[_call_number(headers, answered, calls)][0] == "HEAD":
                 length = 0
-            elif data[end + 4 : end + 4 + length] != expected:
-                raise InvariantError("request %d answered with the wrong body" % number)
+            elif data[body_at : body_at + length] != _expected_body(calls[answered]):
+                raise InvariantError("request %d answered with the wrong body" % answered)
         elif status == WEBSOCKET_REFUSED:
             if calls[answered][0] != "WEBSOCKET":
                 raise InvariantError("403 to request %d, not a handshake" % answered)
         elif status not in ERROR_STATUSES:
             raise InvariantError("unexpected status %d" % status)
-        pos = end + 4 + length
+        pos = body_at + length
         if status == APP_STATUS or status == WEBSOCKET_REFUSED:
             answered += 1
         elif pos != len(data):
             raise InvariantError("bytes after the %d answer: %r" % (status, data[pos:]))
         if headers.get(b"connection") == b"close":
-            if pos != len(data):
-                raise InvariantError("bytes after connection: close: %r" % data[pos:])
-            if not closed:
-                raise InvariantError("connection: close, and the connection stays open")
+            _check_closed(data, pos, closed)
     # Only the last request may go unanswered (its body is incomplete, or an error
     # answer interrupted it).
     if answered < len(calls) - 1:
         raise InvariantError("%d requests, %d answered: %r" % (len(calls), answered, calls))
+
+
+def _read_head(data: bytes, pos: int) -> tuple[int, dict, int]:
+    """The status and headers of the response head at `pos`, and where its body starts."""
+    line = _STATUS_LINE.match(data, pos)
+    end = data.find(b"\r\n\r\n", pos)
+    if line is None or end < 0:
+        raise InvariantError("not a response at %d: %r" % (pos, data[pos:]))
+    headers = dict(
+        field.split(b": ", 1) for field in data[line.end() : end].split(b"\r\n") if field
+    )
+    return int(line.group(1)), headers, end + 4
+
+
+def _call_number(headers: dict, answered: int, calls: list) -> int:
+    """The app's response names its request (x-call): the next one, its body read."""
+    number = int(headers[b"x-call"])
+    if number != answered:
+        raise InvariantError("response to request %d, expected %d" % (number, answered))
+    if calls[number][2] is None:
+        raise InvariantError("request %d answered before its body" % number)
+    return number
+
+
+def _expected_body(call: tuple) -> bytes:
+    method, target, size = call
+    return b"%s %s %d" % (method.encode(), target, size)
+
+
+def _check_closed(data: bytes, pos: int, closed: bool) -> None:
+    """After a `connection: close` answer: nothing more, and the connection closed."""
+    if pos != len(data):
+        raise InvariantError("bytes after connection: close: %r" % data[pos:])
+    if not closed:
+        raise InvariantError("connection: close, and the connection stays open")
 
 
 def _before_error_answer(outcome: tuple) -> tuple:
