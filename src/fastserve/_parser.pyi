@@ -59,6 +59,7 @@ class RequestCycle:
     expect_100: bool
     keep_alive: bool
     response_started: bool
+    message_error: Exception | None  # the app's first bad message (asgi.ASGIMessageError)
     head_pending: bool
     response_complete: bool
     status: int

@@ -124,7 +124,6 @@ cdef Py_ssize_t BUFFER_SHRINK_ABOVE = 1048576
 # llhttp numbers its methods 0..HTTP_QUERY.
 cdef int METHOD_COUNT = ll.HTTP_QUERY + 1
 
-cdef object _CancelledError = asyncio.CancelledError
 cdef object _Task = asyncio.Task
 cdef bint _TASK_TAKES_CONTEXT = asgi.TASK_TAKES_CONTEXT
 cdef str _REQUEST_TASK_NAME = asgi.REQUEST_TASK_NAME
@@ -134,15 +133,13 @@ cdef object _ASGIMessageError = asgi.ASGIMessageError
 cdef object _ClientDisconnected = asgi.ClientDisconnected
 cdef str _DISCONNECTED = asgi.DISCONNECTED
 cdef object _after_complete = asgi.after_complete
-cdef object _log_app_exception = asgi.log_app_exception
-cdef object _app_returned = asgi.app_returned
-cdef int _APP_FAIL = asgi.APP_FAIL
-cdef int _APP_CLOSE = asgi.APP_CLOSE
 cdef object _response_start = asgi.response_start
 cdef object _response_body = asgi.response_body
 cdef object _message_type_of = asgi.message_type_of
 cdef object _fail_connection = cycle_rules.fail_connection
 cdef object _fail_cycle = cycle_rules.fail_cycle
+cdef object _app_raised = cycle_rules.app_raised
+cdef object _app_finished = cycle_rules.app_finished
 cdef object _timed_out = cycle_rules.timed_out
 cdef object _broken_length = cycle_rules.broken_length
 cdef object _send_path = cycle_rules.send_path
@@ -1348,7 +1345,7 @@ cdef class RequestCycle:
     cdef readonly dict scope
     cdef object task
     cdef object waiter
-    cdef object message_error
+    cdef public object message_error
     # request body
     cdef public list body_chunks
     cdef public Py_ssize_t body_buffered
@@ -1389,6 +1386,8 @@ cdef class RequestCycle:
     # -- the app ------------------------------------------------------------------
 
     async def run(self):
+        # Hot-path twin of h11_impl.py's `run` (the app's call; how it ended is
+        # cycle.py's); change both.
         cdef HttpProtocol protocol = self.protocol
         cdef double timeout = protocol.settings.timeout_request
         self.running = True
@@ -1398,22 +1397,12 @@ cdef class RequestCycle:
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
-            if isinstance(exc, (_CancelledError, GeneratorExit)):
-                protocol._close()
+            if _app_raised(self, exc):
                 raise
-            _log_app_exception(exc, self.disconnected)
-            self._fail()
         else:
-            if result is None and self.message_error is None and self.response_complete:
-                return
-            outcome = _app_returned(
-                result, self.message_error, self.response_started,
-                self.response_complete, self.disconnected,
-            )
-            if outcome == _APP_FAIL:
-                self._fail()
-            elif outcome == _APP_CLOSE:
-                protocol._close()
+            if result is not None or self.message_error is not None or \
+                    not self.response_complete:
+                _app_finished(self, result)  # (the common case is decided here, in C)
         finally:
             if timer is not None:
                 timer.cancel()

@@ -1,7 +1,7 @@
 """What both HTTP/1.1 protocols do off the hot path, written once over their twin
 names (docs/architecture.md, "One request, both modes"): a request the server
-answers itself, a request past --timeout-request, an app that breaks its own
-Content-Length, and a pathsend after its head.
+answers itself, how an app's call ended, a request past --timeout-request, an app
+that breaks its own Content-Length, and a pathsend after its head.
 
 Each function takes a `RequestCycle` (or an `HttpProtocol` / `H11Protocol`) of
 either mode and uses only the names the two share: in the C mode those are
@@ -10,8 +10,18 @@ them directly and only these functions go through Python."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastserve.logging import log_access
-from fastserve.protocols.asgi import ClientDisconnected, pathsend_after_body, response_pathsend
+from fastserve.protocols.asgi import (
+    APP_CLOSE,
+    APP_FAIL,
+    ClientDisconnected,
+    app_returned,
+    log_app_exception,
+    pathsend_after_body,
+    response_pathsend,
+)
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_SHORTER,
@@ -104,6 +114,33 @@ def fail_cycle(cycle, status: int) -> None:
     cycle.response_complete = True
     cycle.wake()
     protocol._close()
+
+
+def app_raised(cycle, exc: BaseException) -> bool:
+    """The cycle's `run`: the app's call raised `exc`. A cancellation (or the coroutine
+    closed) closes the connection and is the caller's to re-raise (True); anything
+    else is logged and fails the cycle."""
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        cycle.protocol._close()
+        return True
+    log_app_exception(exc, cycle.disconnected)
+    cycle._fail()
+    return False
+
+
+def app_finished(cycle, result) -> None:
+    """The cycle's `run`: the app's call returned `result` (asgi.app_returned's rule)."""
+    outcome = app_returned(
+        result,
+        cycle.message_error,
+        cycle.response_started,
+        cycle.response_complete,
+        cycle.disconnected,
+    )
+    if outcome == APP_FAIL:
+        cycle._fail()
+    elif outcome == APP_CLOSE:
+        cycle.protocol._close()
 
 
 def timed_out(cycle, task, timeout: float) -> None:

@@ -57,8 +57,6 @@ import h11
 
 from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
-    APP_CLOSE,
-    APP_FAIL,
     ASGI_VERSION,
     DISCONNECTED,
     PATHSEND,
@@ -66,9 +64,7 @@ from fastserve.protocols.asgi import (
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
-    app_returned,
     connection_context,
-    log_app_exception,
     message_type_of,
     response_body,
     response_start,
@@ -76,6 +72,8 @@ from fastserve.protocols.asgi import (
 )
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.cycle import (
+    app_finished,
+    app_raised,
     broken_length,
     fail_connection,
     fail_cycle,
@@ -847,6 +845,7 @@ class RequestCycle:
     # -- the app ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        # Hot-path twin of _parser.pyx's `run`; change both.
         protocol = self.protocol
         timer = None
         timeout = protocol.settings.timeout_request
@@ -856,23 +855,10 @@ class RequestCycle:
         try:
             result = await protocol.settings.app(self.scope, self.receive, self.send)
         except BaseException as exc:
-            if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
-                protocol._close()
+            if app_raised(self, exc):
                 raise
-            log_app_exception(exc, self.disconnected)
-            self._fail()
         else:
-            outcome = app_returned(
-                result,
-                self.message_error,
-                self.response_started,
-                self.response_complete,
-                self.disconnected,
-            )
-            if outcome == APP_FAIL:
-                self._fail()
-            elif outcome == APP_CLOSE:
-                protocol._close()
+            app_finished(self, result)
         finally:
             if timer is not None:
                 timer.cancel()
