@@ -107,6 +107,12 @@ def start_thread(target: Callable, *args, **kwargs) -> CheckedThread:
 # -- processes, files and sockets, from /proc ---------------------------------------------
 
 
+def tool_environment() -> dict[str, str]:
+    """The environment for a client tool the tests run (curl): without the sanitizer
+    runtimes scripts/test-asan preloads for the servers (curl hangs under them)."""
+    return {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

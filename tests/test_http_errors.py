@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from fastserve.protocols.http.errors import HTTP2_PREFACE_START, HTTP2_PRIOR_KNOWLEDGE
+from process_util import tool_environment
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -91,6 +92,7 @@ def test_http2_prior_knowledge_gets_400_and_one_warning(server, token):
         capture_output=True,
         text=True,
         timeout=20,
+        env=tool_environment(),
     )
     assert result.returncode != 0, result  # the 400 is HTTP/1.1: not HTTP/2 to curl
     assert count_in_log(server, HTTP2_PRIOR_KNOWLEDGE, token) == 1
