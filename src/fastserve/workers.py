@@ -133,6 +133,10 @@ class FastserveWorker(Worker):
             "limit_request_fields": cfg.limit_request_fields or MAX_REQUEST_FIELDS,
             "limit_request_field_size": max(0, cfg.limit_request_field_size),
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
+            # a WSGI app's thread pool (gunicorn's gthread worker's), and what its
+            # environ says of the processes (wsgi.multiprocess)
+            "threads": cfg.threads,
+            "workers": cfg.workers,
         }
         if cfg.statsd_host:
             config_kwargs.update(
