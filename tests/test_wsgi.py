@@ -7,12 +7,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 
 import httpx
 import pytest
 
 from conftest import IncompleteResponse
-from process_util import GUNICORN_READY, ServerProcess, gunicorn_command, start_thread
+from fastserve.protocols.wsgi.response import FILE_BLOCK_SIZE
+from process_util import (
+    GUNICORN_READY,
+    ServerProcess,
+    gunicorn_command,
+    start_thread,
+    write_syscalls,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,6 +33,7 @@ DJANGO_APP = "tests.apps_django:app"
 # beyond input.MEMORY_BODY_MAX: the body is spooled to a temporary file
 LARGE_BODY = os.urandom(3 * 1024 * 1024 + 17)
 FILE_SIZE = 300 * 1024 + 5
+SENDFILE_SIZE = 4 * 1024 * 1024
 
 
 @pytest.fixture
@@ -227,6 +236,17 @@ def test_file_wrapper(unvalidated, data_file, length):
     assert response.header("content-length") == str(len(expected))
 
 
+def test_file_wrapper_over_tls(servers, mode, tls_files, data_file):
+    """Under TLS the file is read in blocks (no sendfile through TLS); url_scheme https."""
+    key, cert, context = tls_files
+    server = servers.get(UNVALIDATED_APP, mode, "--ssl-keyfile", key, "--ssl-certfile", cert)
+    path, content = data_file
+    with httpx.Client(verify=context, timeout=10) as client:
+        assert client.get(server.url("/file"), params={"path": path}).content == content
+        environ = client.get(server.url("/environ")).json()
+    assert environ["wsgi"]["url_scheme"] == "https"
+
+
 def test_bad_status_is_a_500_and_one_line(unvalidated, token):
     with unvalidated.client() as client:
         response = client.request("GET", f"/bad-status?status=OK+{token}", [("Host", "x")])
@@ -310,6 +330,39 @@ def test_clients_stalled_mid_body_hold_no_thread(start_server, mode):
     finally:
         for client in stalled:
             client.close()
+    assert server.stop() == 0
+
+
+def test_timeout_request_answers_504(start_server, mode, tmp_path):
+    server = start_server(WSGI_APP, mode, *WSGI, "--timeout-request", "0.5")
+    timed_out = hold(server, "late", tmp_path)
+    server.wait_for_log("hold late started")
+    assert timed_out.join().status_code == 504
+    (tmp_path / "late").touch()
+    server.wait_for_log("hold late done")  # its thread is free again
+    assert httpx.get(server.url("/environ"), timeout=10).status_code == 200
+    assert server.stop() == 0
+
+
+def test_graceful_shutdown_waits_for_a_wsgi_request(start_server, mode, tmp_path):
+    server = start_server(WSGI_APP, mode, *WSGI)
+    in_flight = hold(server, "last", tmp_path)
+    server.wait_for_log("hold last started")
+    server.send_signal(signal.SIGTERM)
+    server.wait_for_log("Shutting down")
+    (tmp_path / "last").touch()
+    assert in_flight.join().text == "last"
+    assert server.wait() == 0
+
+
+def test_server_name_on_a_unix_socket_is_the_host_headers(start_server, mode, tmp_path):
+    path = str(tmp_path / "wsgi.sock")
+    server = start_server(WSGI_APP, mode, *WSGI, uds=path)
+    transport = httpx.HTTPTransport(uds=path)
+    with httpx.Client(transport=transport, base_url="http://example.org:8080") as client:
+        environ = client.get("/environ").json()
+    assert (environ["SERVER_NAME"][0], environ["SERVER_PORT"][0]) == ("example.org", "8080")
+    assert "REMOTE_ADDR" not in environ
     assert server.stop() == 0
 
 
@@ -449,3 +502,17 @@ def test_gunicorn_worker_serves_flask():
         assert server.stop() == 0
     finally:
         server.cleanup()
+
+
+def test_file_wrapper_goes_by_sendfile(unvalidated, tmp_path):
+    """Around a real file, the body goes by pathsend (sendfile: a few system calls),
+    not in the wrapper's 8 KiB blocks (one write each)."""
+    content = os.urandom(SENDFILE_SIZE)
+    path = tmp_path / "large.bin"
+    path.write_bytes(content)
+    with unvalidated.client() as client:
+        before = write_syscalls(unvalidated.pid)
+        response = client.request("GET", f"/file?path={path}", [("Host", "x")])
+        writes = write_syscalls(unvalidated.pid) - before
+    assert response.body == content
+    assert writes < SENDFILE_SIZE // FILE_BLOCK_SIZE // 4, writes
