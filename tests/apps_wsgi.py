@@ -206,6 +206,12 @@ def file_body(environ, start_response):
     return environ["wsgi.file_wrapper"](open(params["path"], "rb"))
 
 
+def body_with_status(environ, start_response):
+    """`?status=`, with a body that a 204 or 304 must not carry."""
+    start_response(query(environ)["status"], [])
+    return [b"must not be sent"]
+
+
 def bad_status(environ, start_response):
     start_response(query(environ)["status"], TEXT)
     return [b"never"]
@@ -221,6 +227,7 @@ def unvalidated(environ, start_response):
     route = {
         "/list": list_body,
         "/file": file_body,
+        "/status": body_with_status,
         "/bad-status": bad_status,
         "/bad-header": bad_header,
     }.get(environ["PATH_INFO"], router)

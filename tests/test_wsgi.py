@@ -225,6 +225,16 @@ def test_list_body_has_content_length_and_head_none(unvalidated):
         assert client.request("GET", "/list", [("Host", "x")]).body == b"one two three"
 
 
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
+def test_no_body_with_204_and_304(unvalidated, status):
+    with unvalidated.client() as client:
+        target = f"/status?status={status.replace(' ', '+')}"
+        response = client.request("GET", target, [("Host", "x")])
+        assert response.status == int(status[:3])
+        # nothing followed the head: the next response parses from its start
+        assert client.request("GET", "/list", [("Host", "x")]).body == b"one two three"
+
+
 @pytest.mark.parametrize("length", [None, 1000], ids=["whole", "content-length"])
 def test_file_wrapper(unvalidated, data_file, length):
     path, content = data_file

@@ -1,11 +1,13 @@
 """`wsgi.input`: the request body, received in full before the app is called (so a
 slow client never holds one of the app's threads), in memory up to
 MEMORY_BODY_MAX and in a temporary file beyond (`tempfile.SpooledTemporaryFile`, as
-waitress spools). --limit-request-body is the protocols' (413), before any of this.
+waitress spools; the writes that go to disk run in the loop's default executor, never
+on the loop). --limit-request-body is the protocols' (413), before any of this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from typing import Optional
 
@@ -26,6 +28,11 @@ class WSGIInput:
     def append(self, data: bytes) -> None:
         self.file.write(data)
         self.length += len(data)
+
+    def goes_to_disk(self, data: bytes) -> bool:
+        """Whether appending `data` writes to the temporary file (the spooled file
+        rolls over once its size passes MEMORY_BODY_MAX)."""
+        return self.length + len(data) > MEMORY_BODY_MAX
 
     def rewind(self) -> None:
         self.file.seek(0)
@@ -56,12 +63,17 @@ async def receive_body(receive) -> Optional[WSGIInput]:
     """The whole body of the request, or None when the client went away first. The
     first receive() is what answers `Expect: 100-continue` (the protocols do)."""
     body = WSGIInput()
+    loop = asyncio.get_running_loop()
     while True:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect
             body.close()
             return None
-        body.append(message.get("body", b""))
+        data = message.get("body", b"")
+        if body.goes_to_disk(data):
+            await loop.run_in_executor(None, body.append, data)
+        else:
+            body.append(data)
         if not message.get("more_body", False):
             body.rewind()
             return body

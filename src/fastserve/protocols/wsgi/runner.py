@@ -223,11 +223,14 @@ class WSGIApp:
             responder.abandon()
 
     def call(self, responder: Responder, body: WSGIInput) -> None:
-        """On a thread of the pool: the app's call, then its body is dropped."""
+        """On a thread of the pool: the app's call, then its body is dropped and what
+        it left unfinished in wsgi.errors is logged."""
+        errors = responder.environ["wsgi.errors"]
         try:
             responder.run(self.app)
         finally:
             body.close()
+            errors.flush()
 
     def environ(self, scope: dict, body: WSGIInput) -> dict:
         extras = {
