@@ -120,6 +120,14 @@ def test_header_variables(wsgi_server):
     assert environ["CONTENT_TYPE"][0] == "text/plain" and "HTTP_CONTENT_TYPE" not in environ
 
 
+def test_multiprocess_and_multithread_say_workers_and_threads(start_server, mode):
+    server = start_server(WSGI_APP, mode, *WSGI, "--workers", "2", "--threads", "1")
+    assert f"({mode} mode, WSGI, 1 thread, 2 workers" in server.output()
+    environ = environ_of(server)
+    assert (environ["wsgi"]["multiprocess"], environ["wsgi"]["multithread"]) == (True, False)
+    assert server.stop() == 0
+
+
 def test_root_path_and_percent_decoding(servers, mode):
     server = servers.get(WSGI_APP, mode, *WSGI, "--root-path", "/api")
     environ = environ_of(server, "/items/caf%C3%A9%2Fx?q=%C3%A9")
@@ -383,6 +391,21 @@ def test_interface_wsgi_on_an_asgi_app_is_a_500(start_server, mode):
     server = start_server("tests.apps:hello", mode, *WSGI)
     assert httpx.get(server.url("/"), timeout=10).status_code == 500
     server.wait_for_log("TypeError")
+    assert server.stop() == 0
+
+
+def test_interface_and_threads_from_a_config_file(start_server, mode, tmp_path):
+    config = tmp_path / "fastserve.toml"
+    config.write_text('interface = "wsgi"\nthreads = 3\n')
+    server = start_server(WSGI_APP, mode, "--config", str(config))
+    assert f"({mode} mode, WSGI, 3 threads" in server.output()
+    assert environ_of(server)["REQUEST_METHOD"][0] == "GET"
+    assert server.stop() == 0
+
+
+def test_threads_from_the_environment(start_server, mode):
+    server = start_server(WSGI_APP, mode, *WSGI, env={"FASTSERVE_THREADS": "5"})
+    assert f"({mode} mode, WSGI, 5 threads" in server.output()
     assert server.stop() == 0
 
 
