@@ -212,6 +212,21 @@ def body_with_status(environ, start_response):
     return [b"must not be sent"]
 
 
+def hop_by_hop(environ, start_response):
+    """Headers PEP 3333 forbids an app (the validator would refuse them)."""
+    start_response(
+        "200 OK",
+        TEXT + [("Connection", "close"), ("Keep-Alive", "timeout=99"), ("X-Kept", "yes")],
+    )
+    return [b"hop"]
+
+
+def text_body(environ, start_response):
+    """A str in the body, which must be bytes."""
+    start_response("200 OK", TEXT)
+    return [f"text {query(environ)['token']}"]
+
+
 def bad_status(environ, start_response):
     start_response(query(environ)["status"], TEXT)
     return [b"never"]
@@ -228,6 +243,8 @@ def unvalidated(environ, start_response):
         "/list": list_body,
         "/file": file_body,
         "/status": body_with_status,
+        "/hop-by-hop": hop_by_hop,
+        "/text-body": text_body,
         "/bad-status": bad_status,
         "/bad-header": bad_header,
     }.get(environ["PATH_INFO"], router)

@@ -265,6 +265,24 @@ def test_file_wrapper_over_tls(servers, mode, tls_files, data_file):
     assert environ["wsgi"]["url_scheme"] == "https"
 
 
+def test_hop_by_hop_headers_are_dropped(unvalidated):
+    with unvalidated.client() as client:
+        response = client.request("GET", "/hop-by-hop", [("Host", "x")])
+        assert (response.status, response.body) == (200, b"hop")
+        assert response.header("x-kept") == "yes" and response.header("keep-alive") is None
+        assert response.header("connection") is None
+        # the app's Connection: close was not the server's: the connection stays open
+        assert client.request("GET", "/list", [("Host", "x")]).body == b"one two three"
+
+
+def test_a_str_in_the_body_is_a_500_and_one_line(unvalidated, token):
+    with unvalidated.client() as client:
+        response = client.request("GET", f"/text-body?token={token}", [("Host", "x")])
+    assert response.status == 500
+    line = one_line_naming(unvalidated, f"'text {token}'")
+    assert "must be bytes, not str" in line
+
+
 def test_bad_status_is_a_500_and_one_line(unvalidated, token):
     with unvalidated.client() as client:
         response = client.request("GET", f"/bad-status?status=OK+{token}", [("Host", "x")])
