@@ -72,7 +72,7 @@ def asgi2_function(scope):
     return instance
 
 
-def wsgi_app(environ, start_response):  # pragma: no cover - refused at start-up
+def wsgi_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"a WSGI app"]
 

@@ -123,7 +123,7 @@ def _kwargs_id(kwargs: dict) -> str:
         ({"timeout_worker_healthcheck": 0}, "--timeout-worker-healthcheck must be greater than 0"),
         ({"reload_delay": -0.1}, "--reload-delay must not be negative"),
         ({"interface": "asgi4"}, "--interface must be one of"),
-        ({"interface": "wsgi"}, "--interface wsgi: fastserve serves ASGI 3 and ASGI 2 apps only"),
+        ({"threads": 0}, "--threads must be a positive number"),
         ({"http2": True}, "--http2: fastserve serves HTTP/1.1 only"),
         (
             {"h11_max_incomplete_event_size": 0},

@@ -105,6 +105,7 @@ def test_settings_by_gunicorn_names(conf_dir: Path) -> None:
         "user = 0\n"
         "pidfile = '/tmp/never.pid'\n"
         "limit_request_fields = 50\n"
+        "threads = 4\n"
         "wsgi_app = 'tests.apps_cli:whoami'\n",
         hooks=False,
     )
@@ -123,6 +124,7 @@ def test_settings_by_gunicorn_names(conf_dir: Path) -> None:
     assert settings["user"] == ('"0"', source)
     assert settings["pid"] == ('"/tmp/never.pid"', source)
     assert settings["limit-request-fields"] == ("50", source)
+    assert settings["threads"] == ("4", source)
     assert settings["app"] == ('"tests.apps_cli:whoami"', source)
     graceful = settings.get("graceful-timeout") or settings["timeout-graceful-shutdown"]
     assert graceful == ("9.0", source)
@@ -157,7 +159,7 @@ def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Pa
     # Gunicorn's "off" values (accesslog None, errorlog "-") set nothing and are not named
     conf, _, _ = write_conf(
         conf_dir,
-        "threads = 4\nproc_name = 'shop'\nworker_tmp_dir = '/dev/shm'\n"
+        "proc_name = 'shop'\nworker_tmp_dir = '/dev/shm'\n"
         "accesslog = None\nerrorlog = '-'\nmax_requests = 0\n",
         hooks=False,
     )
@@ -165,7 +167,7 @@ def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Pa
     assert result.returncode == 0, result.stderr
     lines = [line for line in error_lines(result) if "ignored" in line]
     assert lines == [
-        f"fastserve: {conf}: ignored (no fastserve equivalent): threads, proc_name, worker_tmp_dir"
+        f"fastserve: {conf}: ignored (no fastserve equivalent): proc_name, worker_tmp_dir"
     ]
 
 
@@ -173,7 +175,7 @@ def test_gunicorn_settings_without_equivalent_are_named_in_one_line(conf_dir: Pa
     "settings, message",
     [
         ("worker = 4\n", "'worker' is not a Gunicorn setting"),
-        ('worker_class = "sync"\n', "worker_class 'sync': fastserve serves ASGI apps"),
+        ('worker_class = "eventlet"\n', "worker_class 'eventlet': fastserve serves ASGI and"),
         ('worker_class = "gevent"\n', "worker_class 'gevent'"),
         ("daemon = True\n", "daemon = True: fastserve does not daemonize"),
         ('workers = "many"\n', "workers = 'many' is not a valid value"),
@@ -357,3 +359,9 @@ def test_supervisor_only_hooks(spawn, conf_dir: Path) -> None:
     assert server.wait(30) == 0
     interrupted = {record["pid"] for record in records_of(hook_log, "worker_int")}
     assert interrupted and master not in interrupted
+
+
+def test_gthread_worker_class_takes_threads(conf_dir: Path) -> None:
+    """Gunicorn's WSGI workers: fastserve serves the WSGI app in --threads threads."""
+    conf, _, _ = write_conf(conf_dir, 'worker_class = "gthread"\nthreads = 6\n', hooks=False)
+    assert print_config("-c", str(conf))["threads"] == ("6", str(conf))

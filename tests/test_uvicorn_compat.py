@@ -44,7 +44,6 @@ APPS = "tests.apps_uvicorn"
 
 # uvicorn values fastserve refuses at start-up, with one line naming them (README).
 REFUSED = {
-    ("interface", "wsgi"): "--interface wsgi",
     ("http2", True): "--http2",
 }
 # uvicorn values that need a package this machine may not have (uvicorn fails too).
@@ -368,17 +367,14 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_a_wsgi_app_is_refused_at_start_up() -> None:
-    result = fastserve_command(f"{APPS}:wsgi_app", "--port", "0", env={})
-    assert result.returncode != 0
-    line = one_error_line(result)
-    assert "is a WSGI app" in line and "ASGI 3 and ASGI 2 apps only" in line
-
-
-def test_interface_wsgi_is_refused_at_start_up() -> None:
-    result = fastserve_command(f"{APPS}:context", "--interface", "wsgi", env={})
-    assert result.returncode == 2
-    assert one_error_line(result).startswith("fastserve: error: --interface wsgi: ")
+@pytest.mark.parametrize("flags", [(), ("--interface", "wsgi")], ids=["auto", "wsgi"])
+def test_a_wsgi_app_is_served(start, flags) -> None:
+    """Found by auto (uvicorn: ASGI 2) or named, as uvicorn's --interface wsgi serves it."""
+    server = start(f"{APPS}:wsgi_app", *flags)
+    response = httpx.get(server.url("/"))
+    assert (response.status_code, response.text) == (200, "a WSGI app")
+    assert "WSGI, 8 threads" in server.output()
+    assert server.stop() == 0
 
 
 # -- programmatic hooks ----------------------------------------------------------------------

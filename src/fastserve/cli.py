@@ -193,6 +193,13 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     help="Number of worker processes under a pre-fork supervisor. [default: $WEB_CONCURRENCY or 1]",
 )
 @click.option(
+    "--threads",
+    default=DEFAULTS["threads"],
+    type=int,
+    help="Threads a WSGI app is called in, per worker process (Gunicorn's gthread --threads): requests beyond them wait for one.",
+    show_default=True,
+)
+@click.option(
     "-u",
     "--user",
     default=DEFAULTS["user"],
@@ -561,7 +568,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     type=click.Choice(INTERFACES),
     default=DEFAULTS["interface"],
     show_default=True,
-    help="The app's interface: asgi3, asgi2 (served as ASGI 3), or auto (detected as uvicorn does); wsgi is refused at start-up.",
+    help="The app's interface: asgi3, asgi2 (served as ASGI 3), wsgi (called in --threads threads), or auto (detected as uvicorn does).",
 )
 @click.option(
     "--h11-max-incomplete-event-size",

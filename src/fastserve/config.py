@@ -52,6 +52,7 @@ from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
 from fastserve.protocols.tls import read_server_cert
+from fastserve.protocols.wsgi.runner import WSGIApp
 from fastserve.statsd import parse_statsd_address
 
 logger = logging.getLogger("fastserve.error")
@@ -303,7 +304,7 @@ class NumberRule:
 NUMBER_RULES = (
     NumberRule(
         ("limit_request_head", "limit_request_fields", "backlog", "ws_max_size", "ws_max_queue")
-        + ("workers",),
+        + ("workers", "threads"),
         optional=False,
         zero_allowed=False,
         wording="must be a positive number",
@@ -441,6 +442,8 @@ class Config:
         pidfile: Optional[str] = None,
         hooks: Optional[ServerHooks] = None,
         env: Union[list, str, None] = None,
+        # Gunicorn's worker options
+        threads: int = 8,
     ) -> None:
         # every setting is kept under its argument's name, as uvicorn's Config keeps
         # them (callers read them there); the lines below put some in working form
@@ -626,8 +629,6 @@ class Config:
             raise ConfigError(
                 f"--interface must be one of {', '.join(INTERFACES)}, not {self.interface!r}"
             )
-        if self.interface == "wsgi":
-            raise ConfigError(f"--interface wsgi: fastserve {app_interface.WSGI_REFUSED}")
         if self.http2:
             raise ConfigError(
                 "--http2: fastserve serves HTTP/1.1 only; put a proxy that speaks HTTP/2 "
@@ -640,9 +641,13 @@ class Config:
     @property
     def mode_details(self) -> str:
         """How the start-up line describes what runs: the HTTP mode, and the demo when
-        that is the app (so that a command missing its APP is seen at once)."""
+        that is the app (so that a command missing its APP is seen at once), or a WSGI
+        app's thread pool (known once the app is loaded, or with --interface wsgi)."""
         if self.app == DEMO_APP:
             return f"{self.http_mode} mode, the built-in demo app"
+        if self.interface == "wsgi":
+            plural = "" if self.threads == 1 else "s"
+            return f"{self.http_mode} mode, WSGI, {self.threads} thread{plural}"
         return f"{self.http_mode} mode"
 
     @property
@@ -804,12 +809,13 @@ class Config:
             self.http_protocol_class = import_from_string(HTTP_PROTOCOLS[self.http_mode])
         else:
             self.http_protocol_class = self.http
-        self.lifespan_class = import_from_string(LIFESPAN[self.lifespan])
+        self.loaded_app = self.load_app()
+        self.lifespan_class = import_from_string(LIFESPAN[self.lifespan_mode])
         ws_protocol_class = None
-        if self.ws_mode != "none":
+        if self.ws_mode != "none" and self.interface != "wsgi":
+            # a WSGI app has no WebSocket: an upgrade request is plain HTTP to it
             ws_protocol_class = import_from_string(WS_PROTOCOLS[self.ws_mode])
         self.ws_protocol_class = ws_protocol_class  # as uvicorn's Config has it
-        self.loaded_app = self.load_app()
         self.protocol_settings = ProtocolSettings(
             app=self.loaded_app,
             root_path=self.root_path,
@@ -907,11 +913,20 @@ class Config:
         if self.interface == "auto":
             self.interface = app_interface.detect(app)
         if self.interface == "wsgi":
-            raise ConfigError(
-                f"The app {self.app!r} is a WSGI app (it takes environ, start_response), "
-                f"and fastserve {app_interface.WSGI_REFUSED}"
-            )
+            return WSGIApp(app, self.threads, multiprocess=self.workers > 1)
         return app_interface.adapt(app, self.interface)
+
+    @property
+    def lifespan_mode(self) -> str:
+        """--lifespan, once the app's interface is known: a WSGI app has no lifespan
+        (`auto` skips it quietly, as uvicorn's WSGI middleware; `on` is refused)."""
+        if self.interface != "wsgi":
+            return self.lifespan
+        if self.lifespan == "on":
+            raise ConfigError(
+                "--lifespan on: a WSGI app has no lifespan protocol; use --lifespan auto or off"
+            )
+        return "off"
 
     def get_loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
         if self.loop in ("asyncio", "none"):

@@ -52,8 +52,14 @@ UNSET = object()
 # --timeout-keep-alive standing for Gunicorn's keepalive = 0 (no keep-alive).
 CLOSE_AT_ONCE = 0.001
 
-# Worker classes that run an ASGI app as fastserve does, and the options each implies.
-ASGI_WORKER_CLASSES = {
+# Worker classes that run an app as fastserve does, and the options each implies: the
+# ASGI ones, and Gunicorn's sync and gthread workers of WSGI apps (`threads` sets the
+# thread pool of either).
+WORKER_CLASSES = {
+    "sync": {},
+    "gthread": {},
+    "gunicorn.workers.sync.SyncWorker": {},
+    "gunicorn.workers.gthread.ThreadWorker": {},
     "uvicorn.workers.UvicornWorker": {},
     "uvicorn_worker.UvicornWorker": {},
     "uvicorn.workers.UvicornH11Worker": {"http": "python"},
@@ -132,6 +138,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "bind": (("bind",), as_list),
     "backlog": (("backlog",), as_int),
     "workers": (("workers",), as_int),
+    "threads": (("threads",), as_int),
     "timeout": (("timeout-worker-healthcheck",), healthcheck_timeout),
     "graceful_timeout": (("graceful-timeout", "timeout-graceful-shutdown"), as_number),
     "keepalive": (("timeout-keep-alive",), keepalive),
@@ -246,10 +253,10 @@ def take_setting(path: str, name: str, value: Any, option_names: set) -> Any:
 
 def worker_class_options(path: str, value: Any) -> dict:
     name = value if isinstance(value, str) else f"{value.__module__}.{value.__qualname__}"
-    if name not in ASGI_WORKER_CLASSES:
-        known = ", ".join(ASGI_WORKER_CLASSES)
+    if name not in WORKER_CLASSES:
+        known = ", ".join(WORKER_CLASSES)
         raise GunicornConfigError(
-            f"{path}: worker_class {name!r}: fastserve serves ASGI apps in its own workers;"
-            f" it takes one of {known}"
+            f"{path}: worker_class {name!r}: fastserve serves ASGI and WSGI apps in its own"
+            f" workers; it takes one of {known}"
         )
-    return dict(ASGI_WORKER_CLASSES[name])
+    return dict(WORKER_CLASSES[name])

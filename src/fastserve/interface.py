@@ -1,12 +1,13 @@
 """The app's interface (`--interface`): ASGI 3, ASGI 2 (adapted to ASGI 3 once, at
-load), or WSGI (refused at start-up, with one line, until it is served).
+load), or WSGI (served through `protocols/wsgi/runner.WSGIApp`, which Config wraps
+it in).
 
 Detection follows uvicorn's: a class is ASGI 3 when its instances are awaitable, a
 function or a callable object when it is a coroutine function; anything else is
 ASGI 2. fastserve adds two cases uvicorn's `auto` misses: a plain callable taking
-`(environ, start_response)` is WSGI, refused at start-up rather than answering 500
-to every request, and one taking `(scope, receive, send)` that returns the coroutine
-(a wrapper written without `async def`) is ASGI 3.
+`(environ, start_response)` is WSGI (a Flask or Django app is found so), and one
+taking `(scope, receive, send)` that returns the coroutine (a wrapper written
+without `async def`) is ASGI 3.
 """
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ ASGI_VERSIONS = {"asgi3": "3.0", "asgi2": "2.0", "wsgi": "3.0"}
 WSGI_ARGUMENTS = 2
 # An ASGI 3 app's: (scope, receive, send); an ASGI 2 app takes (scope) alone.
 ASGI3_ARGUMENTS = 3
-WSGI_REFUSED = (
-    "serves ASGI 3 and ASGI 2 apps only (WSGI support is not there yet): "
-    "wrap the app in an ASGI adapter such as a2wsgi's WSGIMiddleware"
-)
 
 
 class ASGI2App:
@@ -81,5 +78,5 @@ def looks_like_factory(app: Any) -> bool:
 
 
 def adapt(app: Any, interface: str) -> Any:
-    """The app as the server calls it (ASGI 3); `interface` is not "auto"."""
+    """The app as the server calls it (ASGI 3); `interface` is "asgi3" or "asgi2"."""
     return ASGI2App(app) if interface == "asgi2" else app

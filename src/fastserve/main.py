@@ -103,6 +103,8 @@ def run(
     pidfile: Optional[str] = None,
     hooks: Optional[ServerHooks] = None,
     env: Union[list, str, None] = None,
+    # Gunicorn's worker options
+    threads: int = 8,
 ) -> None:
     """Serve `app` (an ASGI app or a "module:attribute" string) until stopped.
 

@@ -13,6 +13,8 @@ fastserve's own supervisor) on gunicorn's sockets, with gunicorn's settings:
     limit_request_fields          --limit-request-fields (431)
     limit_request_field_size      --limit-request-field-size (431)
     forwarded_allow_ips           --forwarded-allow-ips
+    threads                       --threads: a WSGI app's thread pool (Gunicorn's
+                                  default: 1, its sync worker's one request at a time)
     proxy_protocol (off|v1|v2|auto, or gunicorn < 27's true: v1)   --proxy-protocol;
     proxy_allow_ips               added to --forwarded-allow-ips (fastserve has one
                                   list of trusted peers for both)
@@ -133,6 +135,10 @@ class FastserveWorker(Worker):
             "limit_request_fields": cfg.limit_request_fields or MAX_REQUEST_FIELDS,
             "limit_request_field_size": max(0, cfg.limit_request_field_size),
             "forwarded_allow_ips": cfg.forwarded_allow_ips,
+            # a WSGI app's thread pool (gunicorn's gthread worker's), and what its
+            # environ says of the processes (wsgi.multiprocess)
+            "threads": cfg.threads,
+            "workers": cfg.workers,
         }
         if cfg.statsd_host:
             config_kwargs.update(
