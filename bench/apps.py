@@ -15,16 +15,16 @@ from pathlib import Path
 KIB = 1024
 MIB = 1024 * KIB
 
-_HELLO_BODY = b"Hello, world!"
+HELLO_BODY = b"Hello, world!"
 _HELLO_START = {
     "type": "http.response.start",
     "status": 200,
     "headers": [
         (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(_HELLO_BODY)),
+        (b"content-length", b"%d" % len(HELLO_BODY)),
     ],
 }
-_HELLO_BODY_MSG = {"type": "http.response.body", "body": _HELLO_BODY}
+_HELLO_BODY_MSG = {"type": "http.response.body", "body": HELLO_BODY}
 
 
 async def _lifespan(receive, send):
@@ -153,10 +153,18 @@ async def stream(scope, receive, send):
 
 
 FASTAPI_PATH = "/items/42"  # the fastapi workload's request; 42 is the path parameter
-FILE_PATH = "/file"  # the file workload's request
+FILE_PATH = "/file"  # the file workload's request (and flask-file's)
+FLASK_JSON_PATH = "/json"  # the flask-json workload's request
 # The file workload's file: 1 MiB of a repeating byte pattern, written on first use.
 FILE_CONTENT = bytes(range(256)) * (MIB // 256)
 BENCH_FILE = Path(tempfile.gettempdir()) / "fastserve-bench-1mib.bin"
+
+
+def bench_file() -> Path:
+    """BENCH_FILE, written when it is missing or wrong (the file workloads, ASGI and WSGI)."""
+    if not BENCH_FILE.is_file() or BENCH_FILE.read_bytes() != FILE_CONTENT:
+        BENCH_FILE.write_bytes(FILE_CONTENT)
+    return BENCH_FILE
 
 
 def _make_fastapi_app():
@@ -187,8 +195,7 @@ def _make_file_app():
     from starlette.responses import FileResponse
     from starlette.routing import Route
 
-    if not BENCH_FILE.is_file() or BENCH_FILE.read_bytes() != FILE_CONTENT:
-        BENCH_FILE.write_bytes(FILE_CONTENT)
+    bench_file()
 
     async def file(request):
         return FileResponse(BENCH_FILE, media_type="application/octet-stream")

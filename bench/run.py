@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fastserve vs uvicorn (and granian), end to end, with wrk.
+"""fastserve vs uvicorn (and granian), end to end, with wrk; WSGI apps vs Gunicorn.
 
     python bench/run.py [--duration 10] [--connections 64] [--repeat 1]
                         [--only NAME ...] [--workload NAME ...] [--json out.json]
@@ -11,6 +11,10 @@ wrk run, checks its peak RSS (VmHWM) and stops it; the median over `--repeat` ro
 is reported. The server's CPU time (/proc/PID/stat) around the measured run gives CPU
 µs per request. Ratios are to uvicorn measured in the same run; `ceiling`, a raw
 uvloop protocol (bench/ceiling.py), gives the event loop's limit on hello workloads.
+
+The WSGI workloads (bench/apps_wsgi.py) run on the WSGI servers alone (WSGI_SERVERS:
+fastserve --interface wsgi, Gunicorn's sync and gthread workers, granian, uvicorn),
+the others on the ASGI servers; their table's ratios are to Gunicorn's gthread worker.
 
 The idle-5000 workload measures memory, not speed: RSS idle, then with 5,000 idle
 keep-alive connections opened by this process itself (no wrk).
@@ -51,8 +55,9 @@ COMMON_FLAGS = ["--host", HOST, "--no-access-log", "--log-level", "warning"]
 ACCESS_LOG_FLAGS = ["--host", HOST, "--access-log", "--log-level", "info"]
 
 # name → (module run with `python -m`, or a script's path from the repo root; its flags).
-# A script gets only its flags, --host and --port: no app, no COMMON_FLAGS.
-SERVERS = {
+# A script gets only its flags, --host and --port: no app, no COMMON_FLAGS; gunicorn
+# gets its own spelling of them (GUNICORN_FLAGS).
+ASGI_SERVERS = {
     "fastserve-c": ("fastserve", ["--http", "c", "--loop", "uvloop"]),
     "fastserve-python": ("fastserve", ["--http", "python", "--loop", "uvloop"]),
     # The cost of --metrics-port (not scraped during the run): compare with fastserve-c.
@@ -72,6 +77,27 @@ SERVERS = {
     # with a fixed hello answer, no ASGI, no HTTP parsing.
     "ceiling": ("bench/ceiling.py", []),
 }
+# The servers of the WSGI workloads (Workload.wsgi), each on one core as the others.
+WSGI_SERVERS = {
+    # --threads at its default
+    "fastserve-c-wsgi": ("fastserve", ["--http", "c", "--loop", "uvloop", "--interface", "wsgi"]),
+    "fastserve-python-wsgi": (
+        "fastserve",
+        ["--http", "python", "--loop", "uvloop", "--interface", "wsgi"],
+    ),
+    # One worker process; 4 threads (its threads serve the connections: one core)
+    "gunicorn-gthread": (
+        "gunicorn",
+        ["--worker-class", "gthread", "--workers", "1", "--threads", "4"],
+    ),
+    "gunicorn-sync": ("gunicorn", ["--worker-class", "sync", "--workers", "1"]),
+    "granian-wsgi": ("granian", ["--interface", "wsgi", "--http", "1", "--runtime-mode", "st"]),
+    "uvicorn-wsgi": ("uvicorn", ["--interface", "wsgi", "--http", "httptools", "--loop", "uvloop"]),
+}
+SERVERS = {**ASGI_SERVERS, **WSGI_SERVERS}
+# Gunicorn's spelling of COMMON_FLAGS (its access log is off unless asked); the
+# address goes in --bind.
+GUNICORN_FLAGS = ["--log-level", "warning"]
 CEILING = "ceiling"  # the "% ceiling" column
 # Servers that answer only some workloads: name → (those workloads, why).
 SERVES_ONLY = {
@@ -82,6 +108,9 @@ SERVES_ONLY = {
 }
 BASELINE = "uvicorn-httptools"  # the "× uvicorn" column
 BASELINE_H11 = "uvicorn-h11"  # the "× uv-h11" column (the pure mode's natural rival)
+# The ratio columns of a table: (heading, server); the WSGI table's are to gthread.
+ASGI_BASELINES = (("× uvicorn", BASELINE), ("× uv-h11", BASELINE_H11))
+WSGI_BASELINES = (("× gthread", "gunicorn-gthread"),)
 
 WRK_MEDIANS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")  # each row's median over its runs
 VERSIONED_PACKAGES = (  # in --json
@@ -94,17 +123,19 @@ VERSIONED_PACKAGES = (  # in --json
     "fastapi",
     "starlette",
     "pydantic",
+    "gunicorn",
+    "flask",
 )
 
 PIPELINE_DEPTH = 16
 POST_BODY = b"x" * 4096  # must match bench/post.lua
-HELLO_BODY = b"Hello, world!"
+HELLO_BODY = apps.HELLO_BODY
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/PID/stat
 US_PER_S = 1_000_000
 
 
 class Workload(NamedTuple):
-    app: str  # the ASGI app, "module:attribute"
+    app: str  # the ASGI app (the WSGI app when `wsgi`), "module:attribute"
     script: Optional[str]  # wrk lua script in bench/, or None for a plain GET
     description: str
     path: str = "/"
@@ -112,6 +143,7 @@ class Workload(NamedTuple):
     access_log: bool = False  # the servers log every request (ACCESS_LOG_FLAGS)
     # A memory workload: no wrk, RSS idle and then with this many idle connections.
     idle_connections: Optional[int] = None
+    wsgi: bool = False  # a WSGI app: run on WSGI_SERVERS (the others on ASGI_SERVERS)
 
 
 WORKLOADS = {
@@ -153,6 +185,27 @@ WORKLOADS = {
         None,
         "memory: RSS idle, then with 5,000 idle keep-alive connections (one GET each)",
         idle_connections=5000,
+    ),
+    "wsgi-hello": Workload(
+        "bench.apps_wsgi:hello", None, "WSGI: GET, 13-byte text answer (a list)", wsgi=True
+    ),
+    "wsgi-64k": Workload("bench.apps_wsgi:bytes_64k", None, "WSGI: GET, 64 KiB answer", wsgi=True),
+    "wsgi-post": Workload(
+        "bench.apps_wsgi:echo", "post.lua", "WSGI: POST 4 KiB body, echoed back", wsgi=True
+    ),
+    "flask-json": Workload(
+        "bench.apps_wsgi:flask_app",
+        None,
+        "Flask: GET, ~1 KiB JSON answer (jsonify per request)",
+        path=apps.FLASK_JSON_PATH,
+        wsgi=True,
+    ),
+    "flask-file": Workload(
+        "bench.apps_wsgi:flask_app",
+        None,
+        "Flask send_file, 1 MiB file (wsgi.file_wrapper where offered)",
+        path=apps.FILE_PATH,
+        wsgi=True,
     ),
 }
 
@@ -210,6 +263,10 @@ def skip_reason(name: str) -> Optional[str]:
         err = python_check("import granian, uvloop")
         if err:
             return f"granian/uvloop missing ({err}); pip install granian"
+    elif module == "gunicorn":
+        err = python_check("import gunicorn")
+        if err:
+            return f"gunicorn missing ({err}); pip install gunicorn"
     else:
         err = python_check(
             "import uvicorn, uvloop" + (", httptools" if "httptools" in flags else "")
@@ -327,7 +384,7 @@ class StartError(ServerError):
 class Server:
     """One server process: `command` is (module run with `python -m`, its flags), or
     (a script's path from the repo root, its flags): a script gets no app and no
-    `common_flags`, only --host and --port."""
+    `common_flags`, only --host and --port; gunicorn gets GUNICORN_FLAGS instead."""
 
     def __init__(
         self,
@@ -343,6 +400,9 @@ class Server:
         if module.endswith(".py"):
             self.cmd = pin + [sys.executable, str(REPO / module), *flags]
             self.cmd += ["--host", HOST, "--port", str(self.port)]
+        elif module == "gunicorn":
+            self.cmd = pin + [sys.executable, "-m", module, *flags, *GUNICORN_FLAGS]
+            self.cmd += ["--bind", f"{HOST}:{self.port}", app]
         else:
             self.cmd = pin + [sys.executable, "-m", module, app, *flags, "--port", str(self.port)]
             self.cmd += common_flags
@@ -408,7 +468,7 @@ class Server:
 # -- correctness check before measuring -----------------------------------------------
 
 
-# The exact body each workload must answer with; json and fastapi are checked apart.
+# The exact body each workload must answer with; the JSON ones are checked apart.
 EXPECTED_BODIES = {
     "hello": HELLO_BODY,
     "hello-1conn": HELLO_BODY,
@@ -419,7 +479,13 @@ EXPECTED_BODIES = {
     "stream": apps.STREAM_CHUNK * apps.STREAM_CHUNKS,
     "file": apps.FILE_CONTENT,
     "idle-5000": HELLO_BODY,
+    "wsgi-hello": HELLO_BODY,
+    "wsgi-64k": b"x" * apps.BYTES_64K_SIZE,
+    "wsgi-post": POST_BODY,
+    "flask-file": apps.FILE_CONTENT,
 }
+# The JSON workloads: a key their document must have.
+JSON_KEYS = {"json": "items", "fastapi": "id", "flask-json": "items"}
 
 
 def check_pipeline(port: int) -> None:
@@ -443,15 +509,15 @@ def check_answer(workload: str, port: int) -> None:
     post a fast number."""
     if workload == "pipeline":
         return check_pipeline(port)
-    path = WORKLOADS[workload].path
+    w = WORKLOADS[workload]
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
-        if workload == "post":
+        if w.script == "post.lua":
             conn.request(
-                "POST", path, body=POST_BODY, headers={"Content-Type": "application/octet-stream"}
+                "POST", w.path, body=POST_BODY, headers={"Content-Type": "application/octet-stream"}
             )
         else:
-            conn.request("GET", path)
+            conn.request("GET", w.path)
         resp = conn.getresponse()
         body = resp.read()
     finally:
@@ -463,10 +529,9 @@ def check_answer(workload: str, port: int) -> None:
         raise ServerError(f"check: {len(body)} bytes, expected {len(expected)}: {body[:100]!r}")
     if workload == "stream" and resp.getheader("transfer-encoding") != "chunked":
         raise ServerError(f"check: stream answer not chunked: {resp.getheaders()}")
-    if workload in ("json", "fastapi"):
+    if workload in JSON_KEYS:
         doc = json.loads(body)
-        key = "items" if workload == "json" else "id"
-        if resp.getheader("content-type") != "application/json" or key not in doc:
+        if resp.getheader("content-type") != "application/json" or JSON_KEYS[workload] not in doc:
             raise ServerError(f"check: json answer {resp.getheaders()} {body[:200]!r}")
 
 
@@ -795,21 +860,22 @@ def failure_reason(error: str) -> str:
     return reason[:80].replace("|", "/")
 
 
-def table(rows: list[dict]) -> str:
-    """The wrk workloads' table; a "% ceiling" column when the ceiling was measured."""
+def table(rows: list[dict], baselines: Sequence[tuple[str, str]] = ASGI_BASELINES) -> str:
+    """The wrk workloads' table: a ratio column per (heading, server) of `baselines`; a
+    "% ceiling" column when the ceiling was measured."""
     by_key = {(r["workload"], r["server"]): r for r in rows}
     ceilings = {w: r.get("rps") for (w, name), r in by_key.items() if name == CEILING}
     with_ceiling = any(ceilings.values())
     head = (
-        "| workload | server | req/s | × uvicorn | × uv-h11 |"
+        "| workload | server | req/s |"
+        + "".join(f" {heading} |" for heading, _ in baselines)
         + (" % ceiling |" if with_ceiling else "")
         + " CPU µs/req | p50 | p99 | peak RSS | errors |"
     )
-    columns = 11 if with_ceiling else 10
+    columns = 8 + len(baselines) + with_ceiling
     lines = [head, "|---|---|" + "--:|" * (columns - 2)]
     for workload in dict.fromkeys(r["workload"] for r in rows):
-        base = by_key.get((workload, BASELINE), {}).get("rps")
-        base_h11 = by_key.get((workload, BASELINE_H11), {}).get("rps")
+        bases = [by_key.get((workload, name), {}).get("rps") for _, name in baselines]
         for r in (r for r in rows if r["workload"] == workload):
             if "error" in r:
                 reason = failure_reason(r["error"])
@@ -817,11 +883,11 @@ def table(rows: list[dict]) -> str:
                     f"| {workload} | {r['server']} | failed: {reason} |" + " |" * (columns - 3)
                 )
                 continue
+            ratios = "".join(f" {fmt_ratio(r['rps'], base)} |" for base in bases)
             ceiling = f" {fmt_percent(r['rps'], ceilings.get(workload))} |" if with_ceiling else ""
             lines.append(
-                f"| {workload} | {r['server']} | {r['rps']:,.0f} | {fmt_ratio(r['rps'], base)} | "
-                f"{fmt_ratio(r['rps'], base_h11)} |{ceiling} {fmt_us(r['cpu_us_per_req'])} | "
-                f"{fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
+                f"| {workload} | {r['server']} | {r['rps']:,.0f} |{ratios}{ceiling} "
+                f"{fmt_us(r['cpu_us_per_req'])} | {fmt_ms(r['p50_ms'])} | {fmt_ms(r['p99_ms'])} | "
                 f"{fmt_mib(r.get('peak_rss_kib'))} | {r['errors']} |"
             )
     return "\n".join(lines)
@@ -1043,6 +1109,39 @@ def write_json(
 # -- main -------------------------------------------------------------------------------------
 
 
+def servers_for(workload: str, names: list[str], not_served: dict[str, list[str]]) -> list[str]:
+    """The servers of `names` that run `workload`: those of its interface (WSGI_SERVERS
+    or ASGI_SERVERS); a server SERVES_ONLY leaves out of it is added to `not_served`."""
+    interface = WSGI_SERVERS if WORKLOADS[workload].wsgi else ASGI_SERVERS
+    servers = []
+    for name in (name for name in names if name in interface):
+        if name in SERVES_ONLY and workload not in SERVES_ONLY[name][0]:
+            not_served.setdefault(name, []).append(workload)
+        else:
+            servers.append(name)
+    return servers
+
+
+def print_wrk_tables(rows: list[dict], args) -> None:
+    """The ASGI workloads' table (ratios to uvicorn), then the WSGI workloads' (ratios to
+    Gunicorn's gthread worker); the machine and the load above them."""
+    machine = f"Python {platform.python_version()}, {cpu_model() or platform.machine()}"
+    if not rows:
+        print(f"{machine}, median of {args.repeat}")
+        return
+    print(f"{machine}, wrk -t1 -c{args.connections} -d{args.duration:g}s, median of {args.repeat}")
+    asgi_rows = [r for r in rows if not WORKLOADS[r["workload"]].wsgi]
+    wsgi_rows = [r for r in rows if WORKLOADS[r["workload"]].wsgi]
+    if asgi_rows:
+        print("ASGI: × = req/s ratio to uvicorn (httptools / h11, uvloop) in this run")
+        print(table(asgi_rows))
+    if wsgi_rows:
+        if asgi_rows:
+            print()
+        print("WSGI: × = req/s ratio to Gunicorn's gthread worker (4 threads) in this run")
+        print(table(wsgi_rows, WSGI_BASELINES))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1076,29 +1175,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     not_served: dict[str, list[str]] = {}
     for workload in sel.workloads:
-        servers = []
-        for name in sel.servers:
-            if name in SERVES_ONLY and workload not in SERVES_ONLY[name][0]:
-                not_served.setdefault(name, []).append(workload)
-            else:
-                servers.append(name)
+        servers = servers_for(workload, sel.servers, not_served)
         measured = dict(once=measure_idle_once, medians=IDLE_MEDIANS) if workload in idle else {}
         rows += measure(
             workload, servers, sel.skipped, args, sel.server_pin, sel.client_pin, **measured
         )
-    wrk_rows = [r for r in rows if r["workload"] not in idle]
     idle_rows = [r for r in rows if r["workload"] in idle]
 
     print()
-    machine = f"Python {platform.python_version()}, {cpu_model() or platform.machine()}"
-    if wrk_rows:
-        print(
-            f"{machine}, wrk -t1 -c{args.connections} -d{args.duration:g}s, median of "
-            f"{args.repeat}; × = req/s ratio to uvicorn (httptools / h11, uvloop) in this run"
-        )
-        print(table(wrk_rows))
-    else:
-        print(f"{machine}, median of {args.repeat}")
+    print_wrk_tables([r for r in rows if r["workload"] not in idle], args)
     if idle_rows:
         print()
         print(

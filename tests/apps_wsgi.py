@@ -12,6 +12,7 @@ test's token: `/events?token=...`), from the server's process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -28,6 +29,8 @@ HOLD_LIMIT = 30.0
 # The chunk an endless stream sends, and their count before it gives up.
 STREAM_CHUNK = b"x" * 1024
 STREAM_CHUNKS_MAX = 100000
+# The block `digest` reads wsgi.input in, as an app that never holds the whole body.
+INPUT_BLOCK = 64 * 1024
 TEXT = [("Content-Type", "text/plain")]
 JSON = [("Content-Type", "application/json")]
 
@@ -146,6 +149,37 @@ def stream(environ, start_response):
     return (b"chunk %d\n" % i for i in range(int(query(environ).get("n", "3"))))
 
 
+def digest(environ, start_response):
+    """The body's size and sha256, read from wsgi.input in INPUT_BLOCK blocks."""
+    stream = environ["wsgi.input"]
+    hasher, size = hashlib.sha256(), 0
+    for block in iter(lambda: stream.read(INPUT_BLOCK), b""):
+        hasher.update(block)
+        size += len(block)
+    return respond_json(start_response, {"size": size, "sha256": hasher.hexdigest()})
+
+
+def produced_chunk(index: int, size: int) -> bytes:
+    """Chunk `index` of `produce`'s body: its index in every byte (a test checks the order)."""
+    return bytes([index % 251]) * size
+
+
+def produce(environ, start_response):
+    """`?size=` bytes in `?chunk=`-byte chunks from a generator; each chunk's size is
+    recorded under `?token=` as it is handed to the server (`/events`: what the app
+    has produced so far)."""
+    params = query(environ)
+    size, chunk = int(params["size"]), int(params["chunk"])
+
+    def chunks():
+        for index in range(size // chunk):
+            record(params["token"], chunk)
+            yield produced_chunk(index, chunk)
+
+    start_response("200 OK", TEXT)
+    return chunks()
+
+
 def hold(environ, start_response):
     """A slow request: logs that it started, waits until its release file exists."""
     params = query(environ)
@@ -177,6 +211,8 @@ ROUTES = {
     "/endless": endless,
     "/stream": stream,
     "/hold": hold,
+    "/digest": digest,
+    "/produce": produce,
     "/fail": fail,
     "/events": events,
 }

@@ -67,7 +67,8 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "error::pytest.PytestUnhandledThreadExceptionWarning")
     config.addinivalue_line(
         "markers",
-        "flood: floods, slow clients and soak (tests/test_floods.py, tests/test_soak.py); "
+        "flood: floods, slow clients and soak (tests/test_floods.py, tests/test_soak.py, "
+        "tests/test_wsgi_limits.py); "
         "they run by default, `-m 'not flood'` deselects them",
     )
     config.addinivalue_line(

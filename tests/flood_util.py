@@ -1,6 +1,7 @@
-"""Helpers of tests/test_floods.py and tests/test_soak.py: what a server process holds
-(/proc: RSS, descriptors, CPU time, a socket's unread bytes), and many non-blocking
-client sockets driven by one selector."""
+"""Helpers of tests/test_floods.py, tests/test_soak.py and tests/test_wsgi_limits.py:
+what a server process holds (/proc: RSS and its peak, descriptors, CPU time, a
+socket's unread bytes), the wait for a count that stopped growing, and many
+non-blocking client sockets driven by one selector."""
 
 from __future__ import annotations
 
@@ -11,22 +12,37 @@ import socket
 import struct
 import time
 
+from process_util import wait_until
+
 # SO_LINGER on, 0 seconds: close() sends a RST (and leaves no TIME_WAIT behind).
 LINGER_RESET = struct.pack("ii", 1, 0)
 # Bytes read at a time from one socket.
 RECV_SIZE = 65536
+# Polls (STALL_POLL apart) with no progress before a stream or upload counts as stalled.
+STALL_POLLS = 4
+STALL_POLL = 0.25
 
 
 # -- the server process, from /proc ------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` in KiB (VmRSS)."""
+def status_kib(pid: int, field: str) -> int:
+    """A memory figure of `pid` in KiB (/proc/PID/status: "VmRSS", "VmHWM"...)."""
     with open(f"/proc/{pid}/status") as file:
         for line in file:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of `pid` in KiB (VmRSS)."""
+    return status_kib(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The peak resident memory of `pid` so far in KiB (VmHWM)."""
+    return status_kib(pid, "VmHWM")
 
 
 def fd_count(pid: int) -> int:
@@ -63,6 +79,20 @@ def unread_bytes(server_port: int, client: socket.socket) -> int:
             ):
                 return int(fields[4].split(":")[1], 16)
     return -1
+
+
+def wait_stalled(read_value, what: str, timeout: float = 60):
+    """Poll `read_value()` until it has not changed for STALL_POLLS polls (and is not
+    zero); returns it."""
+    history: list = []
+
+    def stalled():
+        history.append(read_value())
+        recent = history[-STALL_POLLS:]
+        return len(recent) == STALL_POLLS and len(set(recent)) == 1 and recent[0]
+
+    wait_until(stalled, timeout, interval=STALL_POLL, message=what)
+    return history[-1]
 
 
 # -- many client sockets ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from collections import Counter
 import pytest
 
 from flood_util import (
+    STALL_POLL,
     connect_many,
     cpu_ticks,
     exchange,
@@ -40,6 +41,7 @@ from flood_util import (
     rss_kib,
     status_of,
     unread_bytes,
+    wait_stalled,
 )
 from process_util import start_thread, wait_until
 
@@ -72,9 +74,6 @@ STREAM_CHUNK = 64 * KIB
 # transport's high-water mark and a message.
 STALLED_STREAM_BOUND = 16 * MIB
 STALLED_RSS_GROWTH = 16 * MIB
-# Polls (STALL_POLL apart) with no progress before a stream or upload counts as stalled.
-STALL_POLLS = 4
-STALL_POLL = 0.25
 # CPU ticks (1/100 s) a server may use while counted as idle (its 10 Hz tick).
 IDLE_TICKS = 2
 
@@ -273,19 +272,6 @@ def test_slowloris_closed_at_header_timeout_normal_client_served(start_server, m
 
 
 # -- a slow reader of a large streamed response ---------------------------------------------
-
-
-def wait_stalled(read_value, what: str, timeout: float = 60):
-    """Poll `read_value()` until it has not changed for STALL_POLLS polls; returns it."""
-    history: list = []
-
-    def stalled():
-        history.append(read_value())
-        recent = history[-STALL_POLLS:]
-        return len(recent) == STALL_POLLS and len(set(recent)) == 1 and recent[0]
-
-    wait_until(stalled, timeout, interval=STALL_POLL, message=what)
-    return history[-1]
 
 
 def test_slow_reader_of_a_large_stream(start_server, mode, token):

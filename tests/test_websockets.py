@@ -27,12 +27,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from flood_util import peak_rss_kib, rss_kib
+
 pytestmark = pytest.mark.timeout(120)
 
 APP = "tests.apps_websockets:app"
 WS_LIBRARIES = ("websockets", "wsproto")
 TIMEOUT = 30  # for anything a working server does at once
-MIB = 1024 * 1024
+KIB = 1024
+MIB = 1024 * KIB
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 FIN = 0x80
@@ -66,15 +69,6 @@ def events(server, token: str, count: int = 1) -> list:
     return server.wait_event(token, lambda found: len(found) >= count, timeout=TIMEOUT)
 
 
-def vm_rss(pid: int) -> int:
-    """Resident memory of `pid` in bytes (/proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
-
-
 def bytes_written(pid: int) -> int:
     """Bytes `pid` wrote so far, sockets included (/proc/PID/io: wchar)."""
     with open(f"/proc/{pid}/io") as file:
@@ -82,15 +76,6 @@ def bytes_written(pid: int) -> int:
             if line.startswith("wchar:"):
                 return int(line.split()[1])
     raise AssertionError(f"no wchar in /proc/{pid}/io")
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak resident memory of `pid` so far in bytes (/proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int]:
@@ -600,13 +585,13 @@ def test_compressed_bomb_closes_with_1009_without_inflating_it(servers, mode, ws
     zeros = bytes(MIB)
     bomb = b"".join(compressor.compress(zeros) for _ in range(128))  # 128 MiB of zeros
     bomb += compressor.flush(zlib.Z_SYNC_FLUSH)[:-4]  # RFC 7692 7.2.1 drops 00 00 ff ff
-    peak_before = vm_hwm(server.pid)
+    peak_before = peak_rss_kib(server.pid)
     offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
     with RawWebSocket(server, "/echo", headers=offer) as raw:
         assert b"permessage-deflate" in raw.head
         raw.send(OP_BINARY, bomb, rsv1=True)
         assert raw.read_close()[0] == 1009
-    growth = vm_hwm(server.pid) - peak_before
+    growth = (peak_rss_kib(server.pid) - peak_before) * KIB
     assert growth < 32 * MIB, f"server peak RSS grew by {growth / MIB:.1f} MiB"
 
 
@@ -638,13 +623,13 @@ def test_fragmented_message_is_joined(server):
 @pytest.mark.serial  # bounds the server's memory (RSS)
 def test_non_reading_client_keeps_server_memory_bounded(server, token):
     count = 64  # 64 MiB in all: an unbounded server would hold most of it
-    rss_before = vm_rss(server.pid)
+    rss_before = rss_kib(server.pid)
     path = f"/stream?token={token}&count={count}&size={MIB}"
     with RawWebSocket(server, path, receive_buffer=64 * 1024) as raw:
         events(server, token)  # streaming started
         time.sleep(2)  # the stimulus: time to buffer everything, for a server that would
         sent = server.get_events(token)[0]
-        growth = vm_rss(server.pid) - rss_before
+        growth = (rss_kib(server.pid) - rss_before) * KIB
         assert sent < count, "the app never waited for the client"
         assert growth < 32 * MIB, f"server RSS grew by {growth / MIB:.1f} MiB"
         for index in range(count):  # now read: everything comes, in order

@@ -350,25 +350,6 @@ def test_limit_concurrency_answers_503_while_the_threads_are_held(start_server, 
     assert server.stop() == 0
 
 
-def test_clients_stalled_mid_body_hold_no_thread(start_server, mode):
-    server = start_server(WSGI_APP, mode, *WSGI, "--threads", "1")
-    stalled = [server.client() for _ in range(4)]
-    try:
-        for client in stalled:
-            client.send(
-                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-                b"Expect: 100-continue\r\n\r\n"
-            )
-            assert client.read_response().status == 100
-            client.send(b"0123456789")
-        response = httpx.get(server.url("/environ"), timeout=5)
-        assert response.status_code == 200
-    finally:
-        for client in stalled:
-            client.close()
-    assert server.stop() == 0
-
-
 def test_timeout_request_answers_504(start_server, mode, tmp_path):
     server = start_server(WSGI_APP, mode, *WSGI, "--timeout-request", "0.5")
     timed_out = hold(server, "late", tmp_path)
