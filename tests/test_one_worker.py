@@ -35,7 +35,10 @@ def test_max_requests_recycles_the_one_worker(spawn):
     assert len(set(pids)) >= REQUESTS // (MAX_REQUESTS + 1)  # the limit is checked each 0.1 s
     assert "Maximum request limit of 3 exceeded" in server.log()
     assert server.running
-    assert worker_pid(server.url()) in server.wait_workers(1)
+    # one worker again once the replaced ones have drained; this request may itself be
+    # a worker's last (answered by it while its replacement starts): answered is all
+    server.wait_workers(1)
+    worker_pid(server.url())
     assert server.stop() == 0
 
 
