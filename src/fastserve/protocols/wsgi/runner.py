@@ -11,7 +11,9 @@ On the app's thread (`Responder`): `start_response`, `write()` and the iterable'
 chunks become ASGI messages handed to the loop one at a time, each waited for
 (`asyncio.run_coroutine_threadsafe` on the request's `send`): a client that does
 not read blocks the app's thread at the protocol's flow control, never grows the
-server's memory. The head goes with the first non-empty chunk; a list or tuple
+server's memory. The message that completes the response is kept instead and sent
+by the request's coroutine once the call has returned: a whole-body response costs
+one hand-off to the thread and one back. The head goes with the first non-empty chunk; a list or tuple
 body goes in one message (the protocols then send its Content-Length); a
 `wsgi.file_wrapper` around a real file goes by pathsend. The iterable's `close()`
 always runs, also when the client went away (the next send raises
@@ -70,6 +72,8 @@ class Responder:
         # (cancelled: --timeout-request, shutdown); guarded by `lock`
         self.pending: Optional[concurrent.futures.Future] = None
         self.abandoned = False
+        # the messages that complete the response, for the loop to send (send_last)
+        self.last: list[dict] = []
         self.lock = threading.Lock()
 
     # -- PEP 3333's callables
@@ -123,6 +127,7 @@ class Responder:
             self.require_start()
             path = sendable_path(result, self.headers) if self.pathsend else None
             if path is not None:
+                # (sent before close(): the path names the open file, /proc/self/fd/N)
                 self.deliver([self.start_message(), {"type": PATHSEND, "path": path}])
                 return
         for chunk in result:
@@ -151,7 +156,10 @@ class Responder:
             more_body = more_body and self.remaining > 0
         self.complete = not more_body
         messages.append({"type": "http.response.body", "body": chunk, "more_body": more_body})
-        self.deliver(messages)
+        if more_body:
+            self.deliver(messages)
+        else:
+            self.last = messages
         return more_body
 
     def start_message(self) -> dict:
@@ -179,6 +187,10 @@ class Responder:
     async def send_all(self, messages: list) -> None:
         for message in messages:
             await self.send(message)
+
+    async def send_last(self) -> None:
+        """On the loop, after the app's call: the messages that complete the response."""
+        await self.send_all(self.last)
 
     def abandon(self) -> None:
         """The request's Task is done: a send still in flight is cancelled, the next
@@ -219,8 +231,12 @@ class WSGIApp:
         responder = Responder(self.environ(scope, body), send, loop, pathsend)
         try:
             await loop.run_in_executor(self.executor(), self.call, responder, body)
+        except Exception:
+            await responder.send_last()  # a response made whole before close() raised
+            raise
         finally:
             responder.abandon()
+        await responder.send_last()
 
     def call(self, responder: Responder, body: WSGIInput) -> None:
         """On a thread of the pool: the app's call, then its body is dropped and what
