@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 
 from fastserve.protocols.http.errors import error_response
 from fastserve.protocols.http.h11_impl import H11Protocol
+from fastserve.protocols.wsgi.environ import ENVIRON_EXTENSION
 from protocol_fakes import Connection, make_settings
 
 _parser = pytest.importorskip("fastserve._parser")
@@ -67,6 +69,8 @@ _seen: list = []  # the current connection's requests, in order
 async def recording_app(scope, receive, send):
     record = {key: scope[key] for key in SCOPE_KEYS}
     record["headers"] = [tuple(header) for header in scope["headers"]]
+    # (settings.wsgi: the environ's head variables, which each protocol builds itself)
+    record["environ_head"] = scope["extensions"].get(ENVIRON_EXTENSION)
     record["body"] = b""
     record["complete"] = False
     _seen.append(record)
@@ -91,6 +95,10 @@ async def recording_app(scope, receive, send):
 
 
 SETTINGS = make_settings(recording_app, ws="none")
+# The same with the protocols building a WSGI app's environ head (the recording app
+# stays an ASGI app, so that the record is the same but for that): C (_parser.pyx's
+# _wsgi_head) and pure (environ.head_variables) must build the same.
+WSGI_SETTINGS = replace(SETTINGS, wsgi=True)
 # Small limits, so that generated requests also cross them (414, 431, 413); and a
 # root path, so that both modes' paths under --root-path are compared too.
 LIMITED = make_settings(
@@ -103,6 +111,7 @@ LIMITED = make_settings(
     limit_request_head=160,
     limit_request_body=10,
 )
+LIMITED = replace(LIMITED, wsgi=True)  # (the environ heads under --root-path, compared too)
 
 
 async def _connection(protocol_class, pieces, settings) -> tuple[dict, bool]:
@@ -411,6 +420,16 @@ def test_both_modes_read_generated_requests_alike(case):
     assert_same(data, cuts)
 
 
+@WHOLE_RUN_TIMEOUT
+@settings(parent=HYPOTHESIS_SETTINGS, max_examples=max(1, EXAMPLES // 2))
+@given(connection_and_cuts())
+def test_both_modes_build_the_same_wsgi_environ(case):
+    data, cuts = case
+    record = assert_same(data, cuts, settings=WSGI_SETTINGS)
+    for request in record["requests"]:
+        assert request["environ_head"]["REQUEST_METHOD"] == request["method"], request
+
+
 # A deliberate difference: a head that breaks several rules gets, in C mode, the
 # answer for the first rule llhttp meets in byte order, and in the pure mode the
 # answer of its checks' fixed order (byte checks, field limits, then h11's parse,
@@ -650,7 +669,11 @@ def corpus_files() -> list[Path]:
 
 
 @pytest.mark.skipif(not corpus_files(), reason="no fuzz corpus under tests/fuzz/corpus/")
-@pytest.mark.parametrize("settings", [SETTINGS, LIMITED], ids=["default-limits", "small-limits"])
+@pytest.mark.parametrize(
+    "settings",
+    [SETTINGS, WSGI_SETTINGS, LIMITED],
+    ids=["default-limits", "default-limits-wsgi", "small-limits-wsgi"],
+)
 def test_fuzz_corpus_is_read_alike(settings):
     for path in corpus_files():
         c_mode, pure = both_modes([path.read_bytes()], settings=settings)

@@ -108,6 +108,7 @@ from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import accept as accept_handshake
 from fastserve.protocols.websockets.handshake import hand_over, is_websocket_upgrade
+from fastserve.protocols.wsgi import environ as wsgi_environ
 
 LLHTTP_VERSION = f"{ll.LLHTTP_VERSION_MAJOR}.{ll.LLHTTP_VERSION_MINOR}.{ll.LLHTTP_VERSION_PATCH}"
 
@@ -171,6 +172,13 @@ cdef dict _ASGI_VERSION = asgi.ASGI_VERSION
 cdef str _TLS = TLS
 cdef str _V11 = "1.1"
 cdef str _V10 = "1.0"
+cdef str _PROTOCOL_11 = "HTTP/1.1"
+cdef str _PROTOCOL_10 = "HTTP/1.0"
+cdef str _ENVIRON_EXTENSION = wsgi_environ.ENVIRON_EXTENSION
+cdef dict _HEADER_KEYS = wsgi_environ.HEADER_KEYS
+cdef object _header_key = wsgi_environ.header_key
+cdef object _join_values = wsgi_environ.join_values
+cdef object _path_info = wsgi_environ.path_info
 
 # -- tables read once from protocols/http/headers.py ---------------------------------
 
@@ -274,6 +282,7 @@ cdef class _Settings:
     """A C-typed copy of one `ProtocolSettings`, made once per settings object."""
     cdef object source                  # the ProtocolSettings itself
     cdef object ws_protocol_class       # None: upgrade requests are plain HTTP
+    cdef bint wsgi                      # a WSGI app: the scope carries the environ's head
     cdef object app
     cdef str root_path
     cdef bint proxy_headers
@@ -301,6 +310,7 @@ cdef _Settings _c_settings(object settings):
     cdef _Settings s = _Settings.__new__(_Settings)
     s.source = settings
     s.ws_protocol_class = settings.ws_protocol_class
+    s.wsgi = settings.wsgi
     s.app = settings.app
     s.root_path = settings.root_path
     s.proxy_headers = settings.proxy_headers
@@ -427,6 +437,38 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         elif h.name_len == 7 and memcmp(data + h.name_off, b"upgrade", 7) == 0:
             info.upgrade = True
     return headers
+
+
+cdef dict _wsgi_head(dict scope, list headers, bint http10, str root_path):
+    """A WSGI app's request: the environ's variables of the head (its headers as
+    HTTP_* variables, request line). Hot-path twin of environ.head_variables, which the
+    pure mode calls (the same key table, join and PATH_INFO rules): change both;
+    tests/test_differential.py binds them."""
+    cdef dict variables = {}
+    cdef bytes name, value
+    cdef bytes raw_path = scope["raw_path"]
+    cdef bytes query = scope["query_string"]
+    for name, value in headers:
+        key = _HEADER_KEYS.get(name)
+        if key is None:
+            key = _header_key(name)
+            if key is None:
+                continue  # a name with "_" (environ.header_key says why)
+        text = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL)
+        joined = variables.get(key)
+        if joined is not None:
+            text = _join_values(name, joined, text)
+        variables[key] = text
+    variables["REQUEST_METHOD"] = scope["method"]
+    variables["SERVER_PROTOCOL"] = _PROTOCOL_10 if http10 else _PROTOCOL_11
+    if not root_path and memchr(PyBytes_AS_STRING(raw_path), 37, PyBytes_GET_SIZE(raw_path)) == NULL:
+        variables["PATH_INFO"] = PyUnicode_DecodeLatin1(  # no "%": nothing to decode
+            PyBytes_AS_STRING(raw_path), PyBytes_GET_SIZE(raw_path), NULL)
+    else:
+        variables["PATH_INFO"] = _path_info(raw_path, root_path)
+    variables["QUERY_STRING"] = PyUnicode_DecodeLatin1(
+        PyBytes_AS_STRING(query), PyBytes_GET_SIZE(query), NULL)
+    return variables
 
 
 # -- llhttp callbacks ------------------------------------------------------------------
@@ -1000,6 +1042,9 @@ cdef class HttpProtocol(_ParserCore):
             scope["extensions"] = {_PATHSEND: {}}
         else:
             scope["extensions"] = {_PATHSEND: {}, _TLS: self.tls}
+        if self.settings.wsgi:
+            scope["extensions"][_ENVIRON_EXTENSION] = _wsgi_head(
+                scope, headers, http10, self.settings.root_path)
         return scope
 
     cdef inline int _request_target(self, dict scope) except -1:

@@ -238,6 +238,7 @@ class ProtocolSettings:
     timeout_request_header: float
     timeout_request: Optional[float]  # None: no limit
     ws_protocol_class: Optional[type]  # None: upgrade requests are plain HTTP
+    wsgi: bool  # the app is WSGI: the protocols build each request's environ head
     ws_max_size: int
     ws_max_queue: int
     ws_ping_interval: Optional[float]  # None: no pings
@@ -832,6 +833,7 @@ class Config:
             timeout_request_header=self.timeout_request_header,
             timeout_request=self.timeout_request,
             ws_protocol_class=ws_protocol_class,
+            wsgi=self.interface == "wsgi",
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,
             ws_ping_interval=self.ws_ping_interval,

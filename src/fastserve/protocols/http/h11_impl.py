@@ -96,6 +96,7 @@ from fastserve.protocols.http.target import host_error, is_valid_target, request
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import accept, hand_over, is_websocket_upgrade
+from fastserve.protocols.wsgi.environ import ENVIRON_EXTENSION, head_variables
 
 _H11_REQUEST = h11.Request
 _H11_ERROR = h11.RemoteProtocolError
@@ -384,6 +385,15 @@ class H11Protocol(asyncio.Protocol):
         }
         if self.tls is not None:
             scope["extensions"][TLS] = self.tls
+        if self.settings.wsgi:
+            scope["extensions"][ENVIRON_EXTENSION] = head_variables(
+                request.method,
+                request.http_version,
+                raw_path,
+                query_string,
+                request.headers,
+                self.settings.root_path,
+            )
         return scope
 
     def _start_request(self, scope: dict, request: _Request, rest: bytes) -> None:

@@ -1,15 +1,20 @@
-"""The PEP 3333 environ of a request.
+"""The PEP 3333 environ of a request, in three parts:
 
-Built from the parts the HTTP protocols already put in the request's ASGI scope,
-where proxy trust (client address, scheme) and --root-path are applied: method, raw
-path, query string, HTTP version, headers as (lowercase name bytes, value bytes),
-client and server addresses. Every value is a native `str`, decoded as latin-1
-(PEP 3333's "bytes as str").
+- the head's variables (`head_variables`: REQUEST_METHOD, PATH_INFO, QUERY_STRING,
+  SERVER_PROTOCOL, HTTP_*, CONTENT_TYPE / CONTENT_LENGTH), built by the HTTP protocol
+  from the parsed head as it parses it (the C mode in `_parser.pyx`, by the same
+  rules and tables as this module's), handed over in the scope's ENVIRON_EXTENSION;
+- what the request's scope says once proxy trust and --root-path are applied
+  (REMOTE_ADDR, wsgi.url_scheme, SCRIPT_NAME, SERVER_NAME / SERVER_PORT);
+- the server's keys, alike for every request (`base_environ`).
+
+Every value is a native `str`, decoded as latin-1 (PEP 3333's "bytes as str").
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import urllib.parse
 from typing import Any, Optional
 
@@ -21,6 +26,36 @@ UNPREFIXED = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGT
 JOIN = ", "
 COOKIE = b"cookie"
 COOKIE_JOIN = "; "
+# Request headers whose environ keys are made at import (HEADER_KEYS).
+COMMON_HEADERS = (
+    b"accept",
+    b"accept-encoding",
+    b"accept-language",
+    b"authorization",
+    b"cache-control",
+    b"connection",
+    b"content-length",
+    b"content-type",
+    b"cookie",
+    b"expect",
+    b"forwarded",
+    b"host",
+    b"if-modified-since",
+    b"if-none-match",
+    b"origin",
+    b"pragma",
+    b"referer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"user-agent",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+    b"x-request-id",
+)
+# The scope extension in which both HTTP protocols hand a WSGI request's head
+# variables (head_variables) to the runner, when ProtocolSettings.wsgi is on.
+ENVIRON_EXTENSION = "fastserve.wsgi.environ"
 # SERVER_PORT when the connection has none (a unix socket) and Host names none.
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -50,21 +85,62 @@ class ErrorStream:
             self.partial = ""
 
 
+def header_key(name: bytes) -> Optional[str]:
+    """The environ key of a request header (lowercase name bytes): HTTP_ and the name
+    upper-cased, "-" as "_"; CONTENT_TYPE and CONTENT_LENGTH without the prefix; None
+    for a name with "_" (CVE-2015-0219: as HTTP_X_AUTH_USER, X-Auth_User would pass
+    for X-Auth-User, which a proxy may have vouched for; dropped, as gunicorn does).
+    Kept in HEADER_KEYS (interned) while it has room."""
+    if b"_" in name:
+        return None
+    key = UNPREFIXED.get(name)
+    if key is None:
+        key = sys.intern("HTTP_" + name.decode("latin-1").upper().replace("-", "_"))
+    if len(HEADER_KEYS) < HEADER_KEYS_MAX:
+        HEADER_KEYS[name] = key
+    return key
+
+
+def join_values(name: bytes, joined: str, value: str) -> str:
+    """A repeated header's values as one variable."""
+    return joined + (COOKIE_JOIN if name == COOKIE else JOIN) + value
+
+
+# Header names -> environ keys: the common ones from the start, then those seen (on the
+# event loop's thread, where requests are parsed), up to HEADER_KEYS_MAX so that a
+# client inventing names cannot grow it. The C mode reads this same dict.
+HEADER_KEYS_MAX = 1024
+HEADER_KEYS: dict[bytes, str] = {}
+for _name in COMMON_HEADERS:
+    header_key(_name)
+
+
 def header_variables(headers) -> dict[str, str]:
-    """The HTTP_* variables (and CONTENT_TYPE / CONTENT_LENGTH) of the request headers."""
+    """The HTTP_* variables (and CONTENT_TYPE / CONTENT_LENGTH) of the request headers
+    (lowercase name bytes, value bytes)."""
     variables: dict[str, str] = {}
     for name, value in headers:
-        if b"_" in name:
-            # CVE-2015-0219: as HTTP_X_AUTH_USER, X-Auth_User would pass for
-            # X-Auth-User, which a proxy may have vouched for. Dropped, as gunicorn does.
-            continue
-        key = UNPREFIXED.get(name)
+        key = HEADER_KEYS.get(name) or header_key(name)
         if key is None:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            continue
         text = value.decode("latin-1")
         if key in variables:
-            text = variables[key] + (COOKIE_JOIN if name == COOKIE else JOIN) + text
+            text = join_values(name, variables[key], text)
         variables[key] = text
+    return variables
+
+
+def head_variables(
+    method: str, http_version: str, raw_path: bytes, query_string: bytes, headers, root_path: str
+) -> dict[str, str]:
+    """The environ's variables that come from the request's head. The pure mode calls
+    this; the C mode builds the same in `_parser.pyx` (`_wsgi_head`, its hot-path
+    twin: change both; tests/test_differential.py binds them)."""
+    variables = header_variables(headers)
+    variables["REQUEST_METHOD"] = method
+    variables["SERVER_PROTOCOL"] = "HTTP/" + http_version
+    variables["PATH_INFO"] = path_info(raw_path, root_path)
+    variables["QUERY_STRING"] = query_string.decode("latin-1")
     return variables
 
 
@@ -91,38 +167,39 @@ def server_address(server: Optional[tuple], host: Optional[str], scheme: str) ->
     return name, port
 
 
-def build_environ(scope: dict, body: Any, body_length: int, extras: dict) -> dict[str, Any]:
-    """The environ of the request `scope` whose body (`wsgi.input`) holds
-    `body_length` bytes; `extras`: the wsgi.* keys that are the server's."""
-    variables = header_variables(scope["headers"])
+def build_environ(scope: dict, body: Any, body_length: int, base: dict) -> dict[str, Any]:
+    """The environ of the request `scope` whose body (`wsgi.input`) holds `body_length`
+    bytes: `base`'s keys (the server's), the head's variables (ENVIRON_EXTENSION, made by
+    the protocol from the parsed head), and what proxy trust and --root-path decided."""
+    environ = base.copy()
+    environ.update(scope["extensions"][ENVIRON_EXTENSION])
     scheme = scope["scheme"]
-    if "CONTENT_LENGTH" not in variables and "HTTP_TRANSFER_ENCODING" in variables:
+    if "CONTENT_LENGTH" not in environ and "HTTP_TRANSFER_ENCODING" in environ:
         # a chunked body, de-chunked and read in full: its length is known now (as
         # waitress says it), which frameworks that read CONTENT_LENGTH bytes need
-        variables["CONTENT_LENGTH"] = str(body_length)
-    server_name, server_port = server_address(
-        scope.get("server"), variables.get("HTTP_HOST"), scheme
+        environ["CONTENT_LENGTH"] = str(body_length)
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = server_address(
+        scope.get("server"), environ.get("HTTP_HOST"), scheme
     )
-    root_path = scope.get("root_path", "")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": root_path,
-        "PATH_INFO": path_info(scope["raw_path"], root_path),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": server_name,
-        "SERVER_PORT": server_port,
-        "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
-        "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "wsgi.version": WSGI_VERSION,
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": body,
-        "wsgi.input_terminated": True,
-        "wsgi.run_once": False,
-        **extras,
-        **variables,
-    }
+    environ["SCRIPT_NAME"] = scope.get("root_path", "")
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = body
+    environ["wsgi.errors"] = ErrorStream()  # its own per request: it holds a partial line
     client = scope.get("client")
     if client is not None:
         environ["REMOTE_ADDR"] = str(client[0])
         environ["REMOTE_PORT"] = str(client[1])
     return environ
+
+
+def base_environ(multithread: bool, multiprocess: bool, file_wrapper: Any) -> dict[str, Any]:
+    """The keys every request's environ has alike, made once per app."""
+    return {
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "wsgi.version": WSGI_VERSION,
+        "wsgi.input_terminated": True,
+        "wsgi.run_once": False,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.file_wrapper": file_wrapper,
+    }

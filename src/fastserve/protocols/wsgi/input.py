@@ -8,6 +8,7 @@ on the loop). --limit-request-body is the protocols' (413), before any of this.
 from __future__ import annotations
 
 import asyncio
+import io
 import tempfile
 from typing import Optional
 
@@ -21,9 +22,13 @@ class WSGIInput:
 
     __slots__ = ("file", "length")
 
-    def __init__(self) -> None:
-        self.file = tempfile.SpooledTemporaryFile(max_size=MEMORY_BODY_MAX)
-        self.length = 0
+    def __init__(self, whole: Optional[bytes] = None) -> None:
+        if whole is None:
+            self.file = tempfile.SpooledTemporaryFile(max_size=MEMORY_BODY_MAX)
+            self.length = 0
+        else:  # a body that came in one message (most do): in memory as it is
+            self.file = io.BytesIO(whole)
+            self.length = len(whole)
 
     def append(self, data: bytes) -> None:
         self.file.write(data)
@@ -62,18 +67,32 @@ class WSGIInput:
 async def receive_body(receive) -> Optional[WSGIInput]:
     """The whole body of the request, or None when the client went away first. The
     first receive() is what answers `Expect: 100-continue` (the protocols do)."""
+    received = await _body_message(receive)
+    if received is None:
+        return None
+    data, more_body = received
+    if not more_body and len(data) <= MEMORY_BODY_MAX:
+        return WSGIInput(data)
     body = WSGIInput()
     loop = asyncio.get_running_loop()
     while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            body.close()
-            return None
-        data = message.get("body", b"")
         if body.goes_to_disk(data):
             await loop.run_in_executor(None, body.append, data)
         else:
             body.append(data)
-        if not message.get("more_body", False):
+        if not more_body:
             body.rewind()
             return body
+        received = await _body_message(receive)
+        if received is None:
+            body.close()
+            return None
+        data, more_body = received
+
+
+async def _body_message(receive) -> Optional[tuple[bytes, bool]]:
+    """The next body bytes and whether more follow; None: the client went away."""
+    message = await receive()
+    if message["type"] != "http.request":  # http.disconnect
+        return None
+    return message.get("body", b""), message.get("more_body", False)

@@ -3,9 +3,9 @@ feature of theirs (access log, metrics, limits, timeouts, graceful shutdown, TLS
 proxies, --root-path) serves WSGI unchanged.
 
 On the event loop: the request body is received in full (`input.receive_body`),
-then the app is called in a bounded thread pool (--threads). A client that sends
-its body slowly holds no thread; requests beyond the pool's threads wait for one
-(--limit-concurrency answers 503 beyond its bound, as for any app).
+then the app is called on one of its --threads threads (`threads.AppThreads`). A
+client that sends its body slowly holds no thread; requests beyond the threads wait
+for one (--limit-concurrency answers 503 beyond its bound, as for any app).
 
 On the app's thread (`Responder`): `start_response`, `write()` and the iterable's
 chunks become ASGI messages handed to the loop one at a time, each waited for
@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from fastserve.protocols.asgi import DISCONNECTED, PATHSEND, ClientDisconnected
 from fastserve.protocols.http.errors import INTERNAL_SERVER_ERROR, error_body
 from fastserve.protocols.tls import TLS
-from fastserve.protocols.wsgi.environ import ErrorStream, build_environ
+from fastserve.protocols.wsgi.environ import base_environ, build_environ
 from fastserve.protocols.wsgi.input import WSGIInput, receive_body
 from fastserve.protocols.wsgi.response import (
     FileWrapper,
@@ -42,10 +42,10 @@ from fastserve.protocols.wsgi.response import (
     parse_status,
     sendable_path,
 )
+from fastserve.protocols.wsgi.threads import AppThreads
 
 error_logger = logging.getLogger("fastserve.error")
 
-THREAD_NAME_PREFIX = "fastserve.wsgi"
 ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
@@ -203,21 +203,14 @@ class Responder:
 
 class WSGIApp:
     """A WSGI app as an ASGI 3 app for HTTP requests (`--interface wsgi`, or a WSGI
-    app found by `auto`). The thread pool is made at the first request, in the
-    process that serves it (never in a master before fork)."""
+    app found by `auto`), called on its threads (`threads.AppThreads`)."""
 
     def __init__(self, app: Callable, threads: int, multiprocess: bool) -> None:
         self.app = app
         self.threads = threads
         self.multiprocess = multiprocess
-        self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self.pool is None:
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.threads, thread_name_prefix=THREAD_NAME_PREFIX
-            )
-        return self.pool
+        self.app_threads = AppThreads(threads)
+        self.base_environ = base_environ(threads > 1, multiprocess, FileWrapper)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":  # Config gives a WSGI app no lifespan, no WebSocket
@@ -227,10 +220,10 @@ class WSGIApp:
             return  # the client went away before the app was called
         extensions = scope.get("extensions") or {}
         pathsend = PATHSEND in extensions and TLS not in extensions
-        loop = asyncio.get_running_loop()
-        responder = Responder(self.environ(scope, body), send, loop, pathsend)
+        environ = build_environ(scope, body, body.length, self.base_environ)
+        responder = Responder(environ, send, asyncio.get_running_loop(), pathsend)
         try:
-            await loop.run_in_executor(self.executor(), self.call, responder, body)
+            await self.app_threads.call(self.call, responder, body)
         except Exception:
             await responder.send_last()  # a response made whole before close() raised
             raise
@@ -239,20 +232,11 @@ class WSGIApp:
         await responder.send_last()
 
     def call(self, responder: Responder, body: WSGIInput) -> None:
-        """On a thread of the pool: the app's call, then its body is dropped and what
-        it left unfinished in wsgi.errors is logged."""
+        """On an app thread: the app's call, then its body is dropped and what it left
+        unfinished in wsgi.errors is logged."""
         errors = responder.environ["wsgi.errors"]
         try:
             responder.run(self.app)
         finally:
             body.close()
             errors.flush()
-
-    def environ(self, scope: dict, body: WSGIInput) -> dict:
-        extras = {
-            "wsgi.errors": ErrorStream(),  # its own per request: it holds a partial line
-            "wsgi.multithread": self.threads > 1,
-            "wsgi.multiprocess": self.multiprocess,
-            "wsgi.file_wrapper": FileWrapper,
-        }
-        return build_environ(scope, body, body.length, extras)
