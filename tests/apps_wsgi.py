@@ -62,6 +62,7 @@ def environ_view(environ, start_response):
         "input_terminated": environ["wsgi.input_terminated"],
         "file_wrapper": callable(environ.get("wsgi.file_wrapper")),
     }
+    view["thread"] = threading.current_thread().name  # the app's (--threads 0: the loop's)
     return respond_json(start_response, view)
 
 

@@ -123,7 +123,7 @@ def _kwargs_id(kwargs: dict) -> str:
         ({"timeout_worker_healthcheck": 0}, "--timeout-worker-healthcheck must be greater than 0"),
         ({"reload_delay": -0.1}, "--reload-delay must not be negative"),
         ({"interface": "asgi4"}, "--interface must be one of"),
-        ({"threads": 0}, "--threads must be a positive number"),
+        ({"threads": -1}, "--threads must not be negative"),
         ({"http2": True}, "--http2: fastserve serves HTTP/1.1 only"),
         (
             {"h11_max_incomplete_event_size": 0},

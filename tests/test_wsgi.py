@@ -78,6 +78,7 @@ def one_line_naming(server: ServerProcess, text: str) -> str:
 def test_environ_has_pep_3333_types_and_values(wsgi_server):
     environ = environ_of(wsgi_server, "/environ?a=1&b=%20")
     wsgi = environ.pop("wsgi")
+    assert environ.pop("thread").startswith("fastserve.wsgi_")  # one of --threads
     cgi = {key: value for key, (value, _) in environ.items()}
     assert {kind for _, kind in environ.values()} == {"str"}
     assert cgi["REQUEST_METHOD"] == "GET"
@@ -399,6 +400,23 @@ def test_interface_and_threads_from_a_config_file(start_server, mode, tmp_path):
     server = start_server(WSGI_APP, mode, "--config", str(config))
     assert f"({mode} mode, WSGI, 3 threads" in server.output()
     assert environ_of(server)["REQUEST_METHOD"][0] == "GET"
+    assert server.stop() == 0
+
+
+def test_threads_0_calls_the_app_on_the_event_loop(start_server, mode, data_file):
+    """bjoern's model: no thread; a streamed body is gathered whole, then sent; a
+    file_wrapper is read in blocks (pathsend would come after close())."""
+    server = start_server(UNVALIDATED_APP, mode, *WSGI, "--threads", "0")
+    assert f"({mode} mode, WSGI, on the event loop's thread" in server.output()
+    path, content = data_file
+    with server.client() as client:
+        environ = client.request("GET", "/environ", [("Host", "x")]).json()
+        assert (environ["wsgi"]["multithread"], environ["thread"]) == (False, "MainThread")
+        streamed = client.request("GET", "/stream?n=3", [("Host", "x")])
+        assert streamed.body == b"".join(b"chunk %d\n" % index for index in range(3))
+        response = client.request("GET", f"/file?path={path}", [("Host", "x")])
+        assert (response.status, response.body) == (200, content)
+        assert client.request("HEAD", "/list", [("Host", "x")]).header("content-length") == "13"
     assert server.stop() == 0
 
 

@@ -196,7 +196,7 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     "--threads",
     default=DEFAULTS["threads"],
     type=int,
-    help="Threads a WSGI app is called in, per worker process (Gunicorn's gthread --threads): requests beyond them wait for one.",
+    help="Threads a WSGI app is called in, per worker process (Gunicorn's gthread --threads): requests beyond them wait for one. 0: on the event loop's thread (for apps that never block).",
     show_default=True,
 )
 @click.option(

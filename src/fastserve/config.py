@@ -305,7 +305,7 @@ class NumberRule:
 NUMBER_RULES = (
     NumberRule(
         ("limit_request_head", "limit_request_fields", "backlog", "ws_max_size", "ws_max_queue")
-        + ("workers", "threads"),
+        + ("workers",),
         optional=False,
         zero_allowed=False,
         wording="must be a positive number",
@@ -330,7 +330,7 @@ NUMBER_RULES = (
         wording="must be greater than 0",
     ),
     NumberRule(
-        ("limit_max_requests_jitter", "reload_delay"),
+        ("limit_max_requests_jitter", "reload_delay", "threads"),  # threads 0: on the loop
         optional=False,
         zero_allowed=True,
         wording="must not be negative",
@@ -647,6 +647,8 @@ class Config:
         if self.app == DEMO_APP:
             return f"{self.http_mode} mode, the built-in demo app"
         if self.interface == "wsgi":
+            if not self.threads:
+                return f"{self.http_mode} mode, WSGI, on the event loop's thread"
             plural = "" if self.threads == 1 else "s"
             return f"{self.http_mode} mode, WSGI, {self.threads} thread{plural}"
         return f"{self.http_mode} mode"

@@ -54,7 +54,12 @@ class Responder:
     and the delivery of each message to the event loop."""
 
     def __init__(
-        self, environ: dict, send: Callable, loop: asyncio.AbstractEventLoop, pathsend: bool
+        self,
+        environ: dict,
+        send: Callable,
+        loop: asyncio.AbstractEventLoop,
+        pathsend: bool,
+        on_loop: bool = False,
     ) -> None:
         self.environ = environ
         self.send = send
@@ -62,6 +67,9 @@ class Responder:
         # whether a file may go by pathsend: the protocol offers it, and not under
         # TLS (where pathsend reads the file in blocks, as the iteration does)
         self.pathsend = pathsend
+        # --threads 0: the app runs on the loop's thread, which must not wait on itself:
+        # every message is kept for send_last
+        self.on_loop = on_loop
         self.status: Optional[int] = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_sent = False
@@ -159,7 +167,7 @@ class Responder:
         if more_body:
             self.deliver(messages)
         else:
-            self.last = messages
+            self.last.extend(messages)
         return more_body
 
     def start_message(self) -> dict:
@@ -173,6 +181,9 @@ class Responder:
     def deliver(self, messages: list) -> None:
         """Send `messages` on the loop and wait until they are sent (the protocol's
         flow control waits for a slow client): one message in flight at a time."""
+        if self.on_loop:
+            self.last.extend(messages)
+            return
         with self.lock:
             if self.abandoned:
                 raise ClientDisconnected(DISCONNECTED)
@@ -219,11 +230,16 @@ class WSGIApp:
         if body is None:
             return  # the client went away before the app was called
         extensions = scope.get("extensions") or {}
-        pathsend = PATHSEND in extensions and TLS not in extensions
+        # (--threads 0: no pathsend, which would be sent after close() closed the file)
+        pathsend = PATHSEND in extensions and TLS not in extensions and self.threads > 0
         environ = build_environ(scope, body, body.length, self.base_environ)
-        responder = Responder(environ, send, asyncio.get_running_loop(), pathsend)
+        loop = asyncio.get_running_loop()
+        responder = Responder(environ, send, loop, pathsend, on_loop=not self.threads)
         try:
-            await self.app_threads.call(self.call, responder, body)
+            if self.threads:
+                await self.app_threads.call(self.call, responder, body)
+            else:
+                self.call(responder, body)
         except Exception:
             await responder.send_last()  # a response made whole before close() raised
             raise
