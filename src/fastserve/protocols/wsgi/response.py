@@ -10,6 +10,7 @@ keep-alive are the server's.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -38,6 +39,8 @@ CONTENT_LENGTH = b"content-length"
 FILE_BLOCK_SIZE = 8192
 # An open file as a path the same process can open again (Linux's /proc).
 PROC_FD = "/proc/self/fd/{fd}"
+# The statuses and headers whose check is remembered (least recently used dropped).
+CHECKED_CACHE_SIZE = 256
 # Header whitespace trimmed from values (RFC 9110 5.5), as gunicorn trims it.
 OPTIONAL_WHITESPACE = b" \t"
 
@@ -54,6 +57,12 @@ def parse_status(status: Any) -> int:
             f"the status must be a str such as '200 OK', not {type(status).__name__}: "
             f"{status!r:.200}"
         )
+    return _status_code(status)
+
+
+@functools.lru_cache(maxsize=CHECKED_CACHE_SIZE)
+def _status_code(status: str) -> int:
+    """(An app answers with a few statuses: each is checked once.)"""
     match = STATUS_RE.fullmatch(status)
     if match is None:
         raise WSGIResponseError(
@@ -63,8 +72,9 @@ def parse_status(status: Any) -> int:
     return int(match.group(1))
 
 
-def _header_bytes(header: Any) -> tuple[bytes, bytes]:
-    """One header as (name, value) bytes, or WSGIResponseError naming it."""
+def _header_bytes(header: Any) -> Optional[tuple[bytes, bytes]]:
+    """One header as (name, value) bytes, None when it is hop-by-hop (dropped), or
+    WSGIResponseError naming it."""
     if not isinstance(header, tuple) or len(header) != 2:
         raise WSGIResponseError(f"a response header must be a (name, value) tuple: {header!r:.200}")
     name, value = header
@@ -72,6 +82,12 @@ def _header_bytes(header: Any) -> tuple[bytes, bytes]:
         raise WSGIResponseError(
             f"a response header's name and value must be str: {name!r:.100}: {value!r:.200}"
         )
+    return _checked_header(name, value)
+
+
+@functools.lru_cache(maxsize=CHECKED_CACHE_SIZE)
+def _checked_header(name: str, value: str) -> Optional[tuple[bytes, bytes]]:
+    """(An app sends the same headers again and again: each is checked once.)"""
     try:
         name_bytes, value_bytes = name.encode("latin-1"), value.encode("latin-1")
     except UnicodeEncodeError:
@@ -84,6 +100,8 @@ def _header_bytes(header: Any) -> tuple[bytes, bytes]:
         raise WSGIResponseError(
             f"the response header {name!r:.100} has CR, LF or NUL in its value: {value!r:.200}"
         )
+    if name_bytes.lower() in HOP_BY_HOP:
+        return None
     return name_bytes, value_bytes.strip(OPTIONAL_WHITESPACE)
 
 
@@ -95,9 +113,9 @@ def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
         )
     encoded = []
     for header in headers:
-        name, value = _header_bytes(header)
-        if name.lower() not in HOP_BY_HOP:
-            encoded.append((name, value))
+        encoded_header = _header_bytes(header)
+        if encoded_header is not None:
+            encoded.append(encoded_header)
     return encoded
 
 
