@@ -19,6 +19,7 @@ from process_util import (
     ServerProcess,
     gunicorn_command,
     start_thread,
+    wait_until,
     write_syscalls,
 )
 
@@ -405,7 +406,7 @@ def test_interface_and_threads_from_a_config_file(start_server, mode, tmp_path):
 
 def test_threads_0_calls_the_app_on_the_event_loop(start_server, mode, data_file):
     """bjoern's model: no thread; a streamed body is gathered whole, then sent; a
-    file_wrapper is read in blocks (pathsend would come after close())."""
+    file_wrapper goes by pathsend after the call (its descriptor kept open for it)."""
     server = start_server(UNVALIDATED_APP, mode, *WSGI, "--threads", "0")
     assert f"({mode} mode, WSGI, on the event loop's thread" in server.output()
     path, content = data_file
@@ -566,3 +567,27 @@ def test_file_wrapper_goes_by_sendfile(unvalidated, tmp_path):
         writes = write_syscalls(unvalidated.pid) - before
     assert response.body == content
     assert writes < SENDFILE_SIZE // FILE_BLOCK_SIZE // 4, writes
+
+
+@pytest.mark.parametrize("threads", ["8", "0"])
+def test_file_wrapper_leaves_no_descriptor_open(start_server, mode, data_file, threads):
+    """The duplicate descriptor kept for the pathsend after close() is closed with
+    the request: once the responses are in, no descriptor of the server names the file."""
+    server = start_server(UNVALIDATED_APP, mode, *WSGI, "--threads", threads)
+    path, content = data_file
+    with server.client() as client:
+        for _ in range(5):
+            assert client.request("GET", f"/file?path={path}", [("Host", "x")]).body == content
+    wait_until(lambda: path not in open_files(server.pid), 10, message=f"{path} closed")
+    assert server.stop() == 0
+
+
+def open_files(pid: int) -> list[str]:
+    """What the descriptors of process `pid` name."""
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # closed since the listing
+    return names

@@ -160,10 +160,11 @@ class FileWrapper:
             close()
 
 
-def sendable_path(body: Any, headers: list[tuple[bytes, bytes]]) -> Optional[str]:
-    """The path pathsend may open for a FileWrapper body: around a regular file read
-    from its start, whose size the app's Content-Length (if any) does not shorten; else
-    None (the file is then read in blocks, as PEP 3333 describes)."""
+def sendable_file(body: Any, headers: list[tuple[bytes, bytes]]) -> Optional[int]:
+    """The descriptor of the file pathsend may send for a FileWrapper body: a regular
+    file read from its start, whose size the app's Content-Length (if any) does not
+    shorten, which this process can open again by PROC_FD; else None (the file is
+    then read in blocks, as PEP 3333 describes)."""
     if not isinstance(body, FileWrapper):
         return None
     filelike = body.filelike
@@ -173,10 +174,13 @@ def sendable_path(body: Any, headers: list[tuple[bytes, bytes]]) -> Optional[str
         info = os.fstat(fd)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
-    path = PROC_FD.format(fd=fd)
-    if position != 0 or not stat.S_ISREG(info.st_mode) or not os.path.exists(path):
+    if position != 0 or not stat.S_ISREG(info.st_mode) or not os.path.exists(proc_path(fd)):
         return None
     length = content_length(headers)
     if length is not None and length != info.st_size:
         return None
-    return path
+    return fd
+
+
+def proc_path(fd: int) -> str:
+    return PROC_FD.format(fd=fd)

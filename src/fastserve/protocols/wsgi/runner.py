@@ -13,10 +13,11 @@ chunks become ASGI messages handed to the loop one at a time, each waited for
 not read blocks the app's thread at the protocol's flow control, never grows the
 server's memory. The message that completes the response is kept instead and sent
 by the request's coroutine once the call has returned: a whole-body response costs
-one hand-off to the thread and one back. The head goes with the first non-empty chunk; a list or tuple
-body goes in one message (the protocols then send its Content-Length); a
-`wsgi.file_wrapper` around a real file goes by pathsend. The iterable's `close()`
-always runs, also when the client went away (the next send raises
+one hand-off to the thread and one back. The head goes with the first non-empty
+chunk; a list or tuple body goes in one message (the protocols then send its
+Content-Length); a `wsgi.file_wrapper` around a real file goes by pathsend, after
+the call too (a duplicate of its descriptor is kept open for it). The iterable's
+`close()` always runs, also when the client went away (the next send raises
 ClientDisconnected in the app's thread) or the request was cancelled.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 from typing import Any, Callable, Optional
 
@@ -40,7 +42,8 @@ from fastserve.protocols.wsgi.response import (
     content_length,
     encode_headers,
     parse_status,
-    sendable_path,
+    proc_path,
+    sendable_file,
 )
 from fastserve.protocols.wsgi.threads import AppThreads
 
@@ -80,8 +83,10 @@ class Responder:
         # (cancelled: --timeout-request, shutdown); guarded by `lock`
         self.pending: Optional[concurrent.futures.Future] = None
         self.abandoned = False
-        # the messages that complete the response, for the loop to send (send_last)
+        # the messages that complete the response, for the loop to send (send_last),
+        # and the duplicate descriptor of a file they send by pathsend (keep_file)
         self.last: list[dict] = []
+        self.kept_file: Optional[int] = None
         self.lock = threading.Lock()
 
     # -- PEP 3333's callables
@@ -133,10 +138,11 @@ class Responder:
             return
         if isinstance(result, FileWrapper) and not self.head_sent:
             self.require_start()
-            path = sendable_path(result, self.headers) if self.pathsend else None
-            if path is not None:
-                # (sent before close(): the path names the open file, /proc/self/fd/N)
-                self.deliver([self.start_message(), {"type": PATHSEND, "path": path}])
+            fd = sendable_file(result, self.headers) if self.pathsend else None
+            if fd is not None and self.keep_file(fd):
+                self.complete = True
+                path = proc_path(self.kept_file)
+                self.last = [self.start_message(), {"type": PATHSEND, "path": path}]
                 return
         for chunk in result:
             chunk = body_chunk(chunk)
@@ -203,6 +209,23 @@ class Responder:
         """On the loop, after the app's call: the messages that complete the response."""
         await self.send_all(self.last)
 
+    def keep_file(self, fd: int) -> bool:
+        """Keep a duplicate of the app's file open for the pathsend that send_last
+        makes after close() has closed the app's own (False: the request is gone)."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            self.kept_file = os.dup(fd)
+            return True
+
+    def release(self) -> None:
+        """On the loop, when the request is done: the kept file is closed."""
+        with self.lock:
+            self.abandoned = True
+            kept_file, self.kept_file = self.kept_file, None
+        if kept_file is not None:
+            os.close(kept_file)
+
     def abandon(self) -> None:
         """The request's Task is done: a send still in flight is cancelled, the next
         one raises, and the app's thread goes on to close()."""
@@ -230,11 +253,18 @@ class WSGIApp:
         if body is None:
             return  # the client went away before the app was called
         extensions = scope.get("extensions") or {}
-        # (--threads 0: no pathsend, which would be sent after close() closed the file)
-        pathsend = PATHSEND in extensions and TLS not in extensions and self.threads > 0
+        pathsend = PATHSEND in extensions and TLS not in extensions
         environ = build_environ(scope, body, body.length, self.base_environ)
         loop = asyncio.get_running_loop()
         responder = Responder(environ, send, loop, pathsend, on_loop=not self.threads)
+        try:
+            await self.respond(responder, body)
+        finally:
+            responder.release()
+
+    async def respond(self, responder: Responder, body: WSGIInput) -> None:
+        """The app's call (on a thread, or with --threads 0 here), then the messages
+        that complete its response."""
         try:
             if self.threads:
                 await self.app_threads.call(self.call, responder, body)
