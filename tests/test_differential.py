@@ -14,8 +14,8 @@ whether the connection was closed.
 FASTSERVE_HYPOTHESIS_EXAMPLES (default 1000) sets the examples per generated test;
 raise it for a long run, e.g. `FASTSERVE_HYPOTHESIS_EXAMPLES=20000 pytest
 tests/test_differential.py`. The fuzz corpus of the HTTP harnesses
-(tests/fuzz/corpus/http/ and llhttp/, raw connection bytes, one file per input) is
-replayed through both modes too.
+(tests/fuzz/corpus/http/, llhttp/ and wsgi/, raw connection bytes, one file per input)
+is replayed through both modes too.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _parser = pytest.importorskip("fastserve._parser")
 EXAMPLES = int(os.environ.get("FASTSERVE_HYPOTHESIS_EXAMPLES", "1000"))
 CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
 # Its directories (one per fuzz harness) that hold raw HTTP connections.
-CORPUS_HARNESSES = ("http", "llhttp")
+CORPUS_HARNESSES = ("http", "llhttp", "wsgi")
 
 # The scope keys both modes set from the request (and from the fake transport).
 SCOPE_KEYS = (

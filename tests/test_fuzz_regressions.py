@@ -3,13 +3,16 @@ corpus replayed through every harness's `check` (no atheris needed): the normal 
 holds every invariant the fuzzers check, on every input they start from.
 
 Each regression runs both HTTP modes over the harness's client transport
-(`fuzz_http.exchange`: the input fed in the given reads, then the client goes).
+(`fuzz_http.exchange`: the input fed in the given reads, then the client goes), with
+the harness's ASGI echo and its WSGI twin (fuzz_wsgi: the app served as
+`--interface wsgi` serves one).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -18,9 +21,11 @@ import pytest
 FUZZ_DIR = Path(__file__).resolve().parent / "fuzz"
 sys.path.insert(0, str(FUZZ_DIR))
 
+import fuzz_common  # noqa: E402
 import fuzz_http  # noqa: E402
 import fuzz_runner  # noqa: E402
 import fuzz_websocket  # noqa: E402
+import fuzz_wsgi  # noqa: E402
 import seeds  # noqa: E402
 
 from fastserve.protocols.http.errors import error_response  # noqa: E402
@@ -52,15 +57,49 @@ def test_corpus_is_the_seeds():
     assert on_disk == expected, "run 'python tests/fuzz/seeds.py' and commit the corpus"
 
 
-def exchange(mode: str, reads: list[bytes]) -> tuple[bytes, bool, list]:
-    return fuzz_http.exchange(fuzz_http.MODES[mode], reads)
+SERVED = {"asgi": fuzz_http.ASGI, "wsgi": fuzz_wsgi.WSGI}
 
 
-def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode):
+@pytest.fixture(params=list(SERVED))
+def interface(request) -> str:
+    """The echo app the regressions are served to: ASGI, or its WSGI twin."""
+    return request.param
+
+
+@pytest.fixture
+def exchange(mode, interface):
+    """fuzz_http.exchange in `mode`, with the `interface` echo."""
+
+    def run(reads: list[bytes]) -> tuple[bytes, bool, list]:
+        return fuzz_http.exchange(fuzz_http.MODES[mode], reads, SERVED[interface])
+
+    return run
+
+
+def test_a_wsgi_run_ends_with_no_call_in_flight_and_no_thread_more(mode):
+    # The harness waits for the app's thread calls (an event) and reuses one set of
+    # threads (fuzz_common.WatchedThreads, the app's `app_threads`): a run cannot
+    # spill into the next one, nor leave threads behind.
+    pipelined = seeds.WSGI["pipelined-bodies"]
+    protocol_class = fuzz_http.MODES[mode]
+    fuzz_http.exchange(protocol_class, [pipelined], fuzz_wsgi.WSGI)
+    app_threads = list(fuzz_wsgi.WSGI.threads.threads)
+    assert fuzz_wsgi.WSGI.settings.app.app_threads is fuzz_wsgi.WSGI.threads
+    threads = threading.active_count()
+    for reads in fuzz_common.reads_of(pipelined, bytewise_max=len(pipelined)):
+        written, closed, calls = fuzz_http.exchange(protocol_class, reads, fuzz_wsgi.WSGI)
+        assert [target for _, target, _ in calls] == [b"/1", b"/2", b"/3", b"/4"]
+        assert not fuzz_wsgi.WSGI.threads.busy()
+    assert threading.active_count() == threads
+    assert fuzz_wsgi.WSGI.threads.threads == app_threads
+    assert len(app_threads) == fuzz_wsgi.WSGI.threads.size
+
+
+def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(exchange):
     # The pure mode refused "GZET " at once only when it came in one read: in pieces
     # it waited for the whole head (or the header timeout).
     for reads in ([b"GZET / HTTP/1.1\r\n"], [b"G", b"Z", b"E", b"T", b" / HTTP/1.1\r\n"]):
-        written, closed, calls = exchange(mode, reads)
+        written, closed, calls = exchange(reads)
         assert (written, closed, calls) == (BAD_REQUEST, True, []), reads
 
 
@@ -68,17 +107,17 @@ def test_bytes_that_cannot_start_a_request_are_refused_however_they_arrive(mode)
     "target",
     [b"x", b"x:y", b"host:80", b"?q", b"1a://b", b"a:/b", b"http://exa#mple.com/p"],
 )
-def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(mode, target):
+def test_request_target_forms_llhttp_refuses_are_refused_in_both_modes(exchange, target):
     # h11 takes any target bytes: the pure mode served `GET x HTTP/1.1` (path "x").
-    written, closed, calls = exchange(mode, [b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+    written, closed, calls = exchange([b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
 
 
 @pytest.mark.parametrize(
     "target", [b"/a", b"*", b"http://a/b?c", b"//a", b"http://u:p@[::1]:80", b"http://a?q"]
 )
-def test_request_target_forms_both_modes_serve(mode, target):
-    written, closed, calls = exchange(mode, [b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
+def test_request_target_forms_both_modes_serve(exchange, target):
+    written, closed, calls = exchange([b"OPTIONS %s HTTP/1.1\r\nHost: a\r\n\r\n" % target])
     assert written.startswith(b"HTTP/1.1 200 OK\r\n") and not closed
     assert [method for method, _, _ in calls] == ["OPTIONS"]
 
@@ -101,47 +140,47 @@ def test_ping_between_fragments_of_a_compressed_message(library):
     assert inflated == b"hello"
 
 
-def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(mode):
+def test_bytes_that_cannot_start_a_request_are_a_400_even_past_the_head_limit(exchange):
     # The pure mode answered 431 when the garbage came in one read longer than the
     # head limit, 400 when in smaller ones; the C mode always 400.
     garbage = b"\x82" * (fuzz_http.LIMITS["limit_request_head"] + 1)
-    written, closed, calls = exchange(mode, [garbage])
+    written, closed, calls = exchange([garbage])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
 
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"chunked, chunked", b"identity"])
-def test_transfer_codings_other_than_chunked_are_a_400(mode, coding):
+def test_transfer_codings_other_than_chunked_are_a_400(exchange, coding):
     # The C mode served "gzip, chunked" (llhttp takes it; the app got the body still
     # gzipped), the pure mode refused it (h11 takes only "chunked").
     request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: %s\r\n\r\n1\r\na\r\n0\r\n\r\n"
-    written, closed, calls = exchange(mode, [request % coding])
+    written, closed, calls = exchange([request % coding])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
 
 
-def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives():
+def test_a_target_over_both_limits_gets_the_same_answer_however_it_arrives(interface):
     # The C mode answered 431 (head limit) when the whole target came in one read,
     # 414 (line limit, crossed first) when in pieces.
     target = b"/" + b"a" * fuzz_http.LIMITS["limit_request_head"]
     request = b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
     pieces = [request[i : i + 100] for i in range(0, len(request), 100)]
     for reads in ([request], pieces):
-        written, closed, calls = exchange("c", reads)
-        assert (written, closed, calls) == (error_response(414), True, []), len(reads)
+        outcome = fuzz_http.exchange(fuzz_http.MODES["c"], reads, SERVED[interface])
+        assert outcome == (error_response(414), True, []), len(reads)
 
 
-def test_chunk_extension_value_of_a_token_then_a_quoted_string(mode):
+def test_chunk_extension_value_of_a_token_then_a_quoted_string(exchange):
     # llhttp takes `a=b"c"`; the pure mode's chunk decoder refused it with a 400.
     request = (
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         b'1;a=b"c"\r\nx\r\n0\r\n\r\n'
     )
-    written, closed, calls = exchange(mode, [request])
+    written, closed, calls = exchange([request])
     assert written.endswith(b"\r\n\r\nPOST / 1") and not closed
 
 
 @pytest.mark.parametrize("target", [b"example.com>443", b"a#b"])
-def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(mode, target):
+def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(exchange, target):
     # The pure mode took any CONNECT target.
     request = b"CONNECT %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
-    written, closed, calls = exchange(mode, [request])
+    written, closed, calls = exchange([request])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])

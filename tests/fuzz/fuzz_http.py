@@ -1,10 +1,12 @@
 """Fuzz harness: the whole HTTP protocol, in both modes (C `fastserve._parser.
 HttpProtocol`, pure `H11Protocol`), over a transport that plays the client, with an
-app that echoes what it got (method, target, body length).
+app that echoes what it got (method, target, body length). fuzz_wsgi runs the same
+with the echo's WSGI twin (`Served`: the app as the protocols get it).
 
 The input is what a client sends on one connection; it is fed in reads (see
-`fuzz_common.reads_of`), a few loop passes between reads, never while the protocol has
-paused reading, and no more once the connection is closed. Then the client goes.
+`fuzz_common.reads_of`), a few loop passes between reads (a WSGI app's call in its
+thread ends within one), never while the protocol has paused reading, and no more
+once the connection is closed. Then the client goes.
 
 Invariants, for each mode and each way of cutting the input:
 - nothing escapes into the event loop, the server logs no error or traceback;
@@ -15,7 +17,7 @@ Invariants, for each mode and each way of cutting the input:
   WebSocket handshake) is the last bytes written, and the connection closes;
 - nothing is written after a response with `connection: close`, which closes;
 - the run settles: reading paused is resumed once the answer is out, and every
-  task ends once the client has gone;
+  task (and every call of a WSGI app's threads) ends once the client has gone;
 - the bytes written and the requests the app answered are the same however the
   input was cut (100 Continue aside: it depends on whether the body came with the
   head; a request both malformed and over a limit may get either answer, see
@@ -25,10 +27,14 @@ Invariants, for each mode and each way of cutting the input:
 from __future__ import annotations
 
 import re
+import urllib.parse
+from dataclasses import dataclass
+from typing import Callable, Optional
 
-from fuzz_common import ClientTransport, InvariantError, Run, reads_of
+from fuzz_common import ClientTransport, InvariantError, Run, WatchedThreads, reads_of
 
 from fastserve import _parser
+from fastserve.config import ProtocolSettings
 from fastserve.protocols.http.h11_impl import H11Protocol
 from protocol_fakes import FakeServerState, make_settings
 
@@ -53,15 +59,21 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n")
 
 async def echo(scope, receive, send):
     """Records the request in the connection's list and answers with its number,
-    method, target and body length, after reading the whole body."""
-    calls = scope["state"]["calls"]
+    method, target and body length, after reading the whole body. The target is the
+    raw path, or percent-decoded when the state says `decoded_target` (as the WSGI
+    echo sees it: fuzz_wsgi)."""
+    state = scope["state"]
+    calls = state["calls"]
     number = len(calls)
+    target = scope["raw_path"]
+    if state.get("decoded_target"):
+        target = urllib.parse.unquote_to_bytes(target)
     if scope["type"] == "websocket":
-        calls.append(["WEBSOCKET", scope["raw_path"], 0])
+        calls.append(["WEBSOCKET", target, 0])
         await receive()  # websocket.connect
         await send({"type": "websocket.close"})
         return
-    call = [scope["method"], scope["raw_path"], None]
+    call = [scope["method"], target, None]
     calls.append(call)
     size = 0
     while True:
@@ -72,7 +84,7 @@ async def echo(scope, receive, send):
         if not message.get("more_body"):
             break
     call[2] = size
-    body = b"%s %s %d" % (scope["method"].encode(), scope["raw_path"], size)
+    body = echo_body(scope["method"], target, size)
     await send(
         {
             "type": "http.response.start",
@@ -83,17 +95,35 @@ async def echo(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-SETTINGS = make_settings(echo, ws="websockets", **LIMITS)
+def echo_body(method: str, target: bytes, size: int) -> bytes:
+    """What the echo apps answer (the WSGI one too: fuzz_wsgi)."""
+    return b"%s %s %d" % (method.encode(), target, size)
 
 
-def exchange(protocol_class, reads: list[bytes]) -> tuple[bytes, bool, list]:
+@dataclass(frozen=True)
+class Served:
+    """An echo app as the protocols serve it: their settings (the app, as Config
+    wraps it), the threads its calls run on (None: on the loop), and how a
+    connection's list of calls reaches it (it returns the app state the protocol
+    puts in each scope)."""
+
+    settings: ProtocolSettings
+    threads: Optional[WatchedThreads]
+    bind_calls: Callable[[list], dict]
+
+
+ASGI = Served(make_settings(echo, ws="websockets", **LIMITS), None, lambda calls: {"calls": calls})
+
+
+def exchange(protocol_class, reads: list[bytes], served: Served = ASGI) -> tuple[bytes, bool, list]:
     """Feed `reads` to one connection: what the server wrote, whether it closed, and
     the requests the app got."""
     calls: list = []
-    with Run() as run:
+    with Run(served.threads) as run:
         state = FakeServerState()
         transport = ClientTransport(run.loop)
-        protocol = protocol_class(SETTINGS, state, {"calls": calls}, _loop=run.loop)
+        app_state = served.bind_calls(calls)
+        protocol = protocol_class(served.settings, state, app_state, _loop=run.loop)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         for data in reads:
@@ -108,7 +138,7 @@ def exchange(protocol_class, reads: list[bytes]) -> tuple[bytes, bool, list]:
         run.settle_until_quiet(lambda: (len(transport.data), len(calls), len(state.tasks)))
         closed = transport.closed
         transport.lose()  # the client goes
-        if not run.settle(lambda: not state.tasks):
+        if not run.settle(lambda: not state.tasks and run.idle()):
             raise InvariantError("tasks still running after the client has gone: %r" % calls)
         run.check_errors()
     return transport.data, closed, calls
@@ -170,8 +200,7 @@ def _call_number(headers: dict, answered: int, calls: list) -> int:
 
 
 def _expected_body(call: tuple) -> bytes:
-    method, target, size = call
-    return b"%s %s %d" % (method.encode(), target, size)
+    return echo_body(*call)
 
 
 def _check_closed(data: bytes, pos: int, closed: bool) -> None:
@@ -225,19 +254,30 @@ def _same_in_both_modes(c_mode: tuple, pure: tuple) -> bool:
 
 
 def check(data: bytes) -> None:
+    check_served(ASGI, data)
+
+
+def outcome_of(written: bytes, closed: bool, calls: list) -> tuple:
+    """An exchange's result as the invariants compare it: 100 Continue aside, and only
+    the calls the app could answer (whether the app ran for a request whose body
+    broke a rule in the read that completed its head depends on the reads; the
+    responses may not)."""
+    answerable = [call for call in calls if call[2] is not None]
+    return written.replace(CONTINUE, b""), closed, answerable
+
+
+def check_served(served: Served, data: bytes) -> dict:
+    """The invariants of the module docstring, for `data` sent to `served`; returns
+    each mode's outcome (`outcome_of`) of the input at once."""
     outcomes = {}
     for mode, protocol_class in MODES.items():
         for reads in reads_of(data):
-            written, closed, calls = exchange(protocol_class, reads)
+            written, closed, calls = exchange(protocol_class, reads, served)
             try:
                 check_responses(written, closed, calls)
             except InvariantError as exc:
                 raise InvariantError("%s mode, %d reads: %s" % (mode, len(reads), exc)) from None
-            # Whether the app ran for a request it could not answer (its body broke a
-            # rule in the read that completed its head) depends on the reads; the
-            # responses may not.
-            answerable = [call for call in calls if call[2] is not None]
-            outcome = (written.replace(CONTINUE, b""), closed, answerable)
+            outcome = outcome_of(written, closed, calls)
             first = outcomes.setdefault(mode, outcome)
             if outcome != first and not _same_refusal(outcome, first):
                 raise InvariantError(
@@ -248,3 +288,4 @@ def check(data: bytes) -> None:
         raise InvariantError(
             "the modes differ:\nc:      %r\npython: %r" % (outcomes["c"], outcomes["python"])
         )
+    return outcomes

@@ -4,12 +4,13 @@
         every corpus file through every harness's `check`, no mutation and no atheris
         (plain CPython, also under AddressSanitizer); exit 1 on the first failure
     fuzz_runner.py --seconds N [HARNESS...]
-        each harness under atheris (libFuzzer) for N seconds, in its own process;
-        prints each one's executions; a crash goes to tests/fuzz/crashes/
+        each harness under atheris (libFuzzer) for N seconds, in its own process (http
+        and wsgi, run together, split N: SHARED_SECONDS); prints each one's
+        executions; a crash goes to tests/fuzz/crashes/
     fuzz_runner.py --crash FILE HARNESS
         one input (a crash file) through one harness's `check`, with the traceback
 
-HARNESS: llhttp, http, websocket (all when none is named).
+HARNESS: llhttp, http, wsgi, websocket (all when none is named).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ FUZZ_DIR = Path(__file__).resolve().parent
 TESTS_DIR = FUZZ_DIR.parent
 CORPUS_DIR = FUZZ_DIR / "corpus"
 CRASH_DIR = FUZZ_DIR / "crashes"
-HARNESSES = {"llhttp": "fuzz_llhttp", "http": "fuzz_http", "websocket": "fuzz_websocket"}
+HARNESSES = {
+    "llhttp": "fuzz_llhttp",
+    "http": "fuzz_http",
+    "wsgi": "fuzz_wsgi",
+    "websocket": "fuzz_websocket",
+}
+# Harnesses that split one harness's seconds when they run together: the http harness
+# and its WSGI variant fuzz the same protocols in the time the http one had alone.
+SHARED_SECONDS = [("http", "wsgi")]
 # Python code whose branches guide the fuzzer (the C extension is not instrumented:
 # llhttp is reached through the Python around it).
 INSTRUMENTED = ["fastserve", "h11", "websockets", "wsproto"]
@@ -82,6 +91,17 @@ def fuzz_one(name: str) -> None:
     atheris.Fuzz()
 
 
+def seconds_of(name: str, names: list[str], seconds: int) -> int:
+    """How long `name` fuzzes when `names` run for `seconds` each: harnesses of a
+    SHARED_SECONDS group that run together split them (the first get the remainder)."""
+    for group in SHARED_SECONDS:
+        if name in group:
+            running = [other for other in group if other in names]
+            share, remainder = divmod(seconds, len(running))
+            return max(1, share + (running.index(name) < remainder))
+    return seconds
+
+
 def fuzz(names: list[str], seconds: int, seed: Optional[int]) -> int:
     CRASH_DIR.mkdir(exist_ok=True)
     failed = []
@@ -96,7 +116,7 @@ def fuzz(names: list[str], seconds: int, seed: Optional[int]) -> int:
                 # new inputs go to the scratch directory, the committed corpus is read only
                 work,
                 str(CORPUS_DIR / name),
-                "-max_total_time=%d" % seconds,
+                "-max_total_time=%d" % seconds_of(name, names, seconds),
                 "-max_len=%d" % MAX_LEN,
                 "-timeout=%d" % INPUT_TIMEOUT,
                 "-artifact_prefix=%s/%s-" % (CRASH_DIR, name),
@@ -142,7 +162,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/fuzz", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--replay", action="store_true", help="replay the corpus, no mutation")
-    mode.add_argument("--seconds", type=int, help="fuzz each harness this long")
+    mode.add_argument(
+        "--seconds", type=int, help="fuzz each harness this long (http and wsgi split it)"
+    )
     mode.add_argument("--crash", metavar="FILE", help="run one input through one harness")
     parser.add_argument(
         "--seed",

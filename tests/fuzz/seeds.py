@@ -3,7 +3,9 @@
 `python tests/fuzz/seeds.py` writes them to tests/fuzz/corpus/<harness>/<name> (the
 files are committed; tests/test_fuzz_regressions.py checks they match this module
 and replays them through every harness). The llhttp and http harnesses start from
-the same requests; the websocket harness from frames sent after a valid handshake.
+the same requests, and the wsgi harness (the http one serving a WSGI app) from them
+and requests for the WSGI adapter's paths; the websocket harness from frames sent
+after a valid handshake.
 """
 
 from __future__ import annotations
@@ -103,6 +105,38 @@ HTTP = {
 }
 
 
+EXPECT = b"Expect: 100-continue\r\n"
+# The body limit of the harnesses (fuzz_http.LIMITS: the wsgi harness's too).
+BODY_LIMIT = 4096
+
+# What reaches the WSGI adapter's own paths: a body read in full before the call (in
+# a Content-Length, chunked, or none; the limit), the 100 Continue its first receive
+# sends, the environ of the headers (an underscore dropped, repeats joined, CGI's
+# names), an upgrade that is a plain request to a WSGI app, one call after another.
+WSGI = {
+    "chunked-body": get(b"/c", TE + b"Content-Type: text/plain\r\n", b"POST")
+    + chunked(b"one", b"two", b"three"),
+    "chunked-empty": get(b"/c", TE, b"POST") + chunked(),
+    "expect-100-chunked": get(b"/e", EXPECT + TE, b"POST") + chunked(b"data"),
+    "expect-100-over-limit": get(b"/e", EXPECT + b"Content-Length: 5000\r\n", b"POST"),
+    "expect-100-no-body": get(b"/e", EXPECT),
+    "body-at-limit": get(b"/", b"Content-Length: %d\r\n" % BODY_LIMIT, b"POST") + b"a" * BODY_LIMIT,
+    "body-content-length-zero": get(b"/", b"Content-Length: 0\r\n", b"POST"),
+    "pipelined-bodies": get(b"/1", b"Content-Length: 3\r\n", b"POST")
+    + b"abc"
+    + get(b"/2", TE, b"PUT")
+    + chunked(b"xy", b"z")
+    + get(b"/3", EXPECT + b"Content-Length: 2\r\n", b"PATCH")
+    + b"ok"
+    + get(b"/4", method=b"DELETE"),
+    "header-underscore": get(b"/", b"X-Auth_User: mallory\r\nX-Auth-User: alice\r\n"),
+    "headers-repeated": get(b"/", b"Cookie: a=1\r\nCookie: b=2\r\nX-A: 1\r\nX-A: 2\r\n"),
+    "http10-body": b"POST /p HTTP/1.0\r\nContent-Length: 4\r\n\r\nbody",
+    "upgrade-websocket-then-get": HANDSHAKE + get(b"/after"),
+    "path-encoded-bytes": get(b"/%00%e9%2f%25?q=%20"),
+}
+
+
 def _deflate(data: bytes) -> bytes:
     compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
@@ -147,7 +181,7 @@ WEBSOCKET = {
     + client_frame(CLOSE, struct.pack("!H", 4000)),
 }
 
-SEEDS = {"llhttp": HTTP, "http": HTTP, "websocket": WEBSOCKET}
+SEEDS = {"llhttp": HTTP, "http": HTTP, "wsgi": {**HTTP, **WSGI}, "websocket": WEBSOCKET}
 
 
 def main() -> None:
