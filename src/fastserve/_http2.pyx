@@ -482,8 +482,7 @@ cdef class ServerSession:
             memmove(s.body_out.data, s.body_out.data + s.out_sent, s.body_out.len - s.out_sent)
             s.body_out.len -= s.out_sent
             s.out_sent = 0
-        if buf_add(&s.body_out, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0:
-            raise MemoryError()
+        _add_body(s, data)
         s.out_ended = end_stream
         if s.out_deferred:
             s.out_deferred = False
@@ -557,8 +556,7 @@ cdef class ServerSession:
             provider.source.ptr = s
             provider.read_callback = read_body
             if body or not end_stream:
-                if buf_add(&s.body_out, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)) < 0:
-                    raise MemoryError()
+                _add_body(s, body)
                 s.out_ended = end_stream
                 _check(ng.nghttp2_submit_response2(self.session, s.id, nva, count, &provider))
             else:
@@ -618,6 +616,15 @@ cdef class ServerSession:
             code = ng.NGHTTP2_INTERNAL_ERROR
         ng.nghttp2_session_terminate_session(self.session, code)
         return self._reraise_callback_error()
+
+
+cdef int _add_body(Stream* s, bytes data) except -1:
+    """Response body bytes into the stream's buffer (none: no copy, so an empty
+    buffer's NULL is never given to memcpy)."""
+    if PyBytes_GET_SIZE(data) and \
+            buf_add(&s.body_out, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0:
+        raise MemoryError()
+    return 0
 
 
 cdef inline void _setting(ng.nghttp2_settings_entry* entry, int32_t settings_id,
