@@ -1,4 +1,6 @@
-"""Builds fastserve's C extension: llhttp (vendored C) wrapped by Cython.
+"""Builds fastserve's C extensions: llhttp (vendored C) wrapped by Cython, the HTTP/1.1
+protocol (fastserve._parser); libnghttp2 (vendored C) wrapped by Cython, the HTTP/2
+session core (fastserve._http2).
 
 FASTSERVE_NO_EXTENSIONS=1 skips the extension and installs the pure-Python server.
 A failed compile does the same and says so, rather than leaving a broken package.
@@ -11,6 +13,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 LLHTTP = os.path.join("vendor", "llhttp")
+NGHTTP2_LIB = os.path.join("vendor", "nghttp2", "lib")
 NO_EXTENSIONS = os.environ.get("FASTSERVE_NO_EXTENSIONS", "") not in ("", "0")
 
 
@@ -40,6 +43,37 @@ class OptionalBuildExt(build_ext):
         )
 
 
+def nghttp2_macros():
+    """What nghttp2's configure step would define: no config.h; the library is
+    compiled into the extension (NGHTTP2_STATICLIB: no export or import markings)."""
+    macros = [("NGHTTP2_STATICLIB", None)]
+    if sys.platform == "win32":
+        return [*macros, ("HAVE_WINDOWS_H", "1"), ("HAVE_GETTICKCOUNT64", "1")]
+    return [
+        *macros,
+        ("HAVE_ARPA_INET_H", "1"),  # htonl and friends
+        ("HAVE_NETINET_IN_H", "1"),
+        ("HAVE_CLOCK_GETTIME", "1"),  # the rate limiters' clock
+        ("HAVE_DECL_CLOCK_MONOTONIC", "1"),
+    ]
+
+
+def http2_extension(compile_args):
+    nghttp2_sources = sorted(
+        os.path.join(NGHTTP2_LIB, name) for name in os.listdir(NGHTTP2_LIB) if name.endswith(".c")
+    )
+    # Hidden symbols: the extension's calls bind to its own nghttp2, never to a
+    # system libnghttp2 another library brought into the process.
+    hidden = ["-fvisibility=hidden"] if sys.platform != "win32" else []
+    return Extension(
+        "fastserve._http2",
+        sources=["src/fastserve/_http2.pyx", *nghttp2_sources],
+        include_dirs=[os.path.join(NGHTTP2_LIB, "includes")],
+        define_macros=nghttp2_macros(),
+        extra_compile_args=compile_args + hidden,
+    )
+
+
 def extensions():
     if NO_EXTENSIONS:
         return []
@@ -58,7 +92,7 @@ def extensions():
         extra_compile_args=compile_args,
     )
     return cythonize(
-        [parser],
+        [parser, http2_extension(compile_args)],
         compiler_directives={
             "language_level": "3",
             "boundscheck": False,

@@ -1,0 +1,45 @@
+"""Type stub of the HTTP/2 session core (_http2.pyx): what Python code can see of it."""
+
+NGHTTP2_VERSION: str
+MAX_CONCURRENT_STREAMS: int
+STREAM_WINDOW: int
+CONNECTION_WINDOW: int
+MAX_HEADER_LIST_SIZE: int
+
+# event kinds, the first item of each event tuple
+REQUEST: int  # (REQUEST, stream_id, method, scheme, authority, path, headers, end_stream)
+DATA: int  # (DATA, stream_id): body bytes wait for take_body
+END: int  # (END, stream_id): the request body is complete
+CLOSED: int  # (CLOSED, stream_id, error_code)
+GOAWAY: int  # (GOAWAY, last_stream_id, error_code)
+
+class HTTP2Error(Exception): ...
+
+class ServerSession:
+    max_header_list_size: int
+    def __init__(
+        self,
+        *,
+        max_concurrent_streams: int = ...,
+        stream_window: int = ...,
+        connection_window: int = ...,
+        max_header_list_size: int = ...,
+    ) -> None: ...
+    def receive(self, data: bytes | bytearray | memoryview) -> list[tuple]: ...
+    def take_events(self) -> list[tuple]: ...
+    def data_to_send(self) -> bytes: ...
+    @property
+    def want_close(self) -> bool: ...
+    def take_body(self, stream_id: int) -> bytes: ...
+    def submit_response(
+        self,
+        stream_id: int,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+        end_stream: bool = True,
+    ) -> bool: ...
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool = False) -> bool: ...
+    def pending_body(self, stream_id: int) -> int: ...
+    def reset_stream(self, stream_id: int, error_code: int = ...) -> None: ...
+    def goaway(self, error_code: int = ...) -> None: ...
