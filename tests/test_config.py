@@ -124,7 +124,6 @@ def _kwargs_id(kwargs: dict) -> str:
         ({"reload_delay": -0.1}, "--reload-delay must not be negative"),
         ({"interface": "asgi4"}, "--interface must be one of"),
         ({"threads": -1}, "--threads must not be negative"),
-        ({"http2": True}, "--http2: fastserve serves HTTP/1.1 only"),
         (
             {"h11_max_incomplete_event_size": 0},
             "--h11-max-incomplete-event-size must be a positive",

@@ -43,9 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = "tests.apps_uvicorn"
 
 # uvicorn values fastserve refuses at start-up, with one line naming them (README).
-REFUSED = {
-    ("http2", True): "--http2",
-}
+REFUSED: dict = {}
 # uvicorn values that need a package this machine may not have (uvicorn fails too).
 NEEDS_A_PACKAGE = "is not installed"
 # uvicorn attributes fastserve has not, and why (README "Switching from uvicorn").

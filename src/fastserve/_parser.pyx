@@ -91,6 +91,7 @@ from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
     CONTENT_SHORTER,
+    HTTP2_PREFACE_BEFORE_VERSION,
     PROTOCOL_INTERNAL_ERROR,
     error_logger,
     log_invalid_request,
@@ -104,6 +105,7 @@ from fastserve.protocols.http.headers import (
 )
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import host_error, request_paths, with_root_path
+from fastserve.protocols.http2.negotiation import hand_over as hand_over_h2
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import accept as accept_handshake
@@ -158,6 +160,7 @@ cdef object _log_access = log_access
 cdef object _is_websocket_upgrade = is_websocket_upgrade
 cdef object _accept_handshake = accept_handshake
 cdef object _hand_over = hand_over
+cdef object _hand_over_h2 = hand_over_h2
 cdef bytes _CONTINUE = fr.CONTINUE_RESPONSE
 cdef bytes _LAST_CHUNK = fr.LAST_CHUNK
 cdef bytes _CHUNK_END = fr.CHUNK_END
@@ -354,6 +357,7 @@ cdef class _ParserCore:
     cdef Py_ssize_t url_len
     cdef Py_ssize_t method_end  # head offset just past the method (cb_method)
     cdef bint version_seen      # the version's first bytes were checked (cb_version)
+    cdef Py_ssize_t preface_at  # HTTP/2's preface: its version's offset in the chunk; -1: none
     cdef int last_cb            # 1 = header field, 2 = header value
     cdef bint in_head
     cdef const char* chunk_ptr  # start of the bytes given to llhttp_execute
@@ -368,6 +372,7 @@ cdef class _ParserCore:
         ll.llhttp_init(&self.parser, ll.HTTP_REQUEST, &_PARSER_SETTINGS)
         self.parser.data = <void*>self
         self.hdrs = NULL
+        self.preface_at = -1
 
     def __dealloc__(self):
         buf_free(&self.head)
@@ -542,7 +547,10 @@ cdef int cb_version(ll.llhttp_t* p, const char* at, size_t length) noexcept:
         self.version_seen = True
         if p.method == ll.HTTP_PRI:
             # HTTP/2 (its preface, `PRI * HTTP/2.0`): refused at the first line, where
-            # llhttp would wait for the rest of the head (the pure mode: _head_end)
+            # llhttp would wait for the rest of the head (the pure mode: _head_end);
+            # with --http2, `_execute` hands the connection over (`_http2`)
+            if self.url_len == 1 and self.head.data[0] == c'*':
+                self.preface_at = at - self.chunk_ptr
             return -1
         # The version span is the digits after "HTTP/" (5 bytes llhttp already checked).
         if self.head_carried + (at - self.chunk_ptr) - self.msg_start != \
@@ -979,6 +987,8 @@ cdef class HttpProtocol(_ParserCore):
             self._fail(400, self.refusal)
         elif self.error_status:
             self._fail(self.error_status)
+        elif self.preface_at >= 0 and self.settings.source.h2_protocol_class is not None:
+            self._http2(HTTP2_PREFACE_BEFORE_VERSION + data[(ptr - base) + self.preface_at:])
         else:
             log_invalid_request(data[start:])
             self._fail(400)
@@ -1122,6 +1132,18 @@ cdef class HttpProtocol(_ParserCore):
         followed the handshake; this one is done."""
         self.upgrade_scope = None
         self._flush()  # responses to requests pipelined before the handshake
+        self._let_go()
+        _hand_over(self.transport, self.settings.source, self.server_state, ws_scope, rest, self.loop)
+
+    cdef _http2(self, bytes preface):
+        """HTTP/2 with prior knowledge (--http2): give the connection to the HTTP/2
+        protocol with what came of it (the preface on); this one is done."""
+        self._let_go()
+        _hand_over_h2(self.transport, self.settings.source, self.server_state, self.app_state,
+                      self.template["client"], self.template["server"], preface, self.loop)
+
+    cdef _let_go(self):
+        """Another protocol takes the connection: forget it, reading on."""
         self.closed = True
         self.connections.discard(self)
         timer = self.timer
@@ -1129,7 +1151,6 @@ cdef class HttpProtocol(_ParserCore):
             self.timer = None
             timer.cancel()
         self.flow.resume_reading()
-        _hand_over(self.transport, self.settings.source, self.server_state, ws_scope, rest, self.loop)
 
     cdef int _on_body(self, const char* at, size_t length) noexcept:
         cdef RequestCycle cycle = self.cycle

@@ -583,10 +583,9 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     help="Run each app call in an empty contextvars context: nothing set at import or in the lifespan shows.",
 )
 @click.option(
-    "--http2",
-    is_flag=True,
+    "--http2/--no-http2",
     default=DEFAULTS["http2"],
-    help="uvicorn's HTTP/2 (with its zttp): refused at start-up, fastserve serves HTTP/1.1.",
+    help="Serve HTTP/2 too: h2 offered by ALPN over TLS, and h2c with prior knowledge on a plain port (see README, HTTP/2).",
 )
 @click.option(
     "-c",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -51,6 +52,7 @@ from fastserve.process import (
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
+from fastserve.protocols.http2.negotiation import ALPN_H2
 from fastserve.protocols.tls import read_server_cert
 from fastserve.protocols.wsgi.runner import WSGIApp
 from fastserve.statsd import parse_statsd_address
@@ -75,6 +77,10 @@ WS_PROTOCOLS = {
     "wsproto": "fastserve.protocols.websockets.wsproto_impl:WSProtoProtocol",
 }
 WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
+# HTTP/2 (--http2): in both HTTP modes for now, the pure protocol over `h2` (the C
+# mode hands a connection over to it: the C session over nghttp2 is to come).
+HTTP2_PROTOCOL = "fastserve.protocols.http2.h2_impl:H2Protocol"
+HTTP2_LIBRARY = "h2"
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 WS_MODES = ("auto", *WS_PROTOCOLS, "none")
 LOOP_MODES = ("auto", "asyncio", "uvloop")
@@ -137,6 +143,7 @@ def create_ssl_context(
     cert_reqs: int,
     ca_certs: Optional[str],
     ciphers: Optional[str],
+    http2: bool = False,
 ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl_version)
     ctx.load_cert_chain(certfile, keyfile, password or None)
@@ -145,8 +152,9 @@ def create_ssl_context(
         ctx.load_verify_locations(ca_certs)
     if ciphers:
         ctx.set_ciphers(ciphers)
-    # the only protocol served: a client offering h2 as well is told to speak HTTP/1.1
-    ctx.set_alpn_protocols([ALPN_HTTP1])
+    # the protocols served, preferred first: without --http2 a client offering h2 as
+    # well is told to speak HTTP/1.1
+    ctx.set_alpn_protocols([ALPN_H2, ALPN_HTTP1] if http2 else [ALPN_HTTP1])
     return ctx
 
 
@@ -238,6 +246,7 @@ class ProtocolSettings:
     timeout_request_header: float
     timeout_request: Optional[float]  # None: no limit
     ws_protocol_class: Optional[type]  # None: upgrade requests are plain HTTP
+    h2_protocol_class: Optional[type]  # None: --no-http2 (the preface is refused)
     wsgi: bool  # the app is WSGI: the protocols build each request's environ head
     ws_max_size: int
     ws_max_queue: int
@@ -263,6 +272,8 @@ PYTHON_ONLY_SETTINGS = frozenset(
         "ws_ping_interval",
         "ws_ping_timeout",
         "ws_per_message_deflate",
+        # read once by a connection that turns out to be HTTP/2 (the preface's hand-over)
+        "h2_protocol_class",
     }
 )
 
@@ -630,10 +641,9 @@ class Config:
             raise ConfigError(
                 f"--interface must be one of {', '.join(INTERFACES)}, not {self.interface!r}"
             )
-        if self.http2:
+        if self.http2 and importlib.util.find_spec(HTTP2_LIBRARY) is None:
             raise ConfigError(
-                "--http2: fastserve serves HTTP/1.1 only; put a proxy that speaks HTTP/2 "
-                "(nginx, haproxy) in front, and leave --http2 out"
+                f"--http2 needs the {HTTP2_LIBRARY!r} package: pip install 'fastserve[http2]'"
             )
         size = self.h11_max_incomplete_event_size
         if size is not None and size <= 0:
@@ -819,6 +829,7 @@ class Config:
             # a WSGI app has no WebSocket: an upgrade request is plain HTTP to it
             ws_protocol_class = import_from_string(WS_PROTOCOLS[self.ws_mode])
         self.ws_protocol_class = ws_protocol_class  # as uvicorn's Config has it
+        h2_protocol_class = import_from_string(HTTP2_PROTOCOL) if self.http2 else None
         self.protocol_settings = ProtocolSettings(
             app=self.loaded_app,
             root_path=self.root_path,
@@ -835,6 +846,7 @@ class Config:
             timeout_request_header=self.timeout_request_header,
             timeout_request=self.timeout_request,
             ws_protocol_class=ws_protocol_class,
+            h2_protocol_class=h2_protocol_class,
             wsgi=self.interface == "wsgi",
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,
@@ -877,6 +889,7 @@ class Config:
             cert_reqs=self.ssl_cert_reqs,
             ca_certs=self.ssl_ca_certs,
             ciphers=self.ssl_ciphers,
+            http2=self.http2,
         )
 
     def reload_tls(self) -> None:

@@ -49,6 +49,11 @@ ACCESS_FIELDS = (
     "duration_ms", "user_agent", "referer", "pid",
 )  # fmt: skip
 LOG_FORMATS = ("text", "json")
+# An HTTP/2 request's http_version in its scope (ASGI), and the version as HTTP/1
+# text names it: the access line's "HTTP/2.0" (as Gunicorn and nginx write it),
+# WSGI's SERVER_PROTOCOL.
+HTTP2_VERSION = "2"
+HTTP2_VERSION_TEXT = "2.0"
 # The built-in default formatter's format (LOGGING_CONFIG): `INFO:     message`.
 LEVEL_PREFIX_FORMAT = "%(levelprefix)s %(message)s"
 
@@ -614,6 +619,8 @@ def _write_access(
     client = format_client(scope)
     path = _path_with_query(scope)
     version = scope["http_version"]
+    if version == HTTP2_VERSION:
+        version = HTTP2_VERSION_TEXT
     buffer = access_buffer
     if buffer.handler is not None:
         if buffer.nothing_else_sees_records():

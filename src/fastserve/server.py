@@ -28,6 +28,7 @@ from fastserve.logging import log_running
 from fastserve.metrics import LogCounter, ProcessMetrics, serve_endpoint, single_process_view
 from fastserve.process import OptionError, PidFile, drop_privileges, remove_unix_sockets
 from fastserve.protocols import proxy_protocol
+from fastserve.protocols.http2 import negotiation
 from fastserve.statsd import StatsdReporter, create_reporter
 from fastserve.watchdog import LoopWatchdog
 
@@ -45,7 +46,9 @@ SHUTDOWN_SETTLE_SECONDS = 0.1
 class ServerState:
     """What every connection of one Server shares."""
 
-    __slots__ = ("total_requests", "connections", "tasks", "default_head", "metrics")
+    __slots__ = (
+        "total_requests", "connections", "tasks", "default_head", "default_headers", "metrics",
+    )  # fmt: skip
 
     def __init__(self, metrics: Optional[ProcessMetrics] = None) -> None:
         self.total_requests = 0
@@ -57,6 +60,8 @@ class ServerState:
         self.tasks: dict = {}
         # Date, Server and --header lines, refreshed each second; every response head has them.
         self.default_head = b""
+        # The same headers as (name, value) pairs, for HTTP/2's response HEADERS.
+        self.default_headers: list = []
 
 
 class Server:
@@ -241,6 +246,11 @@ class Server:
         def create_protocol() -> asyncio.Protocol:
             return protocol_class(settings=settings, server_state=server_state, app_state=app_state)
 
+        if config.ssl is not None and settings.h2_protocol_class is not None:
+            # --http2 over TLS: the protocol is the one ALPN chose, known after the handshake
+            create_protocol = negotiation.alpn_factory(
+                create_protocol, settings, server_state, app_state
+            )
         if config.proxy_protocol == "off":
             return create_protocol, config.ssl
         # The header comes before the TLS handshake: the reader starts TLS itself.
@@ -390,6 +400,7 @@ class Server:
         if self.config.date_header:
             headers.append((b"date", formatdate(now, usegmt=True).encode("ascii")))
         headers.extend(self.config.encoded_headers)
+        self.server_state.default_headers = headers
         self.server_state.default_head = b"".join(
             b"%s: %s\r\n" % (name, value) for name, value in headers
         )

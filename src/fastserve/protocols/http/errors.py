@@ -21,10 +21,12 @@ TLS_ON_PLAIN_PORT = (
 # a client sends first when it assumes HTTP/2 without an upgrade ("prior knowledge",
 # h2c; curl --http2-prior-knowledge, gRPC clients).
 HTTP2_PREFACE_START = b"PRI * HTTP/2.0\r\n"
+# Its bytes before the version: what llhttp has taken when the C mode sees the version.
+HTTP2_PREFACE_BEFORE_VERSION = HTTP2_PREFACE_START[: HTTP2_PREFACE_START.index(b"2.0")]
 
 HTTP2_PRIOR_KNOWLEDGE = (
     "Invalid HTTP request: the client speaks HTTP/2 with prior knowledge (h2c), which "
-    "this server does not support yet; it serves HTTP/1.1"
+    "this server serves with --http2 only; it serves HTTP/1.1"
 )
 CONTENT_LONGER = "Response content longer than Content-Length"
 CONTENT_SHORTER = "Response content shorter than Content-Length"

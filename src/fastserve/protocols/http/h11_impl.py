@@ -93,6 +93,7 @@ from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
 from fastserve.protocols.http.headers import STATUS_LINES, encode_response_headers
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import host_error, is_valid_target, request_paths
+from fastserve.protocols.http2.negotiation import hand_over as hand_over_h2
 from fastserve.protocols.tls import TLS, tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from fastserve.protocols.websockets.handshake import accept, hand_over, is_websocket_upgrade
@@ -135,6 +136,8 @@ _METHOD_PREFIXES = {m[:i] for m in _PARSER_METHODS for i in range(1, len(m) + 1)
 # and DEL are a 400 in llhttp; h11 lets them through in field values.
 _HEAD_BYTES = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+# Where CRLF CRLF starts when a head is the preface's first line and the empty line after it.
+_PREFACE_LINE_END = len(HTTP2_PREFACE_START) - 2
 # A CR not followed by LF: llhttp answers it at once, so a head that will never end
 # in CRLF CRLF (`Host: x\r\r\n`) does not wait for the header timeout.
 _LONE_CR_RE = re.compile(rb"\r[^\n]")
@@ -309,7 +312,8 @@ class H11Protocol(asyncio.Protocol):
 
     def _head_end(self) -> int:
         """Where the head at the start of self.pending ends (its CRLF CRLF), or -1:
-        not yet (the timer is armed), or never (_Refused)."""
+        not yet (the timer is armed), or never (_Refused), or the bytes are HTTP/2's
+        (handed over)."""
         buf = self.pending
         if buf[0] in (_CR, _LF):  # empty lines before a request line are ignored
             buf = self.pending = buf.lstrip(b"\r\n")
@@ -322,9 +326,14 @@ class H11Protocol(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n", scan_from)
         if 0 <= end and end + 4 <= limit_head:
             self.scan_from = 0
+            # (only a head this short may be the preface's first line and its CRLF)
+            if end == _PREFACE_LINE_END and self._http2(buf):
+                return -1
             return end
         # first: llhttp refuses these at byte one, and HTTP/2's preface at its first line
         if not _may_start_request(buf) or buf.startswith(HTTP2_PREFACE_START):
+            if self._http2(buf):
+                return -1
             log_invalid_request(bytes(buf))
             raise _Refused(400)
         if len(buf) > limit_head:
@@ -438,15 +447,31 @@ class H11Protocol(asyncio.Protocol):
     def _upgrade(self, ws_scope: dict, rest: bytes) -> None:
         """Give the connection to the WebSocket protocol with the bytes that
         followed the handshake; this one is done."""
+        self._let_go()
+        hand_over(self.transport, self.settings, self.server_state, ws_scope, rest, self.loop)
+
+    def _http2(self, buf) -> bool:
+        """HTTP/2 with prior knowledge: with --http2, give the connection to the HTTP/2
+        protocol with what came of it (the preface on), True; else False."""
+        if self.settings.h2_protocol_class is None or not buf.startswith(HTTP2_PREFACE_START):
+            return False
+        self._let_go()
+        self.pending = b""
+        hand_over_h2(
+            self.transport, self.settings, self.server_state, self.app_state,
+            self.client, self.server, buf, self.loop,
+        )  # fmt: skip
+        return True
+
+    def _let_go(self) -> None:
+        """Another protocol takes the connection: forget it, reading on (paused when
+        the hand-over was pipelined behind a request)."""
         self.closed = True
         self.server_state.connections.discard(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        # (paused when the handshake was pipelined behind a request: the WebSocket
-        # protocol starts with reading on)
         self.flow.resume_reading()
-        hand_over(self.transport, self.settings, self.server_state, ws_scope, rest, self.loop)
 
     def _wait_head(self) -> None:
         """Part of a head is here (or none): time out at the head deadline."""

@@ -188,12 +188,7 @@ async def _read_loop(transport, flow: FlowControl, opened: OpenFile) -> int:
             await flow.drain()
         if transport.is_closing():
             raise ClientDisconnected(DISCONNECTED)
-        reading = opened.reading = loop.run_in_executor(
-            None, opened.file.read, min(FILE_READ_SIZE, size - sent)
-        )
-        # shield: a cancelled app task leaves the read running; close() waits for it
-        data = await asyncio.shield(reading)
-        opened.reading = None
+        data = await read_block(loop, opened, size - sent)
         if not data:
             break
         if transport.is_closing():
@@ -201,3 +196,15 @@ async def _read_loop(transport, flow: FlowControl, opened: OpenFile) -> int:
         transport.write(data)
         sent += len(data)
     return sent
+
+
+async def read_block(loop, opened: OpenFile, left: int) -> bytes:
+    """The file's next block (at most FILE_READ_SIZE of the `left` bytes to send),
+    read in the executor; b"": the file ended."""
+    reading = opened.reading = loop.run_in_executor(
+        None, opened.file.read, min(FILE_READ_SIZE, left)
+    )
+    # shield: a cancelled app task leaves the read running; close() waits for it
+    data = await asyncio.shield(reading)
+    opened.reading = None
+    return data

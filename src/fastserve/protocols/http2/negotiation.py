@@ -1,0 +1,68 @@
+"""How a connection comes to speak HTTP/2 (--http2), in both HTTP modes:
+
+- TLS: ALPN offers `h2, http/1.1` (config.create_ssl_context); `ALPNDispatch` is the
+  listener's protocol, and once the handshake is done it gives the connection to the
+  protocol the client chose. Under --proxy-protocol the PROXY header's reader makes
+  it as it makes any HTTP protocol, so it works there too.
+- Plain TCP, prior knowledge (h2c): the HTTP/1.1 protocols see the preface's first
+  line (`PRI * HTTP/2.0`) and `hand_over` the connection, with the bytes read so far.
+- The obsolete h2c `Upgrade:` (RFC 9113 removed it) is not taken: such a request is
+  served as HTTP/1.1, as most servers do.
+
+Nothing here imports `h2`: the HTTP/2 protocol class comes from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from fastserve.protocols.utils import Address, addresses_from_header
+
+ALPN_H2 = "h2"
+
+
+def hand_over(
+    transport, settings, server_state, app_state, client: Address, server: Address, data, loop
+) -> None:
+    """Give a plain connection whose first bytes `data` are HTTP/2's preface to the
+    HTTP/2 protocol; `client` and `server` are what the HTTP/1.1 protocol took (a
+    PROXY header's addresses, for one)."""
+    protocol = settings.h2_protocol_class(settings, server_state, app_state, loop)
+    transport.set_protocol(protocol)
+    with addresses_from_header(transport, client, server):
+        protocol.connection_made(transport)
+    protocol.data_received(bytes(data))
+
+
+class ALPNDispatch(asyncio.Protocol):
+    """A TLS connection's protocol until its handshake is done (asyncio calls
+    `connection_made` then): HTTP/2's when the client chose `h2`, else HTTP/1.1's."""
+
+    __slots__ = ("make_http1", "settings", "server_state", "app_state")
+
+    def __init__(self, make_http1: Callable, settings, server_state, app_state) -> None:
+        self.make_http1 = make_http1
+        self.settings = settings
+        self.server_state = server_state
+        self.app_state = app_state
+
+    def connection_made(self, transport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == ALPN_H2:
+            protocol = self.settings.h2_protocol_class(
+                self.settings, self.server_state, self.app_state
+            )
+        else:
+            protocol = self.make_http1()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
+def alpn_factory(make_http1: Callable, settings, server_state, app_state) -> Callable:
+    """The protocol factory of a TLS listener under --http2."""
+
+    def create_protocol() -> asyncio.Protocol:
+        return ALPNDispatch(make_http1, settings, server_state, app_state)
+
+    return create_protocol
