@@ -41,10 +41,11 @@ ENHANCE_YOUR_CALM = 0xB
 # RFC 9113 6: frame types, for frames built byte by byte.
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 2, 3, 4, 6, 7, 8
 CONTINUATION = 9
-END_STREAM = END_STREAM_ACK = 0x1
+END_STREAM = 0x1
 END_HEADERS = 0x4
 DEFAULT_FRAME_SIZE = 16384  # SETTINGS_MAX_FRAME_SIZE's initial value
 WINDOW_MAX = 2**31 - 1
+INITIAL_WINDOW = 65535  # a window's size before SETTINGS change it (RFC 9113 6.9.2)
 
 
 class Closed(Exception):

@@ -40,7 +40,9 @@ from h2_raw import (
     END_STREAM,
     ENHANCE_YOUR_CALM,
     HEADERS,
+    INITIAL_WINDOW,
     INTERNAL_ERROR,
+    PREFACE,
     PROTOCOL_ERROR,
     WINDOW_MAX,
     WINDOW_UPDATE,
@@ -257,10 +259,10 @@ def test_stalled_client(stalling_server, stall):
     peak_before = peak_rss_kib(server.proc.pid)
     with RawH2(server.port, handshake=False) as client:
         window = 0 if stall == "zero-window" else WINDOW_MAX
-        client.send_raw(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        client.send_raw(PREFACE)
         client.send(SettingsFrame(0, settings={SETTINGS_INITIAL_WINDOW_SIZE: window}))
         if window:
-            client.send(WindowUpdateFrame(0, window_increment=WINDOW_MAX - 65535))
+            client.send(WindowUpdateFrame(0, window_increment=WINDOW_MAX - INITIAL_WINDOW))
         ids = stream_ids(STALLED_STREAMS)
         client.send(*(client.headers(i, request_fields(BIG_PATH)) for i in ids))
         assert served(server.port)

@@ -27,6 +27,7 @@ from hyperframe.frame import (
 )
 
 from h2_raw import (
+    CANCEL,
     COMPRESSION_ERROR,
     CONTINUATION,
     DATA,
@@ -202,7 +203,7 @@ def test_data_on_a_closed_stream(client):
 
 def test_data_after_the_client_reset_the_stream(client):
     client.request(1, WAITING_PATH, end_stream=False)
-    client.send(RstStreamFrame(1, error_code=0x8))
+    client.send(RstStreamFrame(1, error_code=CANCEL))
     client.send(DataFrame(1, data=b"late"))
     assert_error(client, 1, STREAM_CLOSED)
     # a stream error: the connection goes on
@@ -214,7 +215,7 @@ def test_the_stream_over_max_concurrent_streams_is_refused(client):
     ids = range(1, 2 * MAX_CONCURRENT_STREAMS + 2, 2)
     client.send(*(client.headers(i, request_fields("/_/wait-disconnect")) for i in ids))
     assert client.wait_reset(ids[-1]).error_code == REFUSED_STREAM
-    client.send(RstStreamFrame(1, error_code=0x8))
+    client.send(RstStreamFrame(1, error_code=CANCEL))
     assert_alive(client, 2 * MAX_CONCURRENT_STREAMS + 3)
 
 
