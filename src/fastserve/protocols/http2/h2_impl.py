@@ -18,6 +18,13 @@ What the connection advertises and holds to (README "HTTP/2"):
 - Responses: DATA frames no bigger than the peer's windows and frame size, and none
   while the transport's buffer is above its high-water mark (per stream and per
   connection backpressure).
+- Attacks (limits.py, README's table): stream resets (the client's and those its
+  frames provoke), PING / SETTINGS and empty frames are counted against rates, over
+  which the connection ends (GOAWAY ENHANCE_YOUR_CALM, nothing more answered); header
+  blocks are bounded in bytes and CONTINUATION frames (h2_checks.CheckedFrameBuffer);
+  a connection whose streams all wait on the client's windows or reads closes after
+  --timeout-keep-alive. h2_checks also puts right the codes RFC 9113 asks for where
+  `h2` differs (the preface, SETTINGS ACK, HPACK errors).
 - Graceful shutdown (RFC 9113 6.8): a GOAWAY for any stream id and a PING, then,
   at the PING's ack, the GOAWAY naming the last stream taken; the connection closes
   once its streams are done (or at --timeout-graceful-shutdown, by the server).
@@ -34,6 +41,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from fastserve.logging import access_logger
@@ -46,6 +54,8 @@ from fastserve.protocols.asgi import (
 )
 from fastserve.protocols.http.errors import error_body
 from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.http2.h2_checks import CheckedDecoder, CheckedFrameBuffer
+from fastserve.protocols.http2.limits import FloodLimits
 from fastserve.protocols.http2.stream import (
     NO_ERROR,
     REFUSED_STREAM,
@@ -93,6 +103,8 @@ def server_connection(settings) -> h2.connection.H2Connection:
             codes.INITIAL_WINDOW_SIZE: BODY_WINDOW,
         },
     )
+    conn.incoming_buffer = CheckedFrameBuffer(settings.limit_request_head)
+    conn.decoder = CheckedDecoder()
     # (h2 hands the setting to its decoder only once the peer acknowledges it)
     conn.decoder.max_header_list_size = settings.limit_request_head
     conn.initiate_connection()
@@ -106,7 +118,7 @@ class H2Protocol(asyncio.Protocol):
     __slots__ = (
         "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
         "metrics", "client", "server", "scheme", "tls", "context", "conn", "streams",
-        "timer", "closed", "shutting_down", "last_stream_id",
+        "timer", "closed", "shutting_down", "last_stream_id", "limits", "blocked_streams",
     )  # fmt: skip
 
     def __init__(self, settings, server_state, app_state: dict, _loop=None) -> None:
@@ -128,6 +140,8 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False
         self.shutting_down = False
         self.last_stream_id = STREAM_ID_MAX  # streams above it are refused (GOAWAY sent)
+        self.limits = FloodLimits(time.monotonic())
+        self.blocked_streams = 0  # streams whose sender waits on the client (send_data)
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -179,6 +193,8 @@ class H2Protocol(asyncio.Protocol):
             handler = _EVENT_HANDLERS.get(type(event))
             if handler is not None:
                 handler(self, event)
+                if self.closed:  # (a flood: what is left of the batch is not taken)
+                    return
         self._flush()
 
     # -- server ---------------------------------------------------------------------
@@ -209,6 +225,7 @@ class H2Protocol(asyncio.Protocol):
         stream_id = event.stream_id
         if stream_id > self.last_stream_id or len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._reset(stream_id, REFUSED_STREAM)  # (the client may retry it)
+            self._count(self.limits.stream_resets)
             return
         started = time.monotonic()
         try:
@@ -240,6 +257,8 @@ class H2Protocol(asyncio.Protocol):
     def _on_data(self, event: h2.events.DataReceived) -> None:
         cycle = self.streams.get(event.stream_id)
         length = event.flow_controlled_length
+        if not length and event.stream_ended is None:
+            self._count(self.limits.empty_frames)
         if cycle is None:  # answered, reset or refused: dropped, its window reopened
             self.conn.acknowledge_received_data(length, event.stream_id)
             return
@@ -267,7 +286,9 @@ class H2Protocol(asyncio.Protocol):
             cycle.wake()
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
-        """The client reset a stream: http.disconnect to its app alone."""
+        """The client reset a stream, or made `h2` reset it (a stream error):
+        http.disconnect to its app alone; counted either way (limits.py)."""
+        self._count(self.limits.stream_resets)
         cycle = self.streams.pop(event.stream_id, None)
         if cycle is not None:
             self._release(cycle)
@@ -287,6 +308,11 @@ class H2Protocol(asyncio.Protocol):
         for cycle in self.streams.values():
             cycle.wake_sender()
 
+    def _on_settings(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._on_control_frame(event)
+        if not self.closed:
+            self._on_window(event)  # (the initial window may have grown)
+
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
         if event.ping_data == SHUTDOWN_PING and not self.closed:
             # a round trip since the first GOAWAY: every stream the client opened
@@ -294,6 +320,25 @@ class H2Protocol(asyncio.Protocol):
             self.last_stream_id = self.conn.highest_inbound_stream_id
             self._flush()
             self.transport.write(_goaway(self.last_stream_id))
+
+    def _on_control_frame(self, event) -> None:
+        """A PING or SETTINGS frame (h2 answers it)."""
+        self._count(self.limits.control_frames)
+
+    def _on_empty_frame(self, event) -> None:
+        """PRIORITY (deprecated: ignored) or an unknown frame type."""
+        self._count(self.limits.empty_frames)
+
+    def _count(self, limit) -> None:
+        """One more against a flood limit; over it, GOAWAY ENHANCE_YOUR_CALM and the
+        end, without what `h2` has written (the answers to the flood) going out."""
+        if limit.spend(time.monotonic()) or self.closed:
+            return
+        self.conn.data_to_send()
+        self.transport.write(
+            _goaway(self.conn.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM)
+        )
+        self._close_now()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """The client is done (h2 sends nothing after its GOAWAY): close."""
@@ -321,7 +366,7 @@ class H2Protocol(asyncio.Protocol):
                 raise ClientDisconnected(DISCONNECTED)
             if self.flow.write_paused:
                 # (shielded: the future is the connection's, shared by its streams)
-                await asyncio.shield(self.flow.drain())
+                await self._wait_for_client(asyncio.shield(self.flow.drain()))
                 continue
             left = len(data) - sent
             size = min(
@@ -329,7 +374,7 @@ class H2Protocol(asyncio.Protocol):
             )
             if size <= 0 and left:
                 cycle.window_waiter = self.loop.create_future()
-                await cycle.window_waiter
+                await self._wait_for_client(cycle.window_waiter)
                 continue
             piece = data if size == len(data) else data[sent : sent + size]
             sent += size
@@ -337,6 +382,29 @@ class H2Protocol(asyncio.Protocol):
             self._flush()
             if sent == len(data):
                 return
+
+    async def _wait_for_client(self, waiter) -> None:
+        """A sender waits for the client's window or reads: once every running stream
+        does, the connection is idle (limits.py) and its deadline runs."""
+        self.blocked_streams += 1
+        if self.blocked_streams >= len(self.streams):
+            self._stop_timer()
+            self.timer = self.loop.call_later(self.settings.timeout_keep_alive, self._on_stalled)
+        try:
+            await waiter
+        finally:
+            self.blocked_streams -= 1
+            if self.streams:  # (none left: _stream_gone's idle deadline is on)
+                self._stop_timer()
+
+    def _on_stalled(self) -> None:
+        """Every stream still waits on a client that neither reads nor opens its
+        windows: the end (their apps see http.disconnect)."""
+        self.timer = None
+        if self.streams and self.blocked_streams >= len(self.streams):
+            self.conn.close_connection(NO_ERROR)
+            self._flush()
+            self._close_now()
 
     def reset_stream(self, cycle: StreamCycle, error_code: int) -> None:
         self._reset(cycle.stream_id, error_code)
@@ -439,6 +507,16 @@ class H2Protocol(asyncio.Protocol):
         if data and not self.closed:
             self.transport.write(data)
 
+    def _close_now(self) -> None:
+        """The end after a GOAWAY; the connection aborted when what was written is
+        not all out (asyncio's close would wait for a client that does not read)."""
+        if self.transport.get_write_buffer_size():
+            self.closed = True
+            self._stop_timer()
+            self.transport.abort()
+        else:
+            self._close()
+
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -446,10 +524,11 @@ class H2Protocol(asyncio.Protocol):
         self._stop_timer()
 
 
-def _goaway(last_stream_id: int) -> bytes:
-    """A GOAWAY NO_ERROR written past `h2`, whose own GOAWAY ends its connection state
-    at once: during a graceful shutdown the streams taken must still be served."""
-    return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=NO_ERROR).serialize()
+def _goaway(last_stream_id: int, error_code: int = NO_ERROR) -> bytes:
+    """A GOAWAY written past `h2`, whose own GOAWAY ends its connection state at once:
+    during a graceful shutdown the streams taken must still be served (NO_ERROR); at
+    a flood, what `h2` queued must not go out."""
+    return GoAwayFrame(0, last_stream_id=last_stream_id, error_code=error_code).serialize()
 
 
 # What H2Protocol does with each `h2` event (the others need nothing: h2 answers
@@ -460,7 +539,10 @@ _EVENT_HANDLERS = {
     h2.events.StreamEnded: H2Protocol._on_stream_ended,
     h2.events.StreamReset: H2Protocol._on_reset,
     h2.events.WindowUpdated: H2Protocol._on_window,
-    h2.events.RemoteSettingsChanged: H2Protocol._on_window,
     h2.events.PingAckReceived: H2Protocol._on_ping_ack,
     h2.events.ConnectionTerminated: H2Protocol._on_goaway,
+    h2.events.PingReceived: H2Protocol._on_control_frame,
+    h2.events.RemoteSettingsChanged: H2Protocol._on_settings,
+    h2.events.PriorityUpdated: H2Protocol._on_empty_frame,
+    h2.events.UnknownFrameReceived: H2Protocol._on_empty_frame,
 }

@@ -1,0 +1,73 @@
+"""What an HTTP/2 connection takes of the frames the known attacks are made of (RFC
+9113 10.5 leaves those limits to the server): the bounds, named, and `RateLimit`,
+the token bucket that counts frames against them. Frame-library free, so that both
+modes' connections count by the same rules (README "HTTP/2", the attack table).
+
+Per connection; going over a rate ends it with GOAWAY ENHANCE_YOUR_CALM:
+
+- STREAM_RESET_*: streams reset before their response was done, by the client
+  (RST_STREAM: rapid reset, CVE-2023-44487) or by the server because of the client's
+  frames (a stream error it provoked: MadeYouReset, CVE-2025-8671), and streams
+  refused over MAX_CONCURRENT_STREAMS. nghttp2's stream_reset_rate_limit has the
+  same defaults (it counts the client's RST_STREAMs, GOAWAY INTERNAL_ERROR); it
+  counts the resets it makes under its glitch rate limit.
+- CONTROL_FRAME_*: PING and SETTINGS frames, which the server must answer (ACK):
+  CVE-2019-9512, CVE-2019-9515. nghttp2: its glitch rate limit, and max_outbound_ack
+  (ACKs queued and not sent, when the client does not read).
+- EMPTY_FRAME_*: frames that cost work and carry nothing: DATA with no bytes and no
+  END_STREAM, PRIORITY, unknown frame types (CVE-2019-9518, CVE-2019-9513). nghttp2:
+  its glitch rate limit.
+
+Per header block (CVE-2024-27316 and kin: CONTINUATION floods, zero-length ones too):
+at most CONTINUATION_FRAMES_MAX CONTINUATION frames (nghttp2's max_continuations
+default) and --limit-request-head bytes before HPACK decoding (the decoded list is
+bounded by the same setting: HPACK bombs); over either, GOAWAY ENHANCE_YOUR_CALM.
+
+A connection whose running streams all wait for the client (its flow-control windows
+shut, or its transport full because it does not read: CVE-2019-9511, CVE-2019-9517)
+for --timeout-keep-alive is closed, as an idle one is; a stream holds at most the
+app's one pending body message meanwhile. nghttp2 has no such timer: the connection
+that drives it does.
+"""
+
+from __future__ import annotations
+
+STREAM_RESET_BURST = 1000
+STREAM_RESET_RATE = 33  # a second
+CONTROL_FRAME_BURST = 1000
+CONTROL_FRAME_RATE = 100  # a second
+EMPTY_FRAME_BURST = 1000
+EMPTY_FRAME_RATE = 100  # a second
+CONTINUATION_FRAMES_MAX = 8
+
+
+class RateLimit:
+    """A token bucket: `burst` events at once, then `rate` a second (nghttp2's
+    nghttp2_ratelim). `spend(now)` is False once the bucket is empty: over the limit."""
+
+    __slots__ = ("burst", "rate", "tokens", "stamp")
+
+    def __init__(self, burst: int, rate: float, now: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def spend(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class FloodLimits:
+    """A connection's three buckets (the module doc)."""
+
+    __slots__ = ("stream_resets", "control_frames", "empty_frames")
+
+    def __init__(self, now: float) -> None:
+        self.stream_resets = RateLimit(STREAM_RESET_BURST, STREAM_RESET_RATE, now)
+        self.control_frames = RateLimit(CONTROL_FRAME_BURST, CONTROL_FRAME_RATE, now)
+        self.empty_frames = RateLimit(EMPTY_FRAME_BURST, EMPTY_FRAME_RATE, now)
