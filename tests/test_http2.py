@@ -1,5 +1,5 @@
-"""HTTP/2 (--http2), both modes (the C mode hands the connection to the pure HTTP/2
-protocol for now), against real server processes: curl with prior knowledge and over
+"""HTTP/2 (--http2), both modes (the C mode's connections over nghttp2, the pure
+mode's over `h2`: the start-up line says which), against real server processes: curl with prior knowledge and over
 TLS (ALPN), httpx with 100 streams on one connection, h2load, and the `h2` library as
 a raw client (RST_STREAM, the 101st stream, app errors, --timeout-request).
 `--no-http2` (the default) keeps refusing the preface with a 400."""
@@ -116,6 +116,11 @@ class H2Client:
 
 
 # -- negotiation ----------------------------------------------------------------------
+
+
+def test_the_start_up_line_names_the_library_serving_http2(h2_server, mode):
+    library = {"c": "nghttp2", "python": "h2"}[mode]
+    h2_server.wait_for_log(rf"\({mode} mode, HTTP/2 by {library}\b")
 
 
 def test_curl_prior_knowledge(h2_server, token):

@@ -28,7 +28,8 @@ next); it does no I/O. One connection, as the code runs it:
    ``(REQUEST, stream_id, method, scheme, authority, path, headers, end_stream)``,
    ``(DATA, stream_id)``, ``(END, stream_id)`` (the request body is complete),
    ``(CLOSED, stream_id, error_code)`` (a reported stream is gone: answered, reset by
-   the client, or refused by nghttp2), ``(GOAWAY, last_stream_id, error_code)``.
+   the client, or refused by nghttp2), ``(GOAWAY, last_stream_id, error_code)``,
+   ``(PING_ACK, 0)`` (the client acknowledged the PING of ``shutdown_notice``).
 
 A head over ``max_header_list_size`` (RFC 9113's size: names, values, 32 bytes each)
 is answered 431 here, as the HTTP/1.1 mode answers a head over its limit.
@@ -62,14 +63,18 @@ cdef enum EventKind:
     EV_END
     EV_CLOSED
     EV_GOAWAY
+    EV_PING_ACK
 REQUEST = EV_REQUEST
 DATA = EV_DATA
 END = EV_END
 CLOSED = EV_CLOSED
 GOAWAY = EV_GOAWAY
+PING_ACK = EV_PING_ACK
 
 # The status of a head over the header list size (as the HTTP/1.1 mode's head limit).
 cdef bytes _HEAD_TOO_LARGE = b"431"
+# The opaque data of the PING a graceful shutdown sends (shutdown_notice).
+cdef bytes _SHUTDOWN_PING = b"goaway\x00\x00"
 # RFC 9113 6.5.2: each field counts its name, its value and this overhead.
 cdef enum:
     NO_CODE = -1  # an event with no error code (_event)
@@ -252,6 +257,8 @@ cdef int on_data_chunk_recv(ng.nghttp2_session* session, uint8_t flags, int32_t 
                             const uint8_t* data, size_t length, void* user_data) noexcept:
     cdef ServerSession self = <ServerSession>user_data
     cdef Stream* s = _stream(session, stream_id)
+    if length == 0:
+        return 0  # (a DATA report with no bytes would never be taken)
     if s == NULL or s.too_large:
         # A refused request's body: dropped, its window given back at once.
         ng.nghttp2_session_consume(session, stream_id, length)
@@ -270,6 +277,11 @@ cdef int on_frame_recv(ng.nghttp2_session* session, const ng.nghttp2_frame* fram
     cdef Stream* s
     if frame.hd.type == ng.NGHTTP2_GOAWAY:
         return self._event(EV_GOAWAY, frame.goaway.last_stream_id, frame.goaway.error_code)
+    if frame.hd.type == ng.NGHTTP2_PING:
+        if frame.hd.flags & ng.NGHTTP2_FLAG_ACK and \
+                memcmp(frame.ping.opaque_data, PyBytes_AS_STRING(_SHUTDOWN_PING), 8) == 0:
+            return self._event(EV_PING_ACK, 0, NO_CODE)
+        return 0
     if frame.hd.type != ng.NGHTTP2_HEADERS and frame.hd.type != ng.NGHTTP2_DATA:
         return 0
     s = _stream(session, frame.hd.stream_id)
@@ -439,20 +451,27 @@ cdef class ServerSession:
 
     # -- request bodies ----------------------------------------------------------------
 
-    def take_body(self, int32_t stream_id) -> bytes:
+    def take_body(self, int32_t stream_id, bint reopen=True) -> bytes:
         """The request body bytes received since the last take (b"": none, or the stream
-        is gone); their flow-control windows reopen."""
+        is gone); their flow-control windows reopen, unless `reopen` is False: then
+        they stay shut until `consume` (the app has not read the bytes yet)."""
         cdef Stream* s = _stream(self.session, stream_id)
         cdef bytes body
         if s == NULL or s.body_in.len == 0:
             return b""
         body = PyBytes_FromStringAndSize(s.body_in.data, s.body_in.len)
-        _check(ng.nghttp2_session_consume(self.session, stream_id, s.body_in.len))
+        if reopen:
+            _check(ng.nghttp2_session_consume(self.session, stream_id, s.body_in.len))
         s.body_in.len = 0
         s.body_reported = False
         if s.body_in.cap > BUFFER_SHRINK_ABOVE:
             buf_free(&s.body_in)
         return body
+
+    def consume(self, int32_t stream_id, size_t n):
+        """`n` body bytes taken with take_body(reopen=False) are read: their windows
+        reopen (the connection's alone once the stream is gone)."""
+        _check(ng.nghttp2_session_consume(self.session, stream_id, n))
 
     # -- responses ---------------------------------------------------------------------
 
@@ -498,6 +517,14 @@ cdef class ServerSession:
     def reset_stream(self, int32_t stream_id, uint32_t error_code=ng.NGHTTP2_CANCEL):
         _check(ng.nghttp2_submit_rst_stream(self.session, ng.NGHTTP2_FLAG_NONE, stream_id,
                                             error_code))
+
+    def shutdown_notice(self):
+        """The first step of a graceful shutdown (RFC 9113 6.8): GOAWAY for any stream
+        and a PING; at its ack (a PING_ACK event) every stream the client opened before
+        it saw the GOAWAY is here, and goaway() names the last."""
+        _check(ng.nghttp2_submit_shutdown_notice(self.session))
+        _check(ng.nghttp2_submit_ping(self.session, ng.NGHTTP2_FLAG_NONE,
+                                      <const uint8_t*>PyBytes_AS_STRING(_SHUTDOWN_PING)))
 
     def goaway(self, uint32_t error_code=ng.NGHTTP2_NO_ERROR):
         """GOAWAY naming the last stream nghttp2 handed over: the streams up to it go on."""

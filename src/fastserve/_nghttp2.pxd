@@ -48,12 +48,14 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_HEADERS
         NGHTTP2_RST_STREAM
         NGHTTP2_SETTINGS
+        NGHTTP2_PING
         NGHTTP2_GOAWAY
 
     ctypedef enum nghttp2_flag:
         NGHTTP2_FLAG_NONE
         NGHTTP2_FLAG_END_STREAM
         NGHTTP2_FLAG_END_HEADERS
+        NGHTTP2_FLAG_ACK
 
     ctypedef enum nghttp2_settings_id:
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
@@ -112,10 +114,15 @@ cdef extern from "nghttp2/nghttp2.h":
         int32_t last_stream_id
         uint32_t error_code
 
+    ctypedef struct nghttp2_ping:
+        nghttp2_frame_hd hd
+        uint8_t opaque_data[8]
+
     ctypedef union nghttp2_frame:
         nghttp2_frame_hd hd
         nghttp2_headers headers
         nghttp2_rst_stream rst_stream
+        nghttp2_ping ping
         nghttp2_goaway goaway
 
     # receive callbacks
@@ -195,6 +202,8 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_submit_goaway(
         nghttp2_session* session, uint8_t flags, int32_t last_stream_id, uint32_t error_code,
         const uint8_t* opaque_data, size_t opaque_data_len)
+    int nghttp2_submit_shutdown_notice(nghttp2_session* session)
+    int nghttp2_submit_ping(nghttp2_session* session, uint8_t flags, const uint8_t* opaque_data)
 
     nghttp2_info* nghttp2_version(int least_version)
     const char* nghttp2_strerror(int lib_error_code)

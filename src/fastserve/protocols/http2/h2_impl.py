@@ -1,8 +1,9 @@
 """Pure-Python HTTP/2 (RFC 9113) over the `h2` library: H2Protocol, the asyncio
 Protocol of one connection. `h2` (sans-I/O, server side, its header validation on)
 parses and writes the frames and keeps the streams' states and windows; each
-request stream is a `stream.StreamCycle` (the ASGI side, shared with the C mode's
-session to come), which calls back the methods under "what a stream asks".
+request stream is a `stream.StreamCycle` (the ASGI side, shared with the C mode),
+which calls back the methods under "what a stream asks"; what is not frame work is
+connection.py's HTTP2Connection, shared with the C mode's Nghttp2Protocol.
 
 What the connection advertises and holds to (README "HTTP/2"):
 - MAX_CONCURRENT_STREAMS 100; a stream over it is refused (RST_STREAM
@@ -26,7 +27,6 @@ What the connection advertises and holds to (README "HTTP/2"):
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import h2.config
@@ -36,26 +36,16 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from fastserve.logging import access_logger
-from fastserve.protocols.asgi import (
-    DISCONNECTED,
-    REQUEST_TASK_NAME,
-    ClientDisconnected,
-    connection_context,
-    start_task,
-)
+from fastserve.protocols.asgi import DISCONNECTED, ClientDisconnected
 from fastserve.protocols.http.errors import error_body
-from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.http2.connection import ERROR_HEADERS, HTTP2Connection
 from fastserve.protocols.http2.stream import (
     NO_ERROR,
     REFUSED_STREAM,
     StreamCycle,
     StreamRefused,
     read_head,
-    stream_scope,
 )
-from fastserve.protocols.tls import tls_extension
-from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 MAX_CONCURRENT_STREAMS = 100
 # The request body window of a stream, and of the connection (RFC 9113 6.9.2's
@@ -66,7 +56,6 @@ INITIAL_WINDOW = 65535
 STREAM_ID_MAX = 2**31 - 1
 # The PING of a graceful shutdown (8 bytes); its ack is the second GOAWAY's moment.
 SHUTDOWN_PING = b"goaway\x00\x00"
-_ERROR_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
 class _ServerSettings(h2.settings.Settings):
@@ -100,71 +89,20 @@ def server_connection(settings) -> h2.connection.H2Connection:
     return conn
 
 
-class H2Protocol(asyncio.Protocol):
+class H2Protocol(HTTP2Connection):
     """asyncio Protocol for HTTP/2 over `h2` (one per connection)."""
 
-    __slots__ = (
-        "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
-        "metrics", "client", "server", "scheme", "tls", "context", "conn", "streams",
-        "timer", "closed", "shutting_down", "last_stream_id",
-    )  # fmt: skip
+    __slots__ = ("conn", "last_stream_id")
+    library = "h2"
 
     def __init__(self, settings, server_state, app_state: dict, _loop=None) -> None:
-        self.settings = settings
-        self.server_state = server_state
-        self.app_state = app_state
-        self.loop = _loop or asyncio.get_event_loop()
-        self.transport = None
-        self.flow = None
-        self.access_log = settings.access_log
-        self.metrics = server_state.metrics  # ProcessMetrics; None: --metrics-port is off
-        self.client = self.server = None
-        self.scheme = "http"
-        self.tls = None
-        self.context = None
+        super().__init__(settings, server_state, app_state, _loop)
         self.conn = None
-        self.streams: dict[int, StreamCycle] = {}  # the streams whose response runs
-        self.timer = None  # the idle deadline (none while a stream runs)
-        self.closed = False
-        self.shutting_down = False
         self.last_stream_id = STREAM_ID_MAX  # streams above it are refused (GOAWAY sent)
 
-    # -- asyncio.Protocol -----------------------------------------------------------
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.flow = FlowControl(transport, self.loop)
-        self.server_state.connections.add(self)
-        self.client = get_remote_addr(transport)
-        self.server = get_local_addr(transport)
-        if is_ssl(transport):
-            self.scheme = "https"
-            self.tls = tls_extension(transport, self.settings.tls_server_cert)
-        self.context = connection_context(self.settings.reset_contextvars)
-        if self.access_log and not access_logger.isEnabledFor(logging.INFO):
-            self.access_log = False
+    def _open_session(self) -> None:
         self.conn = server_connection(self.settings)
         self._flush()
-        self._wait_idle(self.settings.timeout_request_header)
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.server_state.connections.discard(self)
-        self._stop_timer()
-        streams = list(self.streams.values())
-        self.streams.clear()
-        for cycle in streams:
-            cycle.disconnected = True
-            cycle.wake()
-            cycle.wake_sender()
-        if self.flow is not None:
-            self.flow.resume_writing()
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -181,27 +119,11 @@ class H2Protocol(asyncio.Protocol):
                 handler(self, event)
         self._flush()
 
-    # -- server ---------------------------------------------------------------------
-
-    def shutdown(self) -> None:
-        """A graceful stop: the two-step GOAWAY (the module doc), then close once the
-        streams are done."""
-        if self.shutting_down or self.closed:
-            return
-        self.shutting_down = True
-        if not self.streams:
-            self._close_gracefully()
-            return
+    def _shutdown_notice(self) -> None:
         self._flush()
         self.transport.write(_goaway(STREAM_ID_MAX))
         self.conn.ping(SHUTDOWN_PING)
         self._flush()
-
-    def abort(self) -> None:
-        """Past the graceful-shutdown bound: drop the connection now (running apps see
-        http.disconnect)."""
-        if not self.closed:
-            self.transport.abort()
 
     # -- frames in --------------------------------------------------------------------
 
@@ -215,27 +137,10 @@ class H2Protocol(asyncio.Protocol):
             head = read_head(event.headers, self.settings)
             self._check_concurrency()
         except StreamRefused as refused:
-            self._answer(stream_id, refused.status)
-            if event.stream_ended is None:  # its body is not wanted
-                self._reset(stream_id, NO_ERROR)
+            self._refuse(stream_id, refused.status, event.stream_ended is None)
             return
-        scope = stream_scope(self, head)
-        cycle = StreamCycle(self, stream_id, scope, started)
-        self.streams[stream_id] = cycle
-        self._stop_timer()
-        self.server_state.total_requests += 1
-        task = start_task(self.loop, self.context, cycle.run(), REQUEST_TASK_NAME)
-        tasks = self.server_state.tasks
-        tasks[task] = scope
-        task.add_done_callback(tasks.pop)
-
-    def _check_concurrency(self) -> None:
-        """--limit-concurrency counts streams, as it counts HTTP/1.1 requests."""
-        limit = self.settings.limit_concurrency
-        if limit is not None:
-            state = self.server_state
-            if len(state.connections) > limit or len(state.tasks) >= limit:
-                raise StreamRefused(503)
+        # (its StreamEnded event follows when no body does)
+        self._open_stream(stream_id, head, started, False)
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         cycle = self.streams.get(event.stream_id)
@@ -246,35 +151,14 @@ class H2Protocol(asyncio.Protocol):
         data = event.data
         if length > len(data):  # padding: never the app's
             self.conn.acknowledge_received_data(length - len(data), event.stream_id)
-        cycle.body_received += len(data)
-        limit_body = self.settings.limit_request_body
-        if limit_body is not None and cycle.body_received > limit_body:
+        if not self._body_arrived(cycle, data):
             self.conn.acknowledge_received_data(len(data), event.stream_id)
-            cycle._fail(413)
-            cycle.disconnected = True  # (to the app, as an HTTP/1.1 body over the limit)
-            return
-        if cycle.body_chunks is None:
-            cycle.body_chunks = [data]
-        else:
-            cycle.body_chunks.append(data)
-        cycle.body_buffered += len(data)
-        cycle.wake()
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
-        cycle = self.streams.get(event.stream_id)
-        if cycle is not None:
-            cycle.message_complete = True
-            cycle.wake()
+        self._body_complete(event.stream_id)
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
-        """The client reset a stream: http.disconnect to its app alone."""
-        cycle = self.streams.pop(event.stream_id, None)
-        if cycle is not None:
-            self._release(cycle)
-            cycle.disconnected = True
-            cycle.wake()
-            cycle.wake_sender()
-            self._stream_gone()
+        self._stream_reset(event.stream_id)
 
     def _on_window(self, event) -> None:
         """WINDOW_UPDATE, or new SETTINGS (the initial window may grow): senders go on."""
@@ -338,33 +222,10 @@ class H2Protocol(asyncio.Protocol):
             if sent == len(data):
                 return
 
-    def reset_stream(self, cycle: StreamCycle, error_code: int) -> None:
-        self._reset(cycle.stream_id, error_code)
-
     def body_consumed(self, cycle: StreamCycle, n: int) -> None:
         if not self.closed:
             self.conn.acknowledge_received_data(n, cycle.stream_id)
             self._flush()
-
-    def answer(self, cycle: StreamCycle, status: int) -> int:
-        return self._answer(cycle.stream_id, status)
-
-    def _response_complete(self, cycle: StreamCycle) -> None:
-        """The stream's response is done (or reset): counted, forgotten; a request
-        body still on its way is stopped (RFC 9113 8.1: RST_STREAM NO_ERROR)."""
-        if self.metrics is not None and cycle.status:
-            self._count_response(cycle)
-        if self.streams.pop(cycle.stream_id, None) is None:
-            return
-        if not cycle.message_complete:
-            self._reset(cycle.stream_id, NO_ERROR)
-        self._release(cycle)
-        self._stream_gone()
-
-    def _count_response(self, cycle: StreamCycle) -> None:
-        self.metrics.count_response(
-            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
-        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -377,7 +238,7 @@ class H2Protocol(asyncio.Protocol):
         headers = [
             (b":status", b"%d" % status),
             *self.server_state.default_headers,
-            *_ERROR_HEADERS,
+            *ERROR_HEADERS,
             (b"content-length", b"%d" % len(body)),
         ]
         self.conn.send_headers(stream_id, headers, end_stream=not body)
@@ -403,47 +264,13 @@ class H2Protocol(asyncio.Protocol):
             return  # (both sides ended it, or it was reset already)
         self._flush()
 
-    def _stream_gone(self) -> None:
-        """A stream is done: with none left, the idle deadline, or the end."""
-        if self.streams or self.closed:
-            return
-        if self.shutting_down:
-            self._close_gracefully()
-        else:
-            self._wait_idle(self.settings.timeout_keep_alive)
-
-    def _wait_idle(self, delay: float) -> None:
-        self._stop_timer()
-        self.timer = self.loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        if not self.streams:
-            self._close_gracefully()
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _close_gracefully(self) -> None:
-        """No stream runs: GOAWAY NO_ERROR (naming the last stream taken), close."""
-        if self.closed:
-            return
+    def _final_goaway(self) -> None:
         self.conn.close_connection(NO_ERROR)
-        self._flush()
-        self._close()
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
-
-    def _close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
-        self._stop_timer()
 
 
 def _goaway(last_stream_id: int) -> bytes:
