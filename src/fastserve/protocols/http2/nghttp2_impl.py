@@ -206,15 +206,14 @@ class Nghttp2Protocol(HTTP2Connection):
         cycle.body_buffered = 0
 
     def _reset(self, stream_id: int, error_code: int) -> None:
-        """RST_STREAM; NO_ERROR (the request body is not wanted) only once the
-        response is framed whole, nghttp2 dropping what is queued for a stream it
-        resets: else the body's rest is dropped as it comes."""
+        """RST_STREAM, after what the stream has queued (nghttp2 drops what is left at
+        a reset); NO_ERROR (the request body is not wanted) only once the response is
+        framed whole: else the body's rest is dropped as it comes."""
         if self.closed:
             return
-        if error_code == NO_ERROR:
-            self._flush()
-            if self.closed or self.session.pending_body(stream_id):
-                return
+        self._flush()
+        if self.closed or error_code == NO_ERROR and self.session.pending_body(stream_id):
+            return
         self.session.reset_stream(stream_id, error_code)
         self._flush_soon()
 
