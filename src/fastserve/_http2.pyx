@@ -29,7 +29,7 @@ next); it does no I/O. One connection, as the code runs it:
    ``(DATA, stream_id)``, ``(END, stream_id)`` (the request body is complete),
    ``(CLOSED, stream_id, error_code)`` (a reported stream is gone: answered, reset by
    the client, or refused by nghttp2), ``(GOAWAY, last_stream_id, error_code)``,
-   ``(PING_ACK, 0)`` (the client acknowledged the PING of ``shutdown_notice``).
+   ``(PING_ACK, 0)`` (the client acknowledged the PING of ``ping``).
 
 A head over ``max_header_list_size`` (RFC 9113's size: names, values, 32 bytes each)
 is answered 431 here, as the HTTP/1.1 mode answers a head over its limit.
@@ -73,7 +73,7 @@ PING_ACK = EV_PING_ACK
 
 # The status of a head over the header list size (as the HTTP/1.1 mode's head limit).
 cdef bytes _HEAD_TOO_LARGE = b"431"
-# The opaque data of the PING a graceful shutdown sends (shutdown_notice).
+# The opaque data of the session's PING (ping(), a graceful shutdown's).
 cdef bytes _SHUTDOWN_PING = b"goaway\x00\x00"
 # RFC 9113 6.5.2: each field counts its name, its value and this overhead.
 cdef enum:
@@ -519,10 +519,14 @@ cdef class ServerSession:
                                             error_code))
 
     def shutdown_notice(self):
-        """The first step of a graceful shutdown (RFC 9113 6.8): GOAWAY for any stream
-        and a PING; at its ack (a PING_ACK event) every stream the client opened before
-        it saw the GOAWAY is here, and goaway() names the last."""
+        """The first step of a graceful shutdown (RFC 9113 6.8): GOAWAY for any stream.
+        Then ping(), once the GOAWAY is written (nghttp2 sends a PING first): at its
+        ack every stream the client opened before it saw the GOAWAY is here, and
+        goaway() names the last."""
         _check(ng.nghttp2_submit_shutdown_notice(self.session))
+
+    def ping(self):
+        """A PING whose ack is reported (a PING_ACK event)."""
         _check(ng.nghttp2_submit_ping(self.session, ng.NGHTTP2_FLAG_NONE,
                                       <const uint8_t*>PyBytes_AS_STRING(_SHUTDOWN_PING)))
 

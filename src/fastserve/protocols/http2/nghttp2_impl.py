@@ -14,8 +14,8 @@ takes the bytes (`take_body(reopen=False)`, then `consume` at `body_consumed`), 
 _http2.CONNECTION_WINDOW for the connection; response bodies go as the peer's windows
 let nghttp2 frame them, a stream's `send` waiting while more than SEND_BUFFER of its
 bytes are not framed yet, or while the transport is above its high-water mark; the
-two-step GOAWAY of a graceful shutdown (`shutdown_notice`, then `goaway` at the
-PING's ack).
+two-step GOAWAY of a graceful shutdown (`shutdown_notice` and `ping`, then `goaway`
+at the PING's ack).
 
 Frames the streams queue are written once a loop pass (`_flush_soon`): the responses
 of the streams that ran in that pass go out in one write.
@@ -73,6 +73,8 @@ class Nghttp2Protocol(HTTP2Connection):
 
     def _shutdown_notice(self) -> None:
         self.session.shutdown_notice()
+        self._flush()
+        self.session.ping()  # (after the GOAWAY: nghttp2 would send it first)
         self._flush()
 
     # -- events in ------------------------------------------------------------------
