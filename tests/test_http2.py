@@ -1,5 +1,5 @@
-"""HTTP/2 (--http2), both modes (the C mode hands the connection to the pure HTTP/2
-protocol for now), against real server processes: curl with prior knowledge and over
+"""HTTP/2 (--http2), both modes (the C mode's connections over nghttp2, the pure
+mode's over `h2`: the start-up line says which), against real server processes: curl with prior knowledge and over
 TLS (ALPN), httpx with 100 streams on one connection, h2load, and the `h2` library as
 a raw client (RST_STREAM, the 101st stream, app errors, --timeout-request).
 `--no-http2` (the default) keeps refusing the preface with a 400."""
@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import h2.config
 import h2.connection
@@ -21,6 +22,8 @@ import pytest
 from h2.errors import ErrorCodes
 
 from fastserve.protocols.http.errors import HTTP2_PREFACE_START
+from fastserve.protocols.http2.h2_impl import H2Protocol
+from fastserve.protocols.http2.negotiation import http2_protocol_class
 from process_util import tool_environment
 
 APP = "tests.apps_http2:app"
@@ -116,6 +119,18 @@ class H2Client:
 
 
 # -- negotiation ----------------------------------------------------------------------
+
+
+def test_the_start_up_line_names_the_library_serving_http2(h2_server, mode):
+    library = {"c": "nghttp2", "python": "h2"}[mode]
+    h2_server.wait_for_log(rf"\({mode} mode, HTTP/2 by {library}\b")
+
+
+def test_the_c_mode_falls_back_to_h2_without_the_extension(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastserve._http2", None)  # (an import fails)
+    monkeypatch.delitem(sys.modules, "fastserve.protocols.http2.nghttp2_impl", raising=False)
+    assert http2_protocol_class("c") is H2Protocol
+    assert http2_protocol_class("python") is H2Protocol
 
 
 def test_curl_prior_knowledge(h2_server, token):

@@ -10,11 +10,12 @@ import h2.exceptions
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
+from hyperframe.frame import PingFrame
 
 _http2 = pytest.importorskip("fastserve._http2")
 
 # frame types (RFC 9113 6)
-HEADERS_FRAME, SETTINGS_FRAME, GOAWAY_FRAME = 0x1, 0x4, 0x7
+HEADERS_FRAME, SETTINGS_FRAME, PING_FRAME, GOAWAY_FRAME = 0x1, 0x4, 0x6, 0x7
 
 GET = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com"), (":path", "/")]
 
@@ -164,6 +165,45 @@ def test_post_body_across_data_frames_with_flow_control():
     pair.client.send_data(1, b"tail", end_stream=True)
     assert pair.to_server() == [(_http2.DATA, 1), (_http2.END, 1)]
     assert pair.server.take_body(1) == b"tail"
+
+
+def test_body_taken_without_reopening_its_window_until_consumed():
+    # (nghttp2 sends a WINDOW_UPDATE once half a window is consumed)
+    pair = Pair(stream_window=2000, connection_window=65535)
+    pair.handshake()
+    pair.client.send_headers(1, post(), end_stream=False)
+    pair.client.send_data(1, b"x" * 1000)
+    assert pair.to_server()[1:] == [(_http2.DATA, 1)]
+    assert pair.server.take_body(1, reopen=False) == b"x" * 1000
+    assert of_type(pair.to_client(), h2.events.WindowUpdated) == []
+    pair.client.send_data(1, b"y")  # reported again: the first bytes were taken
+    assert pair.to_server() == [(_http2.DATA, 1)]
+    pair.server.consume(1, 1000)
+    updates = of_type(pair.to_client(), h2.events.WindowUpdated)
+    assert [(u.stream_id, u.delta) for u in updates] == [(1, 1000)]
+
+
+def test_graceful_shutdown_goaway_ping_then_last_stream():
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    pair.server.shutdown_notice()
+    data = pair.server.data_to_send()
+    pair.server.ping()
+    data += pair.server.data_to_send()
+    assert [data[3], data[17 + 3]] == [GOAWAY_FRAME, PING_FRAME]  # GOAWAY first
+    (goaway,) = of_type(pair.client.receive_data(data[:17]), h2.events.ConnectionTerminated)
+    assert goaway.last_stream_id == 2**31 - 1
+    # h2 takes a GOAWAY as the end: the ack is written past it
+    ack = PingFrame(0, flags=["ACK"])
+    ack.opaque_data = data[-8:]
+    assert pair.server.receive(ack.serialize()) == [(_http2.PING_ACK, 0)]
+    pair.server.goaway()
+    last = pair.server.data_to_send()
+    assert last[3] == GOAWAY_FRAME and int.from_bytes(last[9:13], "big") == 1
+    # an unsolicited ack is not reported
+    assert pair.server.receive(PingFrame(0, b"other\x00\x00\x00", flags=["ACK"]).serialize()) == []
 
 
 def test_concurrent_streams_beyond_the_limit_are_refused():

@@ -28,10 +28,20 @@ next); it does no I/O. One connection, as the code runs it:
    ``(REQUEST, stream_id, method, scheme, authority, path, headers, end_stream)``,
    ``(DATA, stream_id)``, ``(END, stream_id)`` (the request body is complete),
    ``(CLOSED, stream_id, error_code)`` (a reported stream is gone: answered, reset by
-   the client, or refused by nghttp2), ``(GOAWAY, last_stream_id, error_code)``.
+   the client, or refused by nghttp2), ``(GOAWAY, last_stream_id, error_code)``,
+   ``(PING_ACK, 0)`` (the client acknowledged the PING of ``ping``).
 
 A head over ``max_header_list_size`` (RFC 9113's size: names, values, 32 bytes each)
 is answered 431 here, as the HTTP/1.1 mode answers a head over its limit.
+
+The attack bounds are protocols/http2/limits.py's: nghttp2's own limiters are set
+from them (its stream reset rate limit, its glitch rate limit: empty DATA, PRIORITY,
+unknown frames, malformed requests; max_outbound_ack, max_continuations), and what
+nghttp2 does not count is spent here from the connection's ``FloodLimits`` (the
+``limits`` argument): PING and SETTINGS frames (``control_frames``), the client's
+RST_STREAMs and the ones nghttp2 sends for the client's frames (``stream_resets``).
+Over a bound, the session ends with GOAWAY ENHANCE_YOUR_CALM (nghttp2's stream reset
+limit, should it come first, says INTERNAL_ERROR).
 """
 
 cimport cython
@@ -46,6 +56,9 @@ from libc.string cimport memcmp, memcpy, memmove
 
 from fastserve cimport _nghttp2 as ng
 from fastserve._buffer cimport Buf, buf_add, buf_free, buf_reserve
+from fastserve._clock cimport monotonic
+
+from fastserve.protocols.http2 import limits as _limits
 
 NGHTTP2_VERSION = (<bytes>ng.NGHTTP2_VERSION).decode("ascii")
 
@@ -56,25 +69,37 @@ CONNECTION_WINDOW = 4 << 20  # at most this much unread request body per connect
 MAX_HEADER_LIST_SIZE = 65536  # the HTTP/1.1 mode's default --limit-request-head
 
 # Event kinds: the first item of each event tuple.
+# Which FloodLimits bucket a frame is spent from (ServerSession._spend).
+cdef enum FloodKind:
+    FLOOD_CONTROL_FRAMES
+    FLOOD_STREAM_RESETS
+
 cdef enum EventKind:
     EV_REQUEST = 1
     EV_DATA
     EV_END
     EV_CLOSED
     EV_GOAWAY
+    EV_PING_ACK
 REQUEST = EV_REQUEST
 DATA = EV_DATA
 END = EV_END
 CLOSED = EV_CLOSED
 GOAWAY = EV_GOAWAY
+PING_ACK = EV_PING_ACK
 
 # The status of a head over the header list size (as the HTTP/1.1 mode's head limit).
 cdef bytes _HEAD_TOO_LARGE = b"431"
+# The opaque data of the session's PING (ping(), a graceful shutdown's).
+cdef bytes _SHUTDOWN_PING = b"goaway\x00\x00"
 # RFC 9113 6.5.2: each field counts its name, its value and this overhead.
 cdef enum:
     NO_CODE = -1  # an event with no error code (_event)
     FIELD_OVERHEAD = 32
     SETTINGS_COUNT = 3  # the SETTINGS a session starts with
+    RING_SIZE = 256  # the closed streams remembered (_on_closed_stream)
+    FRAME_HEADER = 9  # RFC 9113 4.1
+    CLIENT_MAGIC = 24  # the connection preface's fixed bytes (RFC 9113 3.4)
     # a scratch buffer grown past this is freed after use (as _parser.pyx does)
     BUFFER_SHRINK_ABOVE = 1048576
 
@@ -252,6 +277,8 @@ cdef int on_data_chunk_recv(ng.nghttp2_session* session, uint8_t flags, int32_t 
                             const uint8_t* data, size_t length, void* user_data) noexcept:
     cdef ServerSession self = <ServerSession>user_data
     cdef Stream* s = _stream(session, stream_id)
+    if length == 0:
+        return 0  # (a DATA report with no bytes would never be taken)
     if s == NULL or s.too_large:
         # A refused request's body: dropped, its window given back at once.
         ng.nghttp2_session_consume(session, stream_id, length)
@@ -270,6 +297,15 @@ cdef int on_frame_recv(ng.nghttp2_session* session, const ng.nghttp2_frame* fram
     cdef Stream* s
     if frame.hd.type == ng.NGHTTP2_GOAWAY:
         return self._event(EV_GOAWAY, frame.goaway.last_stream_id, frame.goaway.error_code)
+    if frame.hd.type == ng.NGHTTP2_PING or frame.hd.type == ng.NGHTTP2_SETTINGS:
+        if not frame.hd.flags & ng.NGHTTP2_FLAG_ACK:
+            return self._spend(FLOOD_CONTROL_FRAMES)  # (nghttp2 answers it: counted)
+        if frame.hd.type == ng.NGHTTP2_PING and \
+                memcmp(frame.ping.opaque_data, PyBytes_AS_STRING(_SHUTDOWN_PING), 8) == 0:
+            return self._event(EV_PING_ACK, 0, NO_CODE)
+        return 0
+    if frame.hd.type == ng.NGHTTP2_RST_STREAM:
+        return self._spend(FLOOD_STREAM_RESETS)
     if frame.hd.type != ng.NGHTTP2_HEADERS and frame.hd.type != ng.NGHTTP2_DATA:
         return 0
     s = _stream(session, frame.hd.stream_id)
@@ -282,11 +318,55 @@ cdef int on_frame_recv(ng.nghttp2_session* session, const ng.nghttp2_frame* fram
     return 0
 
 
+cdef int on_begin_frame(ng.nghttp2_session* session, const ng.nghttp2_frame_hd* hd,
+                        void* user_data) noexcept:
+    """What nghttp2 lets through of RFC 9113 6.3 and 5.1 (it ignores PRIORITY, and
+    forgets a closed stream): a PRIORITY on stream 0 is a PROTOCOL_ERROR; HEADERS on a
+    stream that is not open, ServerSession._on_closed_stream (DATA: at receive, as
+    nghttp2 calls this for no DATA frame it ignores)."""
+    cdef ServerSession self = <ServerSession>user_data
+    if hd.type == ng.NGHTTP2_PRIORITY:
+        if hd.stream_id == 0:
+            ng.nghttp2_session_terminate_session(session, ng.NGHTTP2_PROTOCOL_ERROR)
+        return 0
+    if hd.type == ng.NGHTTP2_HEADERS:
+        return self._on_closed_stream(hd.stream_id)
+    return 0
+
+
+cdef inline bint _in_ring(int32_t* ring, int32_t stream_id) noexcept:
+    cdef int i
+    for i in range(<int>RING_SIZE):
+        if ring[i] == stream_id:
+            return True
+    return False
+
+
+cdef int on_frame_send(ng.nghttp2_session* session, const ng.nghttp2_frame* frame,
+                       void* user_data) noexcept:
+    """A RST_STREAM nghttp2 sent for the client's frames (a stream error it provoked,
+    a stream refused) counts as the client's own reset (MadeYouReset); the protocol's
+    (NO_ERROR, INTERNAL_ERROR, CANCEL) do not."""
+    cdef ServerSession self = <ServerSession>user_data
+    cdef uint32_t code
+    if frame.hd.type != ng.NGHTTP2_RST_STREAM:
+        return 0
+    self.reset_ids[self.reset_at] = frame.hd.stream_id
+    self.reset_at = (self.reset_at + 1) % RING_SIZE
+    code = frame.rst_stream.error_code
+    if code == ng.NGHTTP2_NO_ERROR or code == ng.NGHTTP2_INTERNAL_ERROR or \
+            code == ng.NGHTTP2_CANCEL:
+        return 0
+    return self._spend(FLOOD_STREAM_RESETS)
+
+
 cdef int on_stream_close(ng.nghttp2_session* session, int32_t stream_id, uint32_t error_code,
                          void* user_data) noexcept:
     cdef ServerSession self = <ServerSession>user_data
     cdef Stream* s = _stream(session, stream_id)
     cdef int rv = 0
+    self.closed_ids[self.closed_at] = stream_id
+    self.closed_at = (self.closed_at + 1) % RING_SIZE
     if s == NULL:
         return 0
     if s.body_in.len:
@@ -333,6 +413,8 @@ cdef ng.nghttp2_session_callbacks* _callbacks() except NULL:
         ng.nghttp2_session_callbacks_set_on_header_callback(_CALLBACKS, on_header)
         ng.nghttp2_session_callbacks_set_on_invalid_header_callback(_CALLBACKS, on_invalid_header)
         ng.nghttp2_session_callbacks_set_on_frame_recv_callback(_CALLBACKS, on_frame_recv)
+        ng.nghttp2_session_callbacks_set_on_frame_send_callback(_CALLBACKS, on_frame_send)
+        ng.nghttp2_session_callbacks_set_on_begin_frame_callback(_CALLBACKS, on_begin_frame)
         ng.nghttp2_session_callbacks_set_on_data_chunk_recv_callback(_CALLBACKS, on_data_chunk_recv)
         ng.nghttp2_session_callbacks_set_on_stream_close_callback(_CALLBACKS, on_stream_close)
     return _CALLBACKS
@@ -351,23 +433,42 @@ cdef class ServerSession:
     cdef Buf out                # what data_to_send() gathers
     cdef Buf nv_text            # submit_response's lowercased names and values
     cdef readonly Py_ssize_t max_header_list_size
+    cdef object limits          # the connection's limits.FloodLimits (None: not counted)
+    cdef readonly bint flooded  # a flood bound was crossed: GOAWAY ENHANCE_YOUR_CALM
+    # the ids of the streams closed lately, and of those the server reset (on_begin_frame)
+    cdef int32_t closed_ids[<int>RING_SIZE]
+    cdef int32_t reset_ids[<int>RING_SIZE]
+    cdef int closed_at, reset_at
+    # the frame headers followed by receive(): bytes to the next one, a partial one
+    cdef Py_ssize_t scan_skip
+    cdef uint8_t scan_hdr[<int>FRAME_HEADER]
+    cdef int scan_hdr_len
 
     def __cinit__(self, *args, **kwargs):
         self.session = NULL
         self.streams = NULL
         self.events = []
+        self.scan_skip = CLIENT_MAGIC  # the preface's first 24 bytes come before frames
 
     def __init__(self, *, int max_concurrent_streams=MAX_CONCURRENT_STREAMS,
                  int stream_window=STREAM_WINDOW, int connection_window=CONNECTION_WINDOW,
-                 int max_header_list_size=MAX_HEADER_LIST_SIZE):
+                 int max_header_list_size=MAX_HEADER_LIST_SIZE, object limits=None):
         cdef ng.nghttp2_option* option
         cdef ng.nghttp2_settings_entry settings[SETTINGS_COUNT]
         if self.session != NULL:
             raise RuntimeError("ServerSession is initialised once")
         self.max_header_list_size = max_header_list_size
+        self.limits = limits
         _check(ng.nghttp2_option_new(&option))
         # Windows reopen only as the protocol takes body bytes (take_body).
         ng.nghttp2_option_set_no_auto_window_update(option, 1)
+        # nghttp2's limiters, at limits.py's bounds (the module doc)
+        ng.nghttp2_option_set_stream_reset_rate_limit(
+            option, _limits.STREAM_RESET_BURST, _limits.STREAM_RESET_RATE)
+        ng.nghttp2_option_set_glitch_rate_limit(
+            option, _limits.EMPTY_FRAME_BURST, _limits.EMPTY_FRAME_RATE)
+        ng.nghttp2_option_set_max_outbound_ack(option, _limits.CONTROL_FRAME_BURST)
+        ng.nghttp2_option_set_max_continuations(option, _limits.CONTINUATION_FRAMES_MAX)
         try:
             _check(ng.nghttp2_session_server_new2(&self.session, _callbacks(), <void*>self, option))
         finally:
@@ -397,12 +498,63 @@ cdef class ServerSession:
         """Feed the transport's bytes; the events since the last take. A connection
         error is answered by nghttp2 (GOAWAY in data_to_send(), then want_close)."""
         cdef const uint8_t[::1] view = data
-        cdef ng.nghttp2_ssize rv = 0
-        if view.shape[0]:
-            rv = ng.nghttp2_session_mem_recv2(self.session, &view[0], view.shape[0])
+        cdef Py_ssize_t n = view.shape[0], pos = 0, fed = 0, take
+        cdef const uint8_t* h = self.scan_hdr
+        if n == 0:
+            return self.take_events()
+        # Frame headers are followed here (scan_*) so that a DATA frame's stream is
+        # looked at once what came before it is processed (_on_closed_stream): nghttp2
+        # is fed up to the header's last byte first.
+        while pos < n:
+            if self.scan_skip:
+                take = min(self.scan_skip, n - pos)
+                pos += take
+                self.scan_skip -= take
+                continue
+            take = min(FRAME_HEADER - self.scan_hdr_len, n - pos)
+            memcpy(self.scan_hdr + self.scan_hdr_len, &view[pos], take)
+            self.scan_hdr_len += take
+            pos += take
+            if self.scan_hdr_len < FRAME_HEADER:
+                break
+            self.scan_hdr_len = 0
+            self.scan_skip = (h[0] << 16) | (h[1] << 8) | h[2]
+            if h[3] == ng.NGHTTP2_DATA:
+                if not self._feed(view, fed, pos - 1):
+                    return self.take_events()
+                fed = pos - 1
+                self._on_closed_stream(
+                    ((h[5] & 0x7F) << 24) | (h[6] << 16) | (h[7] << 8) | h[8])
+        self._feed(view, fed, n)
+        return self.take_events()
+
+    cdef bint _feed(self, const uint8_t[::1] view, Py_ssize_t start, Py_ssize_t end) except -1:
+        """view[start:end] to nghttp2; False: the connection failed."""
+        cdef ng.nghttp2_ssize rv
+        if end <= start:
+            return True
+        rv = ng.nghttp2_session_mem_recv2(self.session, &view[start], end - start)
         if rv < 0:
             self._recv_failed(<int>rv)
-        return self.take_events()
+            return False
+        return True
+
+    cdef int _on_closed_stream(self, int32_t stream_id) noexcept:
+        """What nghttp2 lets through of RFC 9113 5.1 (it forgets a closed stream): DATA
+        or HEADERS on a stream below the last one opened and not open is ignored if the
+        server reset that stream (5.1: MUST ignore), a connection error STREAM_CLOSED if
+        it is one of the streams closed lately, else PROTOCOL_ERROR (a stream id going
+        backwards, or a frame long after its stream's end: 5.1 lets that be an error)."""
+        if stream_id == 0 or not stream_id & 1 or \
+                stream_id > ng.nghttp2_session_get_last_proc_stream_id(self.session) or \
+                ng.nghttp2_session_find_stream(self.session, stream_id) != NULL or \
+                _in_ring(self.reset_ids, stream_id):
+            return 0  # (nghttp2's own checks)
+        ng.nghttp2_session_terminate_session(
+            self.session,
+            ng.NGHTTP2_STREAM_CLOSED if _in_ring(self.closed_ids, stream_id)
+            else ng.NGHTTP2_PROTOCOL_ERROR)
+        return 0
 
     def take_events(self) -> list:
         """The events made since the last take (data_to_send() can make CLOSED ones)."""
@@ -439,20 +591,27 @@ cdef class ServerSession:
 
     # -- request bodies ----------------------------------------------------------------
 
-    def take_body(self, int32_t stream_id) -> bytes:
+    def take_body(self, int32_t stream_id, bint reopen=True) -> bytes:
         """The request body bytes received since the last take (b"": none, or the stream
-        is gone); their flow-control windows reopen."""
+        is gone); their flow-control windows reopen, unless `reopen` is False: then
+        they stay shut until `consume` (the app has not read the bytes yet)."""
         cdef Stream* s = _stream(self.session, stream_id)
         cdef bytes body
         if s == NULL or s.body_in.len == 0:
             return b""
         body = PyBytes_FromStringAndSize(s.body_in.data, s.body_in.len)
-        _check(ng.nghttp2_session_consume(self.session, stream_id, s.body_in.len))
+        if reopen:
+            _check(ng.nghttp2_session_consume(self.session, stream_id, s.body_in.len))
         s.body_in.len = 0
         s.body_reported = False
         if s.body_in.cap > BUFFER_SHRINK_ABOVE:
             buf_free(&s.body_in)
         return body
+
+    def consume(self, int32_t stream_id, size_t n):
+        """`n` body bytes taken with take_body(reopen=False) are read: their windows
+        reopen (the connection's alone once the stream is gone)."""
+        _check(ng.nghttp2_session_consume(self.session, stream_id, n))
 
     # -- responses ---------------------------------------------------------------------
 
@@ -499,6 +658,18 @@ cdef class ServerSession:
         _check(ng.nghttp2_submit_rst_stream(self.session, ng.NGHTTP2_FLAG_NONE, stream_id,
                                             error_code))
 
+    def shutdown_notice(self):
+        """The first step of a graceful shutdown (RFC 9113 6.8): GOAWAY for any stream.
+        Then ping(), once the GOAWAY is written (nghttp2 sends a PING first): at its
+        ack every stream the client opened before it saw the GOAWAY is here, and
+        goaway() names the last."""
+        _check(ng.nghttp2_submit_shutdown_notice(self.session))
+
+    def ping(self):
+        """A PING whose ack is reported (a PING_ACK event)."""
+        _check(ng.nghttp2_submit_ping(self.session, ng.NGHTTP2_FLAG_NONE,
+                                      <const uint8_t*>PyBytes_AS_STRING(_SHUTDOWN_PING)))
+
     def goaway(self, uint32_t error_code=ng.NGHTTP2_NO_ERROR):
         """GOAWAY naming the last stream nghttp2 handed over: the streams up to it go on."""
         cdef int32_t last = ng.nghttp2_session_get_last_proc_stream_id(self.session)
@@ -517,6 +688,25 @@ cdef class ServerSession:
                 self.events.append((kind, stream_id, code))
         except BaseException as exc:
             return self._callback_failed(exc)
+        return 0
+
+    cdef int _spend(self, int which) noexcept:
+        """Inside a callback: one frame against a bound of the connection's
+        FloodLimits; over it, GOAWAY ENHANCE_YOUR_CALM and the session's end."""
+        cdef object limit
+        if self.limits is None or self.flooded:
+            return 0
+        try:
+            if which == FLOOD_CONTROL_FRAMES:
+                limit = self.limits.control_frames
+            else:
+                limit = self.limits.stream_resets
+            if limit.spend(monotonic()):
+                return 0
+        except BaseException as exc:
+            return self._callback_failed(exc)
+        self.flooded = True
+        ng.nghttp2_session_terminate_session(self.session, ng.NGHTTP2_ENHANCE_YOUR_CALM)
         return 0
 
     cdef int _callback_failed(self, exc) noexcept:
@@ -610,7 +800,7 @@ cdef class ServerSession:
         of frames to answer, no memory, or a callback's exception. GOAWAY is queued
         (nghttp2 ignores what follows), then a callback's exception is raised."""
         cdef uint32_t code = ng.NGHTTP2_PROTOCOL_ERROR
-        if rv == ng.NGHTTP2_ERR_FLOODED:
+        if rv == ng.NGHTTP2_ERR_FLOODED or rv == ng.NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
             code = ng.NGHTTP2_ENHANCE_YOUR_CALM
         elif rv == ng.NGHTTP2_ERR_NOMEM or rv == ng.NGHTTP2_ERR_CALLBACK_FAILURE:
             code = ng.NGHTTP2_INTERNAL_ERROR

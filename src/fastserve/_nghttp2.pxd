@@ -35,6 +35,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_ERR_CALLBACK_FAILURE
         NGHTTP2_ERR_BAD_CLIENT_MAGIC
         NGHTTP2_ERR_FLOODED
+        NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
 
     ctypedef struct nghttp2_nv:
         uint8_t* name
@@ -45,15 +46,18 @@ cdef extern from "nghttp2/nghttp2.h":
 
     ctypedef enum nghttp2_frame_type:
         NGHTTP2_DATA
+        NGHTTP2_PRIORITY
         NGHTTP2_HEADERS
         NGHTTP2_RST_STREAM
         NGHTTP2_SETTINGS
+        NGHTTP2_PING
         NGHTTP2_GOAWAY
 
     ctypedef enum nghttp2_flag:
         NGHTTP2_FLAG_NONE
         NGHTTP2_FLAG_END_STREAM
         NGHTTP2_FLAG_END_HEADERS
+        NGHTTP2_FLAG_ACK
 
     ctypedef enum nghttp2_settings_id:
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
@@ -65,6 +69,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_PROTOCOL_ERROR
         NGHTTP2_INTERNAL_ERROR
         NGHTTP2_FLOW_CONTROL_ERROR
+        NGHTTP2_STREAM_CLOSED
         NGHTTP2_REFUSED_STREAM
         NGHTTP2_CANCEL
         NGHTTP2_ENHANCE_YOUR_CALM
@@ -112,10 +117,15 @@ cdef extern from "nghttp2/nghttp2.h":
         int32_t last_stream_id
         uint32_t error_code
 
+    ctypedef struct nghttp2_ping:
+        nghttp2_frame_hd hd
+        uint8_t opaque_data[8]
+
     ctypedef union nghttp2_frame:
         nghttp2_frame_hd hd
         nghttp2_headers headers
         nghttp2_rst_stream rst_stream
+        nghttp2_ping ping
         nghttp2_goaway goaway
 
     # receive callbacks
@@ -130,6 +140,10 @@ cdef extern from "nghttp2/nghttp2.h":
         size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
         void* user_data) noexcept
     ctypedef int (*nghttp2_on_frame_recv_callback)(
+        nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept
+    ctypedef int (*nghttp2_on_begin_frame_callback)(
+        nghttp2_session* session, const nghttp2_frame_hd* hd, void* user_data) noexcept
+    ctypedef int (*nghttp2_on_frame_send_callback)(
         nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept
     ctypedef int (*nghttp2_on_data_chunk_recv_callback)(
         nghttp2_session* session, uint8_t flags, int32_t stream_id, const uint8_t* data,
@@ -148,13 +162,18 @@ cdef extern from "nghttp2/nghttp2.h":
         nghttp2_session_callbacks* cbs, nghttp2_on_invalid_header_callback cb)
     void nghttp2_session_callbacks_set_on_frame_recv_callback(
         nghttp2_session_callbacks* cbs, nghttp2_on_frame_recv_callback cb)
+    void nghttp2_session_callbacks_set_on_begin_frame_callback(
+        nghttp2_session_callbacks* cbs, nghttp2_on_begin_frame_callback cb)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(
+        nghttp2_session_callbacks* cbs, nghttp2_on_frame_send_callback cb)
     void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
         nghttp2_session_callbacks* cbs, nghttp2_on_data_chunk_recv_callback cb)
     void nghttp2_session_callbacks_set_on_stream_close_callback(
         nghttp2_session_callbacks* cbs, nghttp2_on_stream_close_callback cb)
 
     # options (the rate limiters' defaults are nghttp2's: 1000 resets at 33/s,
-    # 10000 glitches at 330/s)
+    # 10000 glitches at 330/s, 1000 ACKs queued, 8 CONTINUATIONs; ServerSession sets
+    # them from protocols/http2/limits.py)
     int nghttp2_option_new(nghttp2_option** option_ptr)
     void nghttp2_option_del(nghttp2_option* option)
     void nghttp2_option_set_no_auto_window_update(nghttp2_option* option, int val)
@@ -162,6 +181,8 @@ cdef extern from "nghttp2/nghttp2.h":
         nghttp2_option* option, uint64_t burst, uint64_t rate)
     void nghttp2_option_set_glitch_rate_limit(
         nghttp2_option* option, uint64_t burst, uint64_t rate)
+    void nghttp2_option_set_max_outbound_ack(nghttp2_option* option, size_t val)
+    void nghttp2_option_set_max_continuations(nghttp2_option* option, size_t val)
 
     # the session
     int nghttp2_session_server_new2(
@@ -182,6 +203,7 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_session_set_local_window_size(
         nghttp2_session* session, uint8_t flags, int32_t stream_id, int32_t window_size)
     int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session* session)
+    void* nghttp2_session_find_stream(nghttp2_session* session, int32_t stream_id)
     int nghttp2_session_terminate_session(nghttp2_session* session, uint32_t error_code)
 
     # frames submitted (queued; mem_send2 serializes them)
@@ -195,6 +217,8 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_submit_goaway(
         nghttp2_session* session, uint8_t flags, int32_t last_stream_id, uint32_t error_code,
         const uint8_t* opaque_data, size_t opaque_data_len)
+    int nghttp2_submit_shutdown_notice(nghttp2_session* session)
+    int nghttp2_submit_ping(nghttp2_session* session, uint8_t flags, const uint8_t* opaque_data)
 
     nghttp2_info* nghttp2_version(int least_version)
     const char* nghttp2_strerror(int lib_error_code)

@@ -52,7 +52,7 @@ from fastserve.process import (
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
-from fastserve.protocols.http2.negotiation import ALPN_H2
+from fastserve.protocols.http2.negotiation import ALPN_H2, http2_protocol_class
 from fastserve.protocols.tls import read_server_cert
 from fastserve.protocols.wsgi.runner import WSGIApp
 from fastserve.statsd import parse_statsd_address
@@ -77,9 +77,8 @@ WS_PROTOCOLS = {
     "wsproto": "fastserve.protocols.websockets.wsproto_impl:WSProtoProtocol",
 }
 WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
-# HTTP/2 (--http2): in both HTTP modes for now, the pure protocol over `h2` (the C
-# mode hands a connection over to it: the C session over nghttp2 is to come).
-HTTP2_PROTOCOL = "fastserve.protocols.http2.h2_impl:H2Protocol"
+# HTTP/2 (--http2): the protocol is the HTTP mode's (negotiation.http2_protocol_class);
+# the pure one, over `h2`, is also the C mode's fallback.
 HTTP2_LIBRARY = "h2"
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 WS_MODES = ("auto", *WS_PROTOCOLS, "none")
@@ -651,17 +650,21 @@ class Config:
 
     @property
     def mode_details(self) -> str:
-        """How the start-up line describes what runs: the HTTP mode, and the demo when
-        that is the app (so that a command missing its APP is seen at once), or a WSGI
-        app's thread pool (known once the app is loaded, or with --interface wsgi)."""
+        """How the start-up line describes what runs: the HTTP mode (with --http2, once
+        loaded, the library serving HTTP/2), and the demo when that is the app (so that
+        a command missing its APP is seen at once), or a WSGI app's thread pool (known
+        once the app is loaded, or with --interface wsgi)."""
+        mode = f"{self.http_mode} mode"
+        if self.loaded and self.protocol_settings.h2_protocol_class is not None:
+            mode += f", HTTP/2 by {self.protocol_settings.h2_protocol_class.library}"
         if self.app == DEMO_APP:
-            return f"{self.http_mode} mode, the built-in demo app"
+            return f"{mode}, the built-in demo app"
         if self.interface == "wsgi":
             if not self.threads:
-                return f"{self.http_mode} mode, WSGI, on the event loop's thread"
+                return f"{mode}, WSGI, on the event loop's thread"
             plural = "" if self.threads == 1 else "s"
-            return f"{self.http_mode} mode, WSGI, {self.threads} thread{plural}"
-        return f"{self.http_mode} mode"
+            return f"{mode}, WSGI, {self.threads} thread{plural}"
+        return mode
 
     @property
     def supervised(self) -> bool:
@@ -829,7 +832,7 @@ class Config:
             # a WSGI app has no WebSocket: an upgrade request is plain HTTP to it
             ws_protocol_class = import_from_string(WS_PROTOCOLS[self.ws_mode])
         self.ws_protocol_class = ws_protocol_class  # as uvicorn's Config has it
-        h2_protocol_class = import_from_string(HTTP2_PROTOCOL) if self.http2 else None
+        h2_protocol_class = http2_protocol_class(self.http_mode) if self.http2 else None
         self.protocol_settings = ProtocolSettings(
             app=self.loaded_app,
             root_path=self.root_path,

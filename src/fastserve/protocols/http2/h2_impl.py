@@ -1,8 +1,9 @@
 """Pure-Python HTTP/2 (RFC 9113) over the `h2` library: H2Protocol, the asyncio
 Protocol of one connection. `h2` (sans-I/O, server side, its header validation on)
 parses and writes the frames and keeps the streams' states and windows; each
-request stream is a `stream.StreamCycle` (the ASGI side, shared with the C mode's
-session to come), which calls back the methods under "what a stream asks".
+request stream is a `stream.StreamCycle` (the ASGI side, shared with the C mode),
+which calls back the methods under "what a stream asks"; what is not frame work is
+connection.py's HTTP2Connection, shared with the C mode's Nghttp2Protocol.
 
 What the connection advertises and holds to (README "HTTP/2"):
 - MAX_CONCURRENT_STREAMS 100; a stream over it is refused (RST_STREAM
@@ -19,12 +20,13 @@ What the connection advertises and holds to (README "HTTP/2"):
   while the transport's buffer is above its high-water mark (per stream and per
   connection backpressure).
 - Attacks (limits.py, README's table): stream resets (the client's and those its
-  frames provoke), PING / SETTINGS and empty frames are counted against rates, over
-  which the connection ends (GOAWAY ENHANCE_YOUR_CALM, nothing more answered); header
-  blocks are bounded in bytes and CONTINUATION frames (h2_checks.CheckedFrameBuffer);
-  a connection whose streams all wait on the client's windows or reads closes after
-  --timeout-keep-alive. h2_checks also puts right the codes RFC 9113 asks for where
-  `h2` differs (the preface, SETTINGS ACK, HPACK errors).
+  frames provoke), PING / SETTINGS and empty frames are counted against the bounds of
+  the connection's FloodLimits (connection.py), over which the connection ends
+  (GOAWAY ENHANCE_YOUR_CALM, nothing more answered); header blocks are bounded in
+  bytes and CONTINUATION frames (h2_checks.CheckedFrameBuffer); a connection whose
+  streams all wait on the client's windows or reads closes after --timeout-keep-alive
+  (connection.py). h2_checks also puts right the codes RFC 9113 asks for where `h2`
+  differs (the preface, SETTINGS ACK, HPACK errors).
 - Graceful shutdown (RFC 9113 6.8): a GOAWAY for any stream id and a PING, then,
   at the PING's ack, the GOAWAY naming the last stream taken; the connection closes
   once its streams are done (or at --timeout-graceful-shutdown, by the server).
@@ -33,7 +35,6 @@ What the connection advertises and holds to (README "HTTP/2"):
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 import h2.config
@@ -41,31 +42,20 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from fastserve.logging import access_logger
-from fastserve.protocols.asgi import (
-    DISCONNECTED,
-    REQUEST_TASK_NAME,
-    ClientDisconnected,
-    connection_context,
-    start_task,
-)
+from fastserve.protocols.asgi import DISCONNECTED, ClientDisconnected
 from fastserve.protocols.http.errors import error_body
-from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.http2.connection import ERROR_HEADERS, HTTP2Connection
 from fastserve.protocols.http2.h2_checks import CheckedDecoder, CheckedFrameBuffer
-from fastserve.protocols.http2.limits import FloodLimits
+from fastserve.protocols.http2.limits import ENHANCE_YOUR_CALM
 from fastserve.protocols.http2.stream import (
     NO_ERROR,
     REFUSED_STREAM,
     StreamCycle,
     StreamRefused,
     read_head,
-    stream_scope,
 )
-from fastserve.protocols.tls import tls_extension
-from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 MAX_CONCURRENT_STREAMS = 100
 # The request body window of a stream, and of the connection (RFC 9113 6.9.2's
@@ -76,7 +66,6 @@ INITIAL_WINDOW = 65535
 STREAM_ID_MAX = 2**31 - 1
 # The PING of a graceful shutdown (8 bytes); its ack is the second GOAWAY's moment.
 SHUTDOWN_PING = b"goaway\x00\x00"
-_ERROR_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"),)
 
 
 class _ServerSettings(h2.settings.Settings):
@@ -112,73 +101,20 @@ def server_connection(settings) -> h2.connection.H2Connection:
     return conn
 
 
-class H2Protocol(asyncio.Protocol):
+class H2Protocol(HTTP2Connection):
     """asyncio Protocol for HTTP/2 over `h2` (one per connection)."""
 
-    __slots__ = (
-        "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
-        "metrics", "client", "server", "scheme", "tls", "context", "conn", "streams",
-        "timer", "closed", "shutting_down", "last_stream_id", "limits", "blocked_streams",
-    )  # fmt: skip
+    __slots__ = ("conn", "last_stream_id")
+    library = "h2"
 
     def __init__(self, settings, server_state, app_state: dict, _loop=None) -> None:
-        self.settings = settings
-        self.server_state = server_state
-        self.app_state = app_state
-        self.loop = _loop or asyncio.get_event_loop()
-        self.transport = None
-        self.flow = None
-        self.access_log = settings.access_log
-        self.metrics = server_state.metrics  # ProcessMetrics; None: --metrics-port is off
-        self.client = self.server = None
-        self.scheme = "http"
-        self.tls = None
-        self.context = None
+        super().__init__(settings, server_state, app_state, _loop)
         self.conn = None
-        self.streams: dict[int, StreamCycle] = {}  # the streams whose response runs
-        self.timer = None  # the idle deadline (none while a stream runs)
-        self.closed = False
-        self.shutting_down = False
         self.last_stream_id = STREAM_ID_MAX  # streams above it are refused (GOAWAY sent)
-        self.limits = FloodLimits(time.monotonic())
-        self.blocked_streams = 0  # streams whose sender waits on the client (send_data)
 
-    # -- asyncio.Protocol -----------------------------------------------------------
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.flow = FlowControl(transport, self.loop)
-        self.server_state.connections.add(self)
-        self.client = get_remote_addr(transport)
-        self.server = get_local_addr(transport)
-        if is_ssl(transport):
-            self.scheme = "https"
-            self.tls = tls_extension(transport, self.settings.tls_server_cert)
-        self.context = connection_context(self.settings.reset_contextvars)
-        if self.access_log and not access_logger.isEnabledFor(logging.INFO):
-            self.access_log = False
+    def _open_session(self) -> None:
         self.conn = server_connection(self.settings)
         self._flush()
-        self._wait_idle(self.settings.timeout_request_header)
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.server_state.connections.discard(self)
-        self._stop_timer()
-        streams = list(self.streams.values())
-        self.streams.clear()
-        for cycle in streams:
-            cycle.disconnected = True
-            cycle.wake()
-            cycle.wake_sender()
-        if self.flow is not None:
-            self.flow.resume_writing()
-
-    def pause_writing(self) -> None:
-        self.flow.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -197,27 +133,11 @@ class H2Protocol(asyncio.Protocol):
                     return
         self._flush()
 
-    # -- server ---------------------------------------------------------------------
-
-    def shutdown(self) -> None:
-        """A graceful stop: the two-step GOAWAY (the module doc), then close once the
-        streams are done."""
-        if self.shutting_down or self.closed:
-            return
-        self.shutting_down = True
-        if not self.streams:
-            self._close_gracefully()
-            return
+    def _shutdown_notice(self) -> None:
         self._flush()
         self.transport.write(_goaway(STREAM_ID_MAX))
         self.conn.ping(SHUTDOWN_PING)
         self._flush()
-
-    def abort(self) -> None:
-        """Past the graceful-shutdown bound: drop the connection now (running apps see
-        http.disconnect)."""
-        if not self.closed:
-            self.transport.abort()
 
     # -- frames in --------------------------------------------------------------------
 
@@ -232,27 +152,10 @@ class H2Protocol(asyncio.Protocol):
             head = read_head(event.headers, self.settings)
             self._check_concurrency()
         except StreamRefused as refused:
-            self._answer(stream_id, refused.status)
-            if event.stream_ended is None:  # its body is not wanted
-                self._reset(stream_id, NO_ERROR)
+            self._refuse(stream_id, refused.status, event.stream_ended is None)
             return
-        scope = stream_scope(self, head)
-        cycle = StreamCycle(self, stream_id, scope, started)
-        self.streams[stream_id] = cycle
-        self._stop_timer()
-        self.server_state.total_requests += 1
-        task = start_task(self.loop, self.context, cycle.run(), REQUEST_TASK_NAME)
-        tasks = self.server_state.tasks
-        tasks[task] = scope
-        task.add_done_callback(tasks.pop)
-
-    def _check_concurrency(self) -> None:
-        """--limit-concurrency counts streams, as it counts HTTP/1.1 requests."""
-        limit = self.settings.limit_concurrency
-        if limit is not None:
-            state = self.server_state
-            if len(state.connections) > limit or len(state.tasks) >= limit:
-                raise StreamRefused(503)
+        # (its StreamEnded event follows when no body does)
+        self._open_stream(stream_id, head, started, False)
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
         cycle = self.streams.get(event.stream_id)
@@ -265,37 +168,17 @@ class H2Protocol(asyncio.Protocol):
         data = event.data
         if length > len(data):  # padding: never the app's
             self.conn.acknowledge_received_data(length - len(data), event.stream_id)
-        cycle.body_received += len(data)
-        limit_body = self.settings.limit_request_body
-        if limit_body is not None and cycle.body_received > limit_body:
+        if not self._body_arrived(cycle, data):
             self.conn.acknowledge_received_data(len(data), event.stream_id)
-            cycle._fail(413)
-            cycle.disconnected = True  # (to the app, as an HTTP/1.1 body over the limit)
-            return
-        if cycle.body_chunks is None:
-            cycle.body_chunks = [data]
-        else:
-            cycle.body_chunks.append(data)
-        cycle.body_buffered += len(data)
-        cycle.wake()
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
-        cycle = self.streams.get(event.stream_id)
-        if cycle is not None:
-            cycle.message_complete = True
-            cycle.wake()
+        self._body_complete(event.stream_id)
 
     def _on_reset(self, event: h2.events.StreamReset) -> None:
-        """The client reset a stream, or made `h2` reset it (a stream error):
-        http.disconnect to its app alone; counted either way (limits.py)."""
+        """The client reset a stream, or made `h2` reset it (a stream error): counted
+        either way (limits.py)."""
         self._count(self.limits.stream_resets)
-        cycle = self.streams.pop(event.stream_id, None)
-        if cycle is not None:
-            self._release(cycle)
-            cycle.disconnected = True
-            cycle.wake()
-            cycle.wake_sender()
-            self._stream_gone()
+        self._stream_reset(event.stream_id)
 
     def _on_window(self, event) -> None:
         """WINDOW_UPDATE, or new SETTINGS (the initial window may grow): senders go on."""
@@ -313,14 +196,6 @@ class H2Protocol(asyncio.Protocol):
         if not self.closed:
             self._on_window(event)  # (the initial window may have grown)
 
-    def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
-        if event.ping_data == SHUTDOWN_PING and not self.closed:
-            # a round trip since the first GOAWAY: every stream the client opened
-            # before it saw that one is here
-            self.last_stream_id = self.conn.highest_inbound_stream_id
-            self._flush()
-            self.transport.write(_goaway(self.last_stream_id))
-
     def _on_control_frame(self, event) -> None:
         """A PING or SETTINGS frame (h2 answers it)."""
         self._count(self.limits.control_frames)
@@ -329,16 +204,13 @@ class H2Protocol(asyncio.Protocol):
         """PRIORITY (deprecated: ignored) or an unknown frame type."""
         self._count(self.limits.empty_frames)
 
-    def _count(self, limit) -> None:
-        """One more against a flood limit; over it, GOAWAY ENHANCE_YOUR_CALM and the
-        end, without what `h2` has written (the answers to the flood) going out."""
-        if limit.spend(time.monotonic()) or self.closed:
-            return
-        self.conn.data_to_send()
-        self.transport.write(
-            _goaway(self.conn.highest_inbound_stream_id, ErrorCodes.ENHANCE_YOUR_CALM)
-        )
-        self._close_now()
+    def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
+        if event.ping_data == SHUTDOWN_PING and not self.closed:
+            # a round trip since the first GOAWAY: every stream the client opened
+            # before it saw that one is here
+            self.last_stream_id = self.conn.highest_inbound_stream_id
+            self._flush()
+            self.transport.write(_goaway(self.last_stream_id))
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """The client is done (h2 sends nothing after its GOAWAY): close."""
@@ -383,56 +255,10 @@ class H2Protocol(asyncio.Protocol):
             if sent == len(data):
                 return
 
-    async def _wait_for_client(self, waiter) -> None:
-        """A sender waits for the client's window or reads: once every running stream
-        does, the connection is idle (limits.py) and its deadline runs."""
-        self.blocked_streams += 1
-        if self.blocked_streams >= len(self.streams):
-            self._stop_timer()
-            self.timer = self.loop.call_later(self.settings.timeout_keep_alive, self._on_stalled)
-        try:
-            await waiter
-        finally:
-            self.blocked_streams -= 1
-            if self.streams:  # (none left: _stream_gone's idle deadline is on)
-                self._stop_timer()
-
-    def _on_stalled(self) -> None:
-        """Every stream still waits on a client that neither reads nor opens its
-        windows: the end (their apps see http.disconnect)."""
-        self.timer = None
-        if self.streams and self.blocked_streams >= len(self.streams):
-            self.conn.close_connection(NO_ERROR)
-            self._flush()
-            self._close_now()
-
-    def reset_stream(self, cycle: StreamCycle, error_code: int) -> None:
-        self._reset(cycle.stream_id, error_code)
-
     def body_consumed(self, cycle: StreamCycle, n: int) -> None:
         if not self.closed:
             self.conn.acknowledge_received_data(n, cycle.stream_id)
             self._flush()
-
-    def answer(self, cycle: StreamCycle, status: int) -> int:
-        return self._answer(cycle.stream_id, status)
-
-    def _response_complete(self, cycle: StreamCycle) -> None:
-        """The stream's response is done (or reset): counted, forgotten; a request
-        body still on its way is stopped (RFC 9113 8.1: RST_STREAM NO_ERROR)."""
-        if self.metrics is not None and cycle.status:
-            self._count_response(cycle)
-        if self.streams.pop(cycle.stream_id, None) is None:
-            return
-        if not cycle.message_complete:
-            self._reset(cycle.stream_id, NO_ERROR)
-        self._release(cycle)
-        self._stream_gone()
-
-    def _count_response(self, cycle: StreamCycle) -> None:
-        self.metrics.count_response(
-            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
-        )
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -445,7 +271,7 @@ class H2Protocol(asyncio.Protocol):
         headers = [
             (b":status", b"%d" % status),
             *self.server_state.default_headers,
-            *_ERROR_HEADERS,
+            *ERROR_HEADERS,
             (b"content-length", b"%d" % len(body)),
         ]
         self.conn.send_headers(stream_id, headers, end_stream=not body)
@@ -471,57 +297,19 @@ class H2Protocol(asyncio.Protocol):
             return  # (both sides ended it, or it was reset already)
         self._flush()
 
-    def _stream_gone(self) -> None:
-        """A stream is done: with none left, the idle deadline, or the end."""
-        if self.streams or self.closed:
-            return
-        if self.shutting_down:
-            self._close_gracefully()
-        else:
-            self._wait_idle(self.settings.timeout_keep_alive)
-
-    def _wait_idle(self, delay: float) -> None:
-        self._stop_timer()
-        self.timer = self.loop.call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        if not self.streams:
-            self._close_gracefully()
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _close_gracefully(self) -> None:
-        """No stream runs: GOAWAY NO_ERROR (naming the last stream taken), close."""
-        if self.closed:
-            return
+    def _final_goaway(self) -> None:
         self.conn.close_connection(NO_ERROR)
-        self._flush()
-        self._close()
+
+    def _flood_goaway(self) -> None:
+        """GOAWAY ENHANCE_YOUR_CALM, without what `h2` has written (the answers to the
+        flood) going out."""
+        self.conn.data_to_send()
+        self.transport.write(_goaway(self.conn.highest_inbound_stream_id, ENHANCE_YOUR_CALM))
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
-
-    def _close_now(self) -> None:
-        """The end after a GOAWAY; the connection aborted when what was written is
-        not all out (asyncio's close would wait for a client that does not read)."""
-        if self.transport.get_write_buffer_size():
-            self.closed = True
-            self._stop_timer()
-            self.transport.abort()
-        else:
-            self._close()
-
-    def _close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
-        self._stop_timer()
 
 
 def _goaway(last_stream_id: int, error_code: int = NO_ERROR) -> bytes:

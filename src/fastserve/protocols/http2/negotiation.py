@@ -9,7 +9,10 @@
 - The obsolete h2c `Upgrade:` (RFC 9113 removed it) is not taken: such a request is
   served as HTTP/1.1, as most servers do.
 
-Nothing here imports `h2`: the HTTP/2 protocol class comes from the settings.
+Which protocol serves a connection is the HTTP mode's (`http2_protocol_class`, which
+Config.load puts in the settings): the C mode's Nghttp2Protocol over nghttp2
+(fastserve._http2), the pure mode's H2Protocol over `h2`, also the C mode's when the
+extension is not built. Nothing else here imports either.
 """
 
 from __future__ import annotations
@@ -20,6 +23,21 @@ from typing import Callable
 from fastserve.protocols.utils import Address, addresses_from_header
 
 ALPN_H2 = "h2"
+
+
+def http2_protocol_class(http_mode: str) -> type:
+    """The HTTP/2 protocol of an HTTP mode ("c", "python"; a protocol class of
+    one's own, by its name, gets the pure one)."""
+    if http_mode == "c":
+        try:
+            from fastserve.protocols.http2.nghttp2_impl import Nghttp2Protocol
+        except ImportError:  # an install without the compiled extension
+            pass
+        else:
+            return Nghttp2Protocol
+    from fastserve.protocols.http2.h2_impl import H2Protocol
+
+    return H2Protocol
 
 
 def hand_over(

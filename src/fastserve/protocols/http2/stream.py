@@ -1,19 +1,20 @@
 """The ASGI side of one HTTP/2 stream, apart from the frame library (hypercorn's
 model): the request's scope from its decoded header list, `receive` with the request
-body and its flow control, `send` with the response state. The pure mode's connection
-(h2_impl.py, over `h2`) drives it; the C mode's session over nghttp2 is to drive the
-same class. The names are the HTTP/1.1 `RequestCycle`s' (`run`, `receive`, `send`,
+body and its flow control, `send` with the response state. Both modes' connections drive it
+(connection.py: h2_impl.py over `h2`, nghttp2_impl.py over the C mode's nghttp2
+session). The names are the HTTP/1.1 `RequestCycle`s' (`run`, `receive`, `send`,
 `_start`, `_body`, `_pathsend`, `_complete`, `_fail`, `wake`, `body_chunks`,
 `message_complete`...; docs/architecture.md) for the same things.
 
 What a stream asks of its connection (`protocol`), whatever parses the frames:
-`send_head(cycle, headers, end_stream)` (a HEADERS frame), `await send_data(cycle,
+`send_head(cycle, status, headers, end_stream)` (a HEADERS frame), `await send_data(cycle,
 data, end_stream)` (DATA frames, as the stream's and the connection's windows and the
 transport let them go; ClientDisconnected once the stream or the connection is gone),
 `reset_stream(cycle, error_code)`, `body_consumed(cycle, n)` (the app took `n` body
 bytes: their window opens again), `answer(cycle, status)` (the server's own short
 response; its body's size), `_response_complete(cycle)` (counted, forgotten), and
-`settings`, `loop`, `access_log`, `client`, `server`, `scheme`, `tls`, `app_state`.
+`settings`, `server_state`, `loop`, `access_log`, `client`, `server`, `scheme`, `tls`,
+`app_state`.
 """
 
 from __future__ import annotations
@@ -94,15 +95,30 @@ def read_head(header_list, settings) -> RequestHead:
     """The request of a decoded header list (pseudo-header fields first, names in
     lowercase, as the frame layer checked them: RFC 9113 8.2-8.3) under the limits
     an HTTP/1.1 head has; StreamRefused with the status otherwise."""
-    pseudo = {}
+    # (:scheme is not taken: the connection's is the scope's)
+    pseudo = {name: value for name, value in header_list if name[:1] == b":"}
+    return request_head(
+        pseudo.get(b":method"),
+        pseudo.get(b":path"),
+        pseudo.get(b":authority"),
+        header_list,
+        settings,
+    )
+
+
+def request_head(
+    method: Optional[bytes], path: Optional[bytes], authority: Optional[bytes], fields, settings
+) -> RequestHead:
+    """read_head's request from its pseudo-header values (None: absent) and its
+    header fields (pseudo-header fields among them are passed over), as a frame
+    layer that splits them hands them over (the C mode's session)."""
     headers = []
     host = None
     cookie_at = -1
     content_length = -1
     field_size = settings.limit_request_field_size
-    for name, value in header_list:
+    for name, value in fields:
         if name[:1] == b":":
-            pseudo[name] = value  # :scheme is not taken: the connection's is the scope's
             continue
         if field_size and len(name) + len(value) + 2 > field_size:
             raise StreamRefused(431)
@@ -119,9 +135,10 @@ def read_head(header_list, settings) -> RequestHead:
         headers.append((name, value))
     if len(headers) >= settings.limit_request_fields:  # (with `host`, added below)
         raise StreamRefused(431)
-    method = _method(pseudo.get(b":method"))
-    target = _target(method, pseudo.get(b":path"), settings.limit_request_line)
-    host = pseudo.get(b":authority", host)
+    method = _method(method)
+    target = _target(method, path, settings.limit_request_line)
+    if authority is not None:
+        host = authority
     if host is None:
         raise StreamRefused(400)
     headers.insert(0, (b"host", host))
