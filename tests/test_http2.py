@@ -30,6 +30,8 @@ APP = "tests.apps_http2:app"
 STREAMS = 100  # the server's MAX_CONCURRENT_STREAMS
 TOOL_SECONDS = 60
 READ_SIZE = 65536
+# Seconds of load in the test of clients leaving mid-stream (h2load -D).
+H2LOAD_SECONDS = 1
 
 
 @pytest.fixture
@@ -222,6 +224,20 @@ def test_client_reset_is_a_disconnect_to_that_stream_only(h2_server, token):
         client.flush()
         h2_server.wait_event(token, lambda events: "http.disconnect" in events)
         assert client.response(client.request("/_/hello")) == (200, b"Hello, world!")
+
+
+def test_clients_leaving_mid_stream_leave_no_app_error(start_server, mode):
+    """h2load for a fixed time ends its connections (GOAWAY, close) with streams in
+    flight: an answer that then has nowhere to go is a quiet disconnect to its app,
+    never "Exception in ASGI application" (the pure mode's h2 once raised)."""
+    server = start_server(APP, mode, "--http2", "--no-access-log")
+    result = run_tool(
+        tool("h2load"), "-D", str(H2LOAD_SECONDS), "-c", "16", "-m", "10", server.url("/_/hello")
+    )
+    assert result.returncode == 0, result
+    assert " 0 failed" in result.stdout, result.stdout
+    assert server.stop() == 0
+    assert "Exception in ASGI application" not in server.output()
 
 
 def test_the_101st_concurrent_stream_is_refused(h2_server, token):

@@ -75,6 +75,10 @@ CALM = {ENHANCE_YOUR_CALM}
 BIG_PATH = "/_/big-stream?size=104857600"
 STALLED_STREAMS = 50
 
+# Floods: they bound the server's memory (peak RSS), which the sanitizer run's shadow
+# memory and quarantine inflate, so that run leaves them out (as tests/test_floods.py).
+pytestmark = pytest.mark.flood
+
 
 @pytest.fixture
 def server(servers, mode):

@@ -35,6 +35,7 @@ What the connection advertises and holds to (README "HTTP/2"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import h2.config
@@ -219,9 +220,12 @@ class H2Protocol(HTTP2Connection):
     # -- what a stream asks (stream.py) -------------------------------------------------
 
     def send_head(self, cycle: StreamCycle, status: int, fields: list, end_stream: bool) -> None:
-        self.conn.send_headers(
-            cycle.stream_id, [(b":status", b"%d" % status), *fields], end_stream=end_stream
-        )
+        with _gone_as_disconnect(cycle):
+            if self.closed:
+                raise h2.exceptions.ProtocolError("the connection is closed")
+            self.conn.send_headers(
+                cycle.stream_id, [(b":status", b"%d" % status), *fields], end_stream=end_stream
+            )
         self._flush()
 
     async def send_data(self, cycle: StreamCycle, data, end_stream: bool) -> None:
@@ -250,7 +254,8 @@ class H2Protocol(HTTP2Connection):
                 continue
             piece = data if size == len(data) else data[sent : sent + size]
             sent += size
-            conn.send_data(stream_id, piece, end_stream=end_stream and sent == len(data))
+            with _gone_as_disconnect(cycle):
+                conn.send_data(stream_id, piece, end_stream=end_stream and sent == len(data))
             self._flush()
             if sent == len(data):
                 return
@@ -334,3 +339,15 @@ _EVENT_HANDLERS = {
     h2.events.PriorityUpdated: H2Protocol._on_empty_frame,
     h2.events.UnknownFrameReceived: H2Protocol._on_empty_frame,
 }
+
+
+@contextlib.contextmanager
+def _gone_as_disconnect(cycle: StreamCycle):
+    """`h2` refuses to send on a connection the client ended (its GOAWAY: h2 sends
+    nothing after it) or on a stream it closed meanwhile: to the app, a disconnect (a
+    quiet one, as when the connection is lost)."""
+    try:
+        yield
+    except h2.exceptions.ProtocolError as exc:  # (StreamClosedError is one)
+        cycle.disconnected = True
+        raise ClientDisconnected(DISCONNECTED) from exc
