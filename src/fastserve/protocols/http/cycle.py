@@ -1,6 +1,7 @@
 """What both HTTP/1.1 protocols do off the hot path, written once over their twin
-names (docs/architecture.md, "One request, both modes"): a request the server
-answers itself, how an app's call ended, a request past --timeout-request, an app
+names (docs/architecture.md, "One request, both modes"): a connection's start (the
+Python protocols': HTTP/1.1's pure one and both HTTP/2 connections), a request the
+server answers itself, how an app's call ended, a request past --timeout-request, an app
 that breaks its own Content-Length, and a pathsend after its head.
 
 Each function takes a `RequestCycle` (or an `HttpProtocol` / `H11Protocol`) of
@@ -11,13 +12,15 @@ them directly and only these functions go through Python."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from fastserve.logging import log_access
+from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
     ClientDisconnected,
     app_returned,
+    connection_context,
     log_app_exception,
     pathsend_after_body,
     response_pathsend,
@@ -31,7 +34,29 @@ from fastserve.protocols.http.errors import (
     error_response,
     log_request_timeout,
 )
+from fastserve.protocols.http.flow import FlowControl
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
+from fastserve.protocols.tls import tls_extension
+from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+
+
+def open_connection(protocol, transport) -> None:
+    """The `connection_made` of a Python protocol (the pure HTTP/1.1 one, both HTTP/2
+    connections; the C mode's writes the same into its C fields): the transport, its
+    flow control, the connection counted, its addresses and TLS, the context every
+    request Task of it starts in a copy of (so that a contextvar set by one request
+    never shows up in the next), and whether its access lines are wanted."""
+    protocol.transport = transport
+    protocol.flow = FlowControl(transport, protocol.loop)
+    protocol.server_state.connections.add(protocol)
+    protocol.client = get_remote_addr(transport)
+    protocol.server = get_local_addr(transport)
+    if is_ssl(transport):
+        protocol.scheme = "https"
+        protocol.tls = tls_extension(transport, protocol.settings.tls_server_cert)
+    protocol.context = connection_context(protocol.settings.reset_contextvars)
+    if protocol.access_log and not access_logger.isEnabledFor(logging.INFO):
+        protocol.access_log = False
 
 
 def lose_connection(protocol) -> None:

@@ -48,14 +48,13 @@ missing Host in HTTP/1.1; all its errors become a 400.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from typing import Optional
 
 import h11
 
-from fastserve.logging import access_logger, log_access
+from fastserve.logging import log_access
 from fastserve.protocols.asgi import (
     ASGI_VERSION,
     DISCONNECTED,
@@ -64,7 +63,6 @@ from fastserve.protocols.asgi import (
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
-    connection_context,
     message_type_of,
     response_body,
     response_start,
@@ -78,6 +76,7 @@ from fastserve.protocols.http.cycle import (
     fail_connection,
     fail_cycle,
     lose_connection,
+    open_connection,
     send_path,
     shut_down,
     skip_body,
@@ -89,13 +88,12 @@ from fastserve.protocols.http.errors import (
     HTTP2_PREFACE_START,
     log_invalid_request,
 )
-from fastserve.protocols.http.flow import HIGH_WATER_LIMIT, FlowControl
+from fastserve.protocols.http.flow import HIGH_WATER_LIMIT
 from fastserve.protocols.http.headers import STATUS_LINES, encode_response_headers
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import host_error, is_valid_target, request_paths
 from fastserve.protocols.http2.negotiation import hand_over as hand_over_h2
-from fastserve.protocols.tls import TLS, tls_extension
-from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from fastserve.protocols.tls import TLS
 from fastserve.protocols.websockets.handshake import accept, hand_over, is_websocket_upgrade
 from fastserve.protocols.wsgi.environ import ENVIRON_EXTENSION, head_variables
 
@@ -207,19 +205,7 @@ class H11Protocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.flow = FlowControl(transport, self.loop)
-        self.server_state.connections.add(self)
-        self.client = get_remote_addr(transport)
-        self.server = get_local_addr(transport)
-        if is_ssl(transport):
-            self.scheme = "https"
-            self.tls = tls_extension(transport, self.settings.tls_server_cert)
-        # Every request Task is created inside a copy of this context, so a
-        # contextvar set by one request never shows up in the next one.
-        self.context = connection_context(self.settings.reset_contextvars)
-        if self.access_log and not access_logger.isEnabledFor(logging.INFO):
-            self.access_log = False
+        open_connection(self, transport)
         timeout = self.settings.timeout_request_header
         self.header_deadline = self.loop.time() + timeout
         self.timer = self.loop.call_later(timeout, self._on_timer)

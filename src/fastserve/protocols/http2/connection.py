@@ -26,12 +26,10 @@ stream's calls that are frame work: `send_head`, `send_data`, `body_consumed`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
-from fastserve.logging import access_logger
-from fastserve.protocols.asgi import REQUEST_TASK_NAME, connection_context, start_task
-from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.asgi import REQUEST_TASK_NAME, start_task
+from fastserve.protocols.http.cycle import open_connection
 from fastserve.protocols.http2.limits import FloodLimits
 from fastserve.protocols.http2.stream import (
     NO_ERROR,
@@ -40,8 +38,6 @@ from fastserve.protocols.http2.stream import (
     StreamRefused,
     stream_scope,
 )
-from fastserve.protocols.tls import tls_extension
-from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 # The content type of the server's own answers (errors.error_body).
 ERROR_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"),)
@@ -82,17 +78,7 @@ class HTTP2Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------
 
     def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.flow = FlowControl(transport, self.loop)
-        self.server_state.connections.add(self)
-        self.client = get_remote_addr(transport)
-        self.server = get_local_addr(transport)
-        if is_ssl(transport):
-            self.scheme = "https"
-            self.tls = tls_extension(transport, self.settings.tls_server_cert)
-        self.context = connection_context(self.settings.reset_contextvars)
-        if self.access_log and not access_logger.isEnabledFor(logging.INFO):
-            self.access_log = False
+        open_connection(self, transport)
         self._open_session()
         self._wait_idle(self.settings.timeout_request_header)
 
