@@ -43,6 +43,21 @@ def is_field_value(value: bytes) -> bool:
     return len(value.translate(None, FIELD_VALUE_FORBIDDEN)) == len(value)
 
 
+def checked_header(header) -> tuple[bytes, bytes]:
+    """One response header of an app: a (name, value) pair of bytes, the name a token,
+    the value without CR, LF or NUL; else the ASGI error naming it. (HTTP/1.1 and
+    HTTP/2 alike; the C protocol's `check_header` is its twin over the same tables.)"""
+    try:
+        name, value = header
+    except (TypeError, ValueError):
+        raise malformed_header(header) from None
+    if not isinstance(name, bytes) or not isinstance(value, bytes):
+        raise bad_header(name, value)
+    if not is_token(name) or not is_field_value(value):
+        raise bad_header(name, value)
+    return name, value
+
+
 def encode_response_headers(
     headers: Iterable, http10: bool = False
 ) -> tuple[bytes, int, bool, bool]:
@@ -59,14 +74,7 @@ def encode_response_headers(
     transfer_encoding = False
     close = False
     for header in headers:
-        try:
-            name, value = header
-        except (TypeError, ValueError):
-            raise malformed_header(header) from None
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise bad_header(name, value)
-        if not is_token(name) or not is_field_value(value):
-            raise bad_header(name, value)
+        name, value = checked_header(header)
         lowered = name.lower()
         if lowered == b"content-length":
             if not value.strip().isdigit():

@@ -34,7 +34,6 @@ from fastserve.protocols.asgi import (
     app_returned,
     bad_header,
     log_app_exception,
-    malformed_header,
     message_type_of,
     pathsend_after_body,
     response_body,
@@ -48,7 +47,7 @@ from fastserve.protocols.http.errors import (
     INTERNAL_SERVER_ERROR,
     error_logger,
 )
-from fastserve.protocols.http.headers import is_field_value, is_token
+from fastserve.protocols.http.headers import checked_header, is_token
 from fastserve.protocols.http.pathsend import length_error, open_path, read_block
 from fastserve.protocols.http.proxy import apply_proxy_headers
 from fastserve.protocols.http.target import is_valid_target, request_paths
@@ -208,14 +207,7 @@ def response_headers(headers) -> tuple[list, int]:
     fields = []
     content_length = -1
     for header in headers:
-        try:
-            name, value = header
-        except (TypeError, ValueError):
-            raise malformed_header(header) from None
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
-            raise bad_header(name, value)
-        if not is_token(name) or not is_field_value(value):
-            raise bad_header(name, value)
+        name, value = checked_header(header)
         name = name.lower()
         if name in CONNECTION_SPECIFIC:
             continue
