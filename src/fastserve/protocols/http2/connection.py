@@ -289,6 +289,15 @@ class HTTP2Connection(asyncio.Protocol):
         else:
             self._close()
 
+    def _answer_fields(self, body: bytes) -> list:
+        """The header fields of the server's own answer (`_answer`) with `body`, after
+        its `:status`."""
+        return [
+            *self.server_state.default_headers,
+            *ERROR_HEADERS,
+            (b"content-length", b"%d" % len(body)),
+        ]
+
     def _close(self) -> None:
         if not self.closed:
             self.closed = True

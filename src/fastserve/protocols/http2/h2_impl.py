@@ -47,7 +47,7 @@ from hyperframe.frame import GoAwayFrame
 
 from fastserve.protocols.asgi import DISCONNECTED, ClientDisconnected
 from fastserve.protocols.http.errors import error_body
-from fastserve.protocols.http2.connection import ERROR_HEADERS, HTTP2Connection
+from fastserve.protocols.http2.connection import HTTP2Connection
 from fastserve.protocols.http2.h2_checks import CheckedDecoder, CheckedFrameBuffer
 from fastserve.protocols.http2.limits import ENHANCE_YOUR_CALM
 from fastserve.protocols.http2.stream import (
@@ -273,12 +273,7 @@ class H2Protocol(HTTP2Connection):
         body = error_body(status)
         if len(body) > self.conn.local_flow_control_window(stream_id):
             body = b""
-        headers = [
-            (b":status", b"%d" % status),
-            *self.server_state.default_headers,
-            *ERROR_HEADERS,
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers = [(b":status", b"%d" % status), *self._answer_fields(body)]
         self.conn.send_headers(stream_id, headers, end_stream=not body)
         if body:
             self.conn.send_data(stream_id, body, end_stream=True)

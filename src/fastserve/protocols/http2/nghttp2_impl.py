@@ -45,7 +45,7 @@ from fastserve._http2 import (
 from fastserve.protocols.asgi import DISCONNECTED, ClientDisconnected
 from fastserve.protocols.http.errors import error_body
 from fastserve.protocols.http.flow import HIGH_WATER_LIMIT
-from fastserve.protocols.http2.connection import ERROR_HEADERS, HTTP2Connection
+from fastserve.protocols.http2.connection import HTTP2Connection
 from fastserve.protocols.http2.limits import ENHANCE_YOUR_CALM
 from fastserve.protocols.http2.stream import NO_ERROR, StreamCycle, StreamRefused, request_head
 
@@ -199,11 +199,7 @@ class Nghttp2Protocol(HTTP2Connection):
         """The server's own answer on a stream (errors.error_body), its body's size;
         written now, before a reset that may follow (_refuse)."""
         body = error_body(status)
-        headers = [
-            *self.server_state.default_headers,
-            *ERROR_HEADERS,
-            (b"content-length", b"%d" % len(body)),
-        ]
+        headers = self._answer_fields(body)
         self.session.submit_response(stream_id, status, headers, body, True)
         self._flush()
         return len(body)
