@@ -219,9 +219,9 @@ class Responder:
             return True
 
     def release(self) -> None:
-        """On the loop, when the request is done: the kept file is closed."""
+        """On the loop, when the request is done (after `abandon`, so that no thread
+        keeps a file any more): the kept file is closed."""
         with self.lock:
-            self.abandoned = True
             kept_file, self.kept_file = self.kept_file, None
         if kept_file is not None:
             os.close(kept_file)
