@@ -190,6 +190,30 @@ def test_httpx_runs_100_concurrent_streams_on_one_connection(h2_server, token):
     assert len({tuple(body["client"]) for body in bodies}) == 1, "more than one connection"
 
 
+@pytest.mark.parametrize(
+    ("flags", "headers", "client", "scheme"),
+    [
+        ((), {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"},
+         "203.0.113.9", "https"),
+        (("--proxy-headers-style", "forwarded"), {"forwarded": "for=203.0.113.9;proto=https"},
+         "203.0.113.9", "https"),
+        ((), {"forwarded": "for=203.0.113.9;proto=https"}, "127.0.0.1", "http"),
+        (("--forwarded-allow-ips", "10.0.0.1"), {"x-forwarded-for": "203.0.113.9"},
+         "127.0.0.1", "http"),
+        ((), {}, "127.0.0.1", "http"),
+    ],
+)  # fmt: skip
+def test_proxy_headers_are_believed_as_over_http1(servers, mode, flags, headers, client, scheme):
+    """A stream's scope takes `client` and `scheme` from the trusted peer's header
+    family only (the default trusts 127.0.0.1), as an HTTP/1.1 request's does."""
+    server = servers.get(APP, mode, "--http2", *flags)
+    with httpx.Client(http1=False, http2=True, timeout=30) as http:
+        response = http.get(server.url("/"), headers=headers)
+    assert response.http_version == "HTTP/2"
+    seen = response.json()
+    assert (seen["client"][0], seen["scheme"]) == (client, scheme)
+
+
 def test_request_and_response_bodies_past_the_windows(h2_server):
     """4 MiB each way: the request's windows reopen as the app reads, the response
     waits for the client's."""

@@ -435,6 +435,7 @@ cdef inline list _build_headers(_ParserCore self, bint http10, HeadInfo* info):
         elif h.name_len == 6 and memcmp(data + h.name_off, b"expect", 6) == 0:
             if not http10 and ascii_lower_eq(v, vlen, b"100-continue", 12):
                 info.expect_100 = True
+        # (proxy.PROXY_HEADER_NAMES, inline: x-forwarded-for / -proto, forwarded)
         elif ((h.name_len == 15 or h.name_len == 17) and
                 memcmp(data + h.name_off, b"x-forwarded-", 12) == 0) or \
                 (h.name_len == 9 and memcmp(data + h.name_off, b"forwarded", 9) == 0):

@@ -20,6 +20,9 @@ TRUST_CACHE_SIZE = 1024
 X_FORWARDED = "x-forwarded"
 FORWARDED = "forwarded"
 PROXY_HEADERS_STYLES = (X_FORWARDED, FORWARDED)
+# The header fields apply_proxy_headers reads: a request without any skips it. (The C
+# HTTP/1.1 protocol tests these names inline, as it reads them: _parser.pyx `forwarded`.)
+PROXY_HEADER_NAMES = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
 
 class ProxyTrust:

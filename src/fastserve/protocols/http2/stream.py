@@ -49,7 +49,7 @@ from fastserve.protocols.http.errors import (
 )
 from fastserve.protocols.http.headers import checked_header, is_token
 from fastserve.protocols.http.pathsend import length_error, open_path, read_block
-from fastserve.protocols.http.proxy import apply_proxy_headers
+from fastserve.protocols.http.proxy import PROXY_HEADER_NAMES, apply_proxy_headers
 from fastserve.protocols.http.target import is_valid_target, request_paths
 from fastserve.protocols.tls import TLS
 from fastserve.protocols.wsgi.environ import ENVIRON_EXTENSION, head_variables
@@ -79,15 +79,19 @@ class StreamRefused(Exception):
 
 class RequestHead:
     """What a stream's header list asks for: method, target (`:path`), the headers
-    as the app sees them (`host` first, from `:authority`), the Content-Length."""
+    as the app sees them (`host` first, from `:authority`), the Content-Length, and
+    whether a proxy header is among them (`forwarded`)."""
 
-    __slots__ = ("method", "target", "headers", "content_length")
+    __slots__ = ("method", "target", "headers", "content_length", "forwarded")
 
-    def __init__(self, method: str, target: bytes, headers: list, content_length: int) -> None:
+    def __init__(
+        self, method: str, target: bytes, headers: list, content_length: int, forwarded: bool
+    ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.content_length = content_length
+        self.forwarded = forwarded
 
 
 def read_head(header_list, settings) -> RequestHead:
@@ -115,6 +119,7 @@ def request_head(
     host = None
     cookie_at = -1
     content_length = -1
+    forwarded = False
     field_size = settings.limit_request_field_size
     for name, value in fields:
         if name[:1] == b":":
@@ -131,6 +136,8 @@ def request_head(
             cookie_at = len(headers)
         elif name == b"content-length" and value.isdigit():
             content_length = int(value)
+        elif name in PROXY_HEADER_NAMES:
+            forwarded = True
         headers.append((name, value))
     if len(headers) >= settings.limit_request_fields:  # (with `host`, added below)
         raise StreamRefused(431)
@@ -144,7 +151,7 @@ def request_head(
     limit_body = settings.limit_request_body
     if limit_body is not None and content_length > limit_body:
         raise StreamRefused(413)
-    return RequestHead(method, target, headers, content_length)
+    return RequestHead(method, target, headers, content_length, forwarded)
 
 
 def _method(value: Optional[bytes]) -> str:
@@ -195,7 +202,7 @@ def stream_scope(protocol, head: RequestHead) -> dict:
             head.headers,
             settings.root_path,
         )
-    if settings.proxy_headers:
+    if head.forwarded and settings.proxy_headers:
         apply_proxy_headers(scope, settings.proxy_trust)
     return scope
 
