@@ -365,3 +365,10 @@ def test_gthread_worker_class_takes_threads(conf_dir: Path) -> None:
     """Gunicorn's WSGI workers: fastserve serves the WSGI app in --threads threads."""
     conf, _, _ = write_conf(conf_dir, 'worker_class = "gthread"\nthreads = 6\n', hooks=False)
     assert print_config("-c", str(conf))["threads"] == ("6", str(conf))
+
+
+@pytest.mark.parametrize(("protocols", "http2"), [('"h2,h1"', "true"), ('"h1"', "false")])
+def test_http_protocols_naming_h2_is_http2(conf_dir: Path, protocols: str, http2: str) -> None:
+    """Gunicorn 25+'s http_protocols: h2 among them turns --http2 on."""
+    conf, _, _ = write_conf(conf_dir, f"http_protocols = {protocols}\n", hooks=False)
+    assert print_config("-c", str(conf))["http2"] == (http2, str(conf))

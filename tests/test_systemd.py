@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 
@@ -124,6 +125,26 @@ def test_single_server_serves_passed_sockets_and_notifies(activated):
     assert receive(notifications) == systemd.STOPPING
     assert server.wait() == 0
     assert_no_more(notifications)
+
+
+def test_passed_sockets_serve_http2(activated):
+    """--http2 on systemd's sockets: h2c with prior knowledge on the TCP one and the
+    unix one (curl speaking HTTP/2 over each)."""
+    start, notifications, unix_path = activated
+    server = start("--http2", "--no-access-log")
+    assert receive(notifications) == systemd.READY
+    server.wait_ready()
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (scripts/test installs it)")
+    for where in ((server.url("/"),), ("--unix-socket", unix_path, "http://localhost/")):
+        result = subprocess.run(
+            [curl, "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}", *where],
+            capture_output=True, text=True, timeout=NOTIFY_TIMEOUT,
+        )  # fmt: skip
+        assert result.returncode == 0, result
+        assert result.stdout.endswith("\n2"), result
+    assert server.stop() == 0
 
 
 def test_workers_share_passed_sockets_and_notify_around_a_rolling_restart(activated):

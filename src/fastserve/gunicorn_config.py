@@ -97,6 +97,14 @@ def as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else list(value)
 
 
+def wants_http2(value: Any) -> bool:
+    """http_protocols (Gunicorn 25+: "h2,h1", or the list its config holds) names h2:
+    --http2. (Gunicorn's h2c needs http2_cleartext too; fastserve's --http2 takes h2c
+    with prior knowledge on a plain port from any client, README "HTTP/2".)"""
+    names = value.split(",") if isinstance(value, str) else value
+    return "h2" in (name.strip().lower() for name in names)
+
+
 def positive_or_unset(value: Any) -> Any:
     """max_requests = 0 and the like: Gunicorn's "no limit"."""
     value = as_int(value)
@@ -164,6 +172,7 @@ SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "forwarded_allow_ips": (("forwarded-allow-ips",), lambda value: value),
     "proxy_protocol": (("proxy-protocol",), proxy_protocol),
     "root_path": (("root-path",), str),
+    "http_protocols": (("http2",), wants_http2),
     "keyfile": (("ssl-keyfile",), str),
     "certfile": (("ssl-certfile",), str),
     "ca_certs": (("ssl-ca-certs",), str),

@@ -140,6 +140,8 @@ class FastserveWorker(Worker):
             "threads": cfg.threads,
             "workers": cfg.workers,
         }
+        # Gunicorn 25+'s http_protocols ("h2,h1"); the setting is absent before
+        config_kwargs["http2"] = gunicorn_config.wants_http2(getattr(cfg, "http_protocols", ()))
         if cfg.statsd_host:
             config_kwargs.update(
                 statsd_host=address_option(cfg.statsd_host),
