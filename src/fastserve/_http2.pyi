@@ -5,6 +5,7 @@ from fastserve.protocols.http2.limits import FloodLimits
 NGHTTP2_VERSION: str
 MAX_CONCURRENT_STREAMS: int
 STREAM_WINDOW: int
+MAX_FRAME_SIZE: int
 CONNECTION_WINDOW: int
 MAX_HEADER_LIST_SIZE: int
 
@@ -27,6 +28,7 @@ class ServerSession:
         max_concurrent_streams: int = ...,
         stream_window: int = ...,
         connection_window: int = ...,
+        max_frame_size: int = ...,
         max_header_list_size: int = ...,
         limits: FloodLimits | None = None,
     ) -> None: ...

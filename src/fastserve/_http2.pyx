@@ -65,6 +65,7 @@ NGHTTP2_VERSION = (<bytes>ng.NGHTTP2_VERSION).decode("ascii")
 # The settings a session starts with (RFC 9113 6.5.2), and its connection window.
 MAX_CONCURRENT_STREAMS = 100
 STREAM_WINDOW = 1 << 20
+MAX_FRAME_SIZE = 16384  # the protocol's default (RFC 9113 6.5.2)
 CONNECTION_WINDOW = 4 << 20  # at most this much unread request body per connection
 MAX_HEADER_LIST_SIZE = 65536  # the HTTP/1.1 mode's default --limit-request-head
 
@@ -96,7 +97,7 @@ cdef bytes _SHUTDOWN_PING = b"goaway\x00\x00"
 cdef enum:
     NO_CODE = -1  # an event with no error code (_event)
     FIELD_OVERHEAD = 32
-    SETTINGS_COUNT = 3  # the SETTINGS a session starts with
+    SETTINGS_COUNT = 4  # the SETTINGS a session starts with
     RING_SIZE = 256  # the closed streams remembered (_on_closed_stream)
     FRAME_HEADER = 9  # RFC 9113 4.1
     CLIENT_MAGIC = 24  # the connection preface's fixed bytes (RFC 9113 3.4)
@@ -452,6 +453,7 @@ cdef class ServerSession:
 
     def __init__(self, *, int max_concurrent_streams=MAX_CONCURRENT_STREAMS,
                  int stream_window=STREAM_WINDOW, int connection_window=CONNECTION_WINDOW,
+                 int max_frame_size=MAX_FRAME_SIZE,
                  int max_header_list_size=MAX_HEADER_LIST_SIZE, object limits=None):
         cdef ng.nghttp2_option* option
         cdef ng.nghttp2_settings_entry settings[SETTINGS_COUNT]
@@ -476,6 +478,7 @@ cdef class ServerSession:
         _setting(&settings[0], ng.NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams)
         _setting(&settings[1], ng.NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, stream_window)
         _setting(&settings[2], ng.NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, max_header_list_size)
+        _setting(&settings[3], ng.NGHTTP2_SETTINGS_MAX_FRAME_SIZE, max_frame_size)
         _check(ng.nghttp2_submit_settings(self.session, ng.NGHTTP2_FLAG_NONE, settings,
                                           SETTINGS_COUNT))
         _check(ng.nghttp2_session_set_local_window_size(

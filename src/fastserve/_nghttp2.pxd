@@ -63,6 +63,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
         NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE
         NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        NGHTTP2_SETTINGS_MAX_FRAME_SIZE
 
     ctypedef enum nghttp2_error_code:
         NGHTTP2_NO_ERROR

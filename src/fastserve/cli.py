@@ -588,6 +588,27 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     help="Serve HTTP/2 too: h2 offered by ALPN over TLS, and h2c with prior knowledge on a plain port (see README, HTTP/2).",
 )
 @click.option(
+    "--h2-max-concurrent-streams",
+    type=int,
+    default=DEFAULTS["h2_max_concurrent_streams"],
+    show_default=True,
+    help="HTTP/2: the streams a connection may run at once (one more is refused: REFUSED_STREAM).",
+)
+@click.option(
+    "--h2-max-inbound-frame-size",
+    type=int,
+    default=DEFAULTS["h2_max_inbound_frame_size"],
+    show_default=True,
+    help="HTTP/2: the largest frame payload a client may send (16384 to 16777215).",
+)
+@click.option(
+    "--h2-initial-window-size",
+    type=int,
+    default=DEFAULTS["h2_initial_window_size"],
+    show_default=True,
+    help="HTTP/2: each stream's request body window, reopened as the app reads.",
+)
+@click.option(
     "-c",
     "--config",
     "config_file",

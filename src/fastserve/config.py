@@ -52,6 +52,7 @@ from fastserve.process import (
 from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
+from fastserve.protocols.http2.limits import FRAME_SIZE_MAX, FRAME_SIZE_MIN, WINDOW_SIZE_MAX
 from fastserve.protocols.http2.negotiation import ALPN_H2, http2_protocol_class
 from fastserve.protocols.tls import read_server_cert
 from fastserve.protocols.wsgi.runner import WSGIApp
@@ -246,6 +247,9 @@ class ProtocolSettings:
     timeout_request: Optional[float]  # None: no limit
     ws_protocol_class: Optional[type]  # None: upgrade requests are plain HTTP
     h2_protocol_class: Optional[type]  # None: --no-http2 (the preface is refused)
+    h2_max_concurrent_streams: int  # HTTP/2's SETTINGS, advertised by each connection
+    h2_max_inbound_frame_size: int
+    h2_initial_window_size: int
     wsgi: bool  # the app is WSGI: the protocols build each request's environ head
     ws_max_size: int
     ws_max_queue: int
@@ -273,6 +277,10 @@ PYTHON_ONLY_SETTINGS = frozenset(
         "ws_per_message_deflate",
         # read once by a connection that turns out to be HTTP/2 (the preface's hand-over)
         "h2_protocol_class",
+        # read once by an HTTP/2 connection (its SETTINGS)
+        "h2_max_concurrent_streams",
+        "h2_max_inbound_frame_size",
+        "h2_initial_window_size",
     }
 )
 
@@ -315,7 +323,7 @@ class NumberRule:
 NUMBER_RULES = (
     NumberRule(
         ("limit_request_head", "limit_request_fields", "backlog", "ws_max_size", "ws_max_queue")
-        + ("workers",),
+        + ("workers", "h2_max_concurrent_streams", "h2_initial_window_size"),
         optional=False,
         zero_allowed=False,
         wording="must be a positive number",
@@ -441,6 +449,10 @@ class Config:
         # uvicorn's settings under uvicorn's names (README "Switching from uvicorn")
         interface: str = "auto",
         http2: bool = False,
+        # HTTP/2's advertised limits, under hypercorn's names (README "HTTP/2")
+        h2_max_concurrent_streams: int = 100,
+        h2_max_inbound_frame_size: int = 16384,
+        h2_initial_window_size: int = 1 << 20,
         ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
         h11_max_incomplete_event_size: Optional[int] = None,
         reset_contextvars: bool = False,
@@ -644,9 +656,21 @@ class Config:
             raise ConfigError(
                 f"--http2 needs the {HTTP2_LIBRARY!r} package: pip install 'fastserve[http2]'"
             )
+        self.validate_http2_limits()
         size = self.h11_max_incomplete_event_size
         if size is not None and size <= 0:
             raise ConfigError("--h11-max-incomplete-event-size must be a positive number")
+
+    def validate_http2_limits(self) -> None:
+        """The RFC's bounds of the SETTINGS values (positive numbers: NUMBER_RULES)."""
+        frame_size = self.h2_max_inbound_frame_size
+        if not FRAME_SIZE_MIN <= frame_size <= FRAME_SIZE_MAX:
+            raise ConfigError(
+                f"--h2-max-inbound-frame-size must be between {FRAME_SIZE_MIN} and"
+                f" {FRAME_SIZE_MAX} (RFC 9113 6.5.2), not {frame_size}"
+            )
+        if self.h2_initial_window_size > WINDOW_SIZE_MAX:
+            raise ConfigError(f"--h2-initial-window-size must be at most {WINDOW_SIZE_MAX}")
 
     @property
     def mode_details(self) -> str:
@@ -850,6 +874,9 @@ class Config:
             timeout_request=self.timeout_request,
             ws_protocol_class=ws_protocol_class,
             h2_protocol_class=h2_protocol_class,
+            h2_max_concurrent_streams=self.h2_max_concurrent_streams,
+            h2_max_inbound_frame_size=self.h2_max_inbound_frame_size,
+            h2_initial_window_size=self.h2_initial_window_size,
             wsgi=self.interface == "wsgi",
             ws_max_size=self.ws_max_size,
             ws_max_queue=self.ws_max_queue,

@@ -91,6 +91,9 @@ def run(
     # uvicorn's settings under uvicorn's names (README "Switching from uvicorn")
     interface: str = "auto",
     http2: bool = False,
+    h2_max_concurrent_streams: int = 100,
+    h2_max_inbound_frame_size: int = 16384,
+    h2_initial_window_size: int = 1 << 20,
     ssl_context_factory: Optional[Callable[..., ssl.SSLContext]] = None,
     h11_max_incomplete_event_size: Optional[int] = None,
     reset_contextvars: bool = False,

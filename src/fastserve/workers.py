@@ -142,6 +142,9 @@ class FastserveWorker(Worker):
         }
         # Gunicorn 25+'s http_protocols ("h2,h1"); the setting is absent before
         config_kwargs["http2"] = gunicorn_config.wants_http2(getattr(cfg, "http_protocols", ()))
+        if config_kwargs["http2"]:  # (its initial window's default is 64 KiB, not taken)
+            config_kwargs["h2_max_concurrent_streams"] = cfg.http2_max_concurrent_streams
+            config_kwargs["h2_max_inbound_frame_size"] = cfg.http2_max_frame_size
         if cfg.statsd_host:
             config_kwargs.update(
                 statsd_host=address_option(cfg.statsd_host),

@@ -6,16 +6,18 @@ which calls back the methods under "what a stream asks"; what is not frame work 
 connection.py's HTTP2Connection, shared with the C mode's Nghttp2Protocol.
 
 What the connection advertises and holds to (README "HTTP/2"):
-- MAX_CONCURRENT_STREAMS 100; a stream over it is refused (RST_STREAM
+- MAX_CONCURRENT_STREAMS --h2-max-concurrent-streams (100); a stream over it is refused (RST_STREAM
   REFUSED_STREAM, which a client retries) and the connection goes on. `h2` would end
   the whole connection there, so its own count is set out of reach (_ServerSettings)
   and this protocol counts.
 - MAX_HEADER_LIST_SIZE: --limit-request-head (HPACK's decoder enforces it: a
   header list over it ends the connection, GOAWAY ENHANCE_YOUR_CALM, as the decoder's
   table cannot be kept in step otherwise).
-- Request bodies: a window of BODY_WINDOW per stream and for the connection; a
-  stream's window reopens as its app takes the bytes (`receive`), so a connection
-  holds at most BODY_WINDOW of unread body whatever the number of streams.
+- MAX_FRAME_SIZE: --h2-max-inbound-frame-size (16 KiB).
+- Request bodies: a window of --h2-initial-window-size per stream (1 MiB), and of
+  BODY_WINDOW (or that, if larger) for the connection; a stream's window reopens as
+  its app takes the bytes (`receive`), so a connection holds at most the connection
+  window of unread body whatever the number of streams.
 - Responses: DATA frames no bigger than the peer's windows and frame size, and none
   while the transport's buffer is above its high-water mark (per stream and per
   connection backpressure).
@@ -58,9 +60,9 @@ from fastserve.protocols.http2.stream import (
     read_head,
 )
 
-MAX_CONCURRENT_STREAMS = 100
-# The request body window of a stream, and of the connection (RFC 9113 6.9.2's
-# initial window is 65,535 bytes: too small for a fast upload over a long path).
+# The request body window of the connection, at least (a stream's is
+# --h2-initial-window-size; RFC 9113 6.9.2's initial window, 65,535 bytes, is too small
+# for a fast upload over a long path).
 BODY_WINDOW = 1 << 20
 INITIAL_WINDOW = 65535
 # The largest stream id (31 bits): the first GOAWAY of a graceful shutdown names it.
@@ -72,7 +74,7 @@ SHUTDOWN_PING = b"goaway\x00\x00"
 class _ServerSettings(h2.settings.Settings):
     """The server's SETTINGS as advertised, with `h2`'s own check of concurrent
     streams out of reach (it ends the connection, TooManyStreamsError): H2Protocol
-    refuses the one stream over MAX_CONCURRENT_STREAMS instead (RFC 9113 5.1.2)."""
+    refuses the one stream over --h2-max-concurrent-streams instead (RFC 9113 5.1.2)."""
 
     @property
     def max_concurrent_streams(self) -> int:
@@ -88,17 +90,22 @@ def server_connection(settings) -> h2.connection.H2Connection:
     conn.local_settings = _ServerSettings(
         client=False,
         initial_values={
-            codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            codes.MAX_CONCURRENT_STREAMS: settings.h2_max_concurrent_streams,
             codes.MAX_HEADER_LIST_SIZE: settings.limit_request_head,
-            codes.INITIAL_WINDOW_SIZE: BODY_WINDOW,
+            codes.INITIAL_WINDOW_SIZE: settings.h2_initial_window_size,
+            codes.MAX_FRAME_SIZE: settings.h2_max_inbound_frame_size,
         },
     )
     conn.incoming_buffer = CheckedFrameBuffer(settings.limit_request_head)
     conn.decoder = CheckedDecoder()
     # (h2 hands the setting to its decoder only once the peer acknowledges it)
     conn.decoder.max_header_list_size = settings.limit_request_head
+    # (initial values are no change at the ack, so h2 would keep the default of 16 KiB)
+    conn.max_inbound_frame_size = settings.h2_max_inbound_frame_size
     conn.initiate_connection()
-    conn.increment_flow_control_window(BODY_WINDOW - INITIAL_WINDOW)
+    conn.increment_flow_control_window(
+        max(BODY_WINDOW, settings.h2_initial_window_size) - INITIAL_WINDOW
+    )
     return conn
 
 
@@ -144,7 +151,10 @@ class H2Protocol(HTTP2Connection):
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
-        if stream_id > self.last_stream_id or len(self.streams) >= MAX_CONCURRENT_STREAMS:
+        if (
+            stream_id > self.last_stream_id
+            or len(self.streams) >= self.settings.h2_max_concurrent_streams
+        ):
             self._reset(stream_id, REFUSED_STREAM)  # (the client may retry it)
             self._count(self.limits.stream_resets)
             return

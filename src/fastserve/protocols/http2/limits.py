@@ -74,6 +74,13 @@ class RateLimit:
         return True
 
 
+# RFC 9113 6.5.2 / 6.9.1: the bounds of --h2-max-inbound-frame-size (the smallest is
+# every peer's default) and of --h2-initial-window-size.
+FRAME_SIZE_MIN = 16384
+FRAME_SIZE_MAX = 2**24 - 1
+WINDOW_SIZE_MAX = 2**31 - 1
+
+
 class FloodLimits:
     """A connection's three buckets (the module doc)."""
 

@@ -7,9 +7,10 @@ H2Protocol, and what is not frame work is connection.py's HTTP2Connection, which
 both extend.
 
 What it advertises and holds to (README "HTTP/2"), as H2Protocol does:
-MAX_CONCURRENT_STREAMS 100 (nghttp2 refuses a stream over it, REFUSED_STREAM);
-MAX_HEADER_LIST_SIZE --limit-request-head (a head over it is answered 431, the
-connection goes on); a request body window of 1 MiB a stream, reopened as the app
+MAX_CONCURRENT_STREAMS --h2-max-concurrent-streams (nghttp2 refuses a stream over it,
+REFUSED_STREAM); MAX_FRAME_SIZE --h2-max-inbound-frame-size; MAX_HEADER_LIST_SIZE
+--limit-request-head (a head over it is answered 431, the connection goes on); a
+request body window of --h2-initial-window-size a stream, reopened as the app
 takes the bytes (`take_body(reopen=False)`, then `consume` at `body_consumed`), and
 _http2.CONNECTION_WINDOW for the connection; response bodies go as the peer's windows
 let nghttp2 frame them, a stream's `send` waiting while more than SEND_BUFFER of its
@@ -34,6 +35,7 @@ import time
 
 from fastserve._http2 import (
     CLOSED,
+    CONNECTION_WINDOW,
     DATA,
     END,
     GOAWAY,
@@ -68,8 +70,14 @@ class Nghttp2Protocol(HTTP2Connection):
         self.finishing: set = set()  # ids of those whose response's end is handed over
 
     def _open_session(self) -> None:
+        settings = self.settings
         self.session = ServerSession(
-            max_header_list_size=self.settings.limit_request_head, limits=self.limits
+            max_concurrent_streams=settings.h2_max_concurrent_streams,
+            stream_window=settings.h2_initial_window_size,
+            connection_window=max(CONNECTION_WINDOW, settings.h2_initial_window_size),
+            max_frame_size=settings.h2_max_inbound_frame_size,
+            max_header_list_size=settings.limit_request_head,
+            limits=self.limits,
         )
         self._flush()
 
