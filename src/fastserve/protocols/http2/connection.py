@@ -209,9 +209,11 @@ class HTTP2Connection(asyncio.Protocol):
         self._stream_gone()
 
     def _count_response(self, cycle: StreamCycle) -> None:
+        scope = cycle.scope
         self.metrics.count_response(
-            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
-        )
+            scope["http_version"], scope["method"], cycle.status,
+            time.monotonic() - cycle.started, cycle.body_bytes,
+        )  # fmt: skip
 
     # -- floods (limits.py) ---------------------------------------------------------------
 
