@@ -1,18 +1,41 @@
 """HTTP/2's operations, both modes, against real server processes: keep-alive PINGs
 (--http2-keep-alive-interval, --http2-keep-alive-timeout) and the graceful shutdown's
-PING beside them, and --limit-concurrency counting streams together with HTTP/1.1
-requests. Raw frames by
+PING beside them, --limit-concurrency counting streams together with HTTP/1.1
+requests, and pathsend over HTTP/2 (httpx; raw frames under a small client window,
+the server's peak memory well under the file's size). Raw frames by
 `h2_raw.py` (the client answers, or does not, as each test says)."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
 import signal
 import socket
 import time
+from urllib.parse import quote
 
-from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame
+import httpx
+from hyperframe.frame import (
+    DataFrame,
+    GoAwayFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
-from h2_raw import CANCEL, NO_ERROR, RawH2, request_fields
+from flood_util import peak_rss_kib, rss_kib
+from h2_raw import (
+    CANCEL,
+    DEFAULT_FRAME_SIZE,
+    INITIAL_WINDOW,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PREFACE,
+    RawH2,
+    request_fields,
+)
 from process_util import get, wait_until
 
 APP = "tests.apps_http2:app"
@@ -156,3 +179,116 @@ def test_limit_concurrency_counts_streams_with_http1_requests(servers, mode, tok
 
         wait_until(served_again, 30, message="a stream served once the HTTP/1.1 one is gone")
         client.send(RstStreamFrame(1, error_code=CANCEL), RstStreamFrame(3, error_code=CANCEL))
+
+
+# -- --timeout-request ------------------------------------------------------------------
+
+REQUEST_TIMEOUT = 1.0
+
+
+def test_timeout_request_resets_a_stream_whose_head_is_out(servers, mode):
+    """--timeout-request is per stream (test_http2.py: the 504 before the head): a
+    response stuck on the client's window past it is reset (INTERNAL_ERROR, the 504
+    can no longer go), a concurrent stream on the connection completes, and the
+    connection serves the next one."""
+    server = servers.get(APP, mode, "--http2", "--timeout-request", str(REQUEST_TIMEOUT))
+    with small_window_client(server.port) as client:
+        started = time.monotonic()
+        client.request(1, f"/_/big-stream?size={MIB}")  # (the window not opened: stuck)
+        client.request(3, "/_/slow?delay=0.2")
+        status, body = client.response(3)
+        assert status == 200 and b'"path": "/_/slow"' in body
+        reset = client.wait_reset(1)
+        assert reset.error_code == INTERNAL_ERROR
+        assert time.monotonic() - started >= REQUEST_TIMEOUT * EARLY
+        client.request(5)
+        assert client.response(5) == (200, b"Hello, world!")
+
+
+# -- pathsend --------------------------------------------------------------------------
+
+MIB = 1 << 20
+# The raw client's stream window: two frames in flight at most (a slow reader).
+SMALL_WINDOW = 2 * DEFAULT_FRAME_SIZE
+FILE_SIZE = 16 * MIB
+
+
+def write_file(path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def pathsend_target(path) -> str:
+    return f"/_/pathsend?path={quote(str(path))}"
+
+
+def test_pathsend_over_http2_is_the_files_bytes(servers, mode, tmp_path):
+    """A few MiB by httpx (HTTP/2 with prior knowledge), two streams at once."""
+    server = servers.get(APP, mode, "--http2")
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    contents = [write_file(path, size) for path, size in zip(files, (3 * MIB, 3 * MIB + 7))]
+
+    async def main():
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.get(server.url(pathsend_target(path))) for path in files)
+            )
+
+    responses = asyncio.run(main())
+    assert [response.http_version for response in responses] == ["HTTP/2", "HTTP/2"]
+    assert [response.content for response in responses] == contents
+
+
+def small_window_client(port: int) -> RawH2:
+    """A raw client whose SETTINGS give each stream a SMALL_WINDOW and frames of the
+    protocol's default size at most."""
+    client = RawH2(port, handshake=False)
+    client.send_raw(PREFACE)
+    client.send(
+        SettingsFrame(
+            0,
+            settings={
+                SettingsFrame.INITIAL_WINDOW_SIZE: SMALL_WINDOW,
+                SettingsFrame.MAX_FRAME_SIZE: DEFAULT_FRAME_SIZE,
+            },
+        )
+    )
+    client.wait_for(lambda f: isinstance(f, SettingsFrame) and "ACK" not in f.flags)
+    client.send(SettingsFrame(0, flags=["ACK"]))
+    client.wait_for(lambda f: isinstance(f, SettingsFrame) and "ACK" in f.flags)
+    return client
+
+
+def test_pathsend_under_a_small_window_is_bounded(servers, mode, tmp_path):
+    """16 MiB to a client that opens its windows only by what it has read: every DATA
+    frame within the peer's frame size and the windows granted, the bytes the file's,
+    and the server's peak memory grows by far less than the file (read in blocks as
+    the windows open, never whole)."""
+    server = servers.get(APP, mode, "--http2", "--no-access-log")
+    path = tmp_path / "big.bin"
+    expected = hashlib.sha256(write_file(path, FILE_SIZE)).hexdigest()
+    before = rss_kib(server.pid)
+    with small_window_client(server.port) as client:
+        client.request(1, pathsend_target(path))
+        digest = hashlib.sha256()
+        received = 0
+        granted = {0: INITIAL_WINDOW, 1: SMALL_WINDOW}  # connection, stream
+        while True:
+            frame = client.wait_for(lambda f: f.stream_id == 1)
+            if not isinstance(frame, DataFrame):
+                continue
+            size = len(frame.data)
+            assert size <= DEFAULT_FRAME_SIZE
+            received += size
+            assert received <= min(granted.values()), (received, granted)
+            digest.update(frame.data)
+            if "END_STREAM" in frame.flags:
+                break
+            if size:  # read: the windows open by as much
+                client.send(WindowUpdateFrame(0, size), WindowUpdateFrame(1, size))
+                granted = {stream_id: sent + size for stream_id, sent in granted.items()}
+        client.seen.clear()  # (2 x 16 MiB of frames kept otherwise)
+    assert (received, digest.hexdigest()) == (FILE_SIZE, expected)
+    grown_kib = peak_rss_kib(server.pid) - before
+    assert grown_kib < FILE_SIZE // 1024 // 4, f"the peak grew by {grown_kib} KiB"
