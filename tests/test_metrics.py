@@ -1,11 +1,13 @@
 """--metrics-port: the Prometheus endpoint of a single server and of the master
-with --workers (the workers' counts summed, dead workers' totals kept), and the
-process titles."""
+with --workers (the workers' counts summed, dead workers' totals kept), the
+`protocol` label (HTTP/1.0, HTTP/1.1, HTTP/2), and the process titles."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -21,6 +23,8 @@ APP = "tests.apps_metrics:app"
 # (path, expected status) served in this order; counted per code below.
 REQUESTS = [("/status/200", 200)] * 5 + [("/missing", 404)] * 3 + [("/fail", 500)] * 2
 RESPONSE_BODY = b"ok"
+HTTP11 = ("protocol", "HTTP/1.1")
+HTTP2 = ("protocol", "HTTP/2")
 
 
 def scrape(port: int) -> dict:
@@ -68,15 +72,15 @@ def test_single_process(start_server, mode):
     assert head.status_code == 200
     samples = scrape(port)  # counted at once in a single process
     labels = samples["fastserve_requests_total"]
-    assert labels[(("code", "200"), ("method", "GET"))] == 5
-    assert labels[(("code", "404"), ("method", "GET"))] == 3
-    assert labels[(("code", "500"), ("method", "GET"))] == 2
-    assert labels[(("code", "204"), ("method", "GET"))] == 1
-    assert labels[(("code", "200"), ("method", "HEAD"))] == 1
+    assert labels[(("code", "200"), ("method", "GET"), HTTP11)] == 5
+    assert labels[(("code", "404"), ("method", "GET"), HTTP11)] == 3
+    assert labels[(("code", "500"), ("method", "GET"), HTTP11)] == 2
+    assert labels[(("code", "204"), ("method", "GET"), HTTP11)] == 1
+    assert labels[(("code", "200"), ("method", "HEAD"), HTTP11)] == 1
     served = len(REQUESTS) + 2
-    assert samples["fastserve_request_duration_seconds_count"][()] == served
-    assert samples["fastserve_request_duration_seconds_bucket"][(("le", "+Inf"),)] == served
-    assert 0 < samples["fastserve_request_duration_seconds_sum"][()] < served * 10
+    assert samples["fastserve_request_duration_seconds_count"] == {(HTTP11,): served}
+    assert samples["fastserve_request_duration_seconds_bucket"][(("le", "+Inf"), HTTP11)] == served
+    assert 0 < samples["fastserve_request_duration_seconds_sum"][(HTTP11,)] < served * 10
     # "ok" for 5 /status/200, "not found" for 3 misses; no body for 500 (the
     # server's own answer), 204 and HEAD
     # the app's bodies, and the server's own 500s to the apps that raised
@@ -117,7 +121,7 @@ def test_workers_sum_and_keep_dead_totals(start_server):
     serve(server.url(), REQUESTS)
     samples = wait_counted(port, 2 * len(REQUESTS))
     assert requests_by_code(samples) == {"200": 10, "404": 6, "500": 4}
-    assert samples["fastserve_request_duration_seconds_count"][()] == 2 * len(REQUESTS)
+    assert samples["fastserve_request_duration_seconds_count"] == {(HTTP11,): 2 * len(REQUESTS)}
     restarts = {dict(k)["reason"]: v for k, v in samples["fastserve_worker_restarts_total"].items()}
     assert restarts == {"exit": 1, "healthcheck": 0, "max_requests": 0, "memory": 0, "reload": 0}
     assert samples["fastserve_workers"][()] == 2
@@ -135,6 +139,85 @@ def test_workers_sum_and_keep_dead_totals(start_server):
 
     samples = wait_until(reloaded, 30, message="two reload restarts")
     assert sum(requests_by_code(samples).values()) == 2 * len(REQUESTS)
+    assert server.stop() == 0
+
+
+def http10_get(port: int, path: str) -> bytes:
+    """The whole answer to an HTTP/1.0 GET (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def http2_gets(url: str, paths: list) -> list:
+    """`paths` as concurrent streams of one HTTP/2 connection (h2c, prior knowledge)."""
+
+    async def main():
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+            return await asyncio.gather(*(client.get(url + path) for path in paths))
+
+    responses = asyncio.run(main())
+    assert {response.http_version for response in responses} == {"HTTP/2"}
+    return [response.status_code for response in responses]
+
+
+def by_protocol(samples: dict, name: str) -> dict:
+    """{protocol: value} of a sample labelled by protocol alone."""
+    return {dict(labels)["protocol"]: value for labels, value in samples[name].items()}
+
+
+def test_requests_and_durations_labelled_by_protocol(start_server, mode):
+    """HTTP/1.0, HTTP/1.1 and HTTP/2 requests to one server: each counted under its
+    `protocol`, in the request counter and the duration histogram."""
+    port = free_port()
+    server = start_server(APP, mode, "--http2", "--metrics-port", str(port))
+    serve(server.url(), REQUESTS[:3])  # 3 times 200 over HTTP/1.1
+    assert http10_get(server.port, "/missing").startswith(b"HTTP/1.1 404 ")
+    assert http2_gets(server.url(), ["/status/200", "/status/201", "/missing", "/fail"]) == [
+        200, 201, 404, 500,
+    ]  # fmt: skip
+    with httpx.Client(http1=False, http2=True) as client:
+        assert client.head(server.url("/status/204")).status_code == 204
+    samples = scrape(port)
+    assert samples["fastserve_requests_total"] == {
+        (("code", "200"), ("method", "GET"), HTTP11): 3,
+        (("code", "404"), ("method", "GET"), ("protocol", "HTTP/1.0")): 1,
+        (("code", "200"), ("method", "GET"), HTTP2): 1,
+        (("code", "201"), ("method", "GET"), HTTP2): 1,
+        (("code", "404"), ("method", "GET"), HTTP2): 1,
+        (("code", "500"), ("method", "GET"), HTTP2): 1,
+        (("code", "204"), ("method", "HEAD"), HTTP2): 1,
+    }
+    counts = {"HTTP/1.0": 1, "HTTP/1.1": 3, "HTTP/2": 5}
+    assert by_protocol(samples, "fastserve_request_duration_seconds_count") == counts
+    infinite = {
+        dict(labels)["protocol"]: value
+        for labels, value in samples["fastserve_request_duration_seconds_bucket"].items()
+        if dict(labels)["le"] == "+Inf"
+    }
+    assert infinite == counts
+    sums = by_protocol(samples, "fastserve_request_duration_seconds_sum")
+    assert all(0 < sums[protocol] < count * 10 for protocol, count in counts.items())
+    assert server.stop() == 0
+
+
+def test_workers_sum_each_protocol(start_server):
+    """With --workers the master's sums keep the protocols apart (the workers' reports)."""
+    port = free_port()
+    server = start_server(APP, "c", "--workers", "2", "--http2", "--metrics-port", str(port))
+    server.wait_for_log(r"is ready", count=2)
+    serve(server.url(), REQUESTS[:4])
+    assert http2_gets(server.url(), ["/status/200"] * 6) == [200] * 6
+    samples = wait_counted(port, 10)
+    counted = {}
+    for labels, value in samples["fastserve_requests_total"].items():
+        counted[dict(labels)["protocol"]] = counted.get(dict(labels)["protocol"], 0) + value
+    assert counted == {"HTTP/1.1": 4, "HTTP/2": 6}
+    durations = by_protocol(samples, "fastserve_request_duration_seconds_count")
+    assert durations == {"HTTP/1.1": 4, "HTTP/2": 6}
     assert server.stop() == 0
 
 

@@ -84,7 +84,9 @@ from fastserve.logging import access_logger, log_access
 from fastserve.metrics import DURATION_BUCKETS as _DURATION_BUCKETS
 from fastserve.metrics import METHOD_INDEX as _METRIC_METHOD_INDEX
 from fastserve.metrics import OTHER_METHOD_INDEX as _OTHER_METHOD_INDEX
-from fastserve.metrics import MIN_STATUS, STATUS_SPAN
+from fastserve.metrics import BUCKETS_PER_PROTOCOL, MIN_STATUS, STATUS_SPAN
+from fastserve.metrics import PROTOCOL_INDEX as _METRIC_PROTOCOL_INDEX
+from fastserve.metrics import REQUESTS_PER_PROTOCOL
 from fastserve.protocols import asgi
 from fastserve.protocols.http import cycle as cycle_rules
 from fastserve.protocols.http import framing as fr
@@ -223,6 +225,10 @@ cdef enum:
     MAX_BUCKETS = 32
 cdef int _MIN_STATUS = MIN_STATUS
 cdef int _STATUS_SPAN = STATUS_SPAN
+cdef int _REQUESTS_PER_PROTOCOL = REQUESTS_PER_PROTOCOL
+cdef int _BUCKETS_PER_PROTOCOL = BUCKETS_PER_PROTOCOL
+cdef int _METRIC_HTTP10 = _METRIC_PROTOCOL_INDEX["1.0"]  # the `protocol` label's index
+cdef int _METRIC_HTTP11 = _METRIC_PROTOCOL_INDEX["1.1"]
 assert METHOD_COUNT <= MAX_METHODS and len(_DURATION_BUCKETS) <= MAX_BUCKETS
 cdef int _METRIC_ROW[MAX_METHODS]
 for _i in range(METHOD_COUNT):
@@ -244,14 +250,15 @@ cdef class _MetricsCounters:
     cdef double[::1] duration_sum
     cdef long long[::1] response_bytes
 
-    cdef inline void count(self, int method, int status, double duration,
+    cdef inline void count(self, int protocol, int method, int status, double duration,
                            Py_ssize_t body_bytes) noexcept:
         cdef int bucket = 0
-        self.requests[_METRIC_ROW[method] * _STATUS_SPAN + status - _MIN_STATUS] += 1
+        self.requests[protocol * _REQUESTS_PER_PROTOCOL + _METRIC_ROW[method] * _STATUS_SPAN
+                      + status - _MIN_STATUS] += 1
         while bucket < _BUCKET_COUNT and duration > _BUCKET_BOUNDS[bucket]:
             bucket += 1
-        self.duration_buckets[bucket] += 1
-        self.duration_sum[0] += duration
+        self.duration_buckets[protocol * _BUCKETS_PER_PROTOCOL + bucket] += 1
+        self.duration_sum[protocol] += duration
         self.response_bytes[0] += body_bytes
 
 
@@ -1274,7 +1281,8 @@ cdef class HttpProtocol(_ParserCore):
 
     cpdef void _count_response(self, RequestCycle cycle) noexcept:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
-        self.metrics.count(cycle.method_id, cycle.status, _monotonic() - cycle.started, cycle.body_bytes)
+        self.metrics.count(_METRIC_HTTP10 if cycle.http10 else _METRIC_HTTP11, cycle.method_id,
+                           cycle.status, _monotonic() - cycle.started, cycle.body_bytes)
 
     cdef _cork(self):
         """Hold writes back until the end of this loop pass (or HIGH_WATER bytes):

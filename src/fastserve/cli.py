@@ -609,6 +609,19 @@ def check_env(ctx: click.Context, param: click.Parameter, values: tuple) -> list
     help="HTTP/2: each stream's request body window, reopened as the app reads.",
 )
 @click.option(
+    "--http2-keep-alive-interval",
+    default=DEFAULTS["http2_keep_alive_interval"],
+    type=float,
+    help="Send a PING on an HTTP/2 connection that has been quiet for this many seconds. [default: no PINGs]",
+)
+@click.option(
+    "--http2-keep-alive-timeout",
+    default=DEFAULTS["http2_keep_alive_timeout"],
+    type=float,
+    show_default=True,
+    help="Close an HTTP/2 connection (GOAWAY) whose keep-alive PING is not acknowledged within this many seconds.",
+)
+@click.option(
     "-c",
     "--config",
     "config_file",

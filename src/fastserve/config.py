@@ -258,6 +258,8 @@ class ProtocolSettings:
     ws_per_message_deflate: bool
     tls_server_cert: Optional[str]  # PEM of --ssl-certfile's certificate; None without TLS
     reset_contextvars: bool  # app calls run in a fresh context, not a copy of the server's
+    http2_keep_alive_interval: Optional[float]  # None: no keep-alive PINGs
+    http2_keep_alive_timeout: float
 
 
 # The ProtocolSettings fields that the C protocol's `_Settings` (`_c_settings` in
@@ -275,12 +277,15 @@ PYTHON_ONLY_SETTINGS = frozenset(
         "ws_ping_interval",
         "ws_ping_timeout",
         "ws_per_message_deflate",
-        # read once by a connection that turns out to be HTTP/2 (the preface's hand-over)
+        # read once by a connection that turns out to be HTTP/2 (the preface's hand-over),
+        # and by the HTTP/2 connections, Python classes handed `settings.source`
         "h2_protocol_class",
         # read once by an HTTP/2 connection (its SETTINGS)
         "h2_max_concurrent_streams",
         "h2_max_inbound_frame_size",
         "h2_initial_window_size",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
     }
 )
 
@@ -335,14 +340,14 @@ NUMBER_RULES = (
         wording="must be a positive number",
     ),
     NumberRule(
-        ("timeout_keep_alive", "timeout_request_header"),
+        ("timeout_keep_alive", "timeout_request_header", "http2_keep_alive_timeout"),
         optional=False,
         zero_allowed=False,
         wording="must be greater than 0",
     ),
     NumberRule(
         ("ws_ping_interval", "ws_ping_timeout", "timeout_request", "warn_loop_stall")
-        + ("timeout_worker_healthcheck",),
+        + ("timeout_worker_healthcheck", "http2_keep_alive_interval"),
         optional=True,
         zero_allowed=False,
         wording="must be greater than 0",
@@ -467,6 +472,9 @@ class Config:
         env: Union[list, str, None] = None,
         # Gunicorn's worker options
         threads: int = 8,
+        # HTTP/2's keep-alive PINGs (granian's names; seconds)
+        http2_keep_alive_interval: Optional[float] = None,
+        http2_keep_alive_timeout: float = 20.0,
     ) -> None:
         # every setting is kept under its argument's name, as uvicorn's Config keeps
         # them (callers read them there); the lines below put some in working form
@@ -885,6 +893,8 @@ class Config:
             ws_per_message_deflate=self.ws_per_message_deflate,
             tls_server_cert=tls_server_cert,
             reset_contextvars=self.reset_contextvars,
+            http2_keep_alive_interval=self.http2_keep_alive_interval,
+            http2_keep_alive_timeout=self.http2_keep_alive_timeout,
         )
         self.loaded = True
 

@@ -108,6 +108,9 @@ def run(
     env: Union[list, str, None] = None,
     # Gunicorn's worker options
     threads: int = 8,
+    # HTTP/2's keep-alive PINGs (granian's names; seconds)
+    http2_keep_alive_interval: Optional[float] = None,
+    http2_keep_alive_timeout: float = 20.0,
 ) -> None:
     """Serve `app` (an ASGI app or a "module:attribute" string) until stopped.
 

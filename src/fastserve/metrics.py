@@ -49,6 +49,15 @@ MIN_STATUS = 100
 STATUS_SPAN = 500
 # Upper bounds (seconds) of the request duration histogram, Prometheus' defaults.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# The `protocol` label of the request counter and the duration histogram: the HTTP
+# version a request came in, as the access log's request line names it but HTTP/2 as
+# RFC 9113 does. PROTOCOL_INDEX: its position, by the scope's `http_version`.
+PROTOCOLS = ("HTTP/1.0", "HTTP/1.1", "HTTP/2")
+PROTOCOL_INDEX = {"1.0": 0, "1.1": 1, "2": 2}
+# One protocol's share of the flat arrays: its request counters, its histogram buckets
+# (non-cumulative; the last one is +Inf).
+REQUESTS_PER_PROTOCOL = len(METHOD_LABELS) * STATUS_SPAN
+BUCKETS_PER_PROTOCOL = len(DURATION_BUCKETS) + 1
 # Why the master replaced a worker (`fastserve_worker_restarts_total{reason}`).
 RESTART_REASONS = ("exit", "healthcheck", "max_requests", "memory", "reload")
 # The error log's records counted (--statsd-host sends them as gunicorn.log.NAME):
@@ -89,11 +98,12 @@ class ProcessMetrics:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        # requests[method index * STATUS_SPAN + status - MIN_STATUS]
-        self.requests = array("q", bytes(8 * len(METHOD_LABELS) * STATUS_SPAN))
-        # non-cumulative; the last one is +Inf
-        self.duration_buckets = array("q", bytes(8 * (len(DURATION_BUCKETS) + 1)))
-        self.duration_sum = array("d", [0.0])
+        # requests[protocol index * REQUESTS_PER_PROTOCOL
+        #          + method index * STATUS_SPAN + status - MIN_STATUS]
+        self.requests = array("q", bytes(8 * len(PROTOCOLS) * REQUESTS_PER_PROTOCOL))
+        # duration_buckets[protocol index * BUCKETS_PER_PROTOCOL + bucket]
+        self.duration_buckets = array("q", bytes(8 * len(PROTOCOLS) * BUCKETS_PER_PROTOCOL))
+        self.duration_sum = array("d", [0.0] * len(PROTOCOLS))  # by protocol index
         self.response_bytes = array("q", [0])
         self.log_records = array("q", bytes(8 * len(LOG_COUNTS)))  # by LOG_COUNTS
         self.websockets_open = 0
@@ -101,12 +111,20 @@ class ProcessMetrics:
         self._lag_window_max = 0.0
         self._lag_window_end = time.monotonic() + LAG_WINDOW
 
-    def count_response(self, method: str, status: int, duration: float, body_bytes: int) -> None:
-        """One complete response (pure mode; `_parser.pyx` does the same in C)."""
-        row = METHOD_INDEX.get(method, OTHER_METHOD_INDEX)
-        self.requests[row * STATUS_SPAN + status - MIN_STATUS] += 1
-        self.duration_buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
-        self.duration_sum[0] += duration
+    def count_response(
+        self, http_version: str, method: str, status: int, duration: float, body_bytes: int
+    ) -> None:
+        """One complete response to a request of the scope's `http_version` (the pure
+        mode's protocols and HTTP/2's; `_parser.pyx` does the same in C)."""
+        protocol = PROTOCOL_INDEX[http_version]
+        row = (
+            protocol * REQUESTS_PER_PROTOCOL
+            + METHOD_INDEX.get(method, OTHER_METHOD_INDEX) * STATUS_SPAN
+        )
+        self.requests[row + status - MIN_STATUS] += 1
+        bucket = bisect_left(DURATION_BUCKETS, duration)
+        self.duration_buckets[protocol * BUCKETS_PER_PROTOCOL + bucket] += 1
+        self.duration_sum[protocol] += duration
         self.response_bytes[0] += body_bytes
 
     def observe_lag(self, lag: float) -> None:
@@ -129,14 +147,25 @@ class ProcessMetrics:
     def snapshot(self, server_state, max_requests_reached: bool = False) -> dict:
         """Totals since start and current gauges, as plain JSON values."""
         counted = [
-            (METHOD_LABELS[index // STATUS_SPAN], MIN_STATUS + index % STATUS_SPAN, count)
+            (
+                PROTOCOLS[index // REQUESTS_PER_PROTOCOL],
+                METHOD_LABELS[index % REQUESTS_PER_PROTOCOL // STATUS_SPAN],
+                MIN_STATUS + index % STATUS_SPAN,
+                count,
+            )
             for index, count in enumerate(self.requests)
             if count
         ]
+        buckets = self.duration_buckets
         return {
             "requests": counted,
-            "duration_buckets": list(self.duration_buckets),
-            "duration_sum": self.duration_sum[0],
+            # by protocol, those that served a request
+            "duration_buckets": {
+                protocol: list(buckets[at : at + BUCKETS_PER_PROTOCOL])
+                for protocol, at in zip(PROTOCOLS, range(0, len(buckets), BUCKETS_PER_PROTOCOL))
+                if any(buckets[at : at + BUCKETS_PER_PROTOCOL])
+            },
+            "duration_sum": dict(zip(PROTOCOLS, self.duration_sum)),
             "response_bytes": self.response_bytes[0],
             "log_records": list(self.log_records),
             "in_flight": len(server_state.tasks),
@@ -211,23 +240,26 @@ class FrameReader:
 
 
 class Totals:
-    """Counters summed over snapshots."""
+    """Counters summed over snapshots: `requests` by (protocol, method, status), the
+    histogram's buckets and sums by protocol (PROTOCOLS' labels; those seen)."""
 
     __slots__ = ("requests", "duration_buckets", "duration_sum", "response_bytes", "log_records")
 
     def __init__(self) -> None:
         self.requests: Counter = Counter()
-        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
+        self.duration_buckets: dict[str, list[int]] = {}
+        self.duration_sum: Counter = Counter()
         self.response_bytes = 0
         self.log_records = [0] * len(LOG_COUNTS)
 
     def add(self, snapshot: dict) -> None:
-        for method, status, count in snapshot["requests"]:
-            self.requests[method, status] += count
-        for index, count in enumerate(snapshot["duration_buckets"]):
-            self.duration_buckets[index] += count
-        self.duration_sum += snapshot["duration_sum"]
+        for protocol, method, status, count in snapshot["requests"]:
+            self.requests[protocol, method, status] += count
+        for protocol, counts in snapshot["duration_buckets"].items():
+            buckets = self.duration_buckets.setdefault(protocol, [0] * BUCKETS_PER_PROTOCOL)
+            for index, count in enumerate(counts):
+                buckets[index] += count
+        self.duration_sum.update(snapshot["duration_sum"])
         self.response_bytes += snapshot["response_bytes"]
         for index, count in enumerate(snapshot["log_records"]):
             self.log_records[index] += count
@@ -235,8 +267,10 @@ class Totals:
     def copy(self) -> Totals:
         other = Totals()
         other.requests = Counter(self.requests)
-        other.duration_buckets = list(self.duration_buckets)
-        other.duration_sum = self.duration_sum
+        other.duration_buckets = {
+            protocol: list(b) for protocol, b in self.duration_buckets.items()
+        }
+        other.duration_sum = Counter(self.duration_sum)
         other.response_bytes = self.response_bytes
         other.log_records = list(self.log_records)
         return other
@@ -331,23 +365,22 @@ class Collector:
         totals = view.totals
         requests = CounterMetricFamily(
             "fastserve_requests",
-            "Responses sent, by method and status code.",
-            labels=["method", "code"],
+            "Responses sent, by method, status code and HTTP version.",
+            labels=["method", "code", "protocol"],
         )
-        for (method, status), count in sorted(totals.requests.items()):
-            requests.add_metric([method, str(status)], count)
+        for (protocol, method, status), count in sorted(totals.requests.items()):
+            requests.add_metric([method, str(status), protocol], count)
         yield requests
-        cumulative = 0
-        buckets = []
-        for bound, count in zip((*DURATION_BUCKETS, float("inf")), totals.duration_buckets):
-            cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        yield HistogramMetricFamily(
+        durations = HistogramMetricFamily(
             "fastserve_request_duration_seconds",
-            "Seconds from a request's complete head to its response's last byte.",
-            buckets=buckets,
-            sum_value=totals.duration_sum,
+            "Seconds from a request's complete head to its response's last byte, by HTTP version.",
+            labels=["protocol"],
         )
+        for protocol, counts in sorted(totals.duration_buckets.items()):
+            durations.add_metric(
+                [protocol], cumulative_buckets(counts), totals.duration_sum[protocol]
+            )
+        yield durations
         yield CounterMetricFamily(
             "fastserve_response_bytes",
             "Response body bytes sent (without heads and chunk framing).",
@@ -372,6 +405,17 @@ class Collector:
         for reason, count in view.restarts.items():
             restarts.add_metric([reason], count)
         yield restarts
+
+
+def cumulative_buckets(counts: list[int]) -> list[tuple[str, int]]:
+    """Prometheus' (upper bound, count up to it) pairs of one histogram's buckets."""
+    bounds = [repr(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
+    cumulative = 0
+    buckets = []
+    for bound, count in zip(bounds, counts):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return buckets
 
 
 def exposition(take_view: Callable[[], View]) -> Callable[[], bytes]:

@@ -114,9 +114,9 @@ class StatsdReporter:
 
     def lines(self, totals: Totals, workers: int) -> list[str]:
         by_status: dict[int, int] = {}
-        for (_, status), count in totals.requests.items():
+        for (_, _, status), count in totals.requests.items():
             by_status[status] = by_status.get(status, 0) + count
-        for (_, status), count in self.sent.requests.items():
+        for (_, _, status), count in self.sent.requests.items():
             by_status[status] -= count
         requests = sum(by_status.values())
         lines = []
@@ -127,7 +127,8 @@ class StatsdReporter:
                 for status, count in sorted(by_status.items())
                 if count
             )
-            mean_ms = (totals.duration_sum - self.sent.duration_sum) * 1000 / requests
+            seconds = sum(totals.duration_sum.values()) - sum(self.sent.duration_sum.values())
+            mean_ms = seconds * 1000 / requests
             rate = "" if requests == 1 else f"|@{1 / requests:.6g}"
             lines.append(f"gunicorn.request.duration:{mean_ms:.3f}|ms{rate}")
         for name, now, sent in zip(LOG_COUNTS, totals.log_records, self.sent.log_records):

@@ -616,9 +616,11 @@ class H11Protocol(asyncio.Protocol):
 
     def _count_response(self, cycle: RequestCycle) -> None:
         """--metrics-port: one more response (complete, or the 500 for a failed app)."""
+        scope = cycle.scope
         self.metrics.count_response(
-            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
-        )
+            scope["http_version"], scope["method"], cycle.status,
+            time.monotonic() - cycle.started, cycle.body_bytes,
+        )  # fmt: skip
 
     def _cycle_done(self) -> None:
         """The request and its response are done: forget it, start the wait for the

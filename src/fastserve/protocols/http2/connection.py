@@ -4,7 +4,9 @@ and Nghttp2Protocol (C mode, over fastserve._http2's nghttp2 session:
 nghttp2_impl.py) extend. It holds the stream registry (`streams`), a stream's start
 (its StreamCycle and Task, --limit-concurrency), the request body handed to a stream
 (--limit-request-body), a stream's end (counted, forgotten), the idle deadlines
-(--timeout-request-header, --timeout-keep-alive), the order of a graceful shutdown,
+(--timeout-request-header, --timeout-keep-alive), the keep-alive PINGs
+(--http2-keep-alive-interval, --http2-keep-alive-timeout), the order of a graceful
+shutdown (and which of the server's PINGs an ack is for),
 and the connection's facts a stream reads (stream.py's list). The flood defences
 that are not frame work are here too, once (limits.py says which bound is which):
 the connection's FloodLimits (`limits`), which both frame libraries' classes spend
@@ -17,6 +19,9 @@ What a frame library's class gives it: `_open_session()` (its SETTINGS written),
 server's own response; its body's size), `_reset(stream_id, error_code)`,
 `_release(cycle)` (a forgotten stream's unread body gives its window back),
 `_shutdown_notice()` (the first GOAWAY of a graceful shutdown and its PING),
+`_shutdown_goaway()` (at that PING's ack: the GOAWAY naming the last stream taken,
+written; the streams taken go on), `_ping()` (a keep-alive PING, written; the server's
+PINGs all carry the same data, their acks call `_ping_acked()`),
 `_final_goaway()` (GOAWAY NO_ERROR naming the last stream taken, queued),
 `_flood_goaway()` (GOAWAY ENHANCE_YOUR_CALM written, what the flood made dropped
 where the library allows); and the
@@ -49,7 +54,8 @@ class HTTP2Connection(asyncio.Protocol):
     __slots__ = (
         "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
         "metrics", "client", "server", "scheme", "tls", "context", "streams", "timer",
-        "closed", "shutting_down", "limits", "blocked_streams",
+        "closed", "shutting_down", "limits", "blocked_streams", "heard", "ping_timer",
+        "ping_out",
     )  # fmt: skip
 
     # What the start-up line says serves HTTP/2 (Config.mode_details).
@@ -74,6 +80,9 @@ class HTTP2Connection(asyncio.Protocol):
         self.shutting_down = False
         self.limits = FloodLimits(time.monotonic())
         self.blocked_streams = 0  # streams whose sender waits on the client
+        self.heard = 0.0  # loop.time() of the client's last bytes (data_received)
+        self.ping_timer = None  # the keep-alive deadline: the next PING, or its ack's
+        self.ping_out = False  # a keep-alive PING waits for its ack
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -81,11 +90,17 @@ class HTTP2Connection(asyncio.Protocol):
         open_connection(self, transport)
         self._open_session()
         self._wait_idle(self.settings.timeout_request_header)
+        interval = self.settings.http2_keep_alive_interval
+        if interval is not None:
+            self.heard = self.loop.time()
+            self.ping_timer = self.loop.call_later(interval, self._on_quiet)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server_state.connections.discard(self)
         self._stop_timer()
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
         streams = list(self.streams.values())
         self.streams.clear()
         for cycle in streams:
@@ -209,9 +224,11 @@ class HTTP2Connection(asyncio.Protocol):
         self._stream_gone()
 
     def _count_response(self, cycle: StreamCycle) -> None:
+        scope = cycle.scope
         self.metrics.count_response(
-            cycle.scope["method"], cycle.status, time.monotonic() - cycle.started, cycle.body_bytes
-        )
+            scope["http_version"], scope["method"], cycle.status,
+            time.monotonic() - cycle.started, cycle.body_bytes,
+        )  # fmt: skip
 
     # -- floods (limits.py) ---------------------------------------------------------------
 
@@ -245,6 +262,51 @@ class HTTP2Connection(asyncio.Protocol):
             self._final_goaway()
             self._flush()
             self._close_now()
+
+    # -- keep-alive PINGs (--http2-keep-alive-interval) ---------------------------------
+
+    def _on_quiet(self) -> None:
+        """The keep-alive interval passed: if the client sent nothing for as long, a
+        PING, whose ack is due within --http2-keep-alive-timeout; else the wait goes on
+        from its last bytes. None during a graceful shutdown (which has its own PING
+        and bound)."""
+        self.ping_timer = None
+        if self.closed or self.shutting_down:
+            return
+        interval = self.settings.http2_keep_alive_interval
+        quiet = self.loop.time() - self.heard
+        if quiet < interval:
+            self.ping_timer = self.loop.call_later(interval - quiet, self._on_quiet)
+            return
+        self.ping_out = True
+        self._ping()
+        timeout = self.settings.http2_keep_alive_timeout
+        self.ping_timer = self.loop.call_later(timeout, self._on_ping_timeout)
+
+    def _on_ping_timeout(self) -> None:
+        """No ack of the keep-alive PING in time: the client (or the path to it) is
+        gone. GOAWAY and the end; running streams' apps see http.disconnect."""
+        self.ping_timer = None
+        if self.ping_out and not self.closed:
+            self._final_goaway()
+            self._flush()
+            self._close_now()
+
+    def _ping_acked(self) -> None:
+        """The client acknowledged a PING of the server's. Both kinds carry the same
+        data and acks come in the PINGs' order, and no keep-alive PING goes out during
+        a graceful shutdown: so the ack is the keep-alive PING's while one is out, else
+        the shutdown's (a round trip since its first GOAWAY: every stream the client
+        opened before it saw that one is here). Any other ack is ignored."""
+        if self.closed:
+            return
+        if self.ping_out:
+            self.ping_out = False
+            self.ping_timer.cancel()
+            interval = self.settings.http2_keep_alive_interval
+            self.ping_timer = self.loop.call_later(interval, self._on_quiet)
+        elif self.shutting_down:
+            self._shutdown_goaway()
 
     # -- deadlines and the end ----------------------------------------------------------
 

@@ -67,8 +67,9 @@ BODY_WINDOW = 1 << 20
 INITIAL_WINDOW = 65535
 # The largest stream id (31 bits): the first GOAWAY of a graceful shutdown names it.
 STREAM_ID_MAX = 2**31 - 1
-# The PING of a graceful shutdown (8 bytes); its ack is the second GOAWAY's moment.
-SHUTDOWN_PING = b"goaway\x00\x00"
+# The data of the server's PINGs (8 bytes): a graceful shutdown's, whose ack is the
+# second GOAWAY's moment, and the keep-alive ones (connection.py tells their acks apart).
+SERVER_PING = b"goaway\x00\x00"
 
 
 class _ServerSettings(h2.settings.Settings):
@@ -127,6 +128,7 @@ class H2Protocol(HTTP2Connection):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.heard = self.loop.time()
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -144,8 +146,17 @@ class H2Protocol(HTTP2Connection):
     def _shutdown_notice(self) -> None:
         self._flush()
         self.transport.write(_goaway(STREAM_ID_MAX))
-        self.conn.ping(SHUTDOWN_PING)
+        self.conn.ping(SERVER_PING)
         self._flush()
+
+    def _ping(self) -> None:
+        self.conn.ping(SERVER_PING)
+        self._flush()
+
+    def _shutdown_goaway(self) -> None:
+        self.last_stream_id = self.conn.highest_inbound_stream_id
+        self._flush()
+        self.transport.write(_goaway(self.last_stream_id))
 
     # -- frames in --------------------------------------------------------------------
 
@@ -216,12 +227,8 @@ class H2Protocol(HTTP2Connection):
         self._count(self.limits.empty_frames)
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
-        if event.ping_data == SHUTDOWN_PING and not self.closed:
-            # a round trip since the first GOAWAY: every stream the client opened
-            # before it saw that one is here
-            self.last_stream_id = self.conn.highest_inbound_stream_id
-            self._flush()
-            self.transport.write(_goaway(self.last_stream_id))
+        if event.ping_data == SERVER_PING:
+            self._ping_acked()
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         """The client is done (h2 sends nothing after its GOAWAY): close."""

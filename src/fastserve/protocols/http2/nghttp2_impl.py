@@ -16,7 +16,7 @@ _http2.CONNECTION_WINDOW for the connection; response bodies go as the peer's wi
 let nghttp2 frame them, a stream's `send` waiting while more than SEND_BUFFER of its
 bytes are not framed yet, or while the transport is above its high-water mark; the
 two-step GOAWAY of a graceful shutdown (`shutdown_notice` and `ping`, then `goaway`
-at the PING's ack).
+at the PING's ack); the keep-alive PINGs (`ping`, connection.py's deadlines).
 
 Attacks (limits.py, README's table): nghttp2's own limiters run at limits.py's bounds,
 and the session spends the connection's FloodLimits (connection.py) on what nghttp2
@@ -84,6 +84,7 @@ class Nghttp2Protocol(HTTP2Connection):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.heard = self.loop.time()
         for event in self.session.receive(data):
             self._on_event(event)
         self._flush()
@@ -93,6 +94,13 @@ class Nghttp2Protocol(HTTP2Connection):
         self._flush()
         self.session.ping()  # (after the GOAWAY: nghttp2 would send it first)
         self._flush()
+
+    def _ping(self) -> None:
+        self.session.ping()
+        self._flush()
+
+    def _shutdown_goaway(self) -> None:
+        self.session.goaway()
 
     # -- events in ------------------------------------------------------------------
 
@@ -107,7 +115,7 @@ class Nghttp2Protocol(HTTP2Connection):
         elif kind == CLOSED:
             self._on_closed(event[1], event[2])
         elif kind == PING_ACK:
-            self._on_ping_ack()
+            self._ping_acked()
         elif kind == GOAWAY:
             self._on_goaway(event[2])
 
@@ -141,12 +149,6 @@ class Nghttp2Protocol(HTTP2Connection):
             if error_code == NO_ERROR:
                 return  # (its send returns, then _response_complete forgets it)
         self._stream_reset(stream_id)
-
-    def _on_ping_ack(self) -> None:
-        """A round trip since the first GOAWAY: every stream the client opened before
-        it saw that one is here; the GOAWAY naming the last."""
-        if not self.closed:
-            self.session.goaway()
 
     def _on_goaway(self, error_code: int) -> None:
         """The client is done: close at once on its error, else once the streams are."""
