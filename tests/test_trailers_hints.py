@@ -1,0 +1,249 @@
+"""Response trailers (the ASGI HTTP Trailers extension) and 103 early hints (the
+Early Hints extension), both modes, HTTP/1.1 and HTTP/2, against real server
+processes (tests/apps_trailers.py): raw sockets for HTTP/1.1's chunked trailer
+section and 103 heads, the `h2` library as the HTTP/2 client (its events: the 103
+HEADERS, the trailers' HEADERS frame), curl as a client that prints them; and both
+modes against each other (the same bytes on HTTP/1.1, the same fields on HTTP/2)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from process_util import tool_environment
+
+APP = "tests.apps_trailers:app"
+BODY = b"hello, world"
+TRAILERS = [(b"x-checksum", b"abc123"), (b"x-count", b"2")]
+LINKS = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
+LATE_LINK = b"</late.css>; rel=preload"
+TE_TRAILERS = {"te": "trailers"}
+WAIT_SECONDS = 15
+READ_SIZE = 65536
+TOOL_SECONDS = 60
+MODES = ("c", "python")
+
+
+@pytest.fixture
+def h1(servers, mode):
+    return servers.get(APP, mode)
+
+
+@pytest.fixture
+def h2_server(servers, mode):
+    return servers.get(APP, mode, "--http2")
+
+
+# -- an HTTP/2 client -------------------------------------------------------------------
+
+
+def h2_exchange(port: int, path: str, te_trailers: bool = True, method: str = "GET") -> list:
+    """One request on a new connection (`h2`, prior knowledge); the events of its
+    stream, up to its end or its reset."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as sock:
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        conn.initiate_connection()
+        fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"http"),
+            (b":authority", b"h2.test"),
+            (b":path", path.encode()),
+        ]
+        if te_trailers:
+            fields.append((b"te", b"trailers"))
+        conn.send_headers(1, fields, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        events = []
+        while True:
+            data = sock.recv(READ_SIZE)
+            assert data, f"the connection closed; events so far: {events}"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                if getattr(event, "stream_id", None) != 1:
+                    continue
+                events.append(event)
+                if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return events
+            sock.sendall(conn.data_to_send())
+
+
+def h2_summary(events: list) -> dict:
+    """What a stream's events say: interim statuses and their links, the status, the
+    body, the trailers (None: no trailer HEADERS), how it ended."""
+    summary = {"interim": [], "status": None, "body": b"", "trailers": None, "end": None}
+    for event in events:
+        if isinstance(event, h2.events.InformationalResponseReceived):
+            headers = event.headers
+            status = dict(headers)[b":status"]
+            summary["interim"].append((status, [v for n, v in headers if n == b"link"]))
+        elif isinstance(event, h2.events.ResponseReceived):
+            summary["status"] = int(dict(event.headers)[b":status"])
+        elif isinstance(event, h2.events.DataReceived):
+            summary["body"] += event.data
+        elif isinstance(event, h2.events.TrailersReceived):
+            summary["trailers"] = list(event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            summary["end"] = "ended"
+        elif isinstance(event, h2.events.StreamReset):
+            summary["end"] = f"reset {int(event.error_code)}"
+    return summary
+
+
+def h2_get(port: int, path: str, te_trailers: bool = True, method: str = "GET") -> dict:
+    return h2_summary(h2_exchange(port, path, te_trailers, method))
+
+
+# -- HTTP/2 trailers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/trailers", "/trailers/one", "/trailers/empty"], ids=["two", "one", "empty-last"]
+)
+def test_http2_trailers_end_the_stream(h2_server, path):
+    result = h2_get(h2_server.port, path)
+    assert result["status"] == 200
+    assert result["body"] == BODY
+    assert result["trailers"] == TRAILERS
+    assert result["end"] == "ended"
+
+
+def test_http2_trailers_after_a_content_length(h2_server):
+    """HTTP/2 frames by DATA: the app's Content-Length and trailers both go."""
+    result = h2_get(h2_server.port, "/trailers/length")
+    assert (result["body"], result["trailers"]) == (BODY, TRAILERS[:1])
+
+
+def test_http2_trailers_after_pathsend(h2_server, tmp_path):
+    path = tmp_path / "body.txt"
+    path.write_bytes(BODY * 1000)
+    result = h2_get(h2_server.port, f"/trailers/pathsend?path={path}")
+    assert (result["body"], result["trailers"]) == (BODY * 1000, TRAILERS)
+
+
+def test_http2_no_trailers_to_a_client_without_te(h2_server):
+    """The extension sends trailers only to a client that said `TE: trailers`: the
+    stream ends with an empty DATA frame instead."""
+    result = h2_get(h2_server.port, "/trailers", te_trailers=False)
+    assert (result["body"], result["trailers"], result["end"]) == (BODY, None, "ended")
+
+
+def test_http2_an_empty_trailers_message_sends_none(h2_server):
+    result = h2_get(h2_server.port, "/trailers/none")
+    assert (result["body"], result["trailers"], result["end"]) == (BODY, None, "ended")
+
+
+def test_http2_head_request_gets_its_trailers(h2_server):
+    result = h2_get(h2_server.port, "/trailers", method="HEAD")
+    assert (result["status"], result["body"], result["trailers"]) == (200, b"", TRAILERS)
+
+
+# The bad trailers of apps_trailers.py, and the error each is logged with.
+BAD_TRAILERS = {
+    "/trailers/bad-name": "has an invalid header b'x bad'",
+    "/trailers/pseudo": "has an invalid header b':status'",
+    "/trailers/framing": "has an invalid header b'content-length'",
+    "/trailers/unannounced": "did not set 'trailers'",
+}
+
+
+@pytest.mark.parametrize("path", sorted(BAD_TRAILERS))
+def test_http2_bad_trailers_reset_the_stream(h2_server, path):
+    """The head is out: the stream is reset (INTERNAL_ERROR), the app's error logged;
+    the connection goes on."""
+    result = h2_get(h2_server.port, path)
+    assert result["status"] == 200
+    assert result["trailers"] is None
+    assert result["end"] == "reset 2"
+    h2_server.wait_for_log(re.escape(BAD_TRAILERS[path]))
+    assert h2_get(h2_server.port, "/trailers")["trailers"] == TRAILERS
+
+
+@pytest.mark.parametrize("path", ["/trailers/early", "/hints/bad"])
+def test_http2_a_bad_message_before_the_head_is_a_500(h2_server, path):
+    result = h2_get(h2_server.port, path)
+    assert (result["status"], result["trailers"], result["end"]) == (500, None, "ended")
+
+
+def test_http2_a_body_after_the_last_is_refused(h2_server):
+    result = h2_get(h2_server.port, "/trailers/late")
+    assert result["end"] == "reset 2"
+    h2_server.wait_for_log("Expected ASGI message 'http.response.trailers'")
+
+
+# -- HTTP/2 early hints -----------------------------------------------------------------
+
+
+def test_http2_early_hints(h2_server):
+    """A 103 HEADERS frame for each hint sent before the response's own HEADERS."""
+    result = h2_get(h2_server.port, "/hints")
+    assert result["interim"] == [(b"103", LINKS), (b"103", [LATE_LINK])]
+    assert (result["status"], result["body"], result["end"]) == (200, BODY, "ended")
+
+
+def test_http2_a_hint_after_the_head_is_ignored(h2_server):
+    result = h2_get(h2_server.port, "/hints/late")
+    assert (result["interim"], result["body"], result["end"]) == ([], BODY, "ended")
+
+
+def test_scope_advertises_both_extensions(h2_server):
+    for extensions in (h2_get(h2_server.port, "/echo-scope")["body"],):
+        assert b"http.response.trailers" in extensions.split()
+        assert b"http.response.early_hint" in extensions.split()
+
+
+def test_http2_modes_send_the_same_fields(servers):
+    """The C mode (nghttp2) and the pure mode (`h2`): the same events' contents."""
+    paths = ["/trailers", "/trailers/one", "/trailers/length", "/trailers/none", "/hints"]
+    ports = [servers.get(APP, mode, "--http2").port for mode in MODES]
+    for path in paths:
+        c_result, python_result = (h2_get(port, path) for port in ports)
+        assert c_result == python_result, path
+
+
+# -- HTTP/1.1 ---------------------------------------------------------------------------
+
+
+def h1_get(server, path: str, headers=None):
+    with server.client() as client:
+        return client.request("GET", path, headers=headers).body
+
+
+def raw_exchange(server, request: bytes) -> bytes:
+    """The bytes of one exchange (`Connection: close`), up to the server's close."""
+    with server.client() as client:
+        client.send(request)
+        return client.wait_closed(timeout=WAIT_SECONDS)
+
+
+def request_bytes(path: str, version: str = "1.1", te: bool = True, method: str = "GET") -> bytes:
+    te_line = b"TE: trailers\r\n" if te else b""
+    return b"%s %s HTTP/%s\r\nHost: t\r\n%sConnection: close\r\n\r\n" % (
+        method.encode(),
+        path.encode(),
+        version.encode(),
+        te_line,
+    )
+
+
+def test_curl_prints_http2_trailers(h2_server):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (scripts/test installs it)")
+    result = subprocess.run(
+        [curl, "-sS", "-i", "--http2-prior-knowledge", "-H", "TE: trailers",
+         h2_server.url("/trailers")],
+        capture_output=True, timeout=TOOL_SECONDS, env=tool_environment(),
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    out = result.stdout
+    assert BODY in out and out.endswith(b"x-checksum: abc123\r\nx-count: 2\r\n"), out
