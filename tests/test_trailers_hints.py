@@ -24,7 +24,7 @@ BODY = b"hello, world"
 TRAILERS = [(b"x-checksum", b"abc123"), (b"x-count", b"2")]
 LINKS = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
 LATE_LINK = b"</late.css>; rel=preload"
-TE_TRAILERS = {"te": "trailers"}
+TE_TRAILERS = [("TE", "trailers")]
 WAIT_SECONDS = 15
 READ_SIZE = 65536
 TOOL_SECONDS = 60
@@ -195,8 +195,8 @@ def test_http2_a_hint_after_the_head_is_ignored(h2_server):
     assert (result["interim"], result["body"], result["end"]) == ([], BODY, "ended")
 
 
-def test_scope_advertises_both_extensions(h2_server):
-    for extensions in (h2_get(h2_server.port, "/echo-scope")["body"],):
+def test_scope_advertises_both_extensions(h2_server, h1):
+    for extensions in (h2_get(h2_server.port, "/echo-scope")["body"], h1_get(h1, "/echo-scope")):
         assert b"http.response.trailers" in extensions.split()
         assert b"http.response.early_hint" in extensions.split()
 
@@ -233,6 +233,172 @@ def request_bytes(path: str, version: str = "1.1", te: bool = True, method: str 
         version.encode(),
         te_line,
     )
+
+
+def chunked_response(body: bytes, trailer_lines: bytes) -> bytes:
+    """The body part of a chunked response with a trailer section (the server's
+    chunks: one a body message)."""
+    return body + b"0\r\n" + trailer_lines + b"\r\n"
+
+
+HEAD_END = b"\r\n\r\n"
+
+
+def split_response(data: bytes) -> tuple[list, bytes]:
+    """(the head's lines, past the status line and Date; the bytes after the head)."""
+    head, _, rest = data.partition(HEAD_END)
+    lines = [line for line in head.split(b"\r\n")[1:] if not line.startswith(b"date:")]
+    return lines, rest
+
+
+STREAMED_BODY = b"7\r\nhello, \r\n5\r\nworld\r\n"
+ONE_BODY = b"c\r\nhello, world\r\n"
+TRAILER_LINES = b"x-checksum: abc123\r\nx-count: 2\r\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/trailers", STREAMED_BODY), ("/trailers/one", ONE_BODY), ("/trailers/empty", ONE_BODY)],
+    ids=["two", "one", "empty-last"],
+)
+def test_http11_trailers_after_the_last_chunk(h1, path, body):
+    """To an HTTP/1.1 client that accepts trailers (TE: trailers) the response is
+    chunked (even a one-message body), its trailer section after the last chunk."""
+    lines, rest = split_response(raw_exchange(h1, request_bytes(path)))
+    assert b"transfer-encoding: chunked" in lines
+    assert rest == chunked_response(body, TRAILER_LINES)
+
+
+def test_http11_trailers_read_by_a_client(h1):
+    with h1.client() as client:
+        response = client.request("GET", "/trailers", headers=TE_TRAILERS)
+        assert response.body == BODY
+        assert response.trailers == [b"x-checksum: abc123", b"x-count: 2"]
+        # keep-alive: the next request on the connection is answered
+        assert client.request("GET", "/trailers/one", headers=TE_TRAILERS).body == BODY
+
+
+def test_http11_trailers_after_pathsend(h1, tmp_path):
+    path = tmp_path / "body.txt"
+    path.write_bytes(BODY)
+    lines, rest = split_response(raw_exchange(h1, request_bytes(f"/trailers/pathsend?path={path}")))
+    assert rest == chunked_response(ONE_BODY, TRAILER_LINES)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "framing", "body"),
+    [
+        (
+            request_bytes("/trailers", te=False),
+            b"transfer-encoding: chunked",
+            STREAMED_BODY + b"0\r\n\r\n",
+        ),
+        (request_bytes("/trailers/one", te=False), b"content-length: 12", BODY),
+        (request_bytes("/trailers", version="1.0"), None, BODY),
+        (request_bytes("/trailers/length"), b"content-length: 12", BODY),
+    ],
+    ids=["no-te", "no-te-one-message", "http10", "content-length"],
+)
+def test_http11_trailers_dropped(h1, request_line, framing, body):
+    """Trailers the client cannot take (no TE: trailers, HTTP/1.0) or the framing
+    has no place for (the app's Content-Length) are dropped; the response is framed
+    as without them."""
+    lines, rest = split_response(raw_exchange(h1, request_line))
+    if framing is not None:
+        assert framing in lines
+    assert rest == body
+
+
+def test_http11_head_gets_no_trailer_section(h1):
+    with h1.client() as client:
+        response = client.request("HEAD", "/trailers", headers=TE_TRAILERS)
+        assert response.status == 200 and response.body == b""
+        assert client.request("GET", "/trailers/none", headers=TE_TRAILERS).body == BODY
+
+
+@pytest.mark.parametrize("path", sorted(BAD_TRAILERS))
+def test_http11_bad_trailers_close_the_connection(h1, path):
+    """The body is out: no trailer section, the connection closed (the client sees
+    an incomplete chunked body), the app's error logged."""
+    data = raw_exchange(h1, request_bytes(path))
+    assert data.startswith(b"HTTP/1.1 200 ")
+    _, rest = split_response(data)
+    assert rest.startswith(b"7\r\nhello, \r\n" if "unannounced" in path else ONE_BODY)
+    assert not rest.endswith(b"0\r\n\r\n") and b"x-checksum" not in rest
+    h1.wait_for_log(re.escape(BAD_TRAILERS[path]))
+
+
+@pytest.mark.parametrize("path", ["/trailers/early", "/hints/bad"])
+def test_http11_a_bad_message_before_the_head_is_a_500(h1, path):
+    with h1.client() as client:
+        response = client.request("GET", path, headers=TE_TRAILERS)
+        assert response.status == 500
+
+
+def test_http11_a_body_after_the_last_is_refused(h1):
+    data = raw_exchange(h1, request_bytes("/trailers/late"))
+    assert b"hello, " in data and b"world" not in data
+    h1.wait_for_log("Expected ASGI message 'http.response.trailers'")
+
+
+# -- HTTP/1.1 early hints ---------------------------------------------------------------
+
+
+def test_http11_early_hints(h1):
+    with h1.client() as client:
+        client.send(request_bytes("/hints", te=False))
+        interim, response = client.read_final_response()
+    assert [(r.status, r.reason) for r in interim] == [(103, "Early Hints")] * 2
+    assert [r.header_list("link") for r in interim] == [
+        [link.decode() for link in LINKS],
+        [LATE_LINK.decode()],
+    ]
+    assert (response.status, response.body) == (200, BODY)
+
+
+def test_http11_no_early_hints_to_http10(h1):
+    data = raw_exchange(h1, request_bytes("/hints", version="1.0"))
+    assert data.startswith(b"HTTP/1.1 200 ") and b"103" not in data
+
+
+def test_http11_a_hint_after_the_head_is_ignored(h1):
+    data = raw_exchange(h1, request_bytes("/hints/late"))
+    assert data.startswith(b"HTTP/1.1 200 ") and b"103" not in data
+
+
+def test_curl_prints_early_hints(h1):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (scripts/test installs it)")
+    result = subprocess.run(
+        [curl, "-sS", "-i", h1.url("/hints")],
+        capture_output=True, timeout=TOOL_SECONDS, env=tool_environment(),
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    assert result.stdout.startswith(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>")
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        request_bytes("/trailers"),
+        request_bytes("/trailers/one"),
+        request_bytes("/trailers/empty"),
+        request_bytes("/trailers", te=False),
+        request_bytes("/trailers/length"),
+        request_bytes("/trailers", version="1.0"),
+        request_bytes("/trailers", method="HEAD"),
+        request_bytes("/trailers/none"),
+        request_bytes("/hints"),
+        request_bytes("/hints/late"),
+    ],
+)
+def test_http11_modes_send_the_same_bytes(servers, request_line):
+    """The C mode and the pure mode: the same bytes on the wire, but for the Date."""
+    c_result, python_result = (
+        split_response(raw_exchange(servers.get(APP, mode), request_line)) for mode in MODES
+    )
+    assert c_result == python_result
 
 
 def test_curl_prints_http2_trailers(h2_server):
