@@ -17,6 +17,9 @@ import h2.connection
 import h2.events
 import pytest
 
+from fastserve.protocols.asgi import ASGIMessageError
+from fastserve.protocols.http import framing as fr
+from fastserve.protocols.http.headers import link_fields, trailer_fields
 from process_util import tool_environment
 
 APP = "tests.apps_trailers:app"
@@ -124,10 +127,11 @@ def test_http2_trailers_after_a_content_length(h2_server):
 
 
 def test_http2_trailers_after_pathsend(h2_server, tmp_path):
+    """A body past the client's first windows: the trailers wait for its last DATA."""
     path = tmp_path / "body.txt"
-    path.write_bytes(BODY * 1000)
+    path.write_bytes(BODY * 100_000)
     result = h2_get(h2_server.port, f"/trailers/pathsend?path={path}")
-    assert (result["body"], result["trailers"]) == (BODY * 1000, TRAILERS)
+    assert (result["body"], result["trailers"]) == (BODY * 100_000, TRAILERS)
 
 
 def test_http2_no_trailers_to_a_client_without_te(h2_server):
@@ -413,3 +417,51 @@ def test_curl_prints_http2_trailers(h2_server):
     assert result.returncode == 0, result
     out = result.stdout
     assert BODY in out and out.endswith(b"x-checksum: abc123\r\nx-count: 2\r\n"), out
+
+
+# -- the shared rules -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        ([b"trailers"], True),
+        ([b"gzip, Trailers;q=1"], True),
+        ([b"gzip", b"trailers"], True),
+        ([b"gzip"], False),
+        ([b"trailersx"], False),
+        ([], False),
+    ],
+)
+def test_accepts_trailers(values, accepted):
+    assert fr.accepts_trailers([(b"te", value) for value in values]) is accepted
+
+
+def test_trailer_mode():
+    te = [(b"te", b"trailers")]
+    assert fr.trailer_mode(te, 200, -1, False, False) == fr.TRAILERS_SENT
+    assert fr.trailer_mode([], 200, -1, False, False) == fr.TRAILERS_DROPPED
+    assert fr.trailer_mode(te, 200, 5, False, False) == fr.TRAILERS_DROPPED  # Content-Length
+    assert fr.trailer_mode(te, 200, -1, True, False) == fr.TRAILERS_DROPPED  # HTTP/1.0
+    assert fr.trailer_mode(te, 200, -1, False, True) == fr.TRAILERS_DROPPED  # HEAD
+    assert fr.trailer_mode(te, 304, -1, False, False) == fr.TRAILERS_DROPPED
+    assert fr.http2_trailer_mode(te) == fr.TRAILERS_SENT
+    assert fr.http2_trailer_mode([]) == fr.TRAILERS_DROPPED
+
+
+@pytest.mark.parametrize(
+    "field",
+    [(b":status", b"200"), (b"Content-Length", b"1"), (b"TE", b"trailers"), (b"x", b"a\nb"),
+     (b"x", "text"), (b"x",)],
+)  # fmt: skip
+def test_trailer_fields_refused(field):
+    with pytest.raises(ASGIMessageError, match="http.response.trailers"):
+        trailer_fields([field])
+
+
+def test_trailer_and_link_fields():
+    assert trailer_fields([(b"X-Sum", b"1")]) == [(b"x-sum", b"1")]
+    assert link_fields(LINKS) == [(b"link", link) for link in LINKS]
+    for bad in ([b""], [b"a\r\nb"], ["</a>"]):
+        with pytest.raises(ASGIMessageError, match="http.response.early_hint"):
+            link_fields(bad)
