@@ -405,6 +405,20 @@ def test_http11_modes_send_the_same_bytes(servers, request_line):
     assert c_result == python_result
 
 
+def test_http11_pipelined_trailers_and_hints(servers):
+    """Pipelined responses (the C mode holds them back and writes them together):
+    each trailer section and 103 head in its place, the same bytes in both modes."""
+    pipelined = request_bytes("/trailers").replace(b"Connection: close\r\n", b"") * 3
+    pipelined += request_bytes("/hints")
+    c_data, python_data = (
+        re.sub(rb"date: [^\r]*", b"", raw_exchange(servers.get(APP, mode), pipelined))
+        for mode in MODES
+    )
+    assert c_data == python_data
+    assert c_data.count(b"0\r\n" + TRAILER_LINES + b"\r\n") == 3
+    assert c_data.count(b"HTTP/1.1 103 Early Hints\r\n") == 2
+
+
 def test_curl_prints_http2_trailers(h2_server):
     curl = shutil.which("curl")
     if curl is None:
