@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(60)
 
 APP = "tests.apps:app"
 STARLETTE_APP = "tests.apps_starlette:app"
-EXTENSIONS = ["http.response.pathsend"]
+# (sorted) every HTTP scope's extensions on a plain connection
+EXTENSIONS = ["http.response.early_hint", "http.response.pathsend", "http.response.trailers"]
 MIB = 1 << 20
 # Big enough that the client can stop reading (and go away) in the middle of it.
 BIG_FILE_SIZE = 32 * MIB

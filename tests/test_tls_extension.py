@@ -90,7 +90,12 @@ def test_https_without_client_cert(servers, mode, tls_files):
         served_der = sock.getpeercert(binary_form=True)
         negotiated_version = int(ssl.TLSVersion[sock.version().replace(".", "_")])
         negotiated_cipher = cipher_id(context, sock.cipher()[0])
-    assert answer["keys"] == ["http.response.pathsend", "tls"]
+    assert answer["keys"] == [
+        "http.response.early_hint",
+        "http.response.pathsend",
+        "http.response.trailers",
+        "tls",
+    ]
     tls = answer["tls"]
     assert ssl.PEM_cert_to_DER_cert(tls["server_cert"]) == served_der == tls_files.server_cert_der
     assert tls["client_cert_chain"] == []
@@ -141,7 +146,8 @@ def test_plain_http_has_no_tls_extension(servers, mode):
     server = servers.get(APP, mode)
     with httpx.Client(timeout=TIMEOUT) as client:
         answer = client.get(server.url("/")).json()
-    assert answer == {"keys": ["http.response.pathsend"], "tls": None}
+    keys = ["http.response.early_hint", "http.response.pathsend", "http.response.trailers"]
+    assert answer == {"keys": keys, "tls": None}
     url = f"ws://127.0.0.1:{server.port}/"
     with connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as websocket:
         answer = json.loads(websocket.recv(timeout=TIMEOUT))

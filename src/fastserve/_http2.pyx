@@ -23,7 +23,10 @@ next); it does no I/O. One connection, as the code runs it:
    window, a connection at most ``CONNECTION_WINDOW``.
 4. ``submit_response`` queues the response HEADERS and, for a body, a data provider
    that reads the stream's own response buffer; ``send_body`` adds to that buffer
-   (and wakes a provider that ran dry), ending the stream when told.
+   (and wakes a provider that ran dry), ending the stream when told;
+   ``send_trailers`` ends it with a trailer HEADERS frame instead, which the provider
+   submits once the buffer is framed whole (its last DATA without END_STREAM);
+   ``submit_informational`` queues a 1xx HEADERS frame (an early hint) before them.
 5. Events (tuples, first item the kind) are taken by ``receive`` or ``take_events``:
    ``(REQUEST, stream_id, method, scheme, authority, path, headers, end_stream)``,
    ``(DATA, stream_id)``, ``(END, stream_id)`` (the request body is complete),
@@ -155,6 +158,7 @@ cdef struct Stream:
     bint responded              # its response head is submitted
     bint out_ended
     bint out_deferred           # the provider ran dry: resume it when bytes come
+    bint out_trailers           # trailer fields end it (ServerSession.trailer_fields)
 
 
 cdef void _stream_free(Stream* s) noexcept:
@@ -375,6 +379,8 @@ cdef int on_stream_close(ng.nghttp2_session* session, int32_t stream_id, uint32_
         ng.nghttp2_session_consume_connection(session, s.body_in.len)
     if s.reported:
         rv = self._event(EV_CLOSED, stream_id, error_code)
+    if s.out_trailers:
+        self._forget_trailers(stream_id)
     ng.nghttp2_session_set_stream_user_data(session, stream_id, NULL)
     self._unlink(s)
     _stream_free(s)
@@ -399,6 +405,11 @@ cdef ng.nghttp2_ssize read_body(ng.nghttp2_session* session, int32_t stream_id, 
         s.out_sent = s.body_out.len = 0
         if s.out_ended:
             data_flags[0] |= ng.NGHTTP2_DATA_FLAG_EOF
+            if s.out_trailers:
+                # the stream ends with the trailers' HEADERS, queued now (after this DATA)
+                data_flags[0] |= ng.NGHTTP2_DATA_FLAG_NO_END_STREAM
+                return n if (<ServerSession>user_data)._submit_trailers(s) == 0 \
+                    else ng.NGHTTP2_ERR_CALLBACK_FAILURE
     return n
 
 
@@ -433,6 +444,7 @@ cdef class ServerSession:
     cdef object cb_exc          # an exception raised inside a callback, re-raised after
     cdef Buf out                # what data_to_send() gathers
     cdef Buf nv_text            # submit_response's lowercased names and values
+    cdef dict trailer_fields    # stream id -> the trailer fields its provider submits
     cdef readonly Py_ssize_t max_header_list_size
     cdef object limits          # the connection's limits.FloodLimits (None: not counted)
     cdef readonly bint flooded  # a flood bound was crossed: GOAWAY ENHANCE_YOUR_CALM
@@ -449,6 +461,7 @@ cdef class ServerSession:
         self.session = NULL
         self.streams = NULL
         self.events = []
+        self.trailer_fields = {}
         self.scan_skip = CLIENT_MAGIC  # the preface's first 24 bytes come before frames
 
     def __init__(self, *, int max_concurrent_streams=MAX_CONCURRENT_STREAMS,
@@ -651,6 +664,45 @@ cdef class ServerSession:
             _check(ng.nghttp2_session_resume_data(self.session, stream_id))
         return True
 
+    def send_trailers(self, int32_t stream_id, list fields) -> bool:
+        """End a stream's response with trailer fields (names lowercased, no
+        pseudo-header): a HEADERS frame with END_STREAM once its response buffer is
+        framed whole. False: the stream is gone."""
+        cdef Stream* s = _stream(self.session, stream_id)
+        if s == NULL:
+            return False
+        if not s.responded or s.out_ended:
+            raise HTTP2Error(f"stream {stream_id} has no response going on")
+        self.trailer_fields[stream_id] = fields
+        s.out_ended = True
+        s.out_trailers = True
+        if s.out_deferred:
+            s.out_deferred = False
+            _check(ng.nghttp2_session_resume_data(self.session, stream_id))
+        return True
+
+    def submit_informational(self, int32_t stream_id, int status, list headers) -> bool:
+        """Queue a 1xx response's HEADERS (an early hint), before the response's own;
+        False: the stream is gone."""
+        cdef Stream* s = _stream(self.session, stream_id)
+        cdef ng.nghttp2_nv* nva
+        cdef Py_ssize_t count = 1 + len(headers)
+        if s == NULL:
+            return False
+        if s.responded or not 100 <= status <= 199:
+            raise HTTP2Error(f"stream {stream_id}: no informational response {status} now")
+        nva = <ng.nghttp2_nv*>calloc(count, sizeof(ng.nghttp2_nv))
+        if nva == NULL:
+            raise MemoryError()
+        try:
+            self._fill_nv(nva, b"%d" % status, headers)
+            _check(ng.nghttp2_submit_headers(self.session, ng.NGHTTP2_FLAG_NONE, stream_id,
+                                             NULL, nva, count, NULL))
+        finally:
+            free(nva)
+            self.nv_text.len = 0
+        return True
+
     def pending_body(self, int32_t stream_id) -> int:
         """Response body bytes of a stream not yet framed (the protocol pauses the app
         above its high-water mark); 0 when the stream is gone."""
@@ -760,13 +812,44 @@ cdef class ServerSession:
             self.nv_text.len = 0
         return 0
 
+    cdef int _submit_trailers(self, Stream* s) noexcept:
+        """Inside the data provider, at its last DATA: the stream's trailer fields
+        as its last HEADERS frame (END_STREAM); -1: it failed (the exception kept)."""
+        cdef ng.nghttp2_nv* nva = NULL
+        cdef list fields
+        cdef int rv
+        s.out_trailers = False
+        try:
+            fields = self.trailer_fields.pop(s.id)
+            nva = <ng.nghttp2_nv*>calloc(len(fields) + 1, sizeof(ng.nghttp2_nv))
+            if nva == NULL:
+                raise MemoryError()
+            self._fill_fields(nva, fields)
+            rv = ng.nghttp2_submit_trailer(self.session, s.id, nva, len(fields))
+        except BaseException as exc:
+            rv = self._callback_failed(exc)
+        free(nva)
+        self.nv_text.len = 0
+        return 0 if rv == 0 else -1
+
+    cdef void _forget_trailers(self, int32_t stream_id) noexcept:
+        """A stream closed before its provider submitted its trailer fields."""
+        try:
+            self.trailer_fields.pop(stream_id, None)
+        except BaseException:
+            pass
+
     cdef int _fill_nv(self, ng.nghttp2_nv* nva, bytes status, list headers) except -1:
-        """nva's names and values: ":status", then the headers, names lowercased
-        (HTTP/2 requires it) into nv_text; nghttp2 copies them when the frame is queued."""
+        """nva's names and values: ":status", then the headers (_fill_fields)."""
+        _nv_static(&nva[0], b":status", status)
+        return self._fill_fields(nva + 1, headers)
+
+    cdef int _fill_fields(self, ng.nghttp2_nv* nva, list headers) except -1:
+        """nva's names and values from the headers, names lowercased (HTTP/2 requires
+        it) into nv_text; nghttp2 copies them when the frame is queued."""
         cdef Py_ssize_t i, j, offset, text_len = 0
         cdef const char* name
         cdef bytes name_obj, value
-        _nv_static(&nva[0], b":status", status)
         for header in headers:
             text_len += PyBytes_GET_SIZE(<bytes?>header[0])
         # Grown once, then filled: the pointers into nv_text stay valid.
@@ -774,13 +857,13 @@ cdef class ServerSession:
             raise MemoryError()
         for i in range(len(headers)):
             name_obj, value = headers[i]
-            _nv_static(&nva[i + 1], name_obj, value)
+            _nv_static(&nva[i], name_obj, value)
             name = PyBytes_AS_STRING(name_obj)
             offset = self.nv_text.len
             for j in range(PyBytes_GET_SIZE(name_obj)):
                 self.nv_text.data[offset + j] = <char>_LOWER[<unsigned char>name[j]]
             self.nv_text.len += PyBytes_GET_SIZE(name_obj)
-            nva[i + 1].name = <uint8_t*>self.nv_text.data + offset
+            nva[i].name = <uint8_t*>self.nv_text.data + offset
         return 0
 
     cdef void _unlink(self, Stream* s) noexcept:

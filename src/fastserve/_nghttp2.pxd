@@ -88,6 +88,7 @@ cdef extern from "nghttp2/nghttp2.h":
     ctypedef enum nghttp2_data_flag:
         NGHTTP2_DATA_FLAG_NONE
         NGHTTP2_DATA_FLAG_EOF
+        NGHTTP2_DATA_FLAG_NO_END_STREAM
 
     ctypedef nghttp2_ssize (*nghttp2_data_source_read_callback2)(
         nghttp2_session* session, int32_t stream_id, uint8_t* buf, size_t length,
@@ -213,6 +214,14 @@ cdef extern from "nghttp2/nghttp2.h":
     int nghttp2_submit_response2(
         nghttp2_session* session, int32_t stream_id, const nghttp2_nv* nva, size_t nvlen,
         const nghttp2_data_provider2* data_prd)
+    ctypedef struct nghttp2_priority_spec:
+        pass
+    int nghttp2_submit_headers(
+        nghttp2_session* session, uint8_t flags, int32_t stream_id,
+        const nghttp2_priority_spec* pri_spec, const nghttp2_nv* nva, size_t nvlen,
+        void* stream_user_data)
+    int nghttp2_submit_trailer(
+        nghttp2_session* session, int32_t stream_id, const nghttp2_nv* nva, size_t nvlen)
     int nghttp2_submit_rst_stream(
         nghttp2_session* session, uint8_t flags, int32_t stream_id, uint32_t error_code)
     int nghttp2_submit_goaway(

@@ -67,6 +67,10 @@ class RequestCycle:
     content_length: int
     started: float  # time.monotonic() when the head was complete
     body_bytes: int
+    http10: bool
+    trailers: int  # framing.py's trailer modes (the Trailers extension)
+    trailers_due: bool  # the last body message is out, the trailers not yet
+    trailer_lines: bytes | None
     async def run(self) -> None: ...
     async def receive(self) -> dict[str, Any]: ...
     async def send(self, message: dict[str, Any]) -> None: ...

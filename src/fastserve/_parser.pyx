@@ -151,6 +151,10 @@ cdef object _send_path = cycle_rules.send_path
 cdef object _lose_connection = cycle_rules.lose_connection
 cdef object _shut_down = cycle_rules.shut_down
 cdef object _skip_body = cycle_rules.skip_body
+cdef object _send_extension = cycle_rules.send_extension
+cdef object _trailers_follow = cycle_rules.trailers_follow
+cdef object _trailer_mode = fr.trailer_mode
+cdef object _announces_trailers = asgi.announces_trailers
 cdef object _bad_header = asgi.bad_header
 cdef object _malformed_header = asgi.malformed_header
 cdef object _is_chunked_only = fr.is_chunked_only
@@ -173,6 +177,8 @@ cdef bytes _KEEP_ALIVE_LINE = fr.KEEP_ALIVE_LINE
 cdef str _START = "http.response.start"
 cdef str _BODY = "http.response.body"
 cdef str _PATHSEND = asgi.PATHSEND
+cdef str _TRAILERS = asgi.TRAILERS
+cdef str _EARLY_HINT = asgi.EARLY_HINT
 cdef dict _ASGI_VERSION = asgi.ASGI_VERSION
 cdef str _TLS = TLS
 cdef str _V11 = "1.1"
@@ -1057,9 +1063,9 @@ cdef class HttpProtocol(_ParserCore):
         scope["state"] = self.app_state.copy()
         # a new dict per scope, as "asgi"; the tls extension is the connection's
         if self.tls is None:
-            scope["extensions"] = {_PATHSEND: {}}
+            scope["extensions"] = {_PATHSEND: {}, _TRAILERS: {}, _EARLY_HINT: {}}
         else:
-            scope["extensions"] = {_PATHSEND: {}, _TLS: self.tls}
+            scope["extensions"] = {_PATHSEND: {}, _TRAILERS: {}, _EARLY_HINT: {}, _TLS: self.tls}
         if self.settings.wsgi:
             scope["extensions"][_ENVIRON_EXTENSION] = _wsgi_head(
                 scope, headers, http10, self.settings.root_path)
@@ -1429,7 +1435,7 @@ cdef class RequestCycle:
     cdef public bint disconnected
     cdef public bint expect_100
     cdef public bint keep_alive
-    cdef bint http10
+    cdef readonly bint http10
     cdef bint head_request
     cdef bint running            # the app's Task has begun
     # response
@@ -1447,6 +1453,11 @@ cdef class RequestCycle:
     # time.monotonic() when the head was complete; body bytes handed to the transport
     cdef readonly double started
     cdef public Py_ssize_t body_bytes
+    # the Trailers extension (rare; cycle.py's send_extension): framing.py's trailer
+    # mode, whether the last body message is out and the trailers not yet, their lines
+    cdef public int trailers
+    cdef public bint trailers_due
+    cdef public bytes trailer_lines
 
     cpdef void wake(self) noexcept:
         waiter = self.waiter
@@ -1554,6 +1565,8 @@ cdef class RequestCycle:
                 self._start(message)
             elif self.response_complete:
                 raise _after_complete(message)
+            elif self.trailers_due:
+                _send_extension(self, message)
             else:
                 pathsend = self._body(message)
         except _ASGIMessageError as exc:
@@ -1575,13 +1588,18 @@ cdef class RequestCycle:
         cdef HeaderFacts facts
         status = None
         headers = None
+        announced = None
         if type(message) is dict:
             if (<dict>message).get("type") == _START:
                 status = (<dict>message).get("status")
                 headers = (<dict>message).get("headers", ())
+                announced = (<dict>message).get("trailers")
         if type(status) is not int or not (100 <= status <= 599) or \
                 (type(headers) is not list and type(headers) is not tuple):
+            if _message_type_of(message) != _START and _send_extension(self, message):
+                return 0  # (an early hint)
             status, headers = _response_start(message)
+            announced = _announces_trailers(message)
         out.len = 0
         buf_bytes(out, <bytes>_STATUS_LINES[<long>status])
         default_head = protocol.server_state.default_head
@@ -1619,6 +1637,9 @@ cdef class RequestCycle:
         if facts.close:
             self.keep_alive = False
             self.app_close = True
+        if announced:
+            self.trailers = _trailer_mode(self.scope["headers"], status, facts.content_length,
+                                          self.http10, self.head_request)
         return 0
 
     cdef int _body(self, message) except -1:
@@ -1632,11 +1653,16 @@ cdef class RequestCycle:
                 if type(body) is bytes:
                     ok = True
         if not ok:
-            if _message_type_of(message) == _PATHSEND:
+            message_type = _message_type_of(message)
+            if message_type == _PATHSEND:
                 return 1
+            if message_type != _BODY and _send_extension(self, message):
+                return 0
             body, more_body = _response_body(message)
             if type(body) is not bytes:
                 body = bytes(body)
+        if not more_body and self.trailers:  # (rare) trailers follow this message
+            more_body = _trailers_follow(self)
         if more_body:
             # more to come, perhaps at once: one write for what the app sends in this pass
             self.protocol._cork()
@@ -1784,6 +1810,8 @@ cdef class RequestCycle:
     cpdef _complete(self):
         # Hot-path twin of h11_impl.py's `_complete`; change both.
         cdef HttpProtocol protocol = self.protocol
+        if self.trailers_due:
+            return  # the body is out; the last trailers message completes the response
         self.response_complete = True
         if protocol.access_log:
             _log_access(

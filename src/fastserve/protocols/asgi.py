@@ -158,6 +158,48 @@ def pathsend_after_body(message) -> ASGIMessageError:
     )
 
 
+TRAILERS = "http.response.trailers"  # the HTTP Trailers extension
+EARLY_HINT = "http.response.early_hint"  # the Early Hints extension
+
+
+def announces_trailers(message) -> bool:
+    """`http.response.start`'s `trailers`: True when the app will send
+    `http.response.trailers` after its last body message."""
+    return bool(message.get("trailers", False))
+
+
+def response_trailers(message) -> tuple[list, bool]:
+    """Validate `http.response.trailers`; return (headers, more_trailers). The
+    fields are checked where they are encoded (headers.trailer_fields)."""
+    expect_message(message, TRAILERS)
+    return _headers(message), bool(message.get("more_trailers", False))
+
+
+def unexpected_trailers(message, announced: bool) -> ASGIMessageError:
+    """The error for trailers the start did not announce, or sent before the last
+    body message."""
+    if not announced:
+        return ASGIMessageError(
+            f"ASGI message {TRAILERS!r} sent, but 'http.response.start' did not set "
+            f"'trailers': {message!r:.200}"
+        )
+    return ASGIMessageError(
+        f"ASGI message {TRAILERS!r} sent before the last 'http.response.body': {message!r:.200}"
+    )
+
+
+def early_hint_links(message) -> list:
+    """Validate `http.response.early_hint`; return its links (each a Link field's
+    value, checked where it is encoded: headers.link_fields)."""
+    expect_message(message, EARLY_HINT)
+    links = message.get("links", ())
+    if isinstance(links, (bytes, str)):
+        raise ASGIMessageError(
+            f"ASGI message {EARLY_HINT!r} needs 'links' as an iterable of bytes: {links!r:.200}"
+        )
+    return list(links)
+
+
 # -- websocket messages -------------------------------------------------------------------
 
 WEBSOCKET_NORMAL_CLOSURE = 1000  # `websocket.close` without a code

@@ -2,7 +2,8 @@
 names (docs/architecture.md, "One request, both modes"): a connection's start (the
 Python protocols': HTTP/1.1's pure one and both HTTP/2 connections), a request the
 server answers itself, how an app's call ended, a request past --timeout-request, an app
-that breaks its own Content-Length, and a pathsend after its head.
+that breaks its own Content-Length, a pathsend after its head, and the messages of
+the Trailers and Early Hints extensions (`send_extension`).
 
 Each function takes a `RequestCycle` (or an `HttpProtocol` / `H11Protocol`) of
 either mode and uses only the names the two share: in the C mode those are
@@ -18,12 +19,18 @@ from fastserve.logging import access_logger, log_access
 from fastserve.protocols.asgi import (
     APP_CLOSE,
     APP_FAIL,
+    EARLY_HINT,
+    TRAILERS,
     ClientDisconnected,
     app_returned,
     connection_context,
+    early_hint_links,
     log_app_exception,
+    message_type_of,
     pathsend_after_body,
     response_pathsend,
+    response_trailers,
+    unexpected_trailers,
 )
 from fastserve.protocols.http import framing as fr
 from fastserve.protocols.http.errors import (
@@ -35,6 +42,7 @@ from fastserve.protocols.http.errors import (
     log_request_timeout,
 )
 from fastserve.protocols.http.flow import FlowControl
+from fastserve.protocols.http.headers import field_lines, link_fields, trailer_fields
 from fastserve.protocols.http.pathsend import chunk_frame, length_error, open_path, send_file
 from fastserve.protocols.tls import tls_extension
 from fastserve.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -198,7 +206,8 @@ async def send_path(cycle, message) -> None:
     opened = open_path(response_pathsend(message))
     try:
         size = opened.size
-        cycle._framing(size, False)
+        section_follows = trailers_follow(cycle)
+        cycle._framing(size, section_follows)
         framing = cycle.framing
         if framing == fr.LENGTH and cycle.content_length != size:
             # the app's Content-Length: nothing of the response is written
@@ -206,7 +215,7 @@ async def send_path(cycle, message) -> None:
             return
         prefix = tail = b""
         if framing == fr.CHUNKED:
-            prefix, tail = chunk_frame(size)
+            prefix, tail = chunk_frame(size, not section_follows)
         cycle._write_head(prefix)
         if framing != fr.NONE and size:  # (NONE: HEAD, 204, 304: the head only)
             protocol = cycle.protocol
@@ -225,3 +234,58 @@ async def send_path(cycle, message) -> None:
     finally:
         opened.close()
     cycle._complete()
+
+
+# -- the Trailers and Early Hints extensions (rare: off the hot path) --------------------
+
+
+def send_extension(cycle, message) -> bool:
+    """The cycle's `send`, for a message that is no start or body message: while
+    trailers are due, the trailers (any other message is refused); an early hint;
+    trailers sent too soon (refused). False: none of these (the caller's own checks
+    name the error)."""
+    if cycle.trailers_due:
+        send_trailers(cycle, message)
+        return True
+    message_type = message_type_of(message)
+    if message_type == EARLY_HINT:
+        send_early_hint(cycle, message)
+        return True
+    if message_type == TRAILERS:
+        raise unexpected_trailers(message, cycle.trailers != fr.NO_TRAILERS)
+    return False
+
+
+def trailers_follow(cycle) -> bool:
+    """The cycle's last body message is being sent: when the app announced trailers
+    they are due now (the response completes at them). True when a trailer section
+    follows (framing.TRAILERS_SENT): the body is framed as if more came."""
+    if cycle.trailers != fr.NO_TRAILERS:
+        cycle.trailers_due = True
+    return cycle.trailers == fr.TRAILERS_SENT
+
+
+def send_trailers(cycle, message) -> None:
+    """`http.response.trailers`: the fields checked and gathered; at the last message
+    the trailer section after the last chunk (when sent: framing.trailer_mode), and
+    the response is complete."""
+    headers, more_trailers = response_trailers(message)
+    fields = trailer_fields(headers)
+    if cycle.trailers == fr.TRAILERS_SENT:
+        cycle.trailer_lines = (cycle.trailer_lines or b"") + field_lines(fields)
+    if more_trailers:
+        return
+    cycle.trailers_due = False
+    if cycle.trailers == fr.TRAILERS_SENT:
+        section = (fr.LAST_CHUNK_LINE, cycle.trailer_lines or b"", fr.CHUNK_END)
+        cycle.protocol._out(b"".join(section))
+    cycle._complete()
+
+
+def send_early_hint(cycle, message) -> None:
+    """`http.response.early_hint`: a 103 head of its Link fields, while the response's
+    own head is not written (after it, ignored: the extension lets a server), and not
+    to an HTTP/1.0 client (RFC 9110 15.2: no 1xx to it)."""
+    fields = link_fields(early_hint_links(message))
+    if (not cycle.response_started or cycle.head_pending) and not cycle.http10:
+        cycle.protocol._out(fr.EARLY_HINTS_LINE + field_lines(fields) + fr.CHUNK_END)

@@ -16,6 +16,15 @@ KEEP_ALIVE_LINE = b"connection: keep-alive\r\n"
 CHUNKED_LINE = b"transfer-encoding: chunked\r\n"
 CHUNK_END = b"\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK_LINE = b"0\r\n"  # then a trailer section's field lines, then CHUNK_END
+EARLY_HINTS_LINE = b"HTTP/1.1 103 Early Hints\r\n"
+EARLY_HINTS_STATUS = 103
+
+# What becomes of the trailers an app announced (the HTTP Trailers extension;
+# README "Trailers and early hints"): the same rule in both modes.
+NO_TRAILERS = 0  # none announced
+TRAILERS_DROPPED = 1  # announced: awaited from the app, not sent
+TRAILERS_SENT = 2  # sent: after the last chunk (HTTP/1.1), as the last HEADERS (HTTP/2)
 
 # A body (or a chunk) up to this size is copied with its head (or size line) into one
 # bytes object and written; a bigger one is handed to `transport.writelines` with
@@ -59,3 +68,39 @@ def choose_framing(
     if not http10:
         return CHUNKED
     return UNTIL_CLOSE
+
+
+def accepts_trailers(request_headers) -> bool:
+    """The request's TE field lists `trailers` (RFC 9110 10.1.4): the ASGI
+    extension sends trailers only to such a client."""
+    for name, value in request_headers:
+        if name == b"te":
+            for member in value.split(b","):
+                if member.split(b";", 1)[0].strip(b" \t").lower() == b"trailers":
+                    return True
+    return False
+
+
+def trailer_mode(
+    request_headers, status: int, content_length: int, http10: bool, head_request: bool
+) -> int:
+    """HTTP/1.1: announced trailers are sent to a client that accepts them when the
+    body is chunked: not to an HTTP/1.0 client, not after the app's Content-Length,
+    not on a response without a body (HEAD, 1xx, 204, 304). Such a response is
+    framed as if its last body message were not the last (chunked, when the server
+    frames it), its trailer section after the last chunk."""
+    if (
+        http10
+        or head_request
+        or content_length >= 0
+        or status_has_no_body(status)
+        or not accepts_trailers(request_headers)
+    ):
+        return TRAILERS_DROPPED
+    return TRAILERS_SENT
+
+
+def http2_trailer_mode(request_headers) -> int:
+    """HTTP/2: announced trailers are sent (the response's last HEADERS frame)
+    to a client that accepts them, whatever the body."""
+    return TRAILERS_SENT if accepts_trailers(request_headers) else TRAILERS_DROPPED

@@ -58,11 +58,14 @@ from fastserve.logging import log_access
 from fastserve.protocols.asgi import (
     ASGI_VERSION,
     DISCONNECTED,
+    EARLY_HINT,
     PATHSEND,
     REQUEST_TASK_NAME,
+    TRAILERS,
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
+    announces_trailers,
     message_type_of,
     response_body,
     response_start,
@@ -77,10 +80,12 @@ from fastserve.protocols.http.cycle import (
     fail_cycle,
     lose_connection,
     open_connection,
+    send_extension,
     send_path,
     shut_down,
     skip_body,
     timed_out,
+    trailers_follow,
 )
 from fastserve.protocols.http.errors import (
     CONTENT_LONGER,
@@ -166,6 +171,8 @@ _CHUNK_CRLF = -1  # the CRLF after chunk data is next
 _CHUNK_TRAILERS = -2  # trailer lines (or the final empty line) are next
 
 _DISCONNECT = {"type": "http.disconnect"}  # copied on return, never handed out itself
+START = "http.response.start"
+BODY = "http.response.body"
 
 
 class H11Protocol(asyncio.Protocol):
@@ -376,7 +383,8 @@ class H11Protocol(asyncio.Protocol):
             "query_string": query_string,
             "headers": request.headers,
             "state": self.app_state.copy(),
-            "extensions": {PATHSEND: {}},  # a new dict per scope, as "asgi"
+            # a new dict per scope, as "asgi"
+            "extensions": {PATHSEND: {}, TRAILERS: {}, EARLY_HINT: {}},
         }
         if self.tls is not None:
             scope["extensions"][TLS] = self.tls
@@ -821,7 +829,8 @@ class RequestCycle:
         "final_delivered", "disconnected", "expect_100", "keep_alive", "http10",
         "head_request", "response_started", "head_pending", "response_complete",
         "app_chunked", "app_close", "status", "framing", "content_length", "written",
-        "header_lines", "head", "response_headers", "started", "body_bytes",
+        "header_lines", "head", "response_headers", "started", "body_bytes", "trailers",
+        "trailers_due", "trailer_lines",
     )  # fmt: skip
 
     def __init__(self, protocol: H11Protocol, scope: dict) -> None:
@@ -857,6 +866,9 @@ class RequestCycle:
         # when the head was complete; body bytes handed to the transport
         self.started = time.monotonic()
         self.body_bytes = 0
+        self.trailers = fr.NO_TRAILERS  # framing.py's trailer modes
+        self.trailers_due = False  # the last body message is out, the trailers not yet
+        self.trailer_lines = None  # the trailer section's field lines (TRAILERS_SENT)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -941,6 +953,8 @@ class RequestCycle:
                 self._start(message)
             elif self.response_complete:
                 raise after_complete(message)
+            elif self.trailers_due:
+                send_extension(self, message)
             elif self._body(message):
                 await self._pathsend(message)
         except ASGIMessageError as exc:
@@ -951,6 +965,8 @@ class RequestCycle:
 
     def _start(self, message) -> None:
         # Hot-path twin of _parser.pyx's `_start`; change both.
+        if message_type_of(message) != START and send_extension(self, message):
+            return  # (an early hint)
         status, headers = response_start(message)
         lines, content_length, app_chunked, close = encode_response_headers(headers, self.http10)
         self.response_started = True
@@ -963,12 +979,21 @@ class RequestCycle:
         if close:
             self.keep_alive = False
             self.app_close = True
+        if announces_trailers(message):
+            self.trailers = fr.trailer_mode(
+                self.scope["headers"], status, content_length, self.http10, self.head_request
+            )
 
     def _body(self, message) -> bool:
         """A body message; True when it is a pathsend instead (for `_pathsend`)."""
-        if message_type_of(message) == PATHSEND:
+        message_type = message_type_of(message)
+        if message_type == PATHSEND:
             return True
+        if message_type != BODY and send_extension(self, message):
+            return False
         body, more_body = response_body(message)
+        if not more_body and self.trailers:  # (rare) trailers follow this message
+            more_body = trailers_follow(self)
         if self.head_pending:
             self._first_body(body, more_body)
         else:
@@ -1094,6 +1119,8 @@ class RequestCycle:
 
     def _complete(self) -> None:
         # Hot-path twin of _parser.pyx's `_complete`; change both.
+        if self.trailers_due:
+            return  # the body is out; the last trailers message completes the response
         protocol = self.protocol
         self.response_complete = True
         if protocol.access_log:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import http
 from collections.abc import Iterable
 
-from fastserve.protocols.asgi import bad_header, malformed_header
+from fastserve.protocols.asgi import EARLY_HINT, TRAILERS, bad_header, malformed_header
 
 # Every status an app may send (ASGI: 100..599); the status line table covers them.
 STATUS_RANGE = range(100, 600)
@@ -43,19 +43,67 @@ def is_field_value(value: bytes) -> bool:
     return len(value.translate(None, FIELD_VALUE_FORBIDDEN)) == len(value)
 
 
-def checked_header(header) -> tuple[bytes, bytes]:
+def checked_header(header, message_type: str = "http.response.start") -> tuple[bytes, bytes]:
     """One response header of an app: a (name, value) pair of bytes, the name a token,
     the value without CR, LF or NUL; else the ASGI error naming it. (HTTP/1.1 and
     HTTP/2 alike; the C protocol's `check_header` is its twin over the same tables.)"""
     try:
         name, value = header
     except (TypeError, ValueError):
-        raise malformed_header(header) from None
+        raise malformed_header(header, message_type) from None
     if not isinstance(name, bytes) or not isinstance(value, bytes):
-        raise bad_header(name, value)
+        raise bad_header(name, value, message_type)
     if not is_token(name) or not is_field_value(value):
-        raise bad_header(name, value)
+        raise bad_header(name, value, message_type)
     return name, value
+
+
+# Fields a trailer section may not carry (RFC 9110 6.5.1: framing, routing and
+# connection fields; RFC 9113 8.2.2: connection-specific fields). A pseudo-header's
+# name is no token: checked_header refuses it.
+TRAILER_FORBIDDEN = frozenset(
+    (
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"content-length",
+        b"host",
+    )
+)
+
+
+def trailer_fields(headers) -> list:
+    """An app's trailer fields (`http.response.trailers`), checked as response
+    headers are and names lowercased; a field of TRAILER_FORBIDDEN is refused.
+    (HTTP/1.1 in both modes and HTTP/2 alike.)"""
+    fields = []
+    for header in headers:
+        name, value = checked_header(header, TRAILERS)
+        name = name.lower()
+        if name in TRAILER_FORBIDDEN:
+            raise bad_header(name, value, TRAILERS)
+        fields.append((name, value))
+    return fields
+
+
+def field_lines(fields) -> bytes:
+    """Checked fields as HTTP/1.1 field lines (a trailer section, a 1xx head)."""
+    return b"".join(b"%s: %s\r\n" % field for field in fields)
+
+
+def link_fields(links) -> list:
+    """An early hint's links as Link fields (RFC 8297), each value checked as a
+    response header's is."""
+    fields = []
+    for link in links:
+        if not isinstance(link, bytes) or not link or not is_field_value(link):
+            raise bad_header(b"link", link, EARLY_HINT)
+        fields.append((b"link", link))
+    return fields
 
 
 def encode_response_headers(

@@ -97,12 +97,14 @@ def length_error(content_length: int, size: int) -> Optional[str]:
     return None
 
 
-def chunk_frame(size: int) -> tuple[bytes, bytes]:
+def chunk_frame(size: int, last: bool = True) -> tuple[bytes, bytes]:
     """The bytes before and after the file in a chunked response (the app said
-    transfer-encoding: chunked): the file is one chunk, then the last chunk."""
+    transfer-encoding: chunked, or trailers follow): the file is one chunk, then the
+    last chunk (unless not `last`: a trailer section ends the body)."""
+    end = fr.LAST_CHUNK if last else b""
     if not size:
-        return fr.LAST_CHUNK, b""
-    return b"%x\r\n" % size, fr.CHUNK_END + fr.LAST_CHUNK
+        return end, b""
+    return b"%x\r\n" % size, fr.CHUNK_END + end
 
 
 async def send_file(transport, flow: FlowControl, opened: OpenFile) -> int:

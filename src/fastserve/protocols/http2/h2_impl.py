@@ -277,6 +277,21 @@ class H2Protocol(HTTP2Connection):
             if sent == len(data):
                 return
 
+    def send_trailers(self, cycle: StreamCycle, fields: list) -> None:
+        """The trailers' HEADERS frame, ending the stream (`send_data` has handed
+        every DATA frame to `h2` before it returned)."""
+        self._send_fields(cycle, fields, True)
+
+    def send_informational(self, cycle: StreamCycle, status: int, fields: list) -> None:
+        self._send_fields(cycle, [(b":status", b"%d" % status), *fields], False)
+
+    def _send_fields(self, cycle: StreamCycle, fields: list, end_stream: bool) -> None:
+        with _gone_as_disconnect(cycle):
+            if self.closed:
+                raise h2.exceptions.ProtocolError("the connection is closed")
+            self.conn.send_headers(cycle.stream_id, fields, end_stream=end_stream)
+        self._flush()
+
     def body_consumed(self, cycle: StreamCycle, n: int) -> None:
         if not self.closed:
             self.conn.acknowledge_received_data(n, cycle.stream_id)

@@ -198,6 +198,22 @@ class Nghttp2Protocol(HTTP2Connection):
         finally:
             self.blocked.discard(cycle)
 
+    def send_trailers(self, cycle: StreamCycle, fields: list) -> None:
+        """The trailers, the stream's last HEADERS frame: nghttp2 sends them once
+        the response buffer is framed whole."""
+        if cycle.disconnected or self.closed:
+            raise ClientDisconnected(DISCONNECTED)
+        if not self.session.send_trailers(cycle.stream_id, fields):
+            raise ClientDisconnected(DISCONNECTED)
+        self._flush_soon()
+
+    def send_informational(self, cycle: StreamCycle, status: int, fields: list) -> None:
+        if cycle.disconnected or self.closed:
+            raise ClientDisconnected(DISCONNECTED)
+        if not self.session.submit_informational(cycle.stream_id, status, fields):
+            raise ClientDisconnected(DISCONNECTED)
+        self._flush_soon()
+
     def body_consumed(self, cycle: StreamCycle, n: int) -> None:
         if not self.closed:
             self.session.consume(cycle.stream_id, n)

@@ -10,6 +10,8 @@ What a stream asks of its connection (`protocol`), whatever parses the frames:
 `send_head(cycle, status, headers, end_stream)` (a HEADERS frame), `await send_data(cycle,
 data, end_stream)` (DATA frames, as the stream's and the connection's windows and the
 transport let them go; ClientDisconnected once the stream or the connection is gone),
+`send_trailers(cycle, fields)` (the last HEADERS frame, ending the stream, after the
+DATA handed over), `send_informational(cycle, status, fields)` (a 1xx HEADERS frame),
 `reset_stream(cycle, error_code)`, `body_consumed(cycle, n)` (the app took `n` body
 bytes: their window opens again), `answer(cycle, status)` (the server's own short
 response; its body's size), `_response_complete(cycle)` (counted, forgotten), and
@@ -27,18 +29,24 @@ from fastserve.protocols.asgi import (
     APP_DONE,
     ASGI_VERSION,
     DISCONNECTED,
+    EARLY_HINT,
     PATHSEND,
+    TRAILERS,
     ASGIMessageError,
     ClientDisconnected,
     after_complete,
+    announces_trailers,
     app_returned,
     bad_header,
+    early_hint_links,
     log_app_exception,
     message_type_of,
     pathsend_after_body,
     response_body,
     response_pathsend,
     response_start,
+    response_trailers,
+    unexpected_trailers,
 )
 from fastserve.protocols.http.cycle import timed_out
 from fastserve.protocols.http.errors import (
@@ -47,7 +55,13 @@ from fastserve.protocols.http.errors import (
     INTERNAL_SERVER_ERROR,
     error_logger,
 )
-from fastserve.protocols.http.headers import checked_header, is_token
+from fastserve.protocols.http.framing import (
+    EARLY_HINTS_STATUS,
+    NO_TRAILERS,
+    TRAILERS_SENT,
+    http2_trailer_mode,
+)
+from fastserve.protocols.http.headers import checked_header, is_token, link_fields, trailer_fields
 from fastserve.protocols.http.pathsend import length_error, open_path, read_block
 from fastserve.protocols.http.proxy import PROXY_HEADER_NAMES, apply_proxy_headers
 from fastserve.protocols.http.target import is_valid_target, request_paths
@@ -189,7 +203,7 @@ def stream_scope(protocol, head: RequestHead) -> dict:
         "query_string": query_string,
         "headers": head.headers,
         "state": protocol.app_state.copy(),
-        "extensions": {PATHSEND: {}},
+        "extensions": {PATHSEND: {}, TRAILERS: {}, EARLY_HINT: {}},
     }
     if protocol.tls is not None:
         scope["extensions"][TLS] = protocol.tls
@@ -235,7 +249,7 @@ class StreamCycle:
         "final_delivered", "disconnected", "head_request", "no_content",
         "response_started", "head_pending", "response_complete", "status",
         "header_list", "content_length", "written", "response_headers", "started",
-        "body_bytes",
+        "body_bytes", "trailers", "trailers_due", "trailer_list",
     )  # fmt: skip
 
     def __init__(self, protocol, stream_id: int, scope: dict, started: float) -> None:
@@ -265,6 +279,9 @@ class StreamCycle:
         self.response_headers = None  # the app's, for the access log
         self.started = started  # when the request's headers were complete
         self.body_bytes = 0  # body bytes handed to the connection
+        self.trailers = NO_TRAILERS  # framing.py's trailer modes
+        self.trailers_due = False  # the last body message is sent, the trailers not yet
+        self.trailer_list: list = []  # the trailer fields to send (TRAILERS_SENT)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -368,12 +385,20 @@ class StreamCycle:
             # ASGI 2.4: send() on a closed stream raises an OSError subclass
             raise ClientDisconnected(DISCONNECTED)
         try:
-            if not self.response_started:
-                self._start(message)
-            elif self.response_complete:
+            if self.response_complete:
                 raise after_complete(message)
-            elif message_type_of(message) == PATHSEND:
+            if self.trailers_due:
+                await self._trailers(message)
+                return
+            message_type = message_type_of(message)
+            if message_type == EARLY_HINT:
+                self._early_hint(message)
+            elif not self.response_started:
+                self._start(message)
+            elif message_type == PATHSEND:
                 await self._pathsend(message)
+            elif message_type == TRAILERS:
+                raise unexpected_trailers(message, self.trailers != NO_TRAILERS)
             else:
                 await self._body(message)
         except ASGIMessageError as exc:
@@ -391,14 +416,48 @@ class StreamCycle:
         self.response_headers = headers
         if status in NO_CONTENT_STATUSES:
             self.no_content = True
+        if announces_trailers(message):
+            self.trailers = http2_trailer_mode(self.scope["headers"])
+
+    def _early_hint(self, message) -> None:
+        """`http.response.early_hint`: a 103 HEADERS frame, while the response's own
+        are not sent (after them, ignored: the extension lets a server)."""
+        fields = link_fields(early_hint_links(message))
+        if not self.response_started or self.head_pending:
+            self.protocol.send_informational(self, EARLY_HINTS_STATUS, fields)
+
+    async def _trailers(self, message) -> None:
+        """`http.response.trailers` after the last body message: gathered until the
+        last (`more_trailers` false), then the last HEADERS frame ends the stream
+        (an empty DATA frame when there are none to send)."""
+        headers, more_trailers = response_trailers(message)
+        fields = trailer_fields(headers)
+        if self.trailers == TRAILERS_SENT:
+            self.trailer_list += fields
+        if more_trailers:
+            return
+        self.trailers_due = False
+        if self.trailer_list:
+            self.protocol.send_trailers(self, self.trailer_list)
+        else:
+            await self.protocol.send_data(self, b"", True)
+        self._complete()
+
+    def _body_ended(self) -> bool:
+        """The last body message: True when trailers follow it (the stream stays
+        open for them)."""
+        if self.trailers != NO_TRAILERS:
+            self.trailers_due = True
+        return self.trailers_due
 
     async def _body(self, message) -> None:
         body, more_body = response_body(message)
-        if self.head_pending and self._write_head(len(body), more_body):
+        end_stream = not more_body and not self._body_ended()
+        if self.head_pending and self._write_head(len(body), more_body, end_stream):
             self._complete()
             return
         if self.no_content:  # HEAD, 204, 304: the headers alone
-            if not more_body:
+            if end_stream:
                 await self.protocol.send_data(self, b"", True)
                 self._complete()
             return
@@ -411,20 +470,21 @@ class StreamCycle:
         if content_length >= 0 and not more_body and self.written < content_length:
             self._length_error(CONTENT_SHORTER)
             return
-        await self.protocol.send_data(self, body, not more_body)
+        await self.protocol.send_data(self, body, end_stream)
         self.body_bytes += n
-        if not more_body:
+        if end_stream:
             self._complete()
 
-    def _write_head(self, n: int, more_body: bool) -> bool:
+    def _write_head(self, n: int, more_body: bool, end_stream: bool) -> bool:
         """Send the HEADERS at the first body message (a body of `n` bytes, all of
-        it unless `more_body`): with its Content-Length when the app gave none.
-        True when they end the stream (no body follows)."""
+        it unless `more_body`; `end_stream` unless more body or trailers follow):
+        with its Content-Length when the app gave none. True when they end the
+        stream (no body follows)."""
         self.head_pending = False
         fields = self.protocol.server_state.default_headers + self.header_list
         if self.content_length < 0 and not more_body and not self.no_content:
             fields.append((b"content-length", b"%d" % n))
-        end_stream = not more_body and (self.no_content or n == 0 >= self.content_length)
+        end_stream = end_stream and (self.no_content or n == 0 >= self.content_length)
         self.protocol.send_head(self, self.status, fields, end_stream)
         return end_stream
 
@@ -439,20 +499,22 @@ class StreamCycle:
             if self.content_length >= 0 and self.content_length != size:
                 self._length_error(length_error(self.content_length, size))
                 return
-            if self._write_head(size, False) or self.no_content:
-                if self.no_content and size:
+            end_stream = not self._body_ended()
+            if self._write_head(size, False, end_stream) or self.no_content:
+                if self.no_content and size and end_stream:
                     await self.protocol.send_data(self, b"", True)
-                self._complete()
+                if end_stream:
+                    self._complete()
                 return
-            sent = await self._send_file(opened, size)
+            sent = await self._send_file(opened, size, end_stream)
         finally:
             opened.close()
         if sent < size:  # the file shrank since it was opened
             self._length_error(CONTENT_SHORTER)
-            return
-        self._complete()
+        elif end_stream:
+            self._complete()
 
-    async def _send_file(self, opened, size: int) -> int:
+    async def _send_file(self, opened, size: int, end_stream: bool) -> int:
         protocol = self.protocol
         sent = 0
         while sent < size:
@@ -460,7 +522,7 @@ class StreamCycle:
             if not data:
                 break
             sent += len(data)
-            await protocol.send_data(self, data, sent >= size)
+            await protocol.send_data(self, data, end_stream and sent >= size)
             self.body_bytes = sent
         return sent
 
