@@ -12,6 +12,8 @@ import time
 from fastserve.config import Config, ProtocolSettings
 
 DEFAULT_HEAD = b"date: Wed, 25 Nov 2026 10:00:00 GMT\r\nserver: fastserve\r\n"
+# The same fields as HTTP/2 sends them (ServerState.default_headers).
+DEFAULT_HEADERS = [(b"date", b"Wed, 25 Nov 2026 10:00:00 GMT"), (b"server", b"fastserve")]
 # Loop passes given to callbacks once the app tasks are done (the C mode flushes a
 # pipelined batch, and resumes parsing, with call_soon).
 SETTLE_ROUNDS = 20
@@ -68,13 +70,15 @@ def make_settings(app, **config) -> ProtocolSettings:
 
 
 class FakeServerState:
-    """ServerState's fields, with a fixed Date/Server head so output is comparable."""
+    """ServerState's fields, with a fixed Date/Server head (and HTTP/2's fields) so
+    output is comparable."""
 
     def __init__(self) -> None:
         self.total_requests = 0
         self.connections: set = set()
         self.tasks: dict = {}
         self.default_head = DEFAULT_HEAD
+        self.default_headers = list(DEFAULT_HEADERS)
         self.metrics = None  # a metrics.ProcessMetrics when a test counts responses
 
 

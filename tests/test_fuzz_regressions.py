@@ -23,6 +23,7 @@ sys.path.insert(0, str(FUZZ_DIR))
 
 import fuzz_common  # noqa: E402
 import fuzz_http  # noqa: E402
+import fuzz_http2  # noqa: E402
 import fuzz_runner  # noqa: E402
 import fuzz_websocket  # noqa: E402
 import fuzz_wsgi  # noqa: E402
@@ -184,3 +185,14 @@ def test_connect_targets_llhttp_refuses_are_refused_in_both_modes(exchange, targ
     request = b"CONNECT %s HTTP/1.1\r\nHost: a\r\n\r\n" % target
     written, closed, calls = exchange([request])
     assert (written, closed, calls) == (BAD_REQUEST, True, [])
+
+
+@pytest.mark.parametrize("mode", list(fuzz_http2.MODES))
+def test_an_app_answering_on_a_connection_the_server_ended_is_no_app_error(mode):
+    # DATA after END_STREAM in the read that opened the stream: nghttp2 ends the
+    # session (GOAWAY STREAM_CLOSED) before connection_lost marks the streams, and the
+    # app's send raised ClientDisconnected, logged as "Exception in ASGI application"
+    # with its traceback (exchange fails on any error logged).
+    sent = fuzz_http2.PREFACE + seeds.HTTP2["data-after-end-stream"]
+    written, closed, calls = fuzz_http2.exchange(fuzz_http2.MODES[mode], [sent])
+    assert [call[:2] for call in calls] == [["GET", b"/"]]

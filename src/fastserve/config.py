@@ -53,7 +53,11 @@ from fastserve.protocols.http.headers import is_field_value, is_token
 from fastserve.protocols.http.proxy import PROXY_HEADERS_STYLES, ProxyTrust
 from fastserve.protocols.http.target import root_path_error
 from fastserve.protocols.http2.limits import FRAME_SIZE_MAX, FRAME_SIZE_MIN, WINDOW_SIZE_MAX
-from fastserve.protocols.http2.negotiation import ALPN_H2, http2_protocol_class
+from fastserve.protocols.http2.negotiation import (
+    ALPN_H2,
+    http2_protocol_class,
+    nghttp2_protocol_class,
+)
 from fastserve.protocols.tls import read_server_cert
 from fastserve.protocols.wsgi.runner import WSGIApp
 from fastserve.statsd import parse_statsd_address
@@ -79,7 +83,8 @@ WS_PROTOCOLS = {
 }
 WS_LIBRARIES = {"websockets": "websockets", "wsproto": "wsproto"}
 # HTTP/2 (--http2): the protocol is the HTTP mode's (negotiation.http2_protocol_class);
-# the pure one, over `h2`, is also the C mode's fallback.
+# the pure one, over `h2` (the one that needs this package), is also the C mode's
+# fallback.
 HTTP2_LIBRARY = "h2"
 HTTP_MODES = ("auto", *HTTP_PROTOCOLS)
 WS_MODES = ("auto", *WS_PROTOCOLS, "none")
@@ -661,9 +666,17 @@ class Config:
                 f"--interface must be one of {', '.join(INTERFACES)}, not {self.interface!r}"
             )
         if self.http2 and importlib.util.find_spec(HTTP2_LIBRARY) is None:
-            raise ConfigError(
-                f"--http2 needs the {HTTP2_LIBRARY!r} package: pip install 'fastserve[http2]'"
-            )
+            # (--http is one of its choices here: validate_modes ran; a class of one's
+            # own serves HTTP/2 over `h2`)
+            mode = resolve_http_mode(self.http) if isinstance(self.http, str) else "python"
+            if nghttp2_protocol_class(mode) is None:
+                why = "its HTTP/2 extension is not built"
+                if mode != "c":
+                    why = "the c mode's HTTP/2 needs none"
+                raise ConfigError(
+                    f"--http2 in the {mode} mode needs the {HTTP2_LIBRARY!r} package ({why}):"
+                    " pip install 'fastserve[http2]'"
+                )
         self.validate_http2_limits()
         size = self.h11_max_incomplete_event_size
         if size is not None and size <= 0:

@@ -10,7 +10,7 @@
     fuzz_runner.py --crash FILE HARNESS
         one input (a crash file) through one harness's `check`, with the traceback
 
-HARNESS: llhttp, http, wsgi, websocket (all when none is named).
+HARNESS: llhttp, http, http2, wsgi, websocket (all when none is named).
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ CRASH_DIR = FUZZ_DIR / "crashes"
 HARNESSES = {
     "llhttp": "fuzz_llhttp",
     "http": "fuzz_http",
+    "http2": "fuzz_http2",
     "wsgi": "fuzz_wsgi",
     "websocket": "fuzz_websocket",
 }
 # Harnesses that split one harness's seconds when they run together: the http harness
 # and its WSGI variant fuzz the same protocols in the time the http one had alone.
 SHARED_SECONDS = [("http", "wsgi")]
-# Python code whose branches guide the fuzzer (the C extension is not instrumented:
-# llhttp is reached through the Python around it).
-INSTRUMENTED = ["fastserve", "h11", "websockets", "wsproto"]
+# Python code whose branches guide the fuzzer (the C extensions are not instrumented:
+# llhttp and nghttp2 are reached through the Python around them).
+INSTRUMENTED = ["fastserve", "h11", "h2", "hpack", "hyperframe", "websockets", "wsproto"]
 # libFuzzer: the longest input it makes (the seeds are shorter; the harnesses' limits
 # are small so that every limit is within reach), and the seconds one input may take.
 MAX_LEN = 8192

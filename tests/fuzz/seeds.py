@@ -5,7 +5,8 @@ files are committed; tests/test_fuzz_regressions.py checks they match this modul
 and replays them through every harness). The llhttp and http harnesses start from
 the same requests, and the wsgi harness (the http one serving a WSGI app) from them
 and requests for the WSGI adapter's paths; the websocket harness from frames sent
-after a valid handshake.
+after a valid handshake; the http2 harness from frame scripts a client sends after
+the preface's magic (built with `hyperframe`, header blocks with `hpack`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,33 @@ import sys
 import zlib
 from pathlib import Path
 
+import hpack
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
 FUZZ_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUZZ_DIR.parent))
 sys.path.insert(0, str(FUZZ_DIR))
 
 from fuzz_websocket import HANDSHAKE, RSV1, client_frame  # noqa: E402
+
+from h2_raw import (  # noqa: E402
+    DATA,
+    END_STREAM,
+    SETTINGS,
+    WINDOW_MAX,
+    WINDOW_UPDATE,
+    raw_frame,
+)
 
 CORPUS_DIR = FUZZ_DIR / "corpus"
 
@@ -181,7 +204,121 @@ WEBSOCKET = {
     + client_frame(CLOSE, struct.pack("!H", 4000)),
 }
 
-SEEDS = {"llhttp": HTTP, "http": HTTP, "wsgi": {**HTTP, **WSGI}, "websocket": WEBSOCKET}
+
+def request_block(path: bytes = b"/", method: bytes = b"GET", extra=(), encoder=None) -> bytes:
+    """A request's header block (HPACK, a fresh encoder unless one is given)."""
+    fields = [(b":method", method), (b":scheme", b"http"), (b":authority", b"h2.test")]
+    return (encoder or hpack.Encoder()).encode([*fields, (b":path", path), *extra])
+
+
+def headers(stream_id: int, block: bytes, *flags: str) -> bytes:
+    return HeadersFrame(stream_id, block, flags=flags).serialize()
+
+
+def data(stream_id: int, body: bytes, *flags: str, pad: int = 0) -> bytes:
+    frame = DataFrame(stream_id, body, flags=flags)
+    if pad:
+        frame.flags.add("PADDED")
+        frame.pad_length = pad
+    return frame.serialize()
+
+
+UNKNOWN_FRAME_TYPE = 0xFA  # a frame type no RFC defines: ignored (RFC 9113 5.5)
+SETTINGS_FRAME = SettingsFrame(0).serialize()  # the preface's SETTINGS, empty
+SETTINGS_ACK = SettingsFrame(0, flags=["ACK"]).serialize()
+GET = headers(1, request_block(), "END_STREAM", "END_HEADERS")
+CONTENT_LENGTH_5 = [(b"content-length", b"5")]
+POST_HEAD = headers(1, request_block(b"/p", b"POST", CONTENT_LENGTH_5), "END_HEADERS")
+_SPLIT_BLOCK = request_block(b"/continued", extra=[(b"x-long", b"v" * 40)])
+# A shared encoder: the second request's block refers to the first one's table entries.
+_TABLE = hpack.Encoder()
+
+HTTP2 = {
+    "get": SETTINGS_FRAME + GET,
+    "get-settings-ack": SETTINGS_FRAME + SETTINGS_ACK + GET,
+    "get-with-settings": SettingsFrame(
+        0, settings={SettingsFrame.HEADER_TABLE_SIZE: 0, SettingsFrame.INITIAL_WINDOW_SIZE: 10}
+    ).serialize()
+    + GET,
+    "head": SETTINGS_FRAME + headers(1, request_block(method=b"HEAD"), "END_STREAM", "END_HEADERS"),
+    "post-data": SETTINGS_FRAME + POST_HEAD + data(1, b"hello", "END_STREAM"),
+    "post-data-split": SETTINGS_FRAME
+    + POST_HEAD
+    + data(1, b"he")
+    + data(1, b"", pad=3)
+    + data(1, b"llo", "END_STREAM"),
+    "post-length-mismatch": SETTINGS_FRAME + POST_HEAD + data(1, b"toolong", "END_STREAM"),
+    "post-over-limit": SETTINGS_FRAME
+    + headers(1, request_block(b"/big", b"POST"), "END_HEADERS")
+    + data(1, b"a" * 3000)
+    + data(1, b"b" * 3000, "END_STREAM"),
+    "trailers": SETTINGS_FRAME
+    + headers(1, request_block(b"/t", b"POST"), "END_HEADERS")
+    + data(1, b"body")
+    + headers(1, hpack.Encoder().encode([(b"x-trailer", b"1")]), "END_STREAM", "END_HEADERS"),
+    "streams-interleaved": SETTINGS_FRAME
+    + headers(1, request_block(b"/1", b"POST", encoder=_TABLE), "END_HEADERS")
+    + headers(3, request_block(b"/3", encoder=_TABLE), "END_STREAM", "END_HEADERS")
+    + data(1, b"one", "END_STREAM")
+    + headers(5, request_block(b"/5", encoder=_TABLE), "END_STREAM", "END_HEADERS"),
+    "continuation": SETTINGS_FRAME
+    + headers(1, _SPLIT_BLOCK[:10], "END_STREAM")
+    + ContinuationFrame(1, _SPLIT_BLOCK[10:30]).serialize()
+    + ContinuationFrame(1, _SPLIT_BLOCK[30:], flags=["END_HEADERS"]).serialize(),
+    "continuation-interrupted": SETTINGS_FRAME
+    + headers(1, _SPLIT_BLOCK[:10], "END_STREAM")
+    + PingFrame(0, b"12345678").serialize(),
+    "ping": SETTINGS_FRAME + PingFrame(0, b"pingpong").serialize() + GET,
+    "ping-ack-unsolicited": SETTINGS_FRAME + PingFrame(0, b"pingpong", flags=["ACK"]).serialize(),
+    "window-update": SETTINGS_FRAME
+    + WindowUpdateFrame(0, 1 << 20).serialize()
+    + headers(1, request_block(), "END_HEADERS")
+    + WindowUpdateFrame(1, 1000).serialize()
+    + data(1, b"", "END_STREAM"),
+    "window-update-zero": SETTINGS_FRAME + raw_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)),
+    "window-overflow": SETTINGS_FRAME
+    + GET
+    + raw_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW_MAX))
+    + raw_frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", WINDOW_MAX)),
+    "rst-stream": SETTINGS_FRAME
+    + headers(1, request_block(), "END_HEADERS")
+    + RstStreamFrame(1, 0x8).serialize()
+    + headers(3, request_block(b"/after"), "END_STREAM", "END_HEADERS"),
+    "rst-stream-idle": SETTINGS_FRAME + RstStreamFrame(7, 0x0).serialize(),
+    "priority": SETTINGS_FRAME
+    + PriorityFrame(3, depends_on=1, stream_weight=200).serialize()
+    + GET,
+    "goaway": SETTINGS_FRAME + GET + GoAwayFrame(0, last_stream_id=0).serialize(),
+    "goaway-odd-last-stream": SETTINGS_FRAME + GET + GoAwayFrame(0, last_stream_id=1).serialize(),
+    "data-after-end-stream": SETTINGS_FRAME + GET + data(1, b"late"),
+    "data-on-idle-stream": SETTINGS_FRAME + data(9, b"x", "END_STREAM"),
+    "data-on-stream-0": SETTINGS_FRAME + raw_frame(DATA, END_STREAM, 0, b"x"),
+    "stream-id-even": SETTINGS_FRAME + headers(2, request_block(), "END_STREAM", "END_HEADERS"),
+    "stream-id-lower": SETTINGS_FRAME
+    + headers(5, request_block(), "END_STREAM", "END_HEADERS")
+    + headers(3, request_block(), "END_STREAM", "END_HEADERS"),
+    "hpack-garbage": SETTINGS_FRAME + headers(1, b"\xff\xff\xff\xff", "END_STREAM", "END_HEADERS"),
+    "pseudo-header-missing": SETTINGS_FRAME
+    + headers(1, hpack.Encoder().encode([(b":method", b"GET")]), "END_STREAM", "END_HEADERS"),
+    "header-uppercase": SETTINGS_FRAME
+    + headers(1, request_block(extra=[(b"X-Upper", b"v")]), "END_STREAM", "END_HEADERS"),
+    "head-over-limit": SETTINGS_FRAME
+    + headers(1, request_block(extra=[(b"x-big", b"v" * 3000)]), "END_STREAM", "END_HEADERS"),
+    "frame-over-max-size": SETTINGS_FRAME + POST_HEAD + data(1, b"x" * 16385, "END_STREAM"),
+    "settings-bad-push": SETTINGS_FRAME
+    + SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 2}).serialize(),
+    "settings-cut": raw_frame(SETTINGS, 0, 0, b"\x00\x03\x00"),
+    "unknown-frame": SETTINGS_FRAME + raw_frame(UNKNOWN_FRAME_TYPE, 0xFF, 1, b"?") + GET,
+    "no-settings-first": GET,
+}
+
+SEEDS = {
+    "llhttp": HTTP,
+    "http": HTTP,
+    "wsgi": {**HTTP, **WSGI},
+    "websocket": WEBSOCKET,
+    "http2": HTTP2,
+}
 
 
 def main() -> None:

@@ -12,29 +12,39 @@
 Which protocol serves a connection is the HTTP mode's (`http2_protocol_class`, which
 Config.load puts in the settings): the C mode's Nghttp2Protocol over nghttp2
 (fastserve._http2), the pure mode's H2Protocol over `h2`, also the C mode's when the
-extension is not built. Nothing else here imports either.
+extension is not built. Nothing else here imports either: the C mode's HTTP/2 runs
+without the `h2` package (Config asks for it only where H2Protocol serves).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Callable, Optional
 
 from fastserve.protocols.utils import Address, addresses_from_header
 
 ALPN_H2 = "h2"
 
 
+def nghttp2_protocol_class(http_mode: str) -> Optional[type]:
+    """The C mode's HTTP/2 over nghttp2, which needs no `h2` (none of its imports
+    reach `h2`, `hpack` or `hyperframe`); None for another mode, or a C mode whose
+    compiled extension is not built."""
+    if http_mode != "c":
+        return None
+    try:
+        from fastserve.protocols.http2.nghttp2_impl import Nghttp2Protocol
+    except ImportError:  # an install without the compiled extension
+        return None
+    return Nghttp2Protocol
+
+
 def http2_protocol_class(http_mode: str) -> type:
     """The HTTP/2 protocol of an HTTP mode ("c", "python"; a protocol class of
-    one's own, by its name, gets the pure one)."""
-    if http_mode == "c":
-        try:
-            from fastserve.protocols.http2.nghttp2_impl import Nghttp2Protocol
-        except ImportError:  # an install without the compiled extension
-            pass
-        else:
-            return Nghttp2Protocol
+    one's own, by its name, gets the pure one, over `h2`)."""
+    protocol_class = nghttp2_protocol_class(http_mode)
+    if protocol_class is not None:
+        return protocol_class
     from fastserve.protocols.http2.h2_impl import H2Protocol
 
     return H2Protocol

@@ -56,6 +56,15 @@ from fastserve.protocols.http2.stream import NO_ERROR, StreamCycle, StreamRefuse
 SEND_BUFFER = HIGH_WATER_LIMIT
 
 
+def _gone(cycle: StreamCycle) -> ClientDisconnected:
+    """What a stream's send raises once the stream or the connection is gone. nghttp2
+    ends the session at a client's protocol error before connection_lost marks the
+    streams, and an app sending then meets a client's disconnect (logged quietly),
+    not an error of its own."""
+    cycle.disconnected = True
+    return ClientDisconnected(DISCONNECTED)
+
+
 class Nghttp2Protocol(HTTP2Connection):
     """asyncio Protocol for HTTP/2 over nghttp2 (one per connection)."""
 
@@ -171,13 +180,13 @@ class Nghttp2Protocol(HTTP2Connection):
             data = bytes(data)
         while True:
             if cycle.disconnected or self.closed:
-                raise ClientDisconnected(DISCONNECTED)
+                raise _gone(cycle)
             if not self.flow.write_paused:
                 break
             # (shielded: the future is the connection's, shared by its streams)
             await self._wait_for_client(asyncio.shield(self.flow.drain()))
         if not self.session.send_body(cycle.stream_id, data, end_stream):
-            raise ClientDisconnected(DISCONNECTED)
+            raise _gone(cycle)
         self._flush_soon()
         if self.session.pending_body(cycle.stream_id) > SEND_BUFFER:
             await self._wait_framed(cycle, end_stream)
@@ -192,7 +201,7 @@ class Nghttp2Protocol(HTTP2Connection):
         try:
             while self.session.pending_body(stream_id) > SEND_BUFFER:
                 if cycle.disconnected or self.closed:
-                    raise ClientDisconnected(DISCONNECTED)
+                    raise _gone(cycle)
                 cycle.window_waiter = self.loop.create_future()
                 await self._wait_for_client(cycle.window_waiter)
         finally:
