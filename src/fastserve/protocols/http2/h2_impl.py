@@ -39,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
+from typing import Optional
 
 import h2.config
 import h2.connection
@@ -245,12 +247,26 @@ class H2Protocol(HTTP2Connection):
             )
         self._flush()
 
-    async def send_data(self, cycle: StreamCycle, data, end_stream: bool) -> None:
+    def send_data(self, cycle: StreamCycle, data, end_stream: bool) -> Optional[Awaitable]:
+        """DATA frames of `data`: one now when the windows, the peer's frame size and
+        the transport let it go whole, else what to wait on (_send_data_framed)."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        conn = self.conn
+        stream_id = cycle.stream_id
+        if cycle.disconnected or self.closed or self.flow.write_paused:
+            return self._send_data_framed(cycle, data, end_stream)
+        if len(data) > min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size):
+            return self._send_data_framed(cycle, data, end_stream)
+        with _gone_as_disconnect(cycle):
+            conn.send_data(stream_id, data, end_stream=end_stream)
+        self._flush()
+        return None
+
+    async def _send_data_framed(self, cycle: StreamCycle, data: bytes, end_stream: bool) -> None:
         """DATA frames of `data`, each as big as the stream's window, the connection's
         and the peer's frame size allow; waiting while they are shut or the transport
         is full."""
-        if type(data) is not bytes:
-            data = bytes(data)
         conn = self.conn
         stream_id = cycle.stream_id
         sent = 0

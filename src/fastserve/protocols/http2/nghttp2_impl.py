@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import Optional
 
 from fastserve._http2 import (
     CLOSED,
@@ -172,24 +174,33 @@ class Nghttp2Protocol(HTTP2Connection):
         self.session.submit_response(cycle.stream_id, status, fields, b"", end_stream)
         self._flush_soon()
 
-    async def send_data(self, cycle: StreamCycle, data, end_stream: bool) -> None:
+    def send_data(self, cycle: StreamCycle, data, end_stream: bool) -> Optional[Awaitable]:
         """`data` to the stream's response buffer, which nghttp2 frames as the stream's
-        window, the connection's and the peer's frame size allow; waiting while the
-        transport is full, or more than SEND_BUFFER is not framed yet."""
+        window, the connection's and the peer's frame size allow; what to wait on
+        while the transport is full, or more than SEND_BUFFER is not framed yet."""
         if type(data) is not bytes:
             data = bytes(data)
-        while True:
-            if cycle.disconnected or self.closed:
-                raise _gone(cycle)
-            if not self.flow.write_paused:
-                break
-            # (shielded: the future is the connection's, shared by its streams)
-            await self._wait_for_client(asyncio.shield(self.flow.drain()))
+        if cycle.disconnected or self.closed:
+            raise _gone(cycle)
+        if self.flow.write_paused:
+            return self._send_data_drained(cycle, data, end_stream)
         if not self.session.send_body(cycle.stream_id, data, end_stream):
             raise _gone(cycle)
         self._flush_soon()
         if self.session.pending_body(cycle.stream_id) > SEND_BUFFER:
-            await self._wait_framed(cycle, end_stream)
+            return self._wait_framed(cycle, end_stream)
+        return None
+
+    async def _send_data_drained(self, cycle: StreamCycle, data: bytes, end_stream: bool):
+        """send_data once the transport is below its high-water mark."""
+        while self.flow.write_paused:
+            if cycle.disconnected or self.closed:
+                raise _gone(cycle)
+            # (shielded: the future is the connection's, shared by its streams)
+            await self._wait_for_client(asyncio.shield(self.flow.drain()))
+        waiting = self.send_data(cycle, data, end_stream)
+        if waiting is not None:
+            await waiting
 
     async def _wait_framed(self, cycle: StreamCycle, end_stream: bool) -> None:
         """Until no more than SEND_BUFFER of the stream's response waits for the peer's

@@ -7,9 +7,10 @@ session). The names are the HTTP/1.1 `RequestCycle`s' (`run`, `receive`, `send`,
 `message_complete`...; docs/architecture.md) for the same things.
 
 What a stream asks of its connection (`protocol`), whatever parses the frames:
-`send_head(cycle, status, headers, end_stream)` (a HEADERS frame), `await send_data(cycle,
+`send_head(cycle, status, headers, end_stream)` (a HEADERS frame), `send_data(cycle,
 data, end_stream)` (DATA frames, as the stream's and the connection's windows and the
-transport let them go; ClientDisconnected once the stream or the connection is gone),
+transport let them go: None once handed over, else an awaitable to wait on;
+ClientDisconnected once the stream or the connection is gone),
 `send_trailers(cycle, fields)` (the last HEADERS frame, ending the stream, after the
 DATA handed over), `send_informational(cycle, status, fields)` (a 1xx HEADERS frame),
 `reset_stream(cycle, error_code)`, `body_consumed(cycle, n)` (the app took `n` body
@@ -22,6 +23,7 @@ response; its body's size), `_response_complete(cycle)` (counted, forgotten), an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Optional
 
 from fastserve.logging import HTTP2_VERSION, HTTP2_VERSION_TEXT, log_access
@@ -400,7 +402,9 @@ class StreamCycle:
             elif message_type == TRAILERS:
                 raise unexpected_trailers(message, self.trailers != NO_TRAILERS)
             else:
-                await self._body(message)
+                waiting = self._body(message)
+                if waiting is not None:  # (most bodies go out without waiting)
+                    await waiting
         except ASGIMessageError as exc:
             self.message_error = exc
             raise
@@ -440,7 +444,7 @@ class StreamCycle:
         if self.trailer_list:
             self.protocol.send_trailers(self, self.trailer_list)
         else:
-            await self.protocol.send_data(self, b"", True)
+            await self._sent(b"", True)
         self._complete()
 
     def _body_ended(self) -> bool:
@@ -450,30 +454,46 @@ class StreamCycle:
             self.trailers_due = True
         return self.trailers_due
 
-    async def _body(self, message) -> None:
+    def _body(self, message) -> Optional[Awaitable]:
+        """`http.response.body`; what the sender must await when the body cannot go
+        out at once (None: it went)."""
         body, more_body = response_body(message)
         end_stream = not more_body and not self._body_ended()
         if self.head_pending and self._write_head(len(body), more_body, end_stream):
             self._complete()
-            return
+            return None
         if self.no_content:  # HEAD, 204, 304: the headers alone
-            if end_stream:
-                await self.protocol.send_data(self, b"", True)
-                self._complete()
-            return
-        n = len(body)
-        self.written += n
+            return self._body_sent(b"", end_stream) if end_stream else None
+        self.written += len(body)
         content_length = self.content_length
         if content_length >= 0 and self.written > content_length:
             self._length_error(CONTENT_LONGER)
-            return
+            return None
         if content_length >= 0 and not more_body and self.written < content_length:
             self._length_error(CONTENT_SHORTER)
-            return
-        await self.protocol.send_data(self, body, end_stream)
+            return None
+        return self._body_sent(body, end_stream)
+
+    def _body_sent(self, body: bytes, end_stream: bool) -> Optional[Awaitable]:
+        waiting = self.protocol.send_data(self, body, end_stream)
+        if waiting is not None:
+            return self._body_sent_later(waiting, len(body), end_stream)
+        self.body_bytes += len(body)
+        if end_stream:
+            self._complete()
+        return None
+
+    async def _body_sent_later(self, waiting: Awaitable, n: int, end_stream: bool) -> None:
+        await waiting
         self.body_bytes += n
         if end_stream:
             self._complete()
+
+    async def _sent(self, data: bytes, end_stream: bool) -> None:
+        """protocol.send_data, waited for when it must."""
+        waiting = self.protocol.send_data(self, data, end_stream)
+        if waiting is not None:
+            await waiting
 
     def _write_head(self, n: int, more_body: bool, end_stream: bool) -> bool:
         """Send the HEADERS at the first body message (a body of `n` bytes, all of
@@ -502,7 +522,7 @@ class StreamCycle:
             end_stream = not self._body_ended()
             if self._write_head(size, False, end_stream) or self.no_content:
                 if self.no_content and size and end_stream:
-                    await self.protocol.send_data(self, b"", True)
+                    await self._sent(b"", True)
                 if end_stream:
                     self._complete()
                 return
@@ -522,7 +542,7 @@ class StreamCycle:
             if not data:
                 break
             sent += len(data)
-            await protocol.send_data(self, data, end_stream and sent >= size)
+            await self._sent(data, end_stream and sent >= size)
             self.body_bytes = sent
         return sent
 
