@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -312,6 +313,11 @@ async def route_ctxvar(scope, receive, send, query):
     await respond_json(send, {"before": before, "after": REQUEST_VALUE.get(None)})
 
 
+async def route_gc(scope, receive, send, query):
+    """The number of objects out of the cyclic GC's reach (gc.freeze)."""
+    await respond_json(send, {"frozen": gc.get_freeze_count()})
+
+
 async def route_task(scope, receive, send, query):
     task = asyncio.current_task()
     await respond_json(send, {"name": task.get_name(), "factory": task in FACTORY_TASKS})
@@ -482,6 +488,7 @@ ROUTES = {
     "status": route_status,
     "ctxvar": route_ctxvar,
     "task": route_task,
+    "gc": route_gc,
     "wait-disconnect": route_wait_disconnect,
     "receive-after-response": route_receive_after_response,
     "events": route_events,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -41,6 +42,16 @@ TICK_SECONDS = 0.1
 # After the listeners close, connections get this long to have their first
 # request read (see shutdown()), and again after they were told to stop.
 SHUTDOWN_SETTLE_SECONDS = 0.1
+
+
+def freeze_startup_heap() -> None:
+    """What the process holds once its app has started (modules, the app, what its
+    lifespan made) is put out of the cyclic GC's reach (gc.freeze), its garbage
+    collected first: a collection then walks the requests' objects, not the whole
+    heap (it took a tenth of a small request's time). Objects still go when their
+    last reference does."""
+    gc.collect()
+    gc.freeze()
 
 
 class ServerState:
@@ -232,6 +243,7 @@ class Server:
         if sockets is None:
             self.log_started_message()
         await self.start_metrics(supervised=sockets is not None)
+        freeze_startup_heap()
         self.started = True
 
     def protocol_factory(self) -> tuple[Callable[[], asyncio.Protocol], Any]:
