@@ -240,6 +240,19 @@ def test_pathsend_over_http2_is_the_files_bytes(servers, mode, tmp_path):
     assert [response.content for response in responses] == contents
 
 
+def test_pathsend_to_a_head_request_is_the_head_alone(servers, mode, tmp_path, token):
+    """HEAD: the HEADERS (the file's Content-Length) end the stream; the app's
+    pathsend returns as sent, no DATA frame follows on the ended stream."""
+    server = servers.get(APP, mode, "--http2")
+    path = tmp_path / "head.bin"
+    write_file(path, MIB)
+    with httpx.Client(http1=False, http2=True, timeout=30) as client:
+        response = client.head(server.url(pathsend_target(path) + f"&token={token}"))
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["content-length"] == str(MIB)
+    server.wait_event(token, lambda events: "sent" in events)
+
+
 def small_window_client(port: int) -> RawH2:
     """A raw client whose SETTINGS give each stream a SMALL_WINDOW and frames of the
     protocol's default size at most."""

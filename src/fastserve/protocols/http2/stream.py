@@ -498,11 +498,13 @@ class StreamCycle:
     def _write_head(self, n: int, more_body: bool, end_stream: bool) -> bool:
         """Send the HEADERS at the first body message (a body of `n` bytes, all of
         it unless `more_body`; `end_stream` unless more body or trailers follow):
-        with its Content-Length when the app gave none. True when they end the
-        stream (no body follows)."""
+        with its Content-Length when the app gave none (a HEAD request's too, as a
+        GET's would be, as over HTTP/1.1). True when they end the stream (no body
+        follows)."""
         self.head_pending = False
         fields = self.protocol.server_state.default_headers + self.header_list
-        if self.content_length < 0 and not more_body and not self.no_content:
+        with_length = not self.no_content or self.head_request
+        if self.content_length < 0 and not more_body and with_length:
             fields.append((b"content-length", b"%d" % n))
         end_stream = end_stream and (self.no_content or n == 0 >= self.content_length)
         self.protocol.send_head(self, self.status, fields, end_stream)
@@ -521,8 +523,6 @@ class StreamCycle:
                 return
             end_stream = not self._body_ended()
             if self._write_head(size, False, end_stream) or self.no_content:
-                if self.no_content and size and end_stream:
-                    await self._sent(b"", True)
                 if end_stream:
                     self._complete()
                 return
