@@ -55,7 +55,7 @@ class HTTP2Connection(asyncio.Protocol):
         "settings", "server_state", "app_state", "loop", "transport", "flow", "access_log",
         "metrics", "client", "server", "scheme", "tls", "context", "streams", "timer",
         "closed", "shutting_down", "limits", "blocked_streams", "heard", "ping_timer",
-        "ping_out",
+        "ping_out", "last_goaway_sent",
     )  # fmt: skip
 
     # What the start-up line says serves HTTP/2 (Config.mode_details).
@@ -83,6 +83,7 @@ class HTTP2Connection(asyncio.Protocol):
         self.heard = 0.0  # loop.time() of the client's last bytes (data_received)
         self.ping_timer = None  # the keep-alive deadline: the next PING, or its ack's
         self.ping_out = False  # a keep-alive PING waits for its ack
+        self.last_goaway_sent = False  # the shutdown's GOAWAY naming the last stream
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -305,7 +306,8 @@ class HTTP2Connection(asyncio.Protocol):
             self.ping_timer.cancel()
             interval = self.settings.http2_keep_alive_interval
             self.ping_timer = self.loop.call_later(interval, self._on_quiet)
-        elif self.shutting_down:
+        elif self.shutting_down and not self.last_goaway_sent:
+            self.last_goaway_sent = True
             self._shutdown_goaway()
 
     # -- deadlines and the end ----------------------------------------------------------
@@ -334,10 +336,12 @@ class HTTP2Connection(asyncio.Protocol):
             self.timer = None
 
     def _close_gracefully(self) -> None:
-        """No stream runs: GOAWAY NO_ERROR (naming the last stream taken), close."""
+        """No stream runs: GOAWAY NO_ERROR (naming the last stream taken; once), close."""
         if self.closed:
             return
-        self._final_goaway()
+        if not self.last_goaway_sent:
+            self.last_goaway_sent = True
+            self._final_goaway()
         self._flush()
         self._close()
 
