@@ -38,6 +38,19 @@ class InvariantError(AssertionError):
     """A harness invariant does not hold (the fuzzer reports it as a crash)."""
 
 
+async def body_size(receive) -> Optional[int]:
+    """The harnesses' apps: the request body read whole, its size; None when the
+    client went first."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return size
+
+
 def reads_of(data: bytes, bytewise_max: int = 0) -> list[list[bytes]]:
     """The ways `data` is delivered: at once, cut at points drawn from a generator
     seeded with the input's CRC-32 (so a crash file replays identically, and the

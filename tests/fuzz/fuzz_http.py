@@ -31,7 +31,14 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from fuzz_common import ClientTransport, InvariantError, Run, WatchedThreads, reads_of
+from fuzz_common import (
+    ClientTransport,
+    InvariantError,
+    Run,
+    WatchedThreads,
+    body_size,
+    reads_of,
+)
 
 from fastserve import _parser
 from fastserve.config import ProtocolSettings
@@ -75,14 +82,9 @@ async def echo(scope, receive, send):
         return
     call = [scope["method"], target, None]
     calls.append(call)
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        size += len(message.get("body", b""))
-        if not message.get("more_body"):
-            break
+    size = await body_size(receive)
+    if size is None:
+        return
     call[2] = size
     body = echo_body(scope["method"], target, size)
     await send(

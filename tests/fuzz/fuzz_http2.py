@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 
 import hpack
-from fuzz_common import ClientTransport, InvariantError, Run, reads_of
+from fuzz_common import ClientTransport, InvariantError, Run, body_size, reads_of
 
 from fastserve.protocols.http2.h2_impl import H2Protocol
 from fastserve.protocols.http2.nghttp2_impl import Nghttp2Protocol
@@ -54,14 +54,9 @@ async def echo(scope, receive, send):
     number = len(calls)
     call = [scope["method"], scope["raw_path"], None, False]
     calls.append(call)
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        size += len(message.get("body", b""))
-        if not message.get("more_body"):
-            break
+    size = await body_size(receive)
+    if size is None:
+        return
     call[2] = size
     headers = [(b"x-call", b"%d" % number)]
     await send({"type": "http.response.start", "status": APP_STATUS, "headers": headers})
