@@ -102,12 +102,7 @@ class HTTP2Connection(asyncio.Protocol):
         self._stop_timer()
         if self.ping_timer is not None:
             self.ping_timer.cancel()
-        streams = list(self.streams.values())
-        self.streams.clear()
-        for cycle in streams:
-            cycle.disconnected = True
-            cycle.wake()
-            cycle.wake_sender()
+        self._disconnect_streams()
         if self.flow is not None:
             self.flow.resume_writing()
 
@@ -345,12 +340,23 @@ class HTTP2Connection(asyncio.Protocol):
         self._flush()
         self._close()
 
+    def _disconnect_streams(self) -> None:
+        """The connection is closed (by either side): every running stream's app sees
+        a client's disconnect (its receive, a send that waits or comes later)."""
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for cycle in streams:
+            cycle.disconnected = True
+            cycle.wake()
+            cycle.wake_sender()
+
     def _close_now(self) -> None:
         """The end after a GOAWAY; the connection aborted when what was written is
         not all out (asyncio's close would wait for a client that does not read)."""
         if self.transport.get_write_buffer_size():
             self.closed = True
             self._stop_timer()
+            self._disconnect_streams()
             self.transport.abort()
         else:
             self._close()
@@ -365,7 +371,10 @@ class HTTP2Connection(asyncio.Protocol):
         ]
 
     def _close(self) -> None:
+        """The end: written frames go out, then the close (nghttp2 ends a session at
+        a client's protocol error before the transport reports it)."""
         if not self.closed:
             self.closed = True
             self.transport.close()
         self._stop_timer()
+        self._disconnect_streams()

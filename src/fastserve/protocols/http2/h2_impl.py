@@ -272,8 +272,6 @@ class H2Protocol(HTTP2Connection):
         sent = 0
         while True:
             if cycle.disconnected or self.closed:
-                # (closed by the server at a client's error: a disconnect to the app)
-                cycle.disconnected = True
                 raise ClientDisconnected(DISCONNECTED)
             if self.flow.write_paused:
                 # (shielded: the future is the connection's, shared by its streams)

@@ -58,15 +58,6 @@ from fastserve.protocols.http2.stream import NO_ERROR, StreamCycle, StreamRefuse
 SEND_BUFFER = HIGH_WATER_LIMIT
 
 
-def _gone(cycle: StreamCycle) -> ClientDisconnected:
-    """What a stream's send raises once the stream or the connection is gone. nghttp2
-    ends the session at a client's protocol error before connection_lost marks the
-    streams, and an app sending then meets a client's disconnect (logged quietly),
-    not an error of its own."""
-    cycle.disconnected = True
-    return ClientDisconnected(DISCONNECTED)
-
-
 class Nghttp2Protocol(HTTP2Connection):
     """asyncio Protocol for HTTP/2 over nghttp2 (one per connection)."""
 
@@ -181,11 +172,11 @@ class Nghttp2Protocol(HTTP2Connection):
         if type(data) is not bytes:
             data = bytes(data)
         if cycle.disconnected or self.closed:
-            raise _gone(cycle)
+            raise ClientDisconnected(DISCONNECTED)
         if self.flow.write_paused:
             return self._send_data_drained(cycle, data, end_stream)
         if not self.session.send_body(cycle.stream_id, data, end_stream):
-            raise _gone(cycle)
+            raise ClientDisconnected(DISCONNECTED)
         self._flush_soon()
         if self.session.pending_body(cycle.stream_id) > SEND_BUFFER:
             return self._wait_framed(cycle, end_stream)
@@ -195,7 +186,7 @@ class Nghttp2Protocol(HTTP2Connection):
         """send_data once the transport is below its high-water mark."""
         while self.flow.write_paused:
             if cycle.disconnected or self.closed:
-                raise _gone(cycle)
+                raise ClientDisconnected(DISCONNECTED)
             # (shielded: the future is the connection's, shared by its streams)
             await self._wait_for_client(asyncio.shield(self.flow.drain()))
         waiting = self.send_data(cycle, data, end_stream)
@@ -212,7 +203,7 @@ class Nghttp2Protocol(HTTP2Connection):
         try:
             while self.session.pending_body(stream_id) > SEND_BUFFER:
                 if cycle.disconnected or self.closed:
-                    raise _gone(cycle)
+                    raise ClientDisconnected(DISCONNECTED)
                 cycle.window_waiter = self.loop.create_future()
                 await self._wait_for_client(cycle.window_waiter)
         finally:
