@@ -94,8 +94,8 @@ PING_ACK = EV_PING_ACK
 
 # The status of a head over the header list size (as the HTTP/1.1 mode's head limit).
 cdef bytes _HEAD_TOO_LARGE = b"431"
-# The opaque data of the session's PING (ping(), a graceful shutdown's).
-cdef bytes _SHUTDOWN_PING = b"goaway\x00\x00"
+# The opaque data of the session's PINGs (ping(): a graceful shutdown's, keep-alive's).
+cdef bytes _SERVER_PING = _limits.SERVER_PING
 # RFC 9113 6.5.2: each field counts its name, its value and this overhead.
 cdef enum:
     NO_CODE = -1  # an event with no error code (_event)
@@ -306,7 +306,7 @@ cdef int on_frame_recv(ng.nghttp2_session* session, const ng.nghttp2_frame* fram
         if not frame.hd.flags & ng.NGHTTP2_FLAG_ACK:
             return self._spend(FLOOD_CONTROL_FRAMES)  # (nghttp2 answers it: counted)
         if frame.hd.type == ng.NGHTTP2_PING and \
-                memcmp(frame.ping.opaque_data, PyBytes_AS_STRING(_SHUTDOWN_PING), 8) == 0:
+                memcmp(frame.ping.opaque_data, PyBytes_AS_STRING(_SERVER_PING), 8) == 0:
             return self._event(EV_PING_ACK, 0, NO_CODE)
         return 0
     if frame.hd.type == ng.NGHTTP2_RST_STREAM:
@@ -723,7 +723,7 @@ cdef class ServerSession:
     def ping(self):
         """A PING whose ack is reported (a PING_ACK event)."""
         _check(ng.nghttp2_submit_ping(self.session, ng.NGHTTP2_FLAG_NONE,
-                                      <const uint8_t*>PyBytes_AS_STRING(_SHUTDOWN_PING)))
+                                      <const uint8_t*>PyBytes_AS_STRING(_SERVER_PING)))
 
     def goaway(self, uint32_t error_code=ng.NGHTTP2_NO_ERROR):
         """GOAWAY naming the last stream nghttp2 handed over: the streams up to it go on."""

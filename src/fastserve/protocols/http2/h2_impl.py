@@ -53,7 +53,7 @@ from fastserve.protocols.asgi import DISCONNECTED, ClientDisconnected
 from fastserve.protocols.http.errors import error_body
 from fastserve.protocols.http2.connection import HTTP2Connection
 from fastserve.protocols.http2.h2_checks import CheckedDecoder, CheckedFrameBuffer
-from fastserve.protocols.http2.limits import ENHANCE_YOUR_CALM
+from fastserve.protocols.http2.limits import ENHANCE_YOUR_CALM, SERVER_PING
 from fastserve.protocols.http2.stream import (
     NO_ERROR,
     REFUSED_STREAM,
@@ -69,9 +69,6 @@ BODY_WINDOW = 1 << 20
 INITIAL_WINDOW = 65535
 # The largest stream id (31 bits): the first GOAWAY of a graceful shutdown names it.
 STREAM_ID_MAX = 2**31 - 1
-# The data of the server's PINGs (8 bytes): a graceful shutdown's, whose ack is the
-# second GOAWAY's moment, and the keep-alive ones (connection.py tells their acks apart).
-SERVER_PING = b"goaway\x00\x00"
 
 
 class _ServerSettings(h2.settings.Settings):

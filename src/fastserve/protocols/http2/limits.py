@@ -44,6 +44,10 @@ from __future__ import annotations
 
 # RFC 9113 7: the GOAWAY code a connection over a bound ends with.
 ENHANCE_YOUR_CALM = 0xB
+# The data of the server's PINGs (8 bytes), both modes': a graceful shutdown's, whose
+# ack is the second GOAWAY's moment, and the keep-alive ones (connection.py tells
+# their acks apart).
+SERVER_PING = b"goaway\x00\x00"
 STREAM_RESET_BURST = 1000
 STREAM_RESET_RATE = 33  # a second
 CONTROL_FRAME_BURST = 1000
