@@ -16,6 +16,7 @@ import time
 from urllib.parse import quote
 
 import httpx
+import pytest
 from hyperframe.frame import (
     DataFrame,
     GoAwayFrame,
@@ -272,6 +273,7 @@ def small_window_client(port: int) -> RawH2:
     return client
 
 
+@pytest.mark.flood  # a slow client; it bounds RSS, which the sanitizer run inflates
 def test_pathsend_under_a_small_window_is_bounded(servers, mode, tmp_path):
     """16 MiB to a client that opens its windows only by what it has read: every DATA
     frame within the peer's frame size and the windows granted, the bytes the file's,

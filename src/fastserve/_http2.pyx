@@ -399,7 +399,8 @@ cdef ng.nghttp2_ssize read_body(ng.nghttp2_session* session, int32_t stream_id, 
         return ng.NGHTTP2_ERR_DEFERRED
     if n > <Py_ssize_t>length:
         n = length
-    memcpy(buf, s.body_out.data + s.out_sent, n)
+    if n:  # (an empty buffer may have no memory: memcpy takes no NULL, even for 0 bytes)
+        memcpy(buf, s.body_out.data + s.out_sent, n)
     s.out_sent += n
     if s.out_sent == s.body_out.len:
         s.out_sent = s.body_out.len = 0
