@@ -22,7 +22,6 @@ from protocol_fakes import Connection
 
 nghttp2_impl = pytest.importorskip("fastserve.protocols.http2.nghttp2_impl")
 
-DEFAULT_HEADERS = [(b"date", b"Wed, 25 Nov 2026 10:00:00 GMT"), (b"server", b"fastserve")]
 # The scope keys a stream's request sets (the rest are the connection's, alike by
 # construction, or fresh objects: state, extensions).
 SCOPE_KEYS = ("http_version", "method", "scheme", "path", "raw_path", "query_string", "headers")
@@ -153,7 +152,6 @@ async def run_script(protocol_class, script, **config) -> dict:
     carries the client's bytes over and lets the server work. The record."""
     seen: list = []
     connection = Connection(protocol_class, app, **config)
-    connection.state.default_headers = DEFAULT_HEADERS
     connection.protocol.app_state = {"seen": seen}
     client = Client()
     written = 0
