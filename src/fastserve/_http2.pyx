@@ -688,6 +688,7 @@ cdef class ServerSession:
         cdef Stream* s = _stream(self.session, stream_id)
         cdef ng.nghttp2_nv* nva
         cdef Py_ssize_t count = 1 + len(headers)
+        cdef bytes status_text = b"%d" % status  # (nva points into it until submitted)
         if s == NULL:
             return False
         if s.responded or not 100 <= status <= 199:
@@ -696,7 +697,7 @@ cdef class ServerSession:
         if nva == NULL:
             raise MemoryError()
         try:
-            self._fill_nv(nva, b"%d" % status, headers)
+            self._fill_nv(nva, status_text, headers)
             _check(ng.nghttp2_submit_headers(self.session, ng.NGHTTP2_FLAG_NONE, stream_id,
                                              NULL, nva, count, NULL))
         finally:
