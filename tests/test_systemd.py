@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from fastserve import systemd
-from process_util import ServerProcess, get
+from process_util import ServerProcess, get, tool_environment
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -140,7 +140,7 @@ def test_passed_sockets_serve_http2(activated):
     for where in ((server.url("/"),), ("--unix-socket", unix_path, "http://localhost/")):
         result = subprocess.run(
             [curl, "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}", *where],
-            capture_output=True, text=True, timeout=NOTIFY_TIMEOUT,
+            capture_output=True, text=True, timeout=NOTIFY_TIMEOUT, env=tool_environment(),
         )  # fmt: skip
         assert result.returncode == 0, result
         assert result.stdout.endswith("\n2"), result

@@ -249,10 +249,10 @@ HEAD_END = b"\r\n\r\n"
 
 
 def split_response(data: bytes) -> tuple[list, bytes]:
-    """(the head's lines, past the status line and Date; the bytes after the head)."""
-    head, _, rest = data.partition(HEAD_END)
-    lines = [line for line in head.split(b"\r\n")[1:] if not line.startswith(b"date:")]
-    return lines, rest
+    """(the first head's lines, past its status line; the bytes after it), without
+    any Date line (a 103's final response has one too, maybe of another second)."""
+    head, _, rest = re.sub(rb"date: [^\r]*\r\n", b"", data).partition(HEAD_END)
+    return head.split(b"\r\n")[1:], rest
 
 
 STREAMED_BODY = b"7\r\nhello, \r\n5\r\nworld\r\n"
