@@ -58,22 +58,15 @@ def checked_header(header, message_type: str = "http.response.start") -> tuple[b
     return name, value
 
 
-# Fields a trailer section may not carry (RFC 9110 6.5.1: framing, routing and
-# connection fields; RFC 9113 8.2.2: connection-specific fields). A pseudo-header's
-# name is no token: checked_header refuses it.
-TRAILER_FORBIDDEN = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"upgrade",
-        b"te",
-        b"trailer",
-        b"content-length",
-        b"host",
-    )
+# Connection-specific header fields (RFC 9113 8.2.2): an app's are dropped from an
+# HTTP/2 response, as the HTTP/1.1 framing they speak of is not HTTP/2's.
+CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
+# Fields a trailer section may not carry (RFC 9110 6.5.1: framing, routing and
+# connection fields; RFC 9113 8.2.2: the connection-specific ones). A pseudo-header's
+# name is no token: checked_header refuses it.
+TRAILER_FORBIDDEN = CONNECTION_SPECIFIC | {b"te", b"trailer", b"content-length", b"host"}
 
 
 def trailer_fields(headers) -> list:

@@ -63,7 +63,13 @@ from fastserve.protocols.http.framing import (
     TRAILERS_SENT,
     http2_trailer_mode,
 )
-from fastserve.protocols.http.headers import checked_header, is_token, link_fields, trailer_fields
+from fastserve.protocols.http.headers import (
+    CONNECTION_SPECIFIC,
+    checked_header,
+    is_token,
+    link_fields,
+    trailer_fields,
+)
 from fastserve.protocols.http.pathsend import length_error, open_path, read_block
 from fastserve.protocols.http.proxy import PROXY_HEADER_NAMES, apply_proxy_headers
 from fastserve.protocols.http.target import is_valid_target, request_paths
@@ -74,11 +80,6 @@ from fastserve.protocols.wsgi.environ import ENVIRON_EXTENSION, head_variables
 NO_ERROR = 0x0
 INTERNAL_ERROR = 0x2
 REFUSED_STREAM = 0x7
-# Connection-specific header fields (RFC 9113 8.2.2): an app's are dropped, as the
-# HTTP/1.1 framing they speak of is not HTTP/2's.
-CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 # Responses without content (RFC 9110 6.4.1): their HEADERS end the stream.
 NO_CONTENT_STATUSES = frozenset((204, 304))
 
